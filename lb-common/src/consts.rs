@@ -1,0 +1,107 @@
+//! Sizes, limits and enumerations shared by both sides.
+
+/// Virtual services the data plane can hold (IPVS has no fixed limit; 512 is
+/// far above what one keepalived.conf usually carries).
+pub const MAX_SERVICES: u32 = 512;
+/// Real servers one virtual service may have. Bounds every new-flow scan.
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
+/// Real server slots over all services. Real ids start from 1: id 0 means
+/// "no real server", so a zeroed flow entry never points at a live server.
+pub const MAX_REALS: u32 = 4096;
+/// Default size of the LRU flow table (5-tuple -> real server).
+pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 65_536;
+/// Each service has two backend-set slots: the agent writes the one not in
+/// use, then flips the service entry to it, so a packet never sees a
+/// half-written set.
+pub const BACKEND_SET_SLOTS_PER_SERVICE: u32 = 2;
+/// Total slots of the backend_sets array.
+pub const MAX_BACKEND_SETS: u32 = MAX_SERVICES * BACKEND_SET_SLOTS_PER_SERVICE;
+
+/// IP protocol numbers (IANA), as stored in `ServiceKey::proto`.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// How a virtual service forwards to its real servers (ipvsadm -g / -i / -m).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKind {
+    /// Direct routing: rewrite the MAC addresses only (ipvsadm -g, "Route").
+    Dr = 0,
+    /// IP-in-IP tunnel (ipvsadm -i, "Tunnel").
+    Tun = 1,
+    /// Masquerading (ipvsadm -m, "Masq").
+    Nat = 2,
+}
+
+impl ForwardKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Dr),
+            1 => Some(Self::Tun),
+            2 => Some(Self::Nat),
+            _ => None,
+        }
+    }
+}
+
+/// Scheduler of a virtual service (`lb_algo`), as stored in `ServiceInfo::sched`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerKind {
+    Rr = 0,
+    Wrr = 1,
+    Lc = 2,
+    Wlc = 3,
+    Lblc = 4,
+    Lblcr = 5,
+    Dh = 6,
+    Sh = 7,
+    Sed = 8,
+    Nq = 9,
+    Mh = 10,
+    Fo = 11,
+    Ovf = 12,
+    Twos = 13,
+}
+
+impl SchedulerKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Rr),
+            1 => Some(Self::Wrr),
+            2 => Some(Self::Lc),
+            3 => Some(Self::Wlc),
+            4 => Some(Self::Lblc),
+            5 => Some(Self::Lblcr),
+            6 => Some(Self::Dh),
+            7 => Some(Self::Sh),
+            8 => Some(Self::Sed),
+            9 => Some(Self::Nq),
+            10 => Some(Self::Mh),
+            11 => Some(Self::Fo),
+            12 => Some(Self::Ovf),
+            13 => Some(Self::Twos),
+            _ => None,
+        }
+    }
+
+    /// The name ipvsadm and keepalived use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Lblc => "lblc",
+            Self::Lblcr => "lblcr",
+            Self::Dh => "dh",
+            Self::Sh => "sh",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
+            Self::Mh => "mh",
+            Self::Fo => "fo",
+            Self::Ovf => "ovf",
+            Self::Twos => "twos",
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Keys and values of every BPF map. The maps themselves are declared in
+//! `lb-ebpf/src/maps.rs`; the pin names below are the files under the pin
+//! directory (`/sys/fs/bpf/lb/` by default).
+
+use crate::consts::MAX_BACKENDS_PER_SERVICE;
+
+/// Pin file names, one per map, in the order the agent pins them.
+pub mod pin_names {
+    pub const SERVICES: &str = "services";
+    pub const BACKEND_SETS: &str = "backend_sets";
+    pub const REALS: &str = "reals";
+    pub const FLOW_TABLE: &str = "flow_table";
+    pub const SCHED_STATE: &str = "sched_state";
+    pub const SERVICE_STATS: &str = "service_stats";
+    pub const REAL_STATS: &str = "real_stats";
+    pub const COUNTERS: &str = "counters";
+    pub const LB_GLOBALS: &str = "lb_globals";
+}
+
+/// Object names of the maps in the ELF file (the statics in lb-ebpf).
+pub mod map_names {
+    pub const SERVICES: &str = "SERVICES";
+    pub const BACKEND_SETS: &str = "BACKEND_SETS";
+    pub const REALS: &str = "REALS";
+    pub const FLOW_TABLE: &str = "FLOW_TABLE";
+    pub const SCHED_STATE: &str = "SCHED_STATE";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const REAL_STATS: &str = "REAL_STATS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const LB_GLOBALS: &str = "LB_GLOBALS";
+
+    /// (ELF object name, pin file name) of every map the agent pins.
+    pub const PINNED: [(&str, &str); 9] = [
+        (SERVICES, super::pin_names::SERVICES),
+        (BACKEND_SETS, super::pin_names::BACKEND_SETS),
+        (REALS, super::pin_names::REALS),
+        (FLOW_TABLE, super::pin_names::FLOW_TABLE),
+        (SCHED_STATE, super::pin_names::SCHED_STATE),
+        (SERVICE_STATS, super::pin_names::SERVICE_STATS),
+        (REAL_STATS, super::pin_names::REAL_STATS),
+        (COUNTERS, super::pin_names::COUNTERS),
+        (LB_GLOBALS, super::pin_names::LB_GLOBALS),
+    ];
+}
+
+/// `services` key: a virtual service (ipvsadm -t/-u VIP:port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IPv4 address, network byte order.
+    pub vip: u32,
+    /// Virtual port, network byte order.
+    pub port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `services` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Index into `sched_state` and `service_stats`; also names the
+    /// service's two backend-set slots.
+    pub service_id: u32,
+    /// The backend-set slot in use (index into `backend_sets`).
+    pub backend_set: u32,
+    /// `ForwardKind` as u8.
+    pub forward: u8,
+    /// `SchedulerKind` as u8.
+    pub sched: u8,
+    pub _pad: [u8; 2],
+    /// Service flags (reserved for persistence and friends).
+    pub flags: u32,
+}
+
+/// One destination of a service: IPVS's `ip_vs_dest` as seen by the scheduler.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Index into `reals` and `real_stats` (never 0 for a used entry).
+    pub real_id: u32,
+    /// IPVS weight; 0 = quiesced: no new connections.
+    pub weight: u32,
+}
+
+/// `backend_sets` value: the destinations of one service, in config order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSet {
+    /// Number of used entries at the front of `backends`.
+    pub count: u32,
+    pub _pad: u32,
+    pub backends: [Backend; MAX_BACKENDS_PER_SERVICE as usize],
+}
+
+impl Default for BackendSet {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            _pad: 0,
+            backends: [Backend::default(); MAX_BACKENDS_PER_SERVICE as usize],
+        }
+    }
+}
+
+/// `reals` value: where a real server is and how to reach it on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealServer {
+    /// IPv4 address, network byte order.
+    pub ip: u32,
+    /// Port, network byte order (NAT may map to another port than the VIP's).
+    pub port: u16,
+    /// REAL_FLAG_* bits.
+    pub flags: u16,
+    /// Link-layer address for DR (from the neighbour table).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The slot holds a configured real server.
+pub const REAL_FLAG_IN_USE: u16 = 1 << 0;
+/// `mac` is resolved and may be used.
+pub const REAL_FLAG_MAC_VALID: u16 = 1 << 1;
+
+/// `flow_table` key: the 5-tuple of a client -> VIP packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source IPv4, network byte order.
+    pub src: u32,
+    /// Destination IPv4 (the VIP), network byte order.
+    pub dst: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `flow_table` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// The real server this connection is pinned to.
+    pub real_id: u32,
+    /// The service it belongs to.
+    pub service_id: u32,
+    /// bpf_ktime_get_ns() of the last packet (for the expiry sweep).
+    pub last_seen_ns: u64,
+}
+
+/// `sched_state` value: per-service scheduler state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedState {
+    /// rr: index in the backend set where the next search starts.
+    pub rr_next: u32,
+    pub _pad: u32,
+}
+
+/// `service_stats` / `real_stats` value (per CPU): what ipvsadm --stats shows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    /// Connections scheduled (new flows).
+    pub conns: u64,
+    /// Packets client -> server.
+    pub in_packets: u64,
+    /// Bytes client -> server (whole frames as received).
+    pub in_bytes: u64,
+}
+
+/// `lb_globals` value (single entry): what the data plane must know about
+/// the interface it runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbGlobals {
+    /// MAC address of the interface: source MAC of forwarded frames.
+    pub iface_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, with explicit padding fields
+    // and no implicit padding, so any byte pattern is a valid value.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceInfo {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for BackendSet {}
+    unsafe impl aya::Pod for RealServer {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for SchedState {}
+    unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for LbGlobals {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The layouts are an ABI between the object file and the agent: pin them.
+    #[test]
+    fn map_value_layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<ServiceInfo>(), 16);
+        assert_eq!(size_of::<Backend>(), 8);
+        assert_eq!(
+            size_of::<BackendSet>(),
+            8 + 8 * MAX_BACKENDS_PER_SERVICE as usize
+        );
+        assert_eq!(size_of::<RealServer>(), 16);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowEntry>(), 16);
+        assert_eq!(size_of::<SchedState>(), 8);
+        assert_eq!(size_of::<TrafficStats>(), 24);
+        assert_eq!(size_of::<LbGlobals>(), 8);
+    }
+}

@@ -1,0 +1,3 @@
+//! Forwarding methods: header rewrite and the XDP verdict.
+
+pub mod dr;

@@ -1,0 +1,96 @@
+//! The lb XDP program. `process_packet` reads as the packet's story:
+//! parse, find the service, find or schedule the connection's real server,
+//! forward. Everything that is not for a virtual service is XDP_PASS,
+//! untouched.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod forward;
+mod maps;
+mod parse;
+mod sched;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
+use lb_common::{ForwardKind, REAL_FLAG_MAC_VALID, ServiceKey, counters};
+
+use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
+
+#[xdp]
+pub fn lb(ctx: XdpContext) -> u32 {
+    match process_packet(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_ABORTED,
+    }
+}
+
+#[inline(always)]
+fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
+    let pkt = match parse::parse_l4(ctx) {
+        Ok(pkt) => pkt,
+        Err(reason) => {
+            count(reason);
+            return Ok(xdp_action::XDP_PASS);
+        }
+    };
+    let flow = &pkt.flow;
+    let service_key = ServiceKey {
+        vip: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent replaces service entries whole (map update), never in place.
+    let Some(svc) = (unsafe { SERVICES.get(&service_key) }) else {
+        count(counters::PASS_NO_SERVICE);
+        return Ok(xdp_action::XDP_PASS);
+    };
+
+    let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id) {
+        Some((real_id, real)) => (real_id, real, false),
+        None => {
+            let Some(real_id) = sched::schedule(svc) else {
+                debug!(ctx, "service {}: no real server available", svc.service_id);
+                count(counters::DROP_NO_REAL);
+                return Ok(xdp_action::XDP_DROP);
+            };
+            let real = REALS.get(real_id).ok_or(())?;
+            conntrack::insert(flow, svc.service_id, real_id);
+            debug!(
+                ctx,
+                "service {}: new flow -> real {}", svc.service_id, real_id
+            );
+            (real_id, real, true)
+        }
+    };
+
+    if real.flags & REAL_FLAG_MAC_VALID == 0 {
+        count(counters::DROP_NO_REAL_MAC);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    let globals = LB_GLOBALS.get(0).ok_or(())?;
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
+    account(&REAL_STATS, real_id, bytes, new_conn);
+
+    let action = match ForwardKind::from_u8(svc.forward) {
+        Some(ForwardKind::Dr) => forward::dr::forward(ctx, real, globals)?,
+        // The agent refuses NAT/TUN services until they exist here.
+        _ => xdp_action::XDP_PASS,
+    };
+    if action == xdp_action::XDP_TX {
+        count(counters::TX);
+    }
+    Ok(action)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

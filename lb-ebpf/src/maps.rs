@@ -1,0 +1,80 @@
+//! Every map of the data plane, in one place (Katran's balancer_maps.h).
+//! Keys and values come from lb-common; sizes from lb-common's constants.
+//! All are BTF maps, so `bpftool map dump` prints field names.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, MAX_BACKEND_SETS,
+    MAX_REALS, MAX_SERVICES, RealServer, SchedState, ServiceInfo, ServiceKey, TrafficStats,
+    counters::COUNTER_COUNT,
+};
+
+/// (VIP, port, protocol) -> service.
+#[btf_map]
+pub static SERVICES: HashMap<ServiceKey, ServiceInfo, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Two slots per service: the destinations of a service (see ServiceInfo::backend_set).
+#[btf_map]
+pub static BACKEND_SETS: Array<BackendSet, { MAX_BACKEND_SETS as usize }> = Array::new();
+
+/// real id -> real server address and MAC. Slot 0 is never used.
+#[btf_map]
+pub static REALS: Array<RealServer, { MAX_REALS as usize }> = Array::new();
+
+/// 5-tuple -> real server of the connection. LRU: under pressure the least
+/// recently used flows go first. The agent may resize it at load time.
+#[btf_map]
+pub static FLOW_TABLE: LruHashMap<FlowKey, FlowEntry, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
+    LruHashMap::new();
+
+/// service id -> scheduler state (rr cursor...).
+#[btf_map]
+pub static SCHED_STATE: Array<SchedState, { MAX_SERVICES as usize }> = Array::new();
+
+/// service id -> traffic counters, per CPU.
+#[btf_map]
+pub static SERVICE_STATS: PerCpuArray<TrafficStats, { MAX_SERVICES as usize }> = PerCpuArray::new();
+
+/// real id -> traffic counters, per CPU.
+#[btf_map]
+pub static REAL_STATS: PerCpuArray<TrafficStats, { MAX_REALS as usize }> = PerCpuArray::new();
+
+/// Why packets were passed, dropped or forwarded (lb_common::counters), per CPU.
+#[btf_map]
+pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray::new();
+
+/// Single entry: facts about the interface (its MAC).
+#[btf_map]
+pub static LB_GLOBALS: Array<LbGlobals, 1> = Array::new();
+
+/// Bumps one of the lb_common::counters.
+#[inline(always)]
+pub fn count(counter: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Adds one packet (and a connection if `new_conn`) to a stats slot.
+#[inline(always)]
+pub fn account<const N: usize>(
+    stats: &PerCpuArray<TrafficStats, N>,
+    id: u32,
+    bytes: u64,
+    new_conn: bool,
+) {
+    if let Some(s) = stats.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe {
+            (*s).in_packets += 1;
+            (*s).in_bytes += bytes;
+            if new_conn {
+                (*s).conns += 1;
+            }
+        }
+    }
+}

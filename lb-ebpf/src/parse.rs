@@ -1,0 +1,103 @@
+//! Bounds-checked packet parsing (Katran's pckt_parsing.h).
+//!
+//! Every header access goes through `ptr_at`, which proves to the verifier
+//! that the bytes lie inside the frame. Parsing never modifies the packet.
+
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use lb_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, counters};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+
+/// EtherTypes as they sit in the frame (network byte order).
+const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+/// Minimum IPv4 header length, in 32-bit words.
+const IPV4_MIN_IHL_WORDS: u8 = 5;
+/// Fragment offset mask plus the More-Fragments bit of `frags`.
+const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// Minimum TCP header length, in 32-bit words.
+const TCP_MIN_DOFF_WORDS: u16 = 5;
+
+/// A pointer to a `T` at `offset` bytes into the frame, or Err when the frame
+/// is too short. The only place where packet pointers are computed.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// What the balancer needs from a TCP/UDP-over-IPv4 frame.
+pub struct L4Packet {
+    /// Client -> VIP 5-tuple.
+    pub flow: FlowKey,
+}
+
+/// Parses Ethernet (at most one 802.1Q tag), IPv4, TCP/UDP.
+/// `Err(counter)` names why the frame is not for the balancer; the caller
+/// passes it to the kernel unmodified and bumps that counter.
+#[inline(always)]
+pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| counters::PASS_MALFORMED)?;
+    // SAFETY: ptr_at checked the bounds.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut l3_off = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q {
+        let vlan: *const VlanHdr = ptr_at(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
+        ether_type = unsafe { (*vlan).ether_type };
+        l3_off += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IP {
+        return Err(counters::PASS_NOT_IPV4);
+    }
+
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
+    let ip = unsafe { &*ip };
+    if ip.version() != 4 || ip.ihl() < IPV4_MIN_IHL_WORDS * 4 {
+        return Err(counters::PASS_MALFORMED);
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let tot_len = ip.tot_len() as usize;
+    if tot_len < ip.ihl() as usize || l3_off + tot_len > frame_len {
+        return Err(counters::PASS_MALFORMED);
+    }
+    if ip.ihl() != IPV4_MIN_IHL_WORDS * 4 {
+        return Err(counters::PASS_IP_OPTIONS);
+    }
+    if u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0 {
+        return Err(counters::PASS_FRAGMENT);
+    }
+
+    let l4_off = l3_off + Ipv4Hdr::LEN;
+    let (sport, dport) = match ip.proto {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
+            let tcp = unsafe { &*tcp };
+            let doff = tcp.doff();
+            if doff < TCP_MIN_DOFF_WORDS || l4_off + doff as usize * 4 > l3_off + tot_len {
+                return Err(counters::PASS_MALFORMED);
+            }
+            (tcp.source, tcp.dest)
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
+            let udp = unsafe { &*udp };
+            (udp.src, udp.dst)
+        }
+        _ => return Err(counters::PASS_NOT_TCP_UDP),
+    };
+
+    Ok(L4Packet {
+        flow: FlowKey {
+            src: u32::from_ne_bytes(ip.src_addr),
+            dst: u32::from_ne_bytes(ip.dst_addr),
+            sport: u16::from_ne_bytes(sport),
+            dport: u16::from_ne_bytes(dport),
+            proto: ip.proto,
+            _pad: [0; 3],
+        },
+    })
+}

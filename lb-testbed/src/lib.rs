@@ -1,0 +1,8 @@
+//! Test support for lb: frames for BPF_PROG_TEST_RUN, the data plane set up
+//! like the seed for such runs, and the seed's topology in network
+//! namespaces (demo and end-to-end tests).
+
+pub mod netns;
+pub mod packet;
+pub mod progtest;
+pub mod topology;

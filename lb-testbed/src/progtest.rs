@@ -1,0 +1,97 @@
+//! The real XDP program, loaded but not attached, with the seed's service in
+//! its maps, run on single frames through BPF_PROG_TEST_RUN.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
+use lb_userspace::{
+    config::Protocol,
+    dataplane::{
+        Dataplane, LoadOptions,
+        plan::{PlannedReal, PlannedService},
+    },
+};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
+pub const RS1: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
+pub const RS2: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 50);
+pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x88];
+pub const RS1_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x93];
+pub const RS2_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x95];
+pub const PORT: u16 = 80;
+/// Room for what the program may add in front (encapsulation) and behind.
+const OUT_HEADROOM: usize = 256;
+
+/// XDP verdicts (uapi/linux/bpf.h).
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+pub struct ProgTest {
+    pub dp: Dataplane,
+    pub service: PlannedService,
+}
+
+/// The seed's virtual service: VIP:80 TCP rr DR over RS1, RS2 (weights given).
+pub fn seed_service(weights: [u32; 2]) -> PlannedService {
+    PlannedService {
+        service_id: 0,
+        vip: VIP,
+        port: PORT,
+        protocol: Protocol::Tcp,
+        forward: ForwardKind::Dr,
+        scheduler: SchedulerKind::Rr,
+        reals: vec![
+            PlannedReal {
+                real_id: 1,
+                ip: RS1,
+                port: PORT,
+                weight: weights[0],
+            },
+            PlannedReal {
+                real_id: 2,
+                ip: RS2,
+                port: PORT,
+                weight: weights[1],
+            },
+        ],
+    }
+}
+
+impl ProgTest {
+    /// Loads the program with `service` written, both reals resolved.
+    pub fn with_service(service: PlannedService) -> Result<Self> {
+        let mut dp = Dataplane::load(&LoadOptions::default())
+            .context("loading the XDP program (BPF_PROG_TEST_RUN tests need root)")?;
+        dp.set_iface_mac(LB_MAC)?;
+        for (real, mac) in service.reals.iter().zip([RS1_MAC, RS2_MAC]) {
+            dp.write_real(real, Some(mac))?;
+        }
+        dp.write_service(&service, |_| true)?;
+        Ok(Self { dp, service })
+    }
+
+    pub fn seed() -> Result<Self> {
+        Self::with_service(seed_service([1, 1]))
+    }
+
+    /// Runs one frame: (verdict, output frame).
+    pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
+        let result = self.dp.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
+        self.dp.counters()
+    }
+}

@@ -1,0 +1,435 @@
+//! The seed's network in namespaces: a bridge joining a client, the
+//! balancer and two real servers, all addresses as in the seed. Nothing is
+//! routed to the host: the namespaces only see each other.
+//!
+//! ```text
+//!   {p}-client 172.16.122.50 ─┐
+//!   {p}-lb     172.16.122.188 ┼─ br0 in {p}-sw
+//!   {p}-rs1    172.16.122.193 ┤   (VIP 172.16.122.100 on lo, rs.sh)
+//!   {p}-rs2    172.16.122.195 ┘
+//! ```
+//!
+//! Dropping the Topology kills what it started and deletes the namespaces;
+//! `destroy(prefix)` does the same for leftovers of a killed run.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{Ebpf, programs::Xdp};
+use lb_userspace::dataplane::BASELINES_OBJECT;
+
+use crate::netns::{self, destroy_namespace, exec_in, ip, namespaces_with_prefix, nsenter_net};
+
+pub const SUBNET_PREFIX: u8 = 24;
+pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 50);
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
+pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
+pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
+/// Interface name inside every host namespace.
+pub const HOST_IFACE: &str = "eth0";
+const BRIDGE: &str = "br0";
+/// Bounds of the waits for servers and the agent.
+const NGINX_START_TIMEOUT: Duration = Duration::from_secs(10);
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+/// curl's own limit per request.
+pub const CURL_MAX_TIME_SECS: &str = "5";
+
+/// One host of the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    Client,
+    Lb,
+    Rs1,
+    Rs2,
+}
+
+impl Host {
+    pub const ALL: [Host; 4] = [Host::Client, Host::Lb, Host::Rs1, Host::Rs2];
+    fn short(self) -> &'static str {
+        match self {
+            Host::Client => "client",
+            Host::Lb => "lb",
+            Host::Rs1 => "rs1",
+            Host::Rs2 => "rs2",
+        }
+    }
+    pub fn ip(self) -> Ipv4Addr {
+        match self {
+            Host::Client => CLIENT_IP,
+            Host::Lb => LB_IP,
+            Host::Rs1 => RS1_IP,
+            Host::Rs2 => RS2_IP,
+        }
+    }
+}
+
+pub struct Topology {
+    prefix: String,
+    workdir: PathBuf,
+    nginx: Vec<(Host, Child)>,
+    agent: Option<Child>,
+}
+
+/// Removes everything a topology with `prefix` may have left behind.
+pub fn destroy(prefix: &str) {
+    for ns in namespaces_with_prefix(&format!("{prefix}-")) {
+        destroy_namespace(&ns);
+    }
+    let _ = fs::remove_dir_all(pin_dir_of(prefix));
+    let _ = fs::remove_file(pass_pin_of(prefix));
+}
+
+fn pin_dir_of(prefix: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{prefix}"))
+}
+
+fn pass_pin_of(prefix: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{prefix}-xdp-pass"))
+}
+
+impl Topology {
+    /// Builds the namespaces, links and addresses, with rs.sh applied on the
+    /// real servers and the VIP on the balancer (as keepalived's VRRP would).
+    pub fn create(prefix: &str) -> Result<Self> {
+        destroy(prefix);
+        let workdir = std::env::temp_dir().join(format!("{prefix}-work"));
+        let _ = fs::remove_dir_all(&workdir);
+        fs::create_dir_all(&workdir).context("creating the work directory")?;
+        let topo = Self {
+            prefix: prefix.to_string(),
+            workdir,
+            nginx: Vec::new(),
+            agent: None,
+        };
+        topo.build().context("building the namespace topology")?;
+        Ok(topo)
+    }
+
+    pub fn ns(&self, host: Host) -> String {
+        format!("{}-{}", self.prefix, host.short())
+    }
+
+    fn switch_ns(&self) -> String {
+        format!("{}-sw", self.prefix)
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        pin_dir_of(&self.prefix)
+    }
+
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    fn build(&self) -> Result<()> {
+        let sw = self.switch_ns();
+        ip(&["netns", "add", &sw])?;
+        ip(&["-n", &sw, "link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", BRIDGE, "up"])?;
+        for host in Host::ALL {
+            let ns = self.ns(host);
+            let port = format!("v-{}", host.short());
+            ip(&["netns", "add", &ns])?;
+            ip(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", HOST_IFACE,
+                "netns", &ns,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", BRIDGE, "up"])?;
+            let addr = format!("{}/{SUBNET_PREFIX}", host.ip());
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE])?;
+            ip(&["-n", &ns, "link", "set", HOST_IFACE, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // Forwarded TCP would carry partial checksums from veth offload.
+            exec_in(&ns, &["ethtool", "-K", HOST_IFACE, "tx", "off"])?;
+        }
+        // The balancer holds the VIP, as keepalived's vrrp_instance would.
+        ip(&[
+            "-n",
+            &self.ns(Host::Lb),
+            "addr",
+            "add",
+            &format!("{VIP}/32"),
+            "dev",
+            HOST_IFACE,
+        ])?;
+        for rs in [Host::Rs1, Host::Rs2] {
+            realserver_start(&self.ns(rs))?;
+        }
+        self.attach_xdp_pass_on_switch_port(Host::Lb)?;
+        Ok(())
+    }
+
+    /// A veth delivers XDP_TX frames only if its peer runs a native XDP
+    /// program: give the switch side of the balancer's link an xdp_pass.
+    fn attach_xdp_pass_on_switch_port(&self, host: Host) -> Result<()> {
+        let pin = pass_pin_of(&self.prefix);
+        let _ = fs::remove_file(&pin);
+        let mut ebpf = Ebpf::load(BASELINES_OBJECT).context("loading the baselines object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("xdp_pass")
+            .ok_or_else(|| anyhow!("no xdp_pass program"))?
+            .try_into()?;
+        prog.load()?;
+        prog.pin(&pin).context("pinning xdp_pass")?;
+        let port = format!("v-{}", host.short());
+        let pin_str = pin.to_string_lossy().to_string();
+        let attached = netns::run(
+            "nsenter",
+            &[
+                &nsenter_net(&self.switch_ns()),
+                "ip",
+                "link",
+                "set",
+                "dev",
+                &port,
+                "xdpdrv",
+                "pinned",
+                &pin_str,
+            ],
+        );
+        let _ = fs::remove_file(&pin);
+        attached.map(|_| ())
+    }
+
+    /// Starts nginx in `host` answering every request with `body`.
+    pub fn start_nginx(&mut self, host: Host, body: &str) -> Result<()> {
+        let name = host.short();
+        let dir = self.workdir.join(format!("nginx-{name}"));
+        fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{\n    listen 80;\n    location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n  }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), "nginx", "-e"])
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx (installed by `cargo xtask setup`)")?;
+        self.nginx.push((host, child));
+        // Ready when it answers on its own address.
+        let url = format!("http://{}/", host.ip());
+        let deadline = Instant::now() + NGINX_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(out) = exec_in(&self.ns(host), &["curl", "-s", "--max-time", "1", &url])
+                && String::from_utf8_lossy(&out.stdout).trim() == body
+            {
+                return Ok(());
+            }
+            sleep(POLL);
+        }
+        bail!(
+            "nginx in {} did not answer within {NGINX_START_TIMEOUT:?}",
+            self.ns(host)
+        )
+    }
+
+    /// Stops the nginx of `host` (the seed's `docker stop nginx`).
+    pub fn stop_nginx(&mut self, host: Host) {
+        self.nginx.retain_mut(|(h, child)| {
+            if *h == host {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Runs the real agent on the balancer with `config`; returns once its
+    /// maps are pinned and it logged that it is ready.
+    pub fn start_agent(&mut self, binary: &Path, config: &Path, extra_args: &[&str]) -> Result<()> {
+        let log_path = self.agent_log_path();
+        let log = fs::File::create(&log_path)?;
+        let child = Command::new("nsenter")
+            .arg(nsenter_net(&self.ns(Host::Lb)))
+            .arg(binary)
+            .args(["--iface", HOST_IFACE, "--config"])
+            .arg(config)
+            .arg("--pin-path")
+            .arg(self.pin_dir())
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        self.agent = Some(child);
+        let deadline = Instant::now() + AGENT_START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.agent_log().contains("ready") {
+                return Ok(());
+            }
+            if let Some(child) = self.agent.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!(
+                    "the agent exited ({status}) during start-up:\n{}",
+                    self.agent_log()
+                );
+            }
+            sleep(POLL);
+        }
+        bail!(
+            "the agent was not ready within {AGENT_START_TIMEOUT:?}:\n{}",
+            self.agent_log()
+        )
+    }
+
+    /// Sends SIGTERM to the agent and waits for it; returns whether it
+    /// exited successfully.
+    pub fn stop_agent(&mut self) -> Result<bool> {
+        let Some(mut child) = self.agent.take() else {
+            return Ok(true);
+        };
+        netns::run("kill", &["-TERM", &child.id().to_string()])?;
+        let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            sleep(POLL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the agent did not stop within {AGENT_STOP_TIMEOUT:?} of SIGTERM")
+    }
+
+    fn agent_log_path(&self) -> PathBuf {
+        self.workdir.join("agent.log")
+    }
+
+    pub fn agent_log(&self) -> String {
+        fs::read_to_string(self.agent_log_path()).unwrap_or_default()
+    }
+
+    /// `curl http://VIP/` from the client: the body, trimmed.
+    pub fn curl_vip(&self) -> Result<String> {
+        let url = format!("http://{VIP}/");
+        let out = exec_in(
+            &self.ns(Host::Client),
+            &["curl", "-s", "--max-time", CURL_MAX_TIME_SECS, &url],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `n` requests at once from the client (curl --parallel, each its own
+    /// connection); returns the HTTP status of each.
+    pub fn curl_vip_parallel(&self, n: usize) -> Result<Vec<String>> {
+        let url = format!("http://{VIP}/");
+        let n_str = n.to_string();
+        let mut args = vec![
+            "curl",
+            "-s",
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &n_str,
+            "--max-time",
+            CURL_MAX_TIME_SECS,
+            "-w",
+            "%{http_code}\\n",
+        ];
+        for _ in 0..n {
+            args.extend(["-o", "/dev/null", url.as_str()]);
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(Host::Client)])
+            .args(&args)
+            .output()
+            .context("running curl --parallel")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Does the balancer's interface still carry an XDP program?
+    pub fn lb_has_xdp(&self) -> Result<bool> {
+        let out = ip(&["-n", &self.ns(Host::Lb), "link", "show", "dev", HOST_IFACE])?;
+        Ok(String::from_utf8_lossy(&out.stdout).contains("xdp"))
+    }
+}
+
+/// The seed's rs.sh start: VIP /32 on lo, arp_ignore=1 and arp_announce=2 on
+/// lo and all, so the real server accepts VIP traffic but never answers ARP
+/// for the VIP.
+fn realserver_start(ns: &str) -> Result<()> {
+    ip(&["-n", ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+    for (key, value) in [
+        ("net.ipv4.conf.lo.arp_ignore", "1"),
+        ("net.ipv4.conf.lo.arp_announce", "2"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+    ] {
+        exec_in(ns, &["sysctl", "-q", "-w", &format!("{key}={value}")])?;
+    }
+    Ok(())
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &agent.id().to_string()])
+                .status();
+            let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
+            while Instant::now() < deadline && matches!(agent.try_wait(), Ok(None)) {
+                sleep(POLL);
+            }
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        for (_, mut child) in self.nginx.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        destroy(&self.prefix);
+        let _ = fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// The lb-userspace binary next to the running executable (target/<profile>/),
+/// or $LB_USERSPACE_BIN.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("LB_USERSPACE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("lb-userspace");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "lb-userspace binary not found next to {}: run `cargo build -p lb-userspace` first",
+        exe.display()
+    )
+}
+
+/// configs/ of the workspace.
+pub fn configs_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    dir.canonicalize().unwrap_or(dir)
+}

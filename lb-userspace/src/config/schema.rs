@@ -1,0 +1,291 @@
+//! The lb.toml schema (../shared/docs/lb-toml.md): keepalived.conf's keywords
+//! in TOML. Unknown keys are errors; values validate themselves (values.rs);
+//! rules that span several keys are in validate.rs.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use toml::Spanned;
+
+use super::values::{Bounded, IpWithPrefix, Netmask, Port, Seconds, Weight};
+
+/// keepalived's checker defaults (keepalived.conf(5)).
+pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds::from_secs(5);
+pub const DEFAULT_RETRY: u32 = 1;
+pub const DEFAULT_DELAY_BEFORE_RETRY: Seconds = Seconds::from_secs(1);
+pub const DEFAULT_HTTP_DELAY_BEFORE_RETRY: Seconds = Seconds::from_secs(3);
+pub const DEFAULT_DELAY_LOOP: Seconds = Seconds::from_secs(60);
+/// ipvsadm -p without a value.
+pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 300;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub global: Global,
+    #[serde(default)]
+    pub vrrp_instance: Vec<Spanned<VrrpInstance>>,
+    #[serde(default)]
+    pub virtual_server: Vec<Spanned<VirtualServer>>,
+    pub timeouts: Option<Timeouts>,
+}
+
+/// keepalived's global_defs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    pub router_id: Option<String>,
+    #[serde(default)]
+    pub notification_email: Vec<String>,
+    pub notification_email_from: Option<String>,
+    /// host or host:port
+    pub smtp_server: Option<String>,
+    pub smtp_connect_timeout: Option<Seconds>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum VrrpState {
+    #[serde(rename = "MASTER")]
+    Master,
+    #[serde(rename = "BACKUP")]
+    Backup,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "AH")]
+    Ah,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    pub auth_type: AuthType,
+    /// keepalived uses the first 8 characters.
+    pub auth_pass: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpInstance {
+    pub name: String,
+    pub state: VrrpState,
+    /// Defaults to --iface.
+    pub interface: Option<String>,
+    pub virtual_router_id: Bounded<1, 255>,
+    /// 255 = address owner.
+    pub priority: Bounded<1, 255>,
+    #[serde(default = "default_advert_int")]
+    pub advert_int: Seconds,
+    #[serde(default = "default_vrrp_version")]
+    pub version: Bounded<2, 3>,
+    #[serde(default)]
+    pub nopreempt: bool,
+    #[serde(default = "zero_seconds")]
+    pub preempt_delay: Seconds,
+    pub authentication: Option<Authentication>,
+    pub virtual_ipaddress: Vec<IpWithPrefix>,
+    #[serde(default)]
+    pub unicast_peer: Vec<IpAddr>,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+    pub notify_fault: Option<String>,
+    pub notify: Option<String>,
+    #[serde(default)]
+    pub track_interface: Vec<String>,
+}
+
+fn default_advert_int() -> Seconds {
+    Seconds::from_secs(1)
+}
+fn default_vrrp_version() -> Bounded<2, 3> {
+    Bounded(2)
+}
+fn zero_seconds() -> Seconds {
+    Seconds::from_secs(0)
+}
+fn default_delay_loop() -> Seconds {
+    DEFAULT_DELAY_LOOP
+}
+fn default_quorum() -> Bounded<1, 65535> {
+    Bounded(1)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+impl Protocol {
+    /// ipvsadm's column.
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+/// lb_kind: the LVS forwarding method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum LbKind {
+    #[serde(rename = "NAT")]
+    Nat,
+    #[serde(rename = "DR")]
+    Dr,
+    #[serde(rename = "TUN")]
+    Tun,
+}
+
+/// lb_algo: the IPVS scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbAlgo {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Lblc,
+    Lblcr,
+    Dh,
+    Sh,
+    Sed,
+    Nq,
+    Mh,
+    Fo,
+    Ovf,
+    Twos,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SorryServer {
+    pub ip: IpAddr,
+    pub port: Port,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    pub vip: IpAddr,
+    /// 0 = all ports (only with persistence).
+    pub port: Port,
+    pub protocol: Protocol,
+    #[serde(default = "default_delay_loop")]
+    pub delay_loop: Seconds,
+    pub lb_algo: LbAlgo,
+    pub lb_kind: LbKind,
+    /// Seconds, 0 = off.
+    #[serde(default)]
+    pub persistence_timeout: u32,
+    #[serde(default)]
+    pub persistence_granularity: Netmask,
+    #[serde(default)]
+    pub inhibit_on_failure: bool,
+    #[serde(default)]
+    pub alpha: bool,
+    #[serde(default = "default_quorum")]
+    pub quorum: Bounded<1, 65535>,
+    pub sorry_server: Option<SorryServer>,
+    #[serde(default)]
+    pub real_server: Vec<Spanned<RealServer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServer {
+    pub ip: IpAddr,
+    pub port: Port,
+    #[serde(default)]
+    pub weight: Weight,
+    pub tcp_check: Option<TcpCheck>,
+    pub http_get: Option<HttpGet>,
+    pub misc_check: Option<MiscCheck>,
+}
+
+impl RealServer {
+    /// How many checkers are configured (at most one is allowed).
+    pub fn checker_count(&self) -> usize {
+        [
+            self.tcp_check.is_some(),
+            self.http_get.is_some(),
+            self.misc_check.is_some(),
+        ]
+        .into_iter()
+        .filter(|c| *c)
+        .count()
+    }
+}
+
+/// keepalived TCP_CHECK.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub connect_timeout: Option<Seconds>,
+    #[serde(alias = "nb_get_retry")]
+    pub retry: Option<u32>,
+    pub delay_before_retry: Option<Seconds>,
+    pub connect_port: Option<Port>,
+    pub connect_ip: Option<IpAddr>,
+    pub bindto: Option<IpAddr>,
+}
+
+/// One url block of HTTP_GET.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUrl {
+    pub path: String,
+    pub status_code: Option<Bounded<100, 599>>,
+    /// MD5 of the body, 32 hex digits.
+    pub digest: Option<String>,
+}
+
+/// keepalived HTTP_GET.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGet {
+    pub url: Vec<HttpUrl>,
+    pub connect_timeout: Option<Seconds>,
+    #[serde(alias = "nb_get_retry")]
+    pub retry: Option<u32>,
+    pub delay_before_retry: Option<Seconds>,
+    pub connect_port: Option<Port>,
+    pub connect_ip: Option<IpAddr>,
+    pub bindto: Option<IpAddr>,
+}
+
+/// keepalived MISC_CHECK.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MiscCheck {
+    pub misc_path: String,
+    pub misc_timeout: Option<Seconds>,
+    #[serde(default)]
+    pub misc_dynamic: bool,
+}
+
+/// ipvsadm --set tcp tcpfin udp (seconds).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "default_tcp_timeout")]
+    pub tcp: Bounded<1, { u32::MAX as i64 }>,
+    #[serde(default = "default_tcpfin_timeout")]
+    pub tcpfin: Bounded<1, { u32::MAX as i64 }>,
+    #[serde(default = "default_udp_timeout")]
+    pub udp: Bounded<1, { u32::MAX as i64 }>,
+}
+
+fn default_tcp_timeout() -> Bounded<1, { u32::MAX as i64 }> {
+    Bounded(900)
+}
+fn default_tcpfin_timeout() -> Bounded<1, { u32::MAX as i64 }> {
+    Bounded(120)
+}
+fn default_udp_timeout() -> Bounded<1, { u32::MAX as i64 }> {
+    Bounded(300)
+}

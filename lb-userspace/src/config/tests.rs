@@ -1,0 +1,268 @@
+use super::*;
+
+const SEED: &str = include_str!("../../../configs/seed-dr.toml");
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    match parse("test.toml", text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(ConfigErrors(e)) => e,
+    }
+}
+
+/// Asserts one error at `line` whose message contains `needle`.
+fn assert_error(text: &str, line: usize, needle: &str) {
+    let errors = errors_of(text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.line == line && e.message.contains(needle)),
+        "wanted an error at line {line} containing {needle:?}, got {errors:#?}"
+    );
+}
+
+const MINIMAL_VS: &str = r#"
+[[virtual_server]]
+vip = "10.0.0.1"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+"#;
+
+#[test]
+fn seed_config_parses_with_keepalived_values() {
+    let c = parse("seed-dr.toml", SEED).unwrap();
+    assert_eq!(c.global.router_id.as_deref(), Some("LVS_DEVEL"));
+    assert_eq!(c.global.notification_email.len(), 3);
+    let vi = c.vrrp_instance[0].get_ref();
+    assert_eq!(vi.name, "VI_1");
+    assert_eq!(vi.state, VrrpState::Master);
+    assert_eq!(vi.virtual_router_id.0, 51);
+    assert_eq!(vi.priority.0, 100);
+    assert_eq!(vi.authentication.as_ref().unwrap().auth_pass, "1111");
+    assert_eq!(vi.virtual_ipaddress[0].to_string(), "172.16.122.100/32");
+    let vs = c.virtual_server[0].get_ref();
+    assert_eq!(vs.vip.to_string(), "172.16.122.100");
+    assert_eq!(vs.port.0, 80);
+    assert_eq!(vs.lb_algo, LbAlgo::Rr);
+    assert_eq!(vs.lb_kind, LbKind::Dr);
+    assert_eq!(vs.delay_loop.as_secs_f64(), 6.0);
+    assert_eq!(vs.real_server.len(), 2);
+    let rs = vs.real_server[1].get_ref();
+    assert_eq!(rs.ip.to_string(), "172.16.122.195");
+    assert_eq!(rs.weight.0, 1);
+    let tc = rs.tcp_check.as_ref().unwrap();
+    // nb_get_retry is the deprecated alias of retry.
+    assert_eq!(tc.retry, Some(3));
+    assert_eq!(tc.connect_timeout.unwrap().as_secs_f64(), 3.0);
+    assert_eq!(tc.connect_port, Some(Port(80)));
+}
+
+#[test]
+fn defaults_are_keepalived_ones() {
+    let c = parse(
+        "t",
+        &format!("{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n"),
+    )
+    .unwrap();
+    let vs = c.virtual_server[0].get_ref();
+    assert_eq!(vs.delay_loop, DEFAULT_DELAY_LOOP);
+    assert_eq!(vs.persistence_timeout, 0);
+    assert_eq!(vs.quorum.0, 1);
+    assert_eq!(vs.real_server[0].get_ref().weight.0, 1);
+    assert!(c.vrrp_instance.is_empty());
+}
+
+#[test]
+fn fractional_durations_are_accepted() {
+    let c = parse(
+        "t",
+        &MINIMAL_VS.replace("lb_kind = \"DR\"", "lb_kind = \"DR\"\ndelay_loop = 0.5"),
+    )
+    .unwrap();
+    assert_eq!(c.virtual_server[0].get_ref().delay_loop.as_secs_f64(), 0.5);
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_key_and_line() {
+    let text = format!("{MINIMAL_VS}lb_algorithm = \"rr\"\n");
+    assert_error(&text, 8, "lb_algorithm");
+}
+
+#[test]
+fn unknown_section_is_an_error() {
+    assert_error("[globals]\nrouter_id = \"x\"\n", 1, "globals");
+}
+
+#[test]
+fn weight_above_65535_is_an_error() {
+    let text = format!(
+        "{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\nweight = 70000\n"
+    );
+    assert_error(&text, 11, "0..=65535");
+}
+
+#[test]
+fn negative_weight_is_an_error() {
+    let text = format!(
+        "{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\nweight = -1\n"
+    );
+    assert_error(&text, 11, "0..=65535");
+}
+
+#[test]
+fn vip_that_is_not_an_address_is_an_error() {
+    assert_error(
+        &MINIMAL_VS.replace("10.0.0.1", "10.0.0.300"),
+        3,
+        "IP address",
+    );
+}
+
+#[test]
+fn port_out_of_range_is_an_error() {
+    assert_error(
+        &MINIMAL_VS.replace("port = 80", "port = 65536"),
+        4,
+        "0..=65535",
+    );
+}
+
+#[test]
+fn port_zero_without_persistence_is_an_error() {
+    assert_error(
+        &MINIMAL_VS.replace("port = 80", "port = 0"),
+        2,
+        "persistence_timeout",
+    );
+}
+
+#[test]
+fn port_zero_with_persistence_is_accepted() {
+    let text = MINIMAL_VS.replace("port = 80", "port = 0\npersistence_timeout = 300");
+    parse("t", &text).unwrap();
+}
+
+#[test]
+fn duplicate_real_server_is_an_error() {
+    let rs = "[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n";
+    assert_error(
+        &format!("{MINIMAL_VS}{rs}{rs}"),
+        11,
+        "duplicate real_server 10.0.0.2:80",
+    );
+}
+
+#[test]
+fn duplicate_virtual_server_is_an_error() {
+    assert_error(
+        &format!("{MINIMAL_VS}{MINIMAL_VS}"),
+        9,
+        "duplicate virtual_server",
+    );
+}
+
+#[test]
+fn vrrp_priority_outside_1_to_255_is_an_error() {
+    let bad = SEED.replace("priority = 100", "priority = 256");
+    let line = SEED
+        .lines()
+        .position(|l| l.starts_with("priority"))
+        .unwrap()
+        + 1;
+    assert_error(&bad, line, "1..=255");
+    let bad = SEED.replace("priority = 100", "priority = 0");
+    assert_error(&bad, line, "1..=255");
+}
+
+#[test]
+fn bad_enum_values_name_the_choices() {
+    assert_error(&MINIMAL_VS.replace("\"DR\"", "\"ROUTE\""), 7, "NAT");
+    assert_error(&MINIMAL_VS.replace("\"rr\"", "\"roundrobin\""), 6, "wlc");
+    assert_error(&MINIMAL_VS.replace("\"TCP\"", "\"SCTP\""), 5, "UDP");
+}
+
+#[test]
+fn dr_real_server_must_keep_the_port() {
+    let text =
+        format!("{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 8080\n");
+    assert_error(&text, 8, "must equal the virtual port");
+    // NAT may map ports.
+    parse("t", &text.replace("\"DR\"", "\"NAT\"")).unwrap();
+}
+
+#[test]
+fn two_checkers_on_one_real_server_is_an_error() {
+    let text = format!(
+        "{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n[virtual_server.real_server.tcp_check]\n[virtual_server.real_server.misc_check]\nmisc_path = \"/bin/true\"\n"
+    );
+    assert_error(&text, 8, "only one of");
+}
+
+#[test]
+fn retry_and_its_alias_together_is_an_error() {
+    let text = format!(
+        "{MINIMAL_VS}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n[virtual_server.real_server.tcp_check]\nretry = 1\nnb_get_retry = 2\n"
+    );
+    assert!(!errors_of(&text).is_empty());
+}
+
+#[test]
+fn nopreempt_on_master_is_an_error() {
+    let bad = SEED.replace("priority = 100", "priority = 100\nnopreempt = true");
+    let line = SEED.lines().position(|l| l == "[[vrrp_instance]]").unwrap() + 1;
+    assert_error(&bad, line, "nopreempt");
+}
+
+#[test]
+fn vrrp_v3_with_authentication_is_an_error() {
+    let bad = SEED.replace("advert_int = 1", "advert_int = 1\nversion = 3");
+    assert!(errors_of(&bad).iter().any(|e| e.message.contains("VRRPv3")));
+}
+
+#[test]
+fn negative_duration_is_an_error() {
+    assert_error(
+        &MINIMAL_VS.replace("lb_kind = \"DR\"", "lb_kind = \"DR\"\ndelay_loop = -6"),
+        8,
+        ">= 0",
+    );
+}
+
+#[test]
+fn bad_netmask_is_an_error() {
+    let text = MINIMAL_VS.replace(
+        "lb_kind = \"DR\"",
+        "lb_kind = \"DR\"\npersistence_granularity = \"255.0.255.0\"",
+    );
+    assert_error(&text, 8, "contiguous");
+}
+
+#[test]
+fn toml_syntax_error_is_located() {
+    assert_error("[global]\nrouter_id = \n", 2, "");
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let rs = "[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 81\n";
+    let errors = errors_of(&format!("{MINIMAL_VS}{rs}{rs}"));
+    // port mismatch twice + duplicate once
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}
+
+#[test]
+fn error_display_has_file_line_column() {
+    let e = errors_of(&format!("{MINIMAL_VS}bogus = 1\n")).remove(0);
+    let shown = e.to_string();
+    assert!(shown.starts_with("test.toml:8:1: "), "{shown}");
+}
+
+#[test]
+fn not_acted_on_lists_vrrp_and_checks_of_the_seed() {
+    let c = parse("seed", SEED).unwrap();
+    let notes = not_acted_on(&c).join("\n");
+    assert!(notes.contains("vrrp_instance VI_1"), "{notes}");
+    assert!(notes.contains("health checks"), "{notes}");
+    assert!(notes.contains("172.16.122.100/32"), "{notes}");
+}

@@ -1,0 +1,289 @@
+//! The only module that touches BPF objects: load the XDP program, pin its
+//! maps, attach it, and write service / real-server entries.
+
+pub mod plan;
+pub mod preflight;
+mod writer;
+
+use std::{
+    collections::HashMap as StdHashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use lb_common::{
+    BackendSet, FLOW_TABLE_DEFAULT_SIZE, LbGlobals, RealServer, ServiceInfo, ServiceKey,
+    counters::COUNTER_COUNT, map_names,
+};
+use tracing::{info, warn};
+
+/// The balancer object (lb-ebpf's `lb` binary), built by build.rs.
+pub static LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
+/// xdp-bench's no-op programs (lb-ebpf's `lb-baselines` binary).
+pub static BASELINES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-baselines"));
+/// The XDP entry point in LB_OBJECT.
+pub const PROGRAM_NAME: &str = "lb";
+/// Where the running agent pins its maps (lb-toml.md).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+/// aya-log's level knob inside the object (aya_log_ebpf::macro_support).
+const AYA_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Data-plane log statements above this level are removed by the verifier.
+    pub log_level: log::LevelFilter,
+    /// Entries of the LRU flow table.
+    pub flow_table_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            log_level: log::LevelFilter::Info,
+            flow_table_size: FLOW_TABLE_DEFAULT_SIZE,
+        }
+    }
+}
+
+/// A pinned map directory that removes itself when dropped, so no exit path
+/// (error, signal) leaves pins behind.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            warn!(
+                "could not remove the pin directory {}: {e}",
+                self.0.display()
+            );
+        }
+    }
+}
+
+/// The maps the agent writes, owned (taken out of the Ebpf object).
+struct WritableMaps {
+    services: HashMap<MapData, ServiceKey, ServiceInfo>,
+    backend_sets: Array<MapData, BackendSet>,
+    reals: Array<MapData, RealServer>,
+    globals: Array<MapData, LbGlobals>,
+}
+
+/// The loaded (verified) balancer with its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maps: Option<WritableMaps>,
+    /// service id -> backend-set slot in use.
+    active_slots: StdHashMap<u32, u32>,
+    link: Option<XdpLinkId>,
+    // Declared last: dropped after the maps and the link.
+    pins: Option<PinDir>,
+}
+
+impl Dataplane {
+    /// Loads the object and the `lb` program into the kernel (the verifier
+    /// runs here). Nothing is attached or pinned yet.
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let level = aya_log_level(opts.log_level);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::FLOW_TABLE, opts.flow_table_size)
+            .override_global(AYA_LOG_LEVEL_GLOBAL, &level, true)
+            .load(LB_OBJECT)
+            .context("loading the lb BPF object (maps) into the kernel")?;
+        program_of(&mut ebpf)?
+            .load()
+            .context("loading the lb XDP program (verifier)")?;
+        Ok(Self {
+            ebpf,
+            maps: None,
+            active_slots: StdHashMap::new(),
+            link: None,
+            pins: None,
+        })
+    }
+
+    /// Starts forwarding aya-log records of the program to `log`/tracing.
+    /// Must be called from within a tokio runtime.
+    pub fn start_logger(&mut self) {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Err(e) => warn!("data-plane logs are not available: {e}"),
+            Ok(logger) => {
+                // SAFETY: the logger owns its ring-buffer fd and lives inside
+                // the AsyncFd until the task ends, so the fd stays valid while
+                // registered.
+                let logger = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        logger,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                match logger {
+                    Err(e) => warn!("data-plane logs are not available: {e}"),
+                    Ok(mut logger) => {
+                        tokio::spawn(async move {
+                            loop {
+                                let Ok(mut guard) = logger.readable_mut().await else {
+                                    return;
+                                };
+                                guard.get_inner_mut().flush();
+                                guard.clear_ready();
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pins every map under `dir` (which must not exist yet), so `list` and
+    /// bpftool can read them. The directory is removed when self is dropped.
+    pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{} already exists: another lb-userspace is running, or one was killed \
+                 without cleaning up (then remove it: rm -r {})",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(anyhow!(e)).context(format!("creating {}", dir.display())),
+        }
+        self.pins = Some(PinDir(dir.to_path_buf()));
+        for (object_name, pin_name) in map_names::PINNED {
+            let map = self
+                .ebpf
+                .map(object_name)
+                .ok_or_else(|| anyhow!("map {object_name} missing from the object"))?;
+            map.pin(dir.join(pin_name))
+                .with_context(|| format!("pinning map {object_name} in {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the program to `iface`. Errors say what to do.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<()> {
+        let program = program_of(&mut self.ebpf)?;
+        let link = program
+            .attach(iface, mode)
+            .map_err(|e| attach_error(iface, mode, e))?;
+        self.link = Some(link);
+        info!("XDP program attached to {iface} ({})", mode_name(mode));
+        Ok(())
+    }
+
+    /// The program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        program_of(&mut self.ebpf)
+    }
+
+    /// Sums the per-CPU global counters (lb_common::counters).
+    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
+        let map = self
+            .ebpf
+            .map(map_names::COUNTERS)
+            .ok_or_else(|| anyhow!("no counters map"))?;
+        sum_counters(&PerCpuArray::try_from(map)?)
+    }
+
+    /// Detaches the program (the pins stay until drop).
+    pub fn detach(&mut self) -> Result<()> {
+        if let Some(link) = self.link.take() {
+            program_of(&mut self.ebpf)?.detach(link)?;
+        }
+        Ok(())
+    }
+
+    fn maps(&mut self) -> Result<&mut WritableMaps> {
+        if self.maps.is_none() {
+            let mut take = |name: &str| {
+                self.ebpf
+                    .take_map(name)
+                    .ok_or_else(|| anyhow!("map {name} missing from the object"))
+            };
+            self.maps = Some(WritableMaps {
+                services: HashMap::try_from(take(map_names::SERVICES)?)?,
+                backend_sets: Array::try_from(take(map_names::BACKEND_SETS)?)?,
+                reals: Array::try_from(take(map_names::REALS)?)?,
+                globals: Array::try_from(take(map_names::LB_GLOBALS)?)?,
+            });
+        }
+        self.maps
+            .as_mut()
+            .ok_or_else(|| anyhow!("maps not available"))
+    }
+}
+
+/// Sums a per-CPU u64 counter array, any borrow of the map.
+pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
+    map: &PerCpuArray<T, u64>,
+) -> Result<[u64; COUNTER_COUNT as usize]> {
+    let mut out = [0u64; COUNTER_COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = map.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(out)
+}
+
+fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the object"))?
+        .try_into()?)
+}
+
+/// aya-log's numeric levels: Error=1 .. Trace=5; 0 disables.
+fn aya_log_level(level: log::LevelFilter) -> u8 {
+    match level {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => 1,
+        log::LevelFilter::Warn => 2,
+        log::LevelFilter::Info => 3,
+        log::LevelFilter::Debug => 4,
+        log::LevelFilter::Trace => 5,
+    }
+}
+
+pub fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Skb => "skb",
+        XdpMode::Driver => "native",
+        XdpMode::Hardware => "offload",
+        _ => "default",
+    }
+}
+
+fn attach_error(iface: &str, mode: XdpMode, e: ProgramError) -> anyhow::Error {
+    let errno = match &e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    };
+    let hint = match errno {
+        Some(libc_errno::EOPNOTSUPP) | Some(libc_errno::EINVAL) if mode != XdpMode::Skb => {
+            " — the driver refuses native XDP: try --xdp-mode skb"
+        }
+        Some(libc_errno::EBUSY) | Some(libc_errno::EEXIST) => {
+            " — another XDP program is attached (see `ip link show`): detach it first"
+        }
+        Some(libc_errno::EPERM) => " — permission denied: run as root",
+        _ => "",
+    };
+    anyhow!(e).context(format!(
+        "attaching XDP to {iface} in {} mode failed{hint}",
+        mode_name(mode)
+    ))
+}
+
+/// The few errno values attach errors are matched on.
+mod libc_errno {
+    pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
+    pub const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
+    pub const EBUSY: i32 = nix::errno::Errno::EBUSY as i32;
+    pub const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+    pub const EOPNOTSUPP: i32 = nix::errno::Errno::EOPNOTSUPP as i32;
+}

@@ -1,0 +1,186 @@
+//! Pure translation of a validated config into the entries the data plane
+//! needs: services with ids, real servers with ids. No I/O, so it is tested
+//! without root.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use lb_common::{ForwardKind, IPPROTO_TCP, IPPROTO_UDP, SchedulerKind, ServiceKey};
+
+use crate::config::{Config, LbAlgo, LbKind, Protocol};
+
+/// One real server of one service (IPVS's ip_vs_dest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedReal {
+    /// Index into the reals map; ids start at 1 (0 = none).
+    pub real_id: u32,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// One virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedService {
+    pub service_id: u32,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forward: ForwardKind,
+    pub scheduler: SchedulerKind,
+    pub reals: Vec<PlannedReal>,
+}
+
+impl PlannedService {
+    /// The services-map key, in network byte order as the packet has it.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            vip: u32::from_ne_bytes(self.vip.octets()),
+            port: self.port.to_be(),
+            proto: match self.protocol {
+                Protocol::Tcp => IPPROTO_TCP,
+                Protocol::Udp => IPPROTO_UDP,
+            },
+            _pad: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub services: Vec<PlannedService>,
+}
+
+impl Plan {
+    /// Every real server of every service.
+    pub fn reals(&self) -> impl Iterator<Item = &PlannedReal> {
+        self.services.iter().flat_map(|s| s.reals.iter())
+    }
+}
+
+pub fn forward_kind(kind: LbKind) -> ForwardKind {
+    match kind {
+        LbKind::Dr => ForwardKind::Dr,
+        LbKind::Tun => ForwardKind::Tun,
+        LbKind::Nat => ForwardKind::Nat,
+    }
+}
+
+pub fn scheduler_kind(algo: LbAlgo) -> SchedulerKind {
+    match algo {
+        LbAlgo::Rr => SchedulerKind::Rr,
+        LbAlgo::Wrr => SchedulerKind::Wrr,
+        LbAlgo::Lc => SchedulerKind::Lc,
+        LbAlgo::Wlc => SchedulerKind::Wlc,
+        LbAlgo::Lblc => SchedulerKind::Lblc,
+        LbAlgo::Lblcr => SchedulerKind::Lblcr,
+        LbAlgo::Dh => SchedulerKind::Dh,
+        LbAlgo::Sh => SchedulerKind::Sh,
+        LbAlgo::Sed => SchedulerKind::Sed,
+        LbAlgo::Nq => SchedulerKind::Nq,
+        LbAlgo::Mh => SchedulerKind::Mh,
+        LbAlgo::Fo => SchedulerKind::Fo,
+        LbAlgo::Ovf => SchedulerKind::Ovf,
+        LbAlgo::Twos => SchedulerKind::Twos,
+    }
+}
+
+fn ipv4(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Builds the plan, or lists every virtual service this data plane cannot
+/// serve yet (the agent then refuses to start rather than forward wrongly).
+pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
+    let mut unsupported = Vec::new();
+    let mut services = Vec::new();
+    let mut next_real_id = 1u32;
+    for (service_id, vs) in config.virtual_server.iter().enumerate() {
+        let vs = vs.get_ref();
+        let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
+        if vs.lb_kind != LbKind::Dr {
+            unsupported.push(format!(
+                "{name}: lb_kind {:?} is not implemented yet (DR is)",
+                vs.lb_kind
+            ));
+        }
+        if vs.lb_algo != LbAlgo::Rr {
+            unsupported.push(format!(
+                "{name}: lb_algo {:?} is not implemented yet (rr is)",
+                vs.lb_algo
+            ));
+        }
+        if vs.persistence_timeout != 0 {
+            unsupported.push(format!(
+                "{name}: persistence_timeout is not implemented yet"
+            ));
+        }
+        let Some(vip) = ipv4(vs.vip) else {
+            unsupported.push(format!("{name}: IPv6 is not implemented yet"));
+            continue;
+        };
+        let mut reals = Vec::new();
+        for rs in &vs.real_server {
+            let rs = rs.get_ref();
+            let Some(ip) = ipv4(rs.ip) else { continue };
+            reals.push(PlannedReal {
+                real_id: next_real_id,
+                ip,
+                port: rs.port.0,
+                weight: rs.weight.0,
+            });
+            next_real_id += 1;
+        }
+        services.push(PlannedService {
+            service_id: service_id as u32,
+            vip,
+            port: vs.port.0,
+            protocol: vs.protocol,
+            forward: forward_kind(vs.lb_kind),
+            scheduler: scheduler_kind(vs.lb_algo),
+            reals,
+        });
+    }
+    if unsupported.is_empty() {
+        Ok(Plan { services })
+    } else {
+        Err(unsupported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    #[test]
+    fn seed_plan_has_one_service_two_reals_with_ids_from_1() {
+        let c = parse("seed", include_str!("../../../configs/seed-dr.toml")).unwrap();
+        let p = plan(&c).unwrap();
+        assert_eq!(p.services.len(), 1);
+        let s = &p.services[0];
+        assert_eq!(s.service_id, 0);
+        assert_eq!(s.forward, ForwardKind::Dr);
+        assert_eq!(s.scheduler, SchedulerKind::Rr);
+        let ids: Vec<u32> = s.reals.iter().map(|r| r.real_id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(s.reals[0].ip, Ipv4Addr::new(172, 16, 122, 193));
+        let key = s.key();
+        assert_eq!(key.vip.to_ne_bytes(), [172, 16, 122, 100]);
+        assert_eq!(key.port.to_ne_bytes(), [0, 80]);
+        assert_eq!(key.proto, IPPROTO_TCP);
+    }
+
+    #[test]
+    fn unimplemented_kinds_are_refused_with_names() {
+        let text = include_str!("../../../configs/seed-dr.toml")
+            .replace("lb_kind = \"DR\"", "lb_kind = \"NAT\"")
+            .replace("lb_algo = \"rr\"", "lb_algo = \"wlc\"");
+        let c = parse("seed", &text).unwrap();
+        let errs = plan(&c).unwrap_err().join("\n");
+        assert!(errs.contains("lb_kind Nat"), "{errs}");
+        assert!(errs.contains("lb_algo Wlc"), "{errs}");
+    }
+}

@@ -1,0 +1,92 @@
+//! Writing config into the maps so that a packet never sees a half-written
+//! state: real servers first, then each service's backend set into the slot
+//! not in use, then the service entry flipped to that slot in one update.
+
+use anyhow::{Context as _, Result};
+use lb_common::{
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, REAL_FLAG_IN_USE,
+    REAL_FLAG_MAC_VALID, RealServer, ServiceInfo,
+};
+
+use super::{
+    Dataplane,
+    plan::{PlannedReal, PlannedService},
+};
+
+impl Dataplane {
+    /// The interface's MAC: source of forwarded frames.
+    pub fn set_iface_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        let globals = LbGlobals {
+            iface_mac: mac,
+            _pad: [0; 2],
+        };
+        self.maps()?
+            .globals
+            .set(0, globals, 0)
+            .context("writing lb_globals")
+    }
+
+    /// Writes one real server. Without a MAC it is marked in use but not
+    /// reachable; callers keep it out of backend sets until it is.
+    ///
+    /// An array slot is updated in place: a packet racing with a MAC change
+    /// may see a mix of the two MACs once. MAC changes are rare and TCP
+    /// retransmits; a double-buffered slot is not worth a lookup per packet.
+    pub fn write_real(&mut self, real: &PlannedReal, mac: Option<[u8; 6]>) -> Result<()> {
+        let entry = RealServer {
+            ip: u32::from_ne_bytes(real.ip.octets()),
+            port: real.port.to_be(),
+            flags: REAL_FLAG_IN_USE
+                | if mac.is_some() {
+                    REAL_FLAG_MAC_VALID
+                } else {
+                    0
+                },
+            mac: mac.unwrap_or_default(),
+            _pad: [0; 2],
+        };
+        self.maps()?
+            .reals
+            .set(real.real_id, entry, 0)
+            .with_context(|| format!("writing real server {} (id {})", real.ip, real.real_id))
+    }
+
+    /// Writes the service with the backends for which `usable(real_id)`
+    /// holds, into the slot not in use, then flips the service entry to it.
+    pub fn write_service(
+        &mut self,
+        svc: &PlannedService,
+        usable: impl Fn(u32) -> bool,
+    ) -> Result<()> {
+        let mut set = BackendSet::default();
+        for real in svc.reals.iter().filter(|r| usable(r.real_id)) {
+            set.backends[set.count as usize] = Backend {
+                real_id: real.real_id,
+                weight: real.weight,
+            };
+            set.count += 1;
+        }
+        let first_slot = svc.service_id * BACKEND_SET_SLOTS_PER_SERVICE;
+        let slot = match self.active_slots.get(&svc.service_id) {
+            Some(&active) if active == first_slot => first_slot + 1,
+            _ => first_slot,
+        };
+        let info = ServiceInfo {
+            service_id: svc.service_id,
+            backend_set: slot,
+            forward: svc.forward as u8,
+            sched: svc.scheduler as u8,
+            _pad: [0; 2],
+            flags: 0,
+        };
+        let maps = self.maps()?;
+        maps.backend_sets
+            .set(slot, set, 0)
+            .with_context(|| format!("writing the backend set of {}:{}", svc.vip, svc.port))?;
+        maps.services
+            .insert(svc.key(), info, 0)
+            .with_context(|| format!("writing service {}:{}", svc.vip, svc.port))?;
+        self.active_slots.insert(svc.service_id, slot);
+        Ok(())
+    }
+}

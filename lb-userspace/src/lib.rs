@@ -1,0 +1,8 @@
+//! lb-userspace: the agent and CLI of the lb XDP load balancer.
+
+pub mod agent;
+pub mod config;
+pub mod dataplane;
+pub mod neighbours;
+pub mod netlink;
+pub mod stats;

@@ -1,0 +1,134 @@
+//! The CLI (lb-toml.md, "What the CLI must accept").
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use aya::programs::XdpMode;
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_userspace::{
+    agent::{self, AgentOptions},
+    config,
+    dataplane::{DEFAULT_PIN_DIR, plan},
+    stats,
+};
+
+/// An XDP replacement for LVS (ipvsadm) + keepalived.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Interface to balance on (the keepalived `interface`).
+    #[arg(long)]
+    iface: Option<String>,
+    /// lb.toml (keepalived.conf in TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// XDP attach mode: native (driver) or skb (generic).
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    xdp_mode: XdpModeArg,
+    /// error, warn, info, debug or trace (debug also shows data-plane logs).
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
+    /// Where the maps are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_path: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum XdpModeArg {
+    Native,
+    Skb,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file: exit 0, or print every error with file:line:column.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The virtual server table of the running agent, as `ipvsadm -L -n`.
+    List {
+        /// Numeric output (addresses and ports are always printed numerically).
+        #[arg(short = 'n', long)]
+        numeric: bool,
+        /// Where the running agent pinned its maps.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_path: PathBuf,
+    },
+}
+
+fn init_tracing(level: log::LevelFilter) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // netlink-packet-route warns about every kernel attribute newer than
+        // itself; that is noise to an operator.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},netlink_packet_route=error"))
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(path: &Path) -> Result<()> {
+    let config = config::load(path).map_err(|e| anyhow!("{e}"))?;
+    if let Err(unsupported) = plan::plan(&config) {
+        return Err(anyhow!(
+            "{}: valid, but this version cannot serve it:\n  {}",
+            path.display(),
+            unsupported.join("\n  ")
+        ));
+    }
+    for note in config::not_acted_on(&config) {
+        println!("note: not acted on yet: {note}");
+    }
+    println!("{}: OK", path.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::List {
+            numeric: _,
+            pin_path,
+        }) => {
+            let table = stats::snapshot::read_table(&pin_path)?;
+            print!("{}", stats::list::format_list(&table));
+            Ok(())
+        }
+        None => {
+            let run = cli.run;
+            let (Some(iface), Some(config)) = (run.iface, run.config) else {
+                return Err(anyhow!(
+                    "usage: lb-userspace --iface IFACE --config FILE (or a subcommand: check, list; see --help)"
+                ));
+            };
+            init_tracing(run.log_level);
+            let opts = AgentOptions {
+                iface,
+                config_path: config,
+                xdp_mode: match run.xdp_mode {
+                    XdpModeArg::Native => XdpMode::Driver,
+                    XdpModeArg::Skb => XdpMode::Skb,
+                },
+                pin_dir: run.pin_path,
+                log_level: run.log_level,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(agent::run(opts))
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Which real servers have a known MAC, tracked from the kernel's neighbour
+//! table. Pure: the agent feeds it neighbour dumps and writes what changed.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+#[derive(Debug, Default)]
+pub struct MacTracker {
+    /// real id -> (address, MAC if resolved)
+    reals: HashMap<u32, (Ipv4Addr, Option<[u8; 6]>)>,
+}
+
+impl MacTracker {
+    pub fn new(reals: impl IntoIterator<Item = (u32, Ipv4Addr)>) -> Self {
+        Self {
+            reals: reals.into_iter().map(|(id, ip)| (id, (ip, None))).collect(),
+        }
+    }
+
+    pub fn mac(&self, real_id: u32) -> Option<[u8; 6]> {
+        self.reals.get(&real_id).and_then(|(_, mac)| *mac)
+    }
+
+    /// Addresses still without a MAC (to probe).
+    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<_> = self
+            .reals
+            .values()
+            .filter(|(_, mac)| mac.is_none())
+            .map(|(ip, _)| *ip)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Applies a neighbour dump; returns the real ids whose MAC changed
+    /// (learned or different). An entry that vanished from the table keeps
+    /// its last MAC: the kernel garbage-collects idle entries, which does not
+    /// mean the server moved.
+    pub fn update(&mut self, neighbours: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<u32> {
+        let mut changed = Vec::new();
+        for (id, (ip, mac)) in self.reals.iter_mut() {
+            if let Some(new) = neighbours.get(ip)
+                && *mac != Some(*new)
+            {
+                *mac = Some(*new);
+                changed.push(*id);
+            }
+        }
+        changed.sort();
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RS1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const RS2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    #[test]
+    fn learns_changes_and_keeps_vanished_entries() {
+        let mut t = MacTracker::new([(1, RS1), (2, RS2)]);
+        assert_eq!(t.unresolved(), vec![RS1, RS2]);
+        let mut table = HashMap::from([(RS1, [1; 6])]);
+        assert_eq!(t.update(&table), vec![1]);
+        assert_eq!(t.mac(1), Some([1; 6]));
+        assert_eq!(t.unresolved(), vec![RS2]);
+        // Same dump again: nothing changed.
+        assert!(t.update(&table).is_empty());
+        // RS1 got a new MAC (e.g. replaced hardware): picked up.
+        table.insert(RS1, [7; 6]);
+        table.insert(RS2, [2; 6]);
+        assert_eq!(t.update(&table), vec![1, 2]);
+        assert_eq!(t.mac(1), Some([7; 6]));
+        // Entries aged out of the kernel table keep their MAC.
+        assert!(t.update(&HashMap::new()).is_empty());
+        assert_eq!(t.mac(2), Some([2; 6]));
+    }
+}

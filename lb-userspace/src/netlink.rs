@@ -1,0 +1,140 @@
+//! Kernel network state over rtnetlink: the interface (index, MAC, local
+//! addresses) and the IPv4 neighbour table that gives real servers' MACs.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use anyhow::{Context as _, Result, anyhow};
+use futures::TryStreamExt as _;
+use rtnetlink::packet_route::{
+    address::AddressAttribute,
+    link::LinkAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+};
+
+/// UDP "discard" port: a datagram to it makes the kernel resolve the
+/// destination's MAC (ARP) without needing anything to listen there.
+const PROBE_PORT: u16 = 9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a route netlink socket; its I/O runs as a tokio task.
+    pub fn connect() -> Result<Self> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("opening a netlink socket")?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// Index and MAC of `name`, or None if there is no such interface.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            // The kernel answers ENODEV for an unknown name.
+            Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
+            Err(e) => return Err(anyhow!(e)).context(format!("looking up interface {name}")),
+        };
+        let mac = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("interface {name} has no Ethernet address"))?;
+        Ok(Some(LinkInfo {
+            index: msg.header.index,
+            mac,
+        }))
+    }
+
+    /// IPv4 addresses configured on the interface.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut out = Vec::new();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(a)) = attr {
+                    out.push(*a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// IPv4 neighbours of interface `index` with a usable MAC.
+    pub async fn ipv4_neighbours(&self, index: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
+        let mut out = HashMap::new();
+        let mut neighs = self
+            .handle
+            .neighbours()
+            .get()
+            .set_family(rtnetlink::IpVersion::V4)
+            .execute();
+        while let Some(msg) = neighs
+            .try_next()
+            .await
+            .context("reading the neighbour table")?
+        {
+            if msg.header.ifindex != index || !usable_state(msg.header.state) {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::LinkLocalAddress(b) => {
+                        mac = <[u8; 6]>::try_from(b.as_slice()).ok()
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.insert(ip, mac);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// States in which the neighbour entry's MAC is valid.
+fn usable_state(state: NeighbourState) -> bool {
+    matches!(
+        state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    )
+}
+
+/// Makes the kernel resolve (ARP) `ip` by sending it one empty UDP datagram
+/// to the discard port. Best effort: errors (no route...) are returned for
+/// logging only.
+pub fn probe(ip: Ipv4Addr) -> std::io::Result<()> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.send_to(&[], (ip, PROBE_PORT)).map(|_| ())
+}

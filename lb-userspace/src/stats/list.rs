@@ -1,0 +1,148 @@
+//! ipvsadm -L -n layout (ipvsadm.c print_service_entry / list_all), pure.
+
+use std::{fmt::Write as _, net::Ipv4Addr};
+
+use lb_common::ForwardKind;
+
+/// ipvsadm's version line: we print what ipvsadm 1.2.1 prints, so scripts
+/// that parse it keep working.
+pub const IPVS_VERSION: &str = "1.2.1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestView {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub forward: ForwardKind,
+    pub weight: u32,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView {
+    /// "TCP" or "UDP".
+    pub protocol: &'static str,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub scheduler: &'static str,
+    /// persistence_timeout, when set.
+    pub persistent: Option<u32>,
+    pub dests: Vec<DestView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableView {
+    /// Size of the connection (flow) table, ipvsadm's "size=".
+    pub conn_table_size: u32,
+    pub services: Vec<ServiceView>,
+}
+
+/// ipvsadm's Forward column.
+pub fn forward_name(kind: ForwardKind) -> &'static str {
+    match kind {
+        ForwardKind::Dr => "Route",
+        ForwardKind::Tun => "Tunnel",
+        ForwardKind::Nat => "Masq",
+    }
+}
+
+/// `ipvsadm -L -n`, byte for byte (including ipvsadm's trailing spaces).
+pub fn format_list(table: &TableView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "IP Virtual Server version {IPVS_VERSION} (size={})",
+        table.conn_table_size
+    );
+    out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
+    out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
+    for svc in &table.services {
+        let _ = write!(
+            out,
+            "{}  {}:{} {}",
+            svc.protocol, svc.vip, svc.port, svc.scheduler
+        );
+        if let Some(timeout) = svc.persistent {
+            let _ = write!(out, " persistent {timeout}");
+        }
+        out.push('\n');
+        for d in &svc.dests {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                format!("{}:{}", d.ip, d.port),
+                forward_name(d.forward),
+                d.weight,
+                d.active_conns,
+                d.inactive_conns
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_table() -> TableView {
+        let dest = |last: u8| DestView {
+            ip: Ipv4Addr::new(172, 16, 122, last),
+            port: 80,
+            forward: ForwardKind::Dr,
+            weight: 1,
+            active_conns: 0,
+            inactive_conns: 0,
+        };
+        TableView {
+            conn_table_size: 4096,
+            services: vec![ServiceView {
+                protocol: "TCP",
+                vip: Ipv4Addr::new(172, 16, 122, 100),
+                port: 80,
+                scheduler: "rr",
+                persistent: None,
+                dests: vec![dest(193), dest(195)],
+            }],
+        }
+    }
+
+    #[test]
+    fn matches_the_seeds_ipvsadm_output() {
+        // Section 5.3 of the seed, with -n (numeric) and ipvsadm's padding.
+        let expected = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  172.16.122.100:80 rr
+  -> 172.16.122.193:80            Route   1      0          0         
+  -> 172.16.122.195:80            Route   1      0          0         
+";
+        assert_eq!(format_list(&seed_table()), expected);
+    }
+
+    #[test]
+    fn persistent_flag_and_forward_names() {
+        let mut t = seed_table();
+        t.services[0].persistent = Some(300);
+        t.services[0].dests[0].forward = ForwardKind::Nat;
+        t.services[0].dests[1].forward = ForwardKind::Tun;
+        let out = format_list(&t);
+        assert!(
+            out.contains("TCP  172.16.122.100:80 rr persistent 300\n"),
+            "{out}"
+        );
+        assert!(out.contains(" Masq    1 "), "{out}");
+        assert!(out.contains(" Tunnel  1 "), "{out}");
+    }
+
+    #[test]
+    fn a_removed_server_disappears() {
+        // Seed section 5.5: .195 stopped -> only .193 listed.
+        let mut t = seed_table();
+        t.services[0].dests.pop();
+        let out = format_list(&t);
+        assert!(out.contains("172.16.122.193:80"));
+        assert!(!out.contains("172.16.122.195:80"));
+    }
+}
