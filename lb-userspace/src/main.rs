@@ -95,8 +95,16 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Errors are printed as one line ("error: what failed: why"), never as a
+/// Debug dump with a backtrace.
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::List {
