@@ -53,6 +53,50 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo test`, echoing its output, then one closing line with the totals
+/// of every test binary ("N passed, N failed"): cargo's own last line is
+/// that of whichever binary ran last, often a doc-test run with no tests.
+fn cargo_test() -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    println!("==> cargo test");
+    let mut child = Command::new(&cargo)
+        .arg("test")
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cargo}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("`cargo test` failed ({status})");
+    }
+    Ok(())
+}
+
+/// The number just before `label` in "ok. 3 passed; 0 failed; ...".
+fn count_before(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -73,7 +117,7 @@ fn main() -> Result<()> {
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             // The end-to-end tests run the real lb-userspace binary.
             cargo(&["build", "--bins"])?;
-            cargo(&["test"])
+            cargo_test()
         }
         Cmd::Demo => {
             setup::run()?;
