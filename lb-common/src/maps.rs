@@ -119,8 +119,11 @@ pub struct RealServer {
     pub _pad: [u8; 2],
 }
 
-/// The slot holds a configured real server.
-pub const REAL_FLAG_IN_USE: u16 = 1 << 0;
+/// The real server may receive packets: it is configured and not removed by
+/// a health check. A flow whose real server is not active is rescheduled on
+/// its next packet (IPVS's expire_nodest_conn), so clients reconnect to a
+/// live server instead of hanging.
+pub const REAL_FLAG_ACTIVE: u16 = 1 << 0;
 /// `mac` is resolved and may be used.
 pub const REAL_FLAG_MAC_VALID: u16 = 1 << 1;
 

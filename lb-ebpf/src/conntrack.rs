@@ -1,7 +1,7 @@
 //! The flow table: every packet of a connection goes to the same real server.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lb_common::{FlowEntry, FlowKey, REAL_FLAG_IN_USE, RealServer, counters};
+use lb_common::{FlowEntry, FlowKey, REAL_FLAG_ACTIVE, RealServer, counters};
 
 use crate::maps::{FLOW_TABLE, REALS, count};
 
@@ -10,8 +10,8 @@ const BPF_ANY: u64 = 0;
 
 /// The real server of an existing connection of `service_id`, refreshing its
 /// last-seen time. None when the flow is unknown, or when its server was
-/// removed from the configuration since (the flow is then rescheduled, as
-/// IPVS does for a connection whose destination is gone).
+/// removed since, by the config or a failed health check (the flow is then
+/// rescheduled, as IPVS does with expire_nodest_conn).
 #[inline(always)]
 pub fn lookup(flow: &FlowKey, service_id: u32) -> Option<(u32, &'static RealServer)> {
     let entry = FLOW_TABLE.get_ptr_mut(flow)?;
@@ -23,7 +23,7 @@ pub fn lookup(flow: &FlowKey, service_id: u32) -> Option<(u32, &'static RealServ
         return None;
     }
     let real = REALS.get(entry.real_id)?;
-    if real.flags & REAL_FLAG_IN_USE == 0 {
+    if real.flags & REAL_FLAG_ACTIVE == 0 {
         count(counters::FLOW_STALE);
         return None;
     }

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
 use lb_userspace::{
+    backends::{RealStatus, service_state},
     config::Protocol,
     dataplane::{
         Dataplane, LoadOptions,
@@ -34,6 +35,8 @@ pub const XDP_TX: u32 = 3;
 pub struct ProgTest {
     pub dp: Dataplane,
     pub service: PlannedService,
+    /// (real id, healthy) as last set.
+    health: Vec<(u32, bool)>,
 }
 
 /// The seed's virtual service: VIP:80 TCP rr DR over RS1, RS2 (weights given).
@@ -48,17 +51,23 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
         reals: vec![
             PlannedReal {
                 real_id: 1,
+                rs_index: Some(0),
                 ip: RS1,
                 port: PORT,
                 weight: weights[0],
             },
             PlannedReal {
                 real_id: 2,
+                rs_index: Some(1),
                 ip: RS2,
                 port: PORT,
                 weight: weights[1],
             },
         ],
+        inhibit_on_failure: false,
+        alpha: false,
+        quorum: 1,
+        sorry: None,
     }
 }
 
@@ -68,11 +77,36 @@ impl ProgTest {
         let mut dp = Dataplane::load(&LoadOptions::default())
             .context("loading the XDP program (BPF_PROG_TEST_RUN tests need root)")?;
         dp.set_iface_mac(LB_MAC)?;
-        for (real, mac) in service.reals.iter().zip([RS1_MAC, RS2_MAC]) {
-            dp.write_real(real, Some(mac))?;
+        let mut t = Self {
+            dp,
+            service,
+            health: Vec::new(),
+        };
+        for real_id in [1, 2] {
+            t.set_health(real_id, true)?;
         }
-        dp.write_service(&service, |_| true)?;
-        Ok(Self { dp, service })
+        Ok(t)
+    }
+
+    /// Marks a real server up or down as the agent would after a health
+    /// check: recomputes the backend set, activates or deactivates the real.
+    pub fn set_health(&mut self, real_id: u32, healthy: bool) -> Result<()> {
+        self.health.retain(|(id, _)| *id != real_id);
+        self.health.push((real_id, healthy));
+        let health = self.health.clone();
+        let state = service_state(&self.service, |id| RealStatus {
+            mac_known: true,
+            healthy: health
+                .iter()
+                .find(|(i, _)| *i == id)
+                .is_none_or(|(_, h)| *h),
+            weight_override: None,
+        });
+        for (real, mac) in self.service.reals.iter().zip([RS1_MAC, RS2_MAC]) {
+            self.dp
+                .write_real(real, Some(mac), state.is_active(real.real_id))?;
+        }
+        self.dp.write_service(&self.service, &state.backends)
     }
 
     pub fn seed() -> Result<Self> {

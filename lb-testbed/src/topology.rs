@@ -33,6 +33,8 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 50);
 pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
 pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
 pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
+/// A third web server, for sorry_server scenarios.
+pub const SORRY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 197);
 /// Interface name inside every host namespace.
 pub const HOST_IFACE: &str = "eth0";
 const BRIDGE: &str = "br0";
@@ -51,16 +53,20 @@ pub enum Host {
     Lb,
     Rs1,
     Rs2,
+    Sorry,
 }
 
 impl Host {
-    pub const ALL: [Host; 4] = [Host::Client, Host::Lb, Host::Rs1, Host::Rs2];
+    pub const ALL: [Host; 5] = [Host::Client, Host::Lb, Host::Rs1, Host::Rs2, Host::Sorry];
+    /// The hosts that run rs.sh (VIP on lo) and may serve the VIP.
+    pub const REAL_SERVERS: [Host; 3] = [Host::Rs1, Host::Rs2, Host::Sorry];
     fn short(self) -> &'static str {
         match self {
             Host::Client => "client",
             Host::Lb => "lb",
             Host::Rs1 => "rs1",
             Host::Rs2 => "rs2",
+            Host::Sorry => "sorry",
         }
     }
     pub fn ip(self) -> Ipv4Addr {
@@ -69,6 +75,7 @@ impl Host {
             Host::Lb => LB_IP,
             Host::Rs1 => RS1_IP,
             Host::Rs2 => RS2_IP,
+            Host::Sorry => SORRY_IP,
         }
     }
 }
@@ -162,7 +169,7 @@ impl Topology {
             "dev",
             HOST_IFACE,
         ])?;
-        for rs in [Host::Rs1, Host::Rs2] {
+        for rs in Host::REAL_SERVERS {
             realserver_start(&self.ns(rs))?;
         }
         self.attach_xdp_pass_on_switch_port(Host::Lb)?;
@@ -244,17 +251,44 @@ impl Topology {
         )
     }
 
-    /// Stops the nginx of `host` (the seed's `docker stop nginx`).
+    /// Stops the nginx of `host` (the seed's `docker stop nginx`): SIGTERM
+    /// to the master, which stops its workers; SIGKILL if it lingers.
     pub fn stop_nginx(&mut self, host: Host) {
         self.nginx.retain_mut(|(h, child)| {
-            if *h == host {
-                let _ = child.kill();
-                let _ = child.wait();
-                false
-            } else {
-                true
+            if *h != host {
+                return true;
             }
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + NGINX_START_TIMEOUT;
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                sleep(POLL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            false
         });
+    }
+
+    /// Writes a config file into the work directory.
+    pub fn write_config(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.workdir.join(name);
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// `lb-userspace list -n` of the running agent.
+    pub fn list(&self, binary: &Path) -> Result<String> {
+        let out = Command::new(binary)
+            .args(["list", "-n", "--pin-path"])
+            .arg(self.pin_dir())
+            .output()
+            .context("running lb-userspace list")?;
+        if !out.status.success() {
+            bail!("list failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs the real agent on the balancer with `config`; returns once its
@@ -407,6 +441,19 @@ impl Drop for Topology {
         destroy(&self.prefix);
         let _ = fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// Polls `done` every 100 ms until it holds or `timeout` passes; returns
+/// the time it took, or None on timeout.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return Some(start.elapsed());
+        }
+        sleep(POLL);
+    }
+    None
 }
 
 /// The lb-userspace binary next to the running executable (target/<profile>/),

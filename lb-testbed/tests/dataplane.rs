@@ -222,3 +222,36 @@ fn ip_options_and_fragments_pass_unmodified() {
     assert_eq!(c[counters::PASS_IP_OPTIONS as usize], 1);
     assert_eq!(c[counters::PASS_FRAGMENT as usize], 2);
 }
+
+#[test]
+fn flows_of_a_removed_server_move_to_a_live_one() {
+    // IPVS expire_nodest_conn: after a failed health check removes RS1, the
+    // next packet of a connection pinned to it is scheduled anew.
+    let mut t = ProgTest::seed().unwrap();
+    let ack = |sport| Ipv4Packet::tcp(CLIENT, sport, VIP, PORT, TCP_ACK, b"x").frame();
+    assert_eq!(forwarded_to(&mut t, &ack(47000)), RS1_MAC);
+    assert_eq!(forwarded_to(&mut t, &ack(47001)), RS2_MAC);
+    t.set_health(1, false).unwrap();
+    assert_eq!(
+        forwarded_to(&mut t, &ack(47000)),
+        RS2_MAC,
+        "moved off the dead server"
+    );
+    assert_eq!(
+        forwarded_to(&mut t, &ack(47001)),
+        RS2_MAC,
+        "healthy flow undisturbed"
+    );
+    // New flows only go to RS2 now.
+    for sport in 47002..47006 {
+        assert_eq!(forwarded_to(&mut t, &ack(sport)), RS2_MAC);
+    }
+    assert_eq!(t.counters().unwrap()[counters::FLOW_STALE as usize], 1);
+    // RS1 back: the rescheduled flow stays where it is now; new flows use both.
+    t.set_health(1, true).unwrap();
+    assert_eq!(forwarded_to(&mut t, &ack(47000)), RS2_MAC);
+    let new: Vec<[u8; 6]> = (47010..47014)
+        .map(|p| forwarded_to(&mut t, &ack(p)))
+        .collect();
+    assert!(new.contains(&RS1_MAC) && new.contains(&RS2_MAC), "{new:?}");
+}

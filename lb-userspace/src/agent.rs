@@ -1,7 +1,9 @@
-//! The running agent: config -> maps, attach, keep real-server MACs fresh,
-//! and on SIGINT/SIGTERM detach and remove the pins.
+//! The running agent: config -> maps, attach, then react to health-check
+//! transitions and neighbour (MAC) changes until SIGINT/SIGTERM, when it
+//! detaches and removes the pins.
 
 use std::{
+    collections::HashMap,
     net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -9,16 +11,21 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::XdpMode;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 use tracing::{info, warn};
 
 use crate::{
-    config,
+    backends::{RealStatus, ServiceState, service_state},
+    config::{self, Config},
     dataplane::{
         Dataplane, LoadOptions,
-        plan::{self, Plan},
+        plan::{self, Plan, PlannedReal, PlannedService},
         preflight,
     },
+    health::{self, runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
     netlink::{self, Netlink},
 };
@@ -31,6 +38,8 @@ const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
 /// How often the neighbour table is re-read while running (MAC changes,
 /// late-resolving servers).
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
+/// Health events waiting for the agent; checkers wait when it is full.
+const HEALTH_EVENT_QUEUE: usize = 1024;
 
 pub struct AgentOptions {
     pub iface: String,
@@ -38,6 +47,25 @@ pub struct AgentOptions {
     pub xdp_mode: XdpMode,
     pub pin_dir: PathBuf,
     pub log_level: log::LevelFilter,
+}
+
+/// Health as the checkers last reported it.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    healthy: bool,
+    weight: Option<u32>,
+}
+
+/// What the agent owns while running.
+struct Agent {
+    plan: Plan,
+    macs: MacTracker,
+    health: HashMap<u32, Health>,
+    /// real id -> index of its service in plan.services
+    service_of: HashMap<u32, usize>,
+    /// service id -> the state last written to the maps
+    applied: HashMap<u32, ServiceState>,
+    dp: Dataplane,
 }
 
 pub async fn run(opts: AgentOptions) -> Result<()> {
@@ -73,15 +101,40 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
     dp.set_iface_mac(link.mac)?;
-    for real in plan.reals() {
-        dp.write_real(real, macs.mac(real.real_id))?;
+
+    let (events_tx, mut events) = mpsc::channel(HEALTH_EVENT_QUEUE);
+    let health = start_checkers(&config, &plan, &events_tx);
+    drop(events_tx);
+    let service_of = plan
+        .services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.reals
+                .iter()
+                .chain(s.sorry.iter())
+                .map(move |r| (r.real_id, i))
+        })
+        .collect();
+    let mut agent = Agent {
+        plan,
+        macs,
+        health,
+        service_of,
+        applied: HashMap::new(),
+        dp,
+    };
+    for real in agent.plan.reals() {
+        agent
+            .dp
+            .write_real(real, agent.macs.mac(real.real_id), false)?;
     }
-    for svc in &plan.services {
-        dp.write_service(svc, |id| macs.mac(id).is_some())?;
+    for i in 0..agent.plan.services.len() {
+        agent.apply_service(i)?;
     }
     // Attach last: the first packet already sees the whole configuration.
-    dp.attach(&opts.iface, opts.xdp_mode)?;
-    for svc in &plan.services {
+    agent.dp.attach(&opts.iface, opts.xdp_mode)?;
+    for svc in &agent.plan.services {
         info!(
             "serving {:?} {}:{} ({} real servers, {})",
             svc.protocol,
@@ -93,9 +146,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     info!("maps pinned in {}; ready", opts.pin_dir.display());
 
-    let result = serve(&nl, link.index, &plan, &mut macs, &mut dp).await;
-    dp.detach().context("detaching the XDP program")?;
-    drop(dp);
+    let result = agent.serve(&nl, link.index, &mut events).await;
+    agent.dp.detach().context("detaching the XDP program")?;
+    drop(agent);
     info!(
         "stopped: XDP program detached from {}, pins removed",
         opts.iface
@@ -103,63 +156,237 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     result
 }
 
-/// Runs until SIGINT/SIGTERM, keeping MACs fresh.
-async fn serve(
-    nl: &Netlink,
-    ifindex: u32,
+/// Spawns one checker task per real server that has a checker; returns the
+/// initial health of every real server (alpha: checked ones start down).
+fn start_checkers(
+    config: &Config,
     plan: &Plan,
-    macs: &mut MacTracker,
-    dp: &mut Dataplane,
-) -> Result<()> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()) }
-            _ = refresh.tick() => {
-                if let Err(e) = refresh_macs(nl, ifindex, plan, macs, dp).await {
-                    warn!("neighbour refresh failed: {e:#}");
+    events: &mpsc::Sender<HealthEvent>,
+) -> HashMap<u32, Health> {
+    let mut health = HashMap::new();
+    for (svc, vs) in plan.services.iter().zip(&config.virtual_server) {
+        let vs = vs.get_ref();
+        for real in svc.reals.iter().chain(svc.sorry.iter()) {
+            let checker = real
+                .rs_index
+                .and_then(|i| health::checker_for(vs, vs.real_server[i].get_ref()));
+            let healthy = match checker {
+                Some((checker, timing)) => {
+                    info!(
+                        "{} of {}: {} every {:?}",
+                        label(real),
+                        service_label(svc),
+                        checker.kind(),
+                        timing.delay_loop
+                    );
+                    tokio::spawn(health::runner::run(
+                        real.real_id,
+                        checker,
+                        timing,
+                        vs.alpha,
+                        events.clone(),
+                    ));
+                    !vs.alpha
+                }
+                // keepalived: a real server without checker is always up.
+                None => true,
+            };
+            health.insert(
+                real.real_id,
+                Health {
+                    healthy,
+                    weight: None,
+                },
+            );
+        }
+    }
+    health
+}
+
+impl Agent {
+    fn status(&self, real_id: u32) -> RealStatus {
+        let h = self.health.get(&real_id).copied().unwrap_or(Health {
+            healthy: true,
+            weight: None,
+        });
+        RealStatus {
+            mac_known: self.macs.mac(real_id).is_some(),
+            healthy: h.healthy,
+            weight_override: h.weight,
+        }
+    }
+
+    /// Writes service `index`'s new state in an order that never lets a
+    /// packet meet a half-done change: servers that join are activated
+    /// before the set flips to include them; servers that leave are
+    /// deactivated (their flows rescheduled) only after it flipped.
+    fn apply_service(&mut self, index: usize) -> Result<()> {
+        let svc = self.plan.services[index].clone();
+        let new = service_state(&svc, |id| self.status(id));
+        let old = self
+            .applied
+            .get(&svc.service_id)
+            .cloned()
+            .unwrap_or_default();
+        let reals: Vec<&PlannedReal> = svc.reals.iter().chain(svc.sorry.iter()).collect();
+        for real in reals
+            .iter()
+            .filter(|r| new.is_active(r.real_id) && !old.is_active(r.real_id))
+        {
+            self.dp
+                .write_real(real, self.macs.mac(real.real_id), true)?;
+        }
+        if new.backends != old.backends || !self.applied.contains_key(&svc.service_id) {
+            self.dp.write_service(&svc, &new.backends)?;
+        }
+        for real in reals
+            .iter()
+            .filter(|r| !new.is_active(r.real_id) && old.is_active(r.real_id))
+        {
+            self.dp
+                .write_real(real, self.macs.mac(real.real_id), false)?;
+        }
+        if new.quorum_lost != old.quorum_lost && self.applied.contains_key(&svc.service_id) {
+            if new.quorum_lost {
+                warn!(
+                    "{}: quorum {} lost{}",
+                    service_label(&svc),
+                    svc.quorum,
+                    if svc.sorry.is_some() {
+                        ": all traffic to the sorry server"
+                    } else {
+                        ""
+                    }
+                );
+            } else {
+                info!("{}: quorum {} regained", service_label(&svc), svc.quorum);
+            }
+        }
+        self.applied.insert(svc.service_id, new);
+        Ok(())
+    }
+
+    /// Runs until SIGINT/SIGTERM.
+    async fn serve(
+        &mut self,
+        nl: &Netlink,
+        ifindex: u32,
+        events: &mut mpsc::Receiver<HealthEvent>,
+    ) -> Result<()> {
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
+                _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()) }
+                Some(event) = events.recv() => {
+                    if let Err(e) = self.on_health_event(event) {
+                        warn!("applying a health change failed: {e:#}");
+                    }
+                }
+                _ = refresh.tick() => {
+                    if let Err(e) = self.refresh_macs(nl, ifindex).await {
+                        warn!("neighbour refresh failed: {e:#}");
+                    }
                 }
             }
         }
     }
+
+    fn on_health_event(&mut self, event: HealthEvent) -> Result<()> {
+        let Some(&index) = self.service_of.get(&event.real_id) else {
+            return Ok(());
+        };
+        let svc = &self.plan.services[index];
+        let Some(real) = svc.reals.iter().find(|r| r.real_id == event.real_id) else {
+            return Ok(());
+        };
+        let (real_label, svc_label) = (label(real), service_label(svc));
+        let h = self.health.entry(event.real_id).or_insert(Health {
+            healthy: true,
+            weight: None,
+        });
+        match event.transition {
+            Some(Transition::Down) => {
+                h.healthy = false;
+                let action = if svc.inhibit_on_failure {
+                    "setting its weight to 0"
+                } else {
+                    "removing it"
+                };
+                warn!(
+                    "{real_label} of {svc_label}: DOWN ({}); {action}",
+                    event.reason
+                );
+            }
+            Some(Transition::Up) => {
+                h.healthy = true;
+                info!(
+                    "{real_label} of {svc_label}: UP ({}); adding it back",
+                    event.reason
+                );
+            }
+            None => {}
+        }
+        if let Some(weight) = event.weight {
+            h.weight = Some(weight);
+            info!("{real_label} of {svc_label}: weight {weight} (misc_dynamic)");
+        }
+        self.apply_service(index)
+    }
+
+    /// Re-reads the neighbour table; rewrites reals whose MAC changed and
+    /// the state of their services (a newly resolved server starts getting
+    /// traffic). Unresolved servers are probed again.
+    async fn refresh_macs(&mut self, nl: &Netlink, ifindex: u32) -> Result<()> {
+        for ip in self.macs.unresolved() {
+            let _ = netlink::probe(ip);
+        }
+        let changed = self.macs.update(&nl.ipv4_neighbours(ifindex).await?);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let reals: Vec<PlannedReal> = self
+            .plan
+            .reals()
+            .filter(|r| changed.contains(&r.real_id))
+            .cloned()
+            .collect();
+        let mut services: Vec<usize> = Vec::new();
+        for real in &reals {
+            let mac = self.macs.mac(real.real_id);
+            info!(
+                "real server {}: MAC {}",
+                real.ip,
+                fmt_mac(mac.unwrap_or_default())
+            );
+            let index = self.service_of[&real.real_id];
+            let active = self
+                .applied
+                .get(&self.plan.services[index].service_id)
+                .is_some_and(|s| s.is_active(real.real_id));
+            self.dp.write_real(real, mac, active)?;
+            if !services.contains(&index) {
+                services.push(index);
+            }
+        }
+        for index in services {
+            self.apply_service(index)?;
+        }
+        Ok(())
+    }
 }
 
-/// Re-reads the neighbour table; rewrites reals whose MAC changed and the
-/// backend sets of their services (a newly resolved server starts getting
-/// traffic). Unresolved servers are probed again.
-async fn refresh_macs(
-    nl: &Netlink,
-    ifindex: u32,
-    plan: &Plan,
-    macs: &mut MacTracker,
-    dp: &mut Dataplane,
-) -> Result<()> {
-    for ip in macs.unresolved() {
-        let _ = netlink::probe(ip);
+fn label(real: &PlannedReal) -> String {
+    match real.rs_index {
+        Some(_) => format!("real server {}:{}", real.ip, real.port),
+        None => format!("sorry server {}:{}", real.ip, real.port),
     }
-    let changed = macs.update(&nl.ipv4_neighbours(ifindex).await?);
-    if changed.is_empty() {
-        return Ok(());
-    }
-    for real in plan.reals().filter(|r| changed.contains(&r.real_id)) {
-        let mac = macs.mac(real.real_id);
-        info!(
-            "real server {}: MAC {}",
-            real.ip,
-            fmt_mac(mac.unwrap_or_default())
-        );
-        dp.write_real(real, mac)?;
-    }
-    for svc in plan
-        .services
-        .iter()
-        .filter(|s| s.reals.iter().any(|r| changed.contains(&r.real_id)))
-    {
-        dp.write_service(svc, |id| macs.mac(id).is_some())?;
-    }
-    Ok(())
+}
+
+fn service_label(svc: &PlannedService) -> String {
+    format!("virtual server {}:{}", svc.vip, svc.port)
 }
 
 async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker) -> Result<()> {

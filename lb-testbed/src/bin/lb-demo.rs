@@ -6,16 +6,20 @@
 //! this version goes. Everything is torn down at the end, on failure, and on
 //! Ctrl-C.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use lb_testbed::topology::{self, Host, Topology, VIP, agent_binary, configs_dir};
+use anyhow::{Result, bail};
+use lb_testbed::topology::{self, Host, Topology, VIP, agent_binary, configs_dir, wait_until};
 
 const PREFIX: &str = "lbdemo";
 /// The seed's nginx pages.
 const RS1_BODY: &str = "hello local-master";
 const RS2_BODY: &str = "hello local-slave2";
 const CURLS: usize = 6;
+/// With the seed's TCP_CHECK (delay_loop 6, connect_timeout 3, retry 3,
+/// delay_before_retry 3) keepalived needs up to 6 + 3 + 3 x (3 + 3) = 27 s.
+const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
+const RS2: &str = "172.16.122.195";
 
 fn main() {
     // Ctrl-C / SIGTERM: remove what the demo made, then leave.
@@ -40,13 +44,20 @@ fn say(prompt: &str, cmd: &str) {
 
 fn list(topo: &Topology, binary: &std::path::Path) -> Result<()> {
     say("lb", "lb-userspace list -n");
-    let out = Command::new(binary)
-        .args(["list", "-n", "--pin-path"])
-        .arg(topo.pin_dir())
-        .output()
-        .context("running lb-userspace list")?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    print!("{}", topo.list(binary)?);
     Ok(())
+}
+
+/// Echoes the agent's log lines about health transitions.
+fn print_agent_events(topo: &Topology, word: &str) {
+    for line in topo
+        .agent_log()
+        .lines()
+        .filter(|l| l.contains(&format!(": {word} (")))
+    {
+        let event = line.find("real server").map_or(line, |i| &line[i..]);
+        println!("   agent: {event}");
+    }
 }
 
 fn run() -> Result<()> {
@@ -81,14 +92,37 @@ fn run() -> Result<()> {
         println!("{}", topo.curl_vip()?);
     }
 
-    println!("-- 5.5: stop nginx on local-slave2");
+    println!("-- 5.5: health checks; stop nginx on local-slave2");
+    say("local-slave2", "docker stop nginx");
     topo.stop_nginx(Host::Rs2);
-    std::thread::sleep(Duration::from_millis(500));
-    list(&topo, &binary)?;
+    println!("   (waiting for TCP_CHECK: delay_loop 6, nb_get_retry 3, delay_before_retry 3)");
+    let Some(after) = wait_until(DETECTION_TIMEOUT, || {
+        topo.list(&binary).is_ok_and(|l| !l.contains(RS2))
+    }) else {
+        bail!("172.16.122.195 was not removed within {DETECTION_TIMEOUT:?}");
+    };
+    print_agent_events(&topo, "DOWN");
     println!(
-        "   (this version does not run TCP_CHECK yet, so 172.16.122.195 stays listed; \
-         health checking is the next step)"
+        "   removed {:.1} s after nginx stopped",
+        after.as_secs_f64()
     );
+    list(&topo, &binary)?;
+    for _ in 0..2 {
+        say("client", &format!("curl {VIP}"));
+        println!("{}", topo.curl_vip()?);
+    }
+
+    println!("-- 5.5: start nginx on local-slave2 again");
+    say("local-slave2", "docker start nginx");
+    topo.start_nginx(Host::Rs2, RS2_BODY)?;
+    let Some(after) = wait_until(DETECTION_TIMEOUT, || {
+        topo.list(&binary).is_ok_and(|l| l.contains(RS2))
+    }) else {
+        bail!("172.16.122.195 did not come back within {DETECTION_TIMEOUT:?}");
+    };
+    print_agent_events(&topo, "UP");
+    println!("   back {:.1} s after nginx started", after.as_secs_f64());
+    list(&topo, &binary)?;
 
     println!("-- stopping the agent (SIGTERM): XDP detached, pins removed");
     topo.stop_agent()?;

@@ -140,27 +140,6 @@ pub fn not_acted_on(config: &Config) -> Vec<String> {
             "[timeouts]: flows are not expired by state yet (the flow table is LRU)".to_string(),
         );
     }
-    for vs in &config.virtual_server {
-        let vs = vs.get_ref();
-        let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if vs
-            .real_server
-            .iter()
-            .any(|rs| rs.get_ref().checker_count() > 0)
-        {
-            notes.push(format!(
-                "{name}: health checks are not run yet; every real server is treated as up"
-            ));
-        }
-        if vs.sorry_server.is_some() || vs.quorum.0 != 1 {
-            notes.push(format!("{name}: quorum/sorry_server are not acted on yet"));
-        }
-        if vs.alpha || vs.inhibit_on_failure {
-            notes.push(format!(
-                "{name}: alpha/inhibit_on_failure wait for health checks"
-            ));
-        }
-    }
     notes
 }
 

@@ -13,6 +13,8 @@ use crate::config::{Config, LbAlgo, LbKind, Protocol};
 pub struct PlannedReal {
     /// Index into the reals map; ids start at 1 (0 = none).
     pub real_id: u32,
+    /// Index in the virtual_server's real_server list; None for the sorry server.
+    pub rs_index: Option<usize>,
     pub ip: Ipv4Addr,
     pub port: u16,
     pub weight: u32,
@@ -28,6 +30,14 @@ pub struct PlannedService {
     pub forward: ForwardKind,
     pub scheduler: SchedulerKind,
     pub reals: Vec<PlannedReal>,
+    /// Failed servers stay with weight 0 instead of being removed.
+    pub inhibit_on_failure: bool,
+    /// Servers with a checker start down until a check passes.
+    pub alpha: bool,
+    /// Minimum total weight of live servers; below it the sorry server (if
+    /// any) takes all traffic.
+    pub quorum: u32,
+    pub sorry: Option<PlannedReal>,
 }
 
 impl PlannedService {
@@ -51,9 +61,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every real server of every service.
+    /// Every real server of every service, sorry servers included.
     pub fn reals(&self) -> impl Iterator<Item = &PlannedReal> {
-        self.services.iter().flat_map(|s| s.reals.iter())
+        self.services
+            .iter()
+            .flat_map(|s| s.reals.iter().chain(s.sorry.iter()))
     }
 }
 
@@ -122,17 +134,29 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
             continue;
         };
         let mut reals = Vec::new();
-        for rs in &vs.real_server {
+        for (rs_index, rs) in vs.real_server.iter().enumerate() {
             let rs = rs.get_ref();
             let Some(ip) = ipv4(rs.ip) else { continue };
             reals.push(PlannedReal {
                 real_id: next_real_id,
+                rs_index: Some(rs_index),
                 ip,
                 port: rs.port.0,
                 weight: rs.weight.0,
             });
             next_real_id += 1;
         }
+        let sorry = vs.sorry_server.as_ref().and_then(|s| {
+            let real = PlannedReal {
+                real_id: next_real_id,
+                rs_index: None,
+                ip: ipv4(s.ip)?,
+                port: s.port.0,
+                weight: 1,
+            };
+            next_real_id += 1;
+            Some(real)
+        });
         services.push(PlannedService {
             service_id: service_id as u32,
             vip,
@@ -141,6 +165,10 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
             forward: forward_kind(vs.lb_kind),
             scheduler: scheduler_kind(vs.lb_algo),
             reals,
+            inhibit_on_failure: vs.inhibit_on_failure,
+            alpha: vs.alpha,
+            quorum: vs.quorum.0 as u32,
+            sorry,
         });
     }
     if unsupported.is_empty() {

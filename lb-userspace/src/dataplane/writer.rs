@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, REAL_FLAG_IN_USE,
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, REAL_FLAG_ACTIVE,
     REAL_FLAG_MAC_VALID, RealServer, ServiceInfo,
 };
 
@@ -26,17 +26,23 @@ impl Dataplane {
             .context("writing lb_globals")
     }
 
-    /// Writes one real server. Without a MAC it is marked in use but not
-    /// reachable; callers keep it out of backend sets until it is.
+    /// Writes one real server. `active` = it may receive packets (flows to
+    /// an inactive one are rescheduled). Without a MAC it must be kept out of
+    /// backend sets.
     ///
     /// An array slot is updated in place: a packet racing with a MAC change
     /// may see a mix of the two MACs once. MAC changes are rare and TCP
     /// retransmits; a double-buffered slot is not worth a lookup per packet.
-    pub fn write_real(&mut self, real: &PlannedReal, mac: Option<[u8; 6]>) -> Result<()> {
+    pub fn write_real(
+        &mut self,
+        real: &PlannedReal,
+        mac: Option<[u8; 6]>,
+        active: bool,
+    ) -> Result<()> {
         let entry = RealServer {
             ip: u32::from_ne_bytes(real.ip.octets()),
             port: real.port.to_be(),
-            flags: REAL_FLAG_IN_USE
+            flags: if active { REAL_FLAG_ACTIVE } else { 0 }
                 | if mac.is_some() {
                     REAL_FLAG_MAC_VALID
                 } else {
@@ -51,21 +57,14 @@ impl Dataplane {
             .with_context(|| format!("writing real server {} (id {})", real.ip, real.real_id))
     }
 
-    /// Writes the service with the backends for which `usable(real_id)`
-    /// holds, into the slot not in use, then flips the service entry to it.
-    pub fn write_service(
-        &mut self,
-        svc: &PlannedService,
-        usable: impl Fn(u32) -> bool,
-    ) -> Result<()> {
+    /// Writes the service with `backends` (in scheduling order) into the
+    /// slot not in use, then flips the service entry to it.
+    pub fn write_service(&mut self, svc: &PlannedService, backends: &[Backend]) -> Result<()> {
         let mut set = BackendSet::default();
-        for real in svc.reals.iter().filter(|r| usable(r.real_id)) {
-            set.backends[set.count as usize] = Backend {
-                real_id: real.real_id,
-                weight: real.weight,
-            };
-            set.count += 1;
+        for (slot, backend) in set.backends.iter_mut().zip(backends) {
+            *slot = *backend;
         }
+        set.count = backends.len().min(set.backends.len()) as u32;
         let first_slot = svc.service_id * BACKEND_SET_SLOTS_PER_SERVICE;
         let slot = match self.active_slots.get(&svc.service_id) {
             Some(&active) if active == first_slot => first_slot + 1,
