@@ -5,4 +5,5 @@
 pub mod netns;
 pub mod packet;
 pub mod progtest;
+pub mod smtp_sink;
 pub mod topology;

@@ -398,6 +398,20 @@ impl Topology {
             .collect())
     }
 
+    /// A TCP listener inside `host`'s namespace: bound from a thread that
+    /// joined the namespace; the socket stays there, usable from anywhere.
+    pub fn listen_in(&self, host: Host, addr: &str) -> Result<std::net::TcpListener> {
+        let ns_path = format!("/var/run/netns/{}", self.ns(host));
+        let addr = addr.to_string();
+        std::thread::spawn(move || -> Result<std::net::TcpListener> {
+            let ns = fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            Ok(std::net::TcpListener::bind(&addr)?)
+        })
+        .join()
+        .map_err(|_| anyhow!("the setns thread panicked"))?
+    }
+
     /// Does the balancer's interface still carry an XDP program?
     pub fn lb_has_xdp(&self) -> Result<bool> {
         let out = ip(&["-n", &self.ns(Host::Lb), "link", "show", "dev", HOST_IFACE])?;

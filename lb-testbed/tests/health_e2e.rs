@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use lb_testbed::topology::{Host, Topology, agent_binary, configs_dir, wait_until};
+use lb_testbed::{
+    smtp_sink::SmtpSink,
+    topology::{Host, Topology, agent_binary, configs_dir, wait_until},
+};
 
 /// keepalived timing used by these tests (issue: delay_loop 1,
 /// connect_timeout 1, retry 1, delay_before_retry 1).
@@ -23,6 +26,7 @@ const KEEPALIVED_BOUND: Duration = Duration::from_secs(1 + 1 + (1 + 1));
 const SLACK: Duration = Duration::from_secs(2);
 const RETURN_TIMEOUT: Duration = Duration::from_secs(15);
 const CURLS: usize = 20;
+const MAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const RS1_LINE: &str = "  -> 172.16.122.193:80            Route   1      ";
 const RS2_LINE: &str = "  -> 172.16.122.195:80            Route   1      ";
@@ -41,15 +45,17 @@ fn seed_with(extra_vs_keys: &str) -> String {
 }
 
 fn setup(tag: &str, extra_vs_keys: &str, sorry: bool) -> (Topology, std::path::PathBuf) {
-    let mut topo = Topology::create(&format!("lbh{}{tag}", std::process::id())).unwrap();
+    let topo = Topology::create(&format!("lbh{}{tag}", std::process::id())).unwrap();
+    start(topo, &seed_with(extra_vs_keys), sorry)
+}
+
+fn start(mut topo: Topology, config: &str, sorry: bool) -> (Topology, std::path::PathBuf) {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     if sorry {
         topo.start_nginx(Host::Sorry, "hello sorry").unwrap();
     }
-    let config = topo
-        .write_config("lb.toml", &seed_with(extra_vs_keys))
-        .unwrap();
+    let config = topo.write_config("lb.toml", config).unwrap();
     let binary = agent_binary().unwrap();
     topo.start_agent(&binary, &config, &[]).unwrap();
     (topo, binary)
@@ -66,7 +72,15 @@ fn answers(topo: &Topology, n: usize) -> Vec<String> {
 
 #[test]
 fn seed_5_5_failed_server_leaves_and_comes_back() {
-    let (mut topo, binary) = setup("a", "", false);
+    // The seed's smtp_server is 127.0.0.1: run a sink there, in the
+    // balancer's namespace, and expect keepalived's alert mails.
+    let topo = Topology::create(&format!("lbh{}a", std::process::id())).unwrap();
+    let sink = SmtpSink::serve(topo.listen_in(Host::Lb, "127.0.0.1:0").unwrap());
+    let config = seed_with("").replace(
+        "smtp_server = \"127.0.0.1\"",
+        &format!("smtp_server = \"127.0.0.1:{}\"", sink.port()),
+    );
+    let (mut topo, binary) = start(topo, &config, false);
     let list = topo.list(&binary).unwrap();
     assert!(list.contains(RS1_LINE) && list.contains(RS2_LINE), "{list}");
 
@@ -97,6 +111,19 @@ fn seed_5_5_failed_server_leaves_and_comes_back() {
     assert!(
         got.iter().all(|a| a == "hello rs1"),
         "only rs1 may answer, no failures: {got:?}"
+    );
+    let mailed = wait_until(MAIL_TIMEOUT, || {
+        sink.mails().iter().any(|m| {
+            m.contains(
+                "Subject: [LVS_DEVEL] Realserver [172.16.122.195]:tcp:80 of [172.16.122.100]:tcp:80 - DOWN",
+            )
+        })
+    });
+    assert!(
+        mailed.is_some(),
+        "no DOWN mail: {:?}\n{}",
+        sink.mails(),
+        topo.agent_log()
     );
 
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();

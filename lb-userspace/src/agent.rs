@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     backends::{RealStatus, ServiceState, service_state},
-    config::{self, Config},
+    config::{self, Config, Protocol},
     dataplane::{
         Dataplane, LoadOptions,
         plan::{self, Plan, PlannedReal, PlannedService},
@@ -28,6 +28,7 @@ use crate::{
     health::{self, runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
     netlink::{self, Netlink},
+    notify::SmtpAlerts,
 };
 
 /// How long start-up waits for real servers' MACs before attaching anyway
@@ -54,6 +55,8 @@ pub struct AgentOptions {
 struct Health {
     healthy: bool,
     weight: Option<u32>,
+    /// TCP_CHECK, HTTP_GET, MISC_CHECK, or "none".
+    checker: &'static str,
 }
 
 /// What the agent owns while running.
@@ -66,6 +69,7 @@ struct Agent {
     /// service id -> the state last written to the maps
     applied: HashMap<u32, ServiceState>,
     dp: Dataplane,
+    alerts: Option<SmtpAlerts>,
 }
 
 pub async fn run(opts: AgentOptions) -> Result<()> {
@@ -80,6 +84,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     for note in config::not_acted_on(&config) {
         warn!("not acted on yet: {note}");
     }
+    let alerts = SmtpAlerts::from_config(&config.global).context("[global] mail settings")?;
     preflight::check_privileges()?;
     preflight::check_bpffs(&opts.pin_dir)?;
 
@@ -123,6 +128,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         service_of,
         applied: HashMap::new(),
         dp,
+        alerts,
     };
     for real in agent.plan.reals() {
         agent
@@ -170,8 +176,9 @@ fn start_checkers(
             let checker = real
                 .rs_index
                 .and_then(|i| health::checker_for(vs, vs.real_server[i].get_ref()));
-            let healthy = match checker {
+            let (healthy, kind) = match checker {
                 Some((checker, timing)) => {
+                    let kind = checker.kind();
                     info!(
                         "{} of {}: {} every {:?}",
                         label(real),
@@ -186,16 +193,17 @@ fn start_checkers(
                         vs.alpha,
                         events.clone(),
                     ));
-                    !vs.alpha
+                    (!vs.alpha, kind)
                 }
                 // keepalived: a real server without checker is always up.
-                None => true,
+                None => (true, "none"),
             };
             health.insert(
                 real.real_id,
                 Health {
                     healthy,
                     weight: None,
+                    checker: kind,
                 },
             );
         }
@@ -208,6 +216,7 @@ impl Agent {
         let h = self.health.get(&real_id).copied().unwrap_or(Health {
             healthy: true,
             weight: None,
+            checker: "none",
         });
         RealStatus {
             mac_known: self.macs.mac(real_id).is_some(),
@@ -306,7 +315,9 @@ impl Agent {
         let h = self.health.entry(event.real_id).or_insert(Health {
             healthy: true,
             weight: None,
+            checker: "none",
         });
+        let checker = h.checker;
         match event.transition {
             Some(Transition::Down) => {
                 h.healthy = false;
@@ -328,6 +339,15 @@ impl Agent {
                 );
             }
             None => {}
+        }
+        if let (Some(alerts), Some(transition)) = (&self.alerts, event.transition) {
+            alerts.realserver_alert(
+                &keepalived_name(real.ip, svc.protocol, real.port),
+                &keepalived_name(svc.vip, svc.protocol, svc.port),
+                transition == Transition::Up,
+                checker,
+                &event.reason,
+            );
         }
         if let Some(weight) = event.weight {
             h.weight = Some(weight);
@@ -383,6 +403,14 @@ fn label(real: &PlannedReal) -> String {
         Some(_) => format!("real server {}:{}", real.ip, real.port),
         None => format!("sorry server {}:{}", real.ip, real.port),
     }
+}
+
+/// keepalived's way of naming a server in mails: [ip]:tcp:port.
+fn keepalived_name(ip: Ipv4Addr, protocol: Protocol, port: u16) -> String {
+    format!(
+        "[{ip}]:{}:{port}",
+        protocol.ipvsadm_name().to_ascii_lowercase()
+    )
 }
 
 fn service_label(svc: &PlannedService) -> String {

@@ -7,4 +7,5 @@ pub mod dataplane;
 pub mod health;
 pub mod neighbours;
 pub mod netlink;
+pub mod notify;
 pub mod stats;

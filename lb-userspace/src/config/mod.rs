@@ -120,9 +120,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// not act on yet, one line each, for the startup log and `check`.
 pub fn not_acted_on(config: &Config) -> Vec<String> {
     let mut notes = Vec::new();
-    if config.global.smtp_server.is_some() || !config.global.notification_email.is_empty() {
-        notes.push("[global] notification_email/smtp_server: no mail is sent yet".to_string());
-    }
     for vi in &config.vrrp_instance {
         notes.push(format!(
             "vrrp_instance {}: VRRP is not run yet; the VIPs {} must be on the interface by other means (e.g. ip addr add)",

@@ -259,10 +259,9 @@ fn error_display_has_file_line_column() {
 }
 
 #[test]
-fn not_acted_on_lists_vrrp_and_mail_of_the_seed() {
+fn not_acted_on_lists_vrrp_of_the_seed() {
     let c = parse("seed", SEED).unwrap();
     let notes = not_acted_on(&c).join("\n");
     assert!(notes.contains("vrrp_instance VI_1"), "{notes}");
     assert!(notes.contains("172.16.122.100/32"), "{notes}");
-    assert!(notes.contains("smtp_server"), "{notes}");
 }
