@@ -33,8 +33,11 @@ pub const TX: u32 = 11;
 /// the flow is rescheduled.
 pub const FLOW_STALE: u32 = 12;
 
+/// A service whose VIP this balancer is not VRRP master for: passed.
+pub const PASS_STANDBY: u32 = 13;
+
 /// Number of counters; size of the `counters` map.
-pub const COUNTER_COUNT: u32 = 13;
+pub const COUNTER_COUNT: u32 = 14;
 
 /// Names in index order, for `list --stats` and logs.
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
@@ -51,4 +54,5 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "flow_insert_failed",
     "tx",
     "flow_stale",
+    "pass_standby",
 ];

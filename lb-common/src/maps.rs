@@ -70,9 +70,13 @@ pub struct ServiceInfo {
     /// `SchedulerKind` as u8.
     pub sched: u8,
     pub _pad: [u8; 2],
-    /// Service flags (reserved for persistence and friends).
+    /// SERVICE_FLAG_* bits.
     pub flags: u32,
 }
+
+/// The VIP belongs to a vrrp_instance that is not MASTER here: the data
+/// plane passes the service's packets to the kernel instead of balancing.
+pub const SERVICE_FLAG_STANDBY: u32 = 1 << 0;
 
 /// One destination of a service: IPVS's `ip_vs_dest` as seen by the scheduler.
 #[repr(C)]

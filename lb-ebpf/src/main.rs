@@ -13,7 +13,7 @@ mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{ForwardKind, REAL_FLAG_MAC_VALID, ServiceKey, counters};
+use lb_common::{ForwardKind, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY, ServiceKey, counters};
 
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 
@@ -46,6 +46,10 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         count(counters::PASS_NO_SERVICE);
         return Ok(xdp_action::XDP_PASS);
     };
+    if svc.flags & SERVICE_FLAG_STANDBY != 0 {
+        count(counters::PASS_STANDBY);
+        return Ok(xdp_action::XDP_PASS);
+    }
 
     let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id) {
         Some((real_id, real)) => (real_id, real, false),

@@ -106,7 +106,7 @@ impl ProgTest {
             self.dp
                 .write_real(real, Some(mac), state.is_active(real.real_id))?;
         }
-        self.dp.write_service(&self.service, &state.backends)
+        self.dp.write_service(&self.service, &state.backends, false)
     }
 
     pub fn seed() -> Result<Self> {

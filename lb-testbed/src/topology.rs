@@ -31,6 +31,8 @@ pub const SUBNET_PREFIX: u8 = 24;
 pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 50);
 pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
+/// The seed's backup balancer.
+pub const LB2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 189);
 pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
 pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
 /// A third web server, for sorry_server scenarios.
@@ -43,6 +45,8 @@ const NGINX_START_TIMEOUT: Duration = Duration::from_secs(10);
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// Longest election in our configs: 3 x advert_int 1 s + skew, with slack.
+const VRRP_MASTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// curl's own limit per request.
 pub const CURL_MAX_TIME_SECS: &str = "5";
 
@@ -51,19 +55,28 @@ pub const CURL_MAX_TIME_SECS: &str = "5";
 pub enum Host {
     Client,
     Lb,
+    Lb2,
     Rs1,
     Rs2,
     Sorry,
 }
 
 impl Host {
-    pub const ALL: [Host; 5] = [Host::Client, Host::Lb, Host::Rs1, Host::Rs2, Host::Sorry];
+    pub const ALL: [Host; 6] = [
+        Host::Client,
+        Host::Lb,
+        Host::Lb2,
+        Host::Rs1,
+        Host::Rs2,
+        Host::Sorry,
+    ];
     /// The hosts that run rs.sh (VIP on lo) and may serve the VIP.
     pub const REAL_SERVERS: [Host; 3] = [Host::Rs1, Host::Rs2, Host::Sorry];
     fn short(self) -> &'static str {
         match self {
             Host::Client => "client",
             Host::Lb => "lb",
+            Host::Lb2 => "lb2",
             Host::Rs1 => "rs1",
             Host::Rs2 => "rs2",
             Host::Sorry => "sorry",
@@ -73,6 +86,7 @@ impl Host {
         match self {
             Host::Client => CLIENT_IP,
             Host::Lb => LB_IP,
+            Host::Lb2 => LB2_IP,
             Host::Rs1 => RS1_IP,
             Host::Rs2 => RS2_IP,
             Host::Sorry => SORRY_IP,
@@ -84,7 +98,7 @@ pub struct Topology {
     prefix: String,
     workdir: PathBuf,
     nginx: Vec<(Host, Child)>,
-    agent: Option<Child>,
+    agents: Vec<(Host, Child)>,
 }
 
 /// Removes everything a topology with `prefix` may have left behind.
@@ -92,12 +106,14 @@ pub fn destroy(prefix: &str) {
     for ns in namespaces_with_prefix(&format!("{prefix}-")) {
         destroy_namespace(&ns);
     }
-    let _ = fs::remove_dir_all(pin_dir_of(prefix));
+    for host in [Host::Lb, Host::Lb2] {
+        let _ = fs::remove_dir_all(pin_dir_of(prefix, host));
+    }
     let _ = fs::remove_file(pass_pin_of(prefix));
 }
 
-fn pin_dir_of(prefix: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/bpf/{prefix}"))
+fn pin_dir_of(prefix: &str, host: Host) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{prefix}-{}", host.short()))
 }
 
 fn pass_pin_of(prefix: &str) -> PathBuf {
@@ -116,7 +132,7 @@ impl Topology {
             prefix: prefix.to_string(),
             workdir,
             nginx: Vec::new(),
-            agent: None,
+            agents: Vec::new(),
         };
         topo.build().context("building the namespace topology")?;
         Ok(topo)
@@ -130,8 +146,23 @@ impl Topology {
         format!("{}-sw", self.prefix)
     }
 
+    /// Where the balancer's agent pins its maps.
     pub fn pin_dir(&self) -> PathBuf {
-        pin_dir_of(&self.prefix)
+        self.pin_dir_on(Host::Lb)
+    }
+
+    pub fn pin_dir_on(&self, host: Host) -> PathBuf {
+        pin_dir_of(&self.prefix, host)
+    }
+
+    /// The seed's lb.toml for this topology: its vrrp_instance's interface
+    /// (the seed's eno16777736) becomes the namespace's eth0.
+    pub fn seed_config(&self) -> String {
+        let text = fs::read_to_string(configs_dir().join("seed-dr.toml")).unwrap_or_default();
+        text.replace(
+            "interface = \"eno16777736\"",
+            &format!("interface = \"{HOST_IFACE}\""),
+        )
     }
 
     pub fn workdir(&self) -> &Path {
@@ -172,7 +203,9 @@ impl Topology {
         for rs in Host::REAL_SERVERS {
             realserver_start(&self.ns(rs))?;
         }
-        self.attach_xdp_pass_on_switch_port(Host::Lb)?;
+        for lb in [Host::Lb, Host::Lb2] {
+            self.attach_xdp_pass_on_switch_port(lb)?;
+        }
         Ok(())
     }
 
@@ -294,49 +327,73 @@ impl Topology {
     /// Runs the real agent on the balancer with `config`; returns once its
     /// maps are pinned and it logged that it is ready.
     pub fn start_agent(&mut self, binary: &Path, config: &Path, extra_args: &[&str]) -> Result<()> {
-        let log_path = self.agent_log_path();
-        let log = fs::File::create(&log_path)?;
+        self.start_agent_on(Host::Lb, binary, config, extra_args)
+    }
+
+    pub fn start_agent_on(
+        &mut self,
+        host: Host,
+        binary: &Path,
+        config: &Path,
+        extra_args: &[&str],
+    ) -> Result<()> {
+        let log_path = self.agent_log_path(host);
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let start_len = fs::metadata(&log_path)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
         let child = Command::new("nsenter")
-            .arg(nsenter_net(&self.ns(Host::Lb)))
+            .arg(nsenter_net(&self.ns(host)))
             .arg(binary)
             .args(["--iface", HOST_IFACE, "--config"])
             .arg(config)
             .arg("--pin-path")
-            .arg(self.pin_dir())
+            .arg(self.pin_dir_on(host))
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        self.agent = Some(child);
+        self.agents.push((host, child));
         let deadline = Instant::now() + AGENT_START_TIMEOUT;
         while Instant::now() < deadline {
-            if self.agent_log().contains("ready") {
+            let log = self.agent_log_on(host);
+            if log
+                .get(start_len..)
+                .is_some_and(|new| new.contains("ready"))
+            {
                 return Ok(());
             }
-            if let Some(child) = self.agent.as_mut()
+            if let Some((_, child)) = self.agents.iter_mut().find(|(h, _)| *h == host)
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!(
-                    "the agent exited ({status}) during start-up:\n{}",
-                    self.agent_log()
-                );
+                bail!("the agent exited ({status}) during start-up:\n{log}");
             }
             sleep(POLL);
         }
         bail!(
             "the agent was not ready within {AGENT_START_TIMEOUT:?}:\n{}",
-            self.agent_log()
+            self.agent_log_on(host)
         )
     }
 
     /// Sends SIGTERM to the agent and waits for it; returns whether it
     /// exited successfully.
     pub fn stop_agent(&mut self) -> Result<bool> {
-        let Some(mut child) = self.agent.take() else {
+        self.signal_agent(Host::Lb, "TERM")
+    }
+
+    /// Sends `signal` (TERM, KILL...) to the agent on `host` and waits for
+    /// it to end; returns whether it exited successfully.
+    pub fn signal_agent(&mut self, host: Host, signal: &str) -> Result<bool> {
+        let Some(pos) = self.agents.iter().position(|(h, _)| *h == host) else {
             return Ok(true);
         };
-        netns::run("kill", &["-TERM", &child.id().to_string()])?;
+        let (_, mut child) = self.agents.remove(pos);
+        netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()])?;
         let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
@@ -349,12 +406,46 @@ impl Topology {
         bail!("the agent did not stop within {AGENT_STOP_TIMEOUT:?} of SIGTERM")
     }
 
-    fn agent_log_path(&self) -> PathBuf {
-        self.workdir.join("agent.log")
+    fn agent_log_path(&self, host: Host) -> PathBuf {
+        self.workdir.join(format!("agent-{}.log", host.short()))
     }
 
     pub fn agent_log(&self) -> String {
-        fs::read_to_string(self.agent_log_path()).unwrap_or_default()
+        self.agent_log_on(Host::Lb)
+    }
+
+    pub fn agent_log_on(&self, host: Host) -> String {
+        fs::read_to_string(self.agent_log_path(host)).unwrap_or_default()
+    }
+
+    /// Waits until the agent on `host` is VRRP master and balancing the VIP.
+    pub fn wait_for_master(&self, host: Host) -> Result<()> {
+        let done = wait_until(VRRP_MASTER_TIMEOUT, || {
+            self.holds_vip(host) && self.agent_log_on(host).contains("balancing (vrrp_instance")
+        });
+        if done.is_none() {
+            bail!(
+                "{} did not become VRRP master within {VRRP_MASTER_TIMEOUT:?}:\n{}",
+                self.ns(host),
+                self.agent_log_on(host)
+            );
+        }
+        Ok(())
+    }
+
+    /// Does `host` hold the VIP on its interface?
+    pub fn holds_vip(&self, host: Host) -> bool {
+        ip(&[
+            "-n",
+            &self.ns(host),
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            HOST_IFACE,
+        ])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {VIP}/")))
+        .unwrap_or(false)
     }
 
     /// `curl http://VIP/` from the client: the body, trimmed.
@@ -414,7 +505,11 @@ impl Topology {
 
     /// Does the balancer's interface still carry an XDP program?
     pub fn lb_has_xdp(&self) -> Result<bool> {
-        let out = ip(&["-n", &self.ns(Host::Lb), "link", "show", "dev", HOST_IFACE])?;
+        self.has_xdp(Host::Lb)
+    }
+
+    pub fn has_xdp(&self, host: Host) -> Result<bool> {
+        let out = ip(&["-n", &self.ns(host), "link", "show", "dev", HOST_IFACE])?;
         Ok(String::from_utf8_lossy(&out.stdout).contains("xdp"))
     }
 }
@@ -437,7 +532,7 @@ fn realserver_start(ns: &str) -> Result<()> {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
+        for (_, mut agent) in self.agents.drain(..) {
             let _ = Command::new("kill")
                 .args(["-TERM", &agent.id().to_string()])
                 .status();

@@ -4,7 +4,7 @@
 
 use std::{fs, process::Command};
 
-use lb_testbed::topology::{Host, Topology, agent_binary, configs_dir};
+use lb_testbed::topology::{Host, Topology, agent_binary};
 
 const SEQUENTIAL_CURLS: usize = 10;
 const CONCURRENT_CURLS: usize = 200;
@@ -16,8 +16,10 @@ fn seed_dr_round_robin_end_to_end() {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     let binary = agent_binary().unwrap();
-    topo.start_agent(&binary, &configs_dir().join("seed-dr.toml"), &[])
-        .unwrap();
+    let config = topo.write_config("lb.toml", &topo.seed_config()).unwrap();
+    topo.start_agent(&binary, &config, &[]).unwrap();
+    // The seed's vrrp_instance is MASTER: the agent takes the VIP itself.
+    topo.wait_for_master(Host::Lb).unwrap();
 
     // Section 5.4: successive curls alternate between the two servers.
     let answers: Vec<String> = (0..SEQUENTIAL_CURLS)
@@ -83,6 +85,10 @@ fn seed_dr_round_robin_end_to_end() {
         topo.agent_log()
     );
     assert!(!topo.lb_has_xdp().unwrap(), "XDP program left attached");
+    assert!(
+        !topo.holds_vip(Host::Lb),
+        "the VIP must leave with the agent"
+    );
     assert!(
         fs::metadata(topo.pin_dir()).is_err(),
         "pins left in {}",

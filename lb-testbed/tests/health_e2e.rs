@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lb_testbed::{
     smtp_sink::SmtpSink,
-    topology::{Host, Topology, agent_binary, configs_dir, wait_until},
+    topology::{Host, Topology, agent_binary, wait_until},
 };
 
 /// keepalived timing used by these tests (issue: delay_loop 1,
@@ -33,8 +33,8 @@ const RS2_LINE: &str = "  -> 172.16.122.195:80            Route   1      ";
 const RS2_WEIGHT0_LINE: &str = "  -> 172.16.122.195:80            Route   0      ";
 const SORRY_LINE: &str = "  -> 172.16.122.197:80            Route   1      ";
 
-fn seed_with(extra_vs_keys: &str) -> String {
-    let mut text = std::fs::read_to_string(configs_dir().join("seed-dr.toml")).unwrap();
+fn seed_with(topo: &Topology, extra_vs_keys: &str) -> String {
+    let mut text = topo.seed_config();
     for (from, to) in FAST_CHECKS {
         text = text.replace(from, to);
     }
@@ -46,7 +46,8 @@ fn seed_with(extra_vs_keys: &str) -> String {
 
 fn setup(tag: &str, extra_vs_keys: &str, sorry: bool) -> (Topology, std::path::PathBuf) {
     let topo = Topology::create(&format!("lbh{}{tag}", std::process::id())).unwrap();
-    start(topo, &seed_with(extra_vs_keys), sorry)
+    let config = seed_with(&topo, extra_vs_keys);
+    start(topo, &config, sorry)
 }
 
 fn start(mut topo: Topology, config: &str, sorry: bool) -> (Topology, std::path::PathBuf) {
@@ -58,6 +59,7 @@ fn start(mut topo: Topology, config: &str, sorry: bool) -> (Topology, std::path:
     let config = topo.write_config("lb.toml", config).unwrap();
     let binary = agent_binary().unwrap();
     topo.start_agent(&binary, &config, &[]).unwrap();
+    topo.wait_for_master(Host::Lb).unwrap();
     (topo, binary)
 }
 
@@ -76,7 +78,7 @@ fn seed_5_5_failed_server_leaves_and_comes_back() {
     // balancer's namespace, and expect keepalived's alert mails.
     let topo = Topology::create(&format!("lbh{}a", std::process::id())).unwrap();
     let sink = SmtpSink::serve(topo.listen_in(Host::Lb, "127.0.0.1:0").unwrap());
-    let config = seed_with("").replace(
+    let config = seed_with(&topo, "").replace(
         "smtp_server = \"127.0.0.1\"",
         &format!("smtp_server = \"127.0.0.1:{}\"", sink.port()),
     );

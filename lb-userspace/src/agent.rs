@@ -3,8 +3,8 @@
 //! detaches and removes the pins.
 
 use std::{
-    collections::HashMap,
-    net::Ipv4Addr,
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -13,7 +13,8 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::programs::XdpMode;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
+    task::JoinSet,
 };
 use tracing::{info, warn};
 
@@ -29,6 +30,8 @@ use crate::{
     neighbours::MacTracker,
     netlink::{self, Netlink},
     notify::SmtpAlerts,
+    vrrp::instance::{self as vrrp_instance, InstanceConfig, StateChange},
+    vrrp::state::State as VrrpRunState,
 };
 
 /// How long start-up waits for real servers' MACs before attaching anyway
@@ -41,6 +44,11 @@ const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// Health events waiting for the agent; checkers wait when it is full.
 const HEALTH_EVENT_QUEUE: usize = 1024;
+/// VRRP state changes waiting for the agent.
+const VRRP_EVENT_QUEUE: usize = 64;
+/// How long VRRP instances get at shutdown to send priority 0 and remove
+/// their VIPs.
+const VRRP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AgentOptions {
     pub iface: String,
@@ -70,6 +78,12 @@ struct Agent {
     applied: HashMap<u32, ServiceState>,
     dp: Dataplane,
     alerts: Option<SmtpAlerts>,
+    /// VIPs some vrrp_instance governs: served only while it is MASTER.
+    governed_vips: HashSet<Ipv4Addr>,
+    /// VIPs of the instances that are MASTER here now.
+    master_vips: HashSet<Ipv4Addr>,
+    /// service id -> standby flag last written
+    applied_standby: HashMap<u32, bool>,
 }
 
 pub async fn run(opts: AgentOptions) -> Result<()> {
@@ -93,7 +107,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .link(&opts.iface)
         .await?
         .ok_or_else(|| anyhow!("interface {} not found (see `ip link`)", opts.iface))?;
-    warn_about_missing_vips(&nl, link.index, &opts.iface, &plan).await;
+    let instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
+    let governed_vips: HashSet<Ipv4Addr> = instances
+        .iter()
+        .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
+        .collect();
+    warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
     resolve_initial_macs(&nl, link.index, &mut macs).await?;
@@ -129,6 +148,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         applied: HashMap::new(),
         dp,
         alerts,
+        governed_vips,
+        master_vips: HashSet::new(),
+        applied_standby: HashMap::new(),
     };
     for real in agent.plan.reals() {
         agent
@@ -152,7 +174,38 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     info!("maps pinned in {}; ready", opts.pin_dir.display());
 
-    let result = agent.serve(&nl, link.index, &mut events).await;
+    let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
+    let (stop_vrrp, stop_rx) = watch::channel(false);
+    let mut vrrp_tasks = JoinSet::new();
+    for cfg in instances {
+        info!(
+            "vrrp_instance {}: vrid {} priority {} on {} ({})",
+            cfg.name, cfg.vrid, cfg.params.priority, cfg.iface, cfg.local_addr
+        );
+        vrrp_tasks.spawn(vrrp_instance::run(
+            cfg,
+            nl.clone(),
+            vrrp_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(vrrp_tx);
+
+    let result = agent
+        .serve(
+            &nl,
+            link.index,
+            &mut events,
+            &mut vrrp_states,
+            &mut vrrp_tasks,
+        )
+        .await;
+    // Leave VRRP cleanly (priority 0, VIPs removed) before the data plane goes.
+    let _ = stop_vrrp.send(true);
+    let _ = tokio::time::timeout(VRRP_SHUTDOWN_TIMEOUT, async {
+        while vrrp_tasks.join_next().await.is_some() {}
+    })
+    .await;
     agent.dp.detach().context("detaching the XDP program")?;
     drop(agent);
     info!(
@@ -245,8 +298,13 @@ impl Agent {
             self.dp
                 .write_real(real, self.macs.mac(real.real_id), true)?;
         }
-        if new.backends != old.backends || !self.applied.contains_key(&svc.service_id) {
-            self.dp.write_service(&svc, &new.backends)?;
+        let standby = self.governed_vips.contains(&svc.vip) && !self.master_vips.contains(&svc.vip);
+        if new.backends != old.backends
+            || !self.applied.contains_key(&svc.service_id)
+            || self.applied_standby.get(&svc.service_id) != Some(&standby)
+        {
+            self.dp.write_service(&svc, &new.backends, standby)?;
+            self.applied_standby.insert(svc.service_id, standby);
         }
         for real in reals
             .iter()
@@ -281,6 +339,8 @@ impl Agent {
         nl: &Netlink,
         ifindex: u32,
         events: &mut mpsc::Receiver<HealthEvent>,
+        vrrp_states: &mut mpsc::Receiver<StateChange>,
+        vrrp_tasks: &mut JoinSet<Result<()>>,
     ) -> Result<()> {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -294,6 +354,19 @@ impl Agent {
                         warn!("applying a health change failed: {e:#}");
                     }
                 }
+                Some(change) = vrrp_states.recv() => {
+                    if let Err(e) = self.on_vrrp_change(change) {
+                        warn!("applying a VRRP state change failed: {e:#}");
+                    }
+                }
+                Some(done) = vrrp_tasks.join_next() => {
+                    // An instance only ends by itself on a start-up error.
+                    return match done {
+                        Ok(Err(e)) => Err(e),
+                        Ok(Ok(())) => Ok(()),
+                        Err(e) => Err(anyhow!("a VRRP instance task failed: {e}")),
+                    };
+                }
                 _ = refresh.tick() => {
                     if let Err(e) = self.refresh_macs(nl, ifindex).await {
                         warn!("neighbour refresh failed: {e:#}");
@@ -301,6 +374,36 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// MASTER: serve the instance's VIPs; any other state: pass them.
+    fn on_vrrp_change(&mut self, change: StateChange) -> Result<()> {
+        let master = change.state == VrrpRunState::Master;
+        for vip in &change.vips {
+            if master {
+                self.master_vips.insert(*vip);
+            } else {
+                self.master_vips.remove(vip);
+            }
+        }
+        let what = if master {
+            "balancing"
+        } else {
+            "standing by, passing its packets"
+        };
+        info!(
+            "VIPs {:?}: {what} (vrrp_instance {} is {})",
+            change.vips,
+            change.instance,
+            change.state.name()
+        );
+        let affected: Vec<usize> = (0..self.plan.services.len())
+            .filter(|&i| change.vips.contains(&self.plan.services[i].vip))
+            .collect();
+        for index in affected {
+            self.apply_service(index)?;
+        }
+        Ok(())
     }
 
     fn on_health_event(&mut self, event: HealthEvent) -> Result<()> {
@@ -398,6 +501,39 @@ impl Agent {
     }
 }
 
+/// Each vrrp_instance with its interface and our address on it.
+async fn resolve_vrrp_instances(
+    config: &Config,
+    nl: &Netlink,
+    default_iface: &str,
+) -> Result<Vec<InstanceConfig>> {
+    let mut out = Vec::new();
+    for vi in &config.vrrp_instance {
+        let vi = vi.get_ref();
+        let iface = vi.interface.as_deref().unwrap_or(default_iface);
+        let link = nl.link(iface).await?.ok_or_else(|| {
+            anyhow!(
+                "vrrp_instance {}: interface {iface} not found (see `ip link`)",
+                vi.name
+            )
+        })?;
+        let vips: Vec<IpAddr> = vi.virtual_ipaddress.iter().map(|v| v.addr).collect();
+        let local = nl
+            .ipv4_addresses(link.index)
+            .await?
+            .into_iter()
+            .find(|a| !vips.contains(&IpAddr::V4(*a)))
+            .ok_or_else(|| {
+                anyhow!(
+                    "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
+                    vi.name
+                )
+            })?;
+        out.push(InstanceConfig::from_config(vi, iface, link, local)?);
+    }
+    Ok(out)
+}
+
 fn label(real: &PlannedReal) -> String {
     match real.rs_index {
         Some(_) => format!("real server {}:{}", real.ip, real.port),
@@ -443,15 +579,25 @@ async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker)
     }
 }
 
-/// In DR the balancer must own the VIP on the link (answer ARP for it). Until
-/// VRRP lands that is the operator's job: say so when it is missing.
-async fn warn_about_missing_vips(nl: &Netlink, ifindex: u32, iface: &str, plan: &Plan) {
+/// In DR the balancer must own the VIP on the link (answer ARP for it). For
+/// a VIP no vrrp_instance manages that is the operator's job: say so when it
+/// is missing.
+async fn warn_about_missing_vips(
+    nl: &Netlink,
+    ifindex: u32,
+    iface: &str,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) {
     let Ok(addrs) = nl.ipv4_addresses(ifindex).await else {
         return;
     };
     let mut vips: Vec<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
     vips.dedup();
-    for vip in vips.into_iter().filter(|v| !addrs.contains(v)) {
+    for vip in vips
+        .into_iter()
+        .filter(|v| !addrs.contains(v) && !governed.contains(v))
+    {
         warn!(
             "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
         );

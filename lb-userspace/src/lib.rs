@@ -9,3 +9,4 @@ pub mod neighbours;
 pub mod netlink;
 pub mod notify;
 pub mod stats;
+pub mod vrrp;

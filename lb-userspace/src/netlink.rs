@@ -1,13 +1,16 @@
 //! Kernel network state over rtnetlink: the interface (index, MAC, local
 //! addresses) and the IPv4 neighbour table that gives real servers' MACs.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{
     address::AddressAttribute,
-    link::LinkAttribute,
+    link::{LinkAttribute, LinkFlags},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
 };
 
@@ -21,6 +24,7 @@ pub struct LinkInfo {
     pub mac: [u8; 6],
 }
 
+#[derive(Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
 }
@@ -61,6 +65,57 @@ impl Netlink {
             index: msg.header.index,
             mac,
         }))
+    }
+
+    /// Adds `addr/prefix` to interface `index`; already present is fine.
+    pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(anyhow!(e)).context(format!("adding {addr}/{prefix}")),
+        }
+    }
+
+    /// Removes `addr` from interface `index`; absent is fine.
+    pub async fn del_address(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(addr)
+            .execute();
+        while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .with_context(|| format!("removing {addr}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `name` is up with its carrier (IFF_RUNNING); None if it does
+    /// not exist.
+    pub async fn link_running(&self, name: &str) -> Result<Option<bool>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(msg.header.flags.contains(LinkFlags::Running))),
+            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+            Err(e) => Err(anyhow!(e)).context(format!("looking up interface {name}")),
+        }
     }
 
     /// IPv4 addresses configured on the interface.

@@ -2,8 +2,8 @@
 //! Builds the seed's network in namespaces, starts nginx on the two real
 //! servers, runs lb-userspace with configs/seed-dr.toml in place of
 //! ipvsadm + keepalived, and prints what the seed prints: the curl answers
-//! (section 5.4), the table (5.3), and the failover of section 5.5 as far as
-//! this version goes. Everything is torn down at the end, on failure, and on
+//! (section 5.4), the table (5.3), and the health-check failover of
+//! section 5.5. Everything is torn down at the end, on failure, and on
 //! Ctrl-C.
 
 use std::time::Duration;
@@ -48,6 +48,14 @@ fn list(topo: &Topology, binary: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Echoes the agent's log lines containing `word`.
+fn print_agent_lines(topo: &Topology, word: &str) {
+    for line in topo.agent_log().lines().filter(|l| l.contains(word)) {
+        let event = line.find("vrrp_instance").map_or(line, |i| &line[i..]);
+        println!("   agent: {event}");
+    }
+}
+
 /// Echoes the agent's log lines about health transitions.
 fn print_agent_events(topo: &Topology, word: &str) {
     for line in topo
@@ -77,13 +85,17 @@ fn run() -> Result<()> {
     topo.start_nginx(Host::Rs1, RS1_BODY)?;
     topo.start_nginx(Host::Rs2, RS2_BODY)?;
     let binary = agent_binary()?;
-    let config = configs_dir().join("seed-dr.toml");
-    println!("-- 5.3: instead of `systemctl start keepalived`:");
-    say(
-        "lb",
-        &format!("lb-userspace --iface eth0 --config {}", config.display()),
+    let seed = configs_dir().join("seed-dr.toml");
+    println!(
+        "-- 5.1: {} is the seed's keepalived.conf as lb.toml (interface eno16777736 -> eth0 here)",
+        seed.display()
     );
+    let config = topo.write_config("lb.toml", &topo.seed_config())?;
+    println!("-- 5.3: instead of `systemctl start keepalived`:");
+    say("lb", "lb-userspace --iface eth0 --config lb.toml");
     topo.start_agent(&binary, &config, &[])?;
+    topo.wait_for_master(Host::Lb)?;
+    print_agent_lines(&topo, "entering");
     list(&topo, &binary)?;
 
     println!("-- 5.4: load balancing");

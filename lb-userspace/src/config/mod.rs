@@ -120,18 +120,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// not act on yet, one line each, for the startup log and `check`.
 pub fn not_acted_on(config: &Config) -> Vec<String> {
     let mut notes = Vec::new();
-    for vi in &config.vrrp_instance {
-        notes.push(format!(
-            "vrrp_instance {}: VRRP is not run yet; the VIPs {} must be on the interface by other means (e.g. ip addr add)",
-            vi.get_ref().name,
-            vi.get_ref()
-                .virtual_ipaddress
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
     if config.timeouts.is_some() {
         notes.push(
             "[timeouts]: flows are not expired by state yet (the flow table is LRU)".to_string(),

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, REAL_FLAG_ACTIVE,
-    REAL_FLAG_MAC_VALID, RealServer, ServiceInfo,
+    REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
 };
 
 use super::{
@@ -58,8 +58,14 @@ impl Dataplane {
     }
 
     /// Writes the service with `backends` (in scheduling order) into the
-    /// slot not in use, then flips the service entry to it.
-    pub fn write_service(&mut self, svc: &PlannedService, backends: &[Backend]) -> Result<()> {
+    /// slot not in use, then flips the service entry to it. `standby`: not
+    /// VRRP master for its VIP; packets are passed to the kernel.
+    pub fn write_service(
+        &mut self,
+        svc: &PlannedService,
+        backends: &[Backend],
+        standby: bool,
+    ) -> Result<()> {
         let mut set = BackendSet::default();
         for (slot, backend) in set.backends.iter_mut().zip(backends) {
             *slot = *backend;
@@ -76,7 +82,7 @@ impl Dataplane {
             forward: svc.forward as u8,
             sched: svc.scheduler as u8,
             _pad: [0; 2],
-            flags: 0,
+            flags: if standby { SERVICE_FLAG_STANDBY } else { 0 },
         };
         let maps = self.maps()?;
         maps.backend_sets

@@ -1,0 +1,498 @@
+//! One vrrp_instance as a tokio task: receives and validates adverts, drives
+//! the state machine, and carries out its actions (send adverts, add or
+//! remove the VIPs, gratuitous ARPs, notify scripts). Reports each state it
+//! enters to the agent, which gates the data plane on it.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::{
+    garp,
+    notify::{self, NotifyScripts},
+    packet::{AUTH_NONE, AUTH_PASS, Advert, VRRP_MCAST_GROUP, VRRP_TTL},
+    socket::{VrrpSocket, split_ipv4},
+    state::{Action, Event, Machine, Params, State},
+};
+use crate::{
+    config::{AuthType, VrrpInstance, VrrpState},
+    netlink::{LinkInfo, Netlink},
+};
+
+/// How often track_interface links (and our own) are polled.
+const LINK_POLL: Duration = Duration::from_secs(1);
+/// Dropped-packet logs: at most one per reason per this interval.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+const CENTIS_PER_SEC: f64 = 100.0;
+
+/// Everything an instance needs, resolved from lb.toml and the kernel.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub iface: String,
+    pub link: LinkInfo,
+    pub local_addr: Ipv4Addr,
+    pub vrid: u8,
+    pub params: Params,
+    /// v2 PASS password, zero-padded.
+    pub auth: Option<[u8; 8]>,
+    pub vips: Vec<(Ipv4Addr, u8)>,
+    pub unicast_peers: Vec<Ipv4Addr>,
+    pub notify: NotifyScripts,
+    pub track_interfaces: Vec<String>,
+}
+
+impl InstanceConfig {
+    pub fn from_config(
+        vi: &VrrpInstance,
+        iface: &str,
+        link: LinkInfo,
+        local_addr: Ipv4Addr,
+    ) -> Result<Self> {
+        let mut vips = Vec::new();
+        for v in &vi.virtual_ipaddress {
+            match v.addr {
+                IpAddr::V4(a) => vips.push((a, v.prefix)),
+                IpAddr::V6(_) => {
+                    return Err(anyhow!(
+                        "vrrp_instance {}: IPv6 VIPs are not implemented yet",
+                        vi.name
+                    ));
+                }
+            }
+        }
+        let mut peers = Vec::new();
+        for p in &vi.unicast_peer {
+            match p {
+                IpAddr::V4(a) => peers.push(*a),
+                IpAddr::V6(_) => {
+                    return Err(anyhow!(
+                        "vrrp_instance {}: IPv6 unicast_peer is not implemented yet",
+                        vi.name
+                    ));
+                }
+            }
+        }
+        let auth = match &vi.authentication {
+            None => None,
+            Some(a) if a.auth_type == AuthType::Pass => Some(Advert::auth_data_from(&a.auth_pass)),
+            Some(_) => {
+                return Err(anyhow!(
+                    "vrrp_instance {}: auth_type AH is not implemented (keepalived deprecates it)",
+                    vi.name
+                ));
+            }
+        };
+        Ok(Self {
+            name: vi.name.clone(),
+            iface: iface.to_string(),
+            link,
+            local_addr,
+            vrid: vi.virtual_router_id.0 as u8,
+            params: Params {
+                version: vi.version.0 as u8,
+                priority: vi.priority.0 as u8,
+                advert_int: vi.advert_int.as_duration(),
+                preempt: !vi.nopreempt,
+                preempt_delay: vi.preempt_delay.as_duration(),
+                start_as_master: vi.state == VrrpState::Master,
+                local_addr,
+            },
+            auth,
+            vips,
+            unicast_peers: peers,
+            notify: NotifyScripts {
+                master: vi.notify_master.clone(),
+                backup: vi.notify_backup.clone(),
+                fault: vi.notify_fault.clone(),
+                any: vi.notify.clone(),
+            },
+            track_interfaces: vi.track_interface.clone(),
+        })
+    }
+
+    fn advert(&self, priority: u8) -> Advert {
+        Advert {
+            version: self.params.version,
+            vrid: self.vrid,
+            priority,
+            auth_type: if self.auth.is_some() {
+                AUTH_PASS
+            } else {
+                AUTH_NONE
+            },
+            advert_int_cs: (self.params.advert_int.as_secs_f64() * CENTIS_PER_SEC).round() as u16,
+            addresses: self.vips.iter().map(|(a, _)| *a).collect(),
+            auth_data: self.auth.unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a received packet was dropped (counted, logged at a rate limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    NotVrrp,
+    BadTtl,
+    Malformed,
+    WrongVersion,
+    AuthMismatch,
+    IntervalMismatch,
+    NotAPeer,
+}
+
+/// Checks a received packet against the instance. Ok(None): valid but not
+/// for us (another vrid, or our own). Pure: tested without sockets.
+pub fn validate(
+    cfg: &InstanceConfig,
+    raw: &[u8],
+) -> Result<Option<(Ipv4Addr, Advert)>, DropReason> {
+    let r = split_ipv4(raw).ok_or(DropReason::NotVrrp)?;
+    if r.src == cfg.local_addr {
+        return Ok(None);
+    }
+    if r.ttl != VRRP_TTL {
+        return Err(DropReason::BadTtl);
+    }
+    let adv = Advert::decode(&r.payload, r.src, r.dst).map_err(|_| DropReason::Malformed)?;
+    if adv.vrid != cfg.vrid {
+        return Ok(None);
+    }
+    if !cfg.unicast_peers.is_empty() && !cfg.unicast_peers.contains(&r.src) {
+        return Err(DropReason::NotAPeer);
+    }
+    if adv.version != cfg.params.version {
+        return Err(DropReason::WrongVersion);
+    }
+    if adv.version == 2 {
+        let ours = cfg.advert(0);
+        if adv.auth_type != ours.auth_type
+            || (cfg.auth.is_some() && adv.auth_data != ours.auth_data)
+        {
+            return Err(DropReason::AuthMismatch);
+        }
+        if adv.advert_int_cs != ours.advert_int_cs {
+            return Err(DropReason::IntervalMismatch);
+        }
+    }
+    Ok(Some((r.src, adv)))
+}
+
+/// A state the instance entered, for the agent.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub instance: String,
+    pub state: State,
+    pub vips: Vec<Ipv4Addr>,
+}
+
+struct Runner {
+    cfg: InstanceConfig,
+    nl: Netlink,
+    socket: VrrpSocket,
+    machine: Machine,
+    states: mpsc::Sender<StateChange>,
+    drops: HashMap<DropReason, (u64, Option<Instant>)>,
+    /// Cancels the second gratuitous-ARP burst when we leave MASTER.
+    master_epoch: watch::Sender<u64>,
+}
+
+/// Runs the instance until `shutdown` turns true; then, if master, sends
+/// priority 0 and removes the VIPs.
+pub async fn run(
+    cfg: InstanceConfig,
+    nl: Netlink,
+    states: mpsc::Sender<StateChange>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let socket = VrrpSocket::open(
+        &cfg.iface,
+        cfg.link.index,
+        cfg.local_addr,
+        cfg.unicast_peers.is_empty(),
+    )
+    .with_context(|| {
+        format!(
+            "vrrp_instance {}: opening the VRRP socket on {}",
+            cfg.name, cfg.iface
+        )
+    })?;
+    let mut r = Runner {
+        machine: Machine::new(cfg.params.clone()),
+        cfg,
+        nl,
+        socket,
+        states,
+        drops: HashMap::new(),
+        master_epoch: watch::channel(0).0,
+    };
+    // Like keepalived at start: we hold no VIP until we are master.
+    for (vip, _) in r.cfg.vips.clone() {
+        r.nl.del_address(r.cfg.link.index, vip.into()).await?;
+    }
+    r.apply(Event::Start).await;
+    let mut link_poll = tokio::time::interval(LINK_POLL);
+    loop {
+        let deadline = r.machine.deadline().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    r.apply(Event::Shutdown).await;
+                    return Ok(());
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                r.apply(Event::Timeout).await;
+            }
+            packet = r.socket.recv() => match packet {
+                Ok(raw) => r.on_packet(&raw).await,
+                Err(e) => warn!("vrrp_instance {}: receive failed: {e}", r.cfg.name),
+            },
+            _ = link_poll.tick() => r.check_links().await,
+        }
+    }
+}
+
+impl Runner {
+    async fn on_packet(&mut self, raw: &[u8]) {
+        match validate(&self.cfg, raw) {
+            Ok(Some((src, adv))) => {
+                let advert_int = Duration::from_millis(u64::from(adv.advert_int_cs) * 10);
+                self.apply(Event::Advert {
+                    priority: adv.priority,
+                    src,
+                    advert_int,
+                })
+                .await;
+            }
+            Ok(None) => {}
+            Err(reason) => self.count_drop(reason),
+        }
+    }
+
+    fn count_drop(&mut self, reason: DropReason) {
+        let now = Instant::now();
+        let (count, last_log) = self.drops.entry(reason).or_insert((0, None));
+        *count += 1;
+        if last_log.is_none_or(|t| now.duration_since(t) >= DROP_LOG_INTERVAL) {
+            *last_log = Some(now);
+            warn!(
+                "vrrp_instance {}: dropped advert ({reason:?}), {count} so far",
+                self.cfg.name
+            );
+        }
+    }
+
+    async fn check_links(&mut self) {
+        let mut up = true;
+        for name in std::iter::once(&self.cfg.iface).chain(&self.cfg.track_interfaces) {
+            if self.nl.link_running(name).await.ok().flatten() != Some(true) {
+                up = false;
+            }
+        }
+        let event = match (up, self.machine.state()) {
+            (false, State::Master | State::Backup) => Event::LinkDown,
+            (true, State::Fault) => Event::LinkUp,
+            _ => return,
+        };
+        self.apply(event).await;
+    }
+
+    async fn apply(&mut self, event: Event) {
+        let before = self.machine.state();
+        let actions = self.machine.handle(event, Instant::now());
+        for action in actions {
+            if let Err(e) = self.act(action).await {
+                warn!("vrrp_instance {}: {action:?} failed: {e:#}", self.cfg.name);
+            }
+        }
+        let after = self.machine.state();
+        if after != before && after != State::Init {
+            info!(
+                "vrrp_instance {}: entering {} state (priority {})",
+                self.cfg.name,
+                after.name(),
+                self.machine.priority()
+            );
+        }
+    }
+
+    async fn act(&mut self, action: Action) -> Result<()> {
+        match action {
+            Action::SendAdvert { priority } => self.send_advert(priority),
+            Action::BecomeMaster => {
+                // The data plane first, so the VIP's first packets are balanced.
+                self.report(State::Master).await;
+                for (vip, prefix) in &self.cfg.vips {
+                    self.nl
+                        .add_address(self.cfg.link.index, (*vip).into(), *prefix)
+                        .await?;
+                }
+                self.gratuitous_arps();
+                Ok(())
+            }
+            Action::BecomeBackup | Action::BecomeFault => {
+                self.master_epoch.send_modify(|e| *e += 1);
+                let state = if action == Action::BecomeFault {
+                    State::Fault
+                } else {
+                    State::Backup
+                };
+                self.report(state).await;
+                for (vip, _) in &self.cfg.vips {
+                    self.nl
+                        .del_address(self.cfg.link.index, (*vip).into())
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn send_advert(&self, priority: u8) -> Result<()> {
+        let adv = self.cfg.advert(priority);
+        let dsts = if self.cfg.unicast_peers.is_empty() {
+            vec![VRRP_MCAST_GROUP]
+        } else {
+            self.cfg.unicast_peers.clone()
+        };
+        for dst in dsts {
+            self.socket
+                .send(&adv.encode(self.cfg.local_addr, dst), dst)
+                .with_context(|| format!("sending an advert to {dst}"))?;
+        }
+        Ok(())
+    }
+
+    /// keepalived: a burst now, another garp_master_delay later if still master.
+    fn gratuitous_arps(&self) {
+        let (index, mac) = (self.cfg.link.index, self.cfg.link.mac);
+        let vips: Vec<Ipv4Addr> = self.cfg.vips.iter().map(|(a, _)| *a).collect();
+        let name = self.cfg.name.clone();
+        let mut epoch = self.master_epoch.subscribe();
+        let started = *epoch.borrow_and_update();
+        tokio::spawn(async move {
+            if let Err(e) = garp::send_burst(index, mac, &vips) {
+                warn!("vrrp_instance {name}: gratuitous ARP failed: {e}");
+            }
+            tokio::time::sleep(garp::GARP_SECOND_BURST_DELAY).await;
+            if *epoch.borrow() == started {
+                let _ = garp::send_burst(index, mac, &vips);
+            }
+        });
+    }
+
+    async fn report(&self, state: State) {
+        notify::run(
+            &self.cfg.notify,
+            &self.cfg.name,
+            state,
+            self.machine.priority(),
+        );
+        let change = StateChange {
+            instance: self.cfg.name.clone(),
+            state,
+            vips: self.cfg.vips.iter().map(|(a, _)| *a).collect(),
+        };
+        let _ = self.states.send(change).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const PEER: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 189);
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
+
+    fn seed_instance() -> InstanceConfig {
+        let c = parse("seed", include_str!("../../../configs/seed-dr.toml")).unwrap();
+        let link = LinkInfo {
+            index: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        InstanceConfig::from_config(c.vrrp_instance[0].get_ref(), "eth0", link, LOCAL).unwrap()
+    }
+
+    /// An IPv4 packet carrying `payload`, from `src` with `ttl`.
+    fn ip_packet(src: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, 112, 0, 0];
+        p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&VRRP_MCAST_GROUP.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn advert_from_peer(cfg: &InstanceConfig, edit: impl FnOnce(&mut Advert)) -> Vec<u8> {
+        let mut adv = cfg.advert(90);
+        edit(&mut adv);
+        ip_packet(PEER, VRRP_TTL, &adv.encode(PEER, VRRP_MCAST_GROUP))
+    }
+
+    #[test]
+    fn a_valid_advert_passes() {
+        let cfg = seed_instance();
+        let (src, adv) = validate(&cfg, &advert_from_peer(&cfg, |_| {}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(src, PEER);
+        assert_eq!(adv.priority, 90);
+    }
+
+    #[test]
+    fn bad_adverts_are_dropped_with_the_reason() {
+        let cfg = seed_instance();
+        let good = cfg.advert(90).encode(PEER, VRRP_MCAST_GROUP);
+        assert_eq!(
+            validate(&cfg, &ip_packet(PEER, 254, &good)),
+            Err(DropReason::BadTtl)
+        );
+        let mut bad_sum = good.clone();
+        bad_sum[6] ^= 0xff;
+        assert_eq!(
+            validate(&cfg, &ip_packet(PEER, 255, &bad_sum)),
+            Err(DropReason::Malformed)
+        );
+        assert_eq!(
+            validate(&cfg, &ip_packet(PEER, 255, &good[..5])),
+            Err(DropReason::Malformed)
+        );
+        let wrong_pass = advert_from_peer(&cfg, |a| a.auth_data = Advert::auth_data_from("2222"));
+        assert_eq!(validate(&cfg, &wrong_pass), Err(DropReason::AuthMismatch));
+        let no_auth = advert_from_peer(&cfg, |a| a.auth_type = AUTH_NONE);
+        assert_eq!(validate(&cfg, &no_auth), Err(DropReason::AuthMismatch));
+        let slow = advert_from_peer(&cfg, |a| a.advert_int_cs = 200);
+        assert_eq!(validate(&cfg, &slow), Err(DropReason::IntervalMismatch));
+        assert_eq!(validate(&cfg, &[1, 2, 3]), Err(DropReason::NotVrrp));
+    }
+
+    #[test]
+    fn other_routers_and_our_own_packets_are_ignored() {
+        let cfg = seed_instance();
+        let other_vrid = advert_from_peer(&cfg, |a| a.vrid = 52);
+        assert_eq!(validate(&cfg, &other_vrid), Ok(None));
+        let own = ip_packet(
+            LOCAL,
+            VRRP_TTL,
+            &cfg.advert(100).encode(LOCAL, VRRP_MCAST_GROUP),
+        );
+        assert_eq!(validate(&cfg, &own), Ok(None));
+    }
+
+    #[test]
+    fn the_seeds_instance_resolves() {
+        let cfg = seed_instance();
+        assert_eq!(cfg.vrid, 51);
+        assert_eq!(cfg.params.priority, 100);
+        assert!(cfg.params.start_as_master);
+        assert_eq!(cfg.vips, vec![(Ipv4Addr::new(172, 16, 122, 100), 32)]);
+        assert_eq!(cfg.auth, Some(*b"1111\0\0\0\0"));
+    }
+}
