@@ -99,6 +99,7 @@ pub struct Topology {
     workdir: PathBuf,
     nginx: Vec<(Host, Child)>,
     agents: Vec<(Host, Child)>,
+    keepalived: Vec<(Host, Child)>,
 }
 
 /// Removes everything a topology with `prefix` may have left behind.
@@ -133,6 +134,7 @@ impl Topology {
             workdir,
             nginx: Vec::new(),
             agents: Vec::new(),
+            keepalived: Vec::new(),
         };
         topo.build().context("building the namespace topology")?;
         Ok(topo)
@@ -302,6 +304,106 @@ impl Topology {
             let _ = child.wait();
             false
         });
+    }
+
+    /// Runs Debian's keepalived, VRRP only, in `host` with `conf`
+    /// (keepalived.conf syntax), logging to the work directory.
+    pub fn start_keepalived(&mut self, host: Host, conf: &str) -> Result<()> {
+        let name = host.short();
+        let conf_path = self.write_config(&format!("keepalived-{name}.conf"), conf)?;
+        let log = fs::File::create(self.workdir.join(format!("keepalived-{name}.log")))?;
+        let pid = self.workdir.join(format!("keepalived-{name}.pid"));
+        let vrrp_pid = self.workdir.join(format!("keepalived-{name}-vrrp.pid"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "keepalived",
+                "--vrrp",
+                "-n",
+                "-l",
+                "-D",
+                "-f",
+            ])
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&pid)
+            .arg("-r")
+            .arg(&vrrp_pid)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting keepalived (installed by `cargo xtask setup`)")?;
+        self.keepalived.push((host, child));
+        Ok(())
+    }
+
+    /// keepalived's log in `host`.
+    pub fn keepalived_log(&self, host: Host) -> String {
+        fs::read_to_string(
+            self.workdir
+                .join(format!("keepalived-{}.log", host.short())),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Sends `signal` to keepalived in `host` and waits until it is gone.
+    /// Its VRRP child first: killed after its parent it would get SIGTERM
+    /// and leave cleanly (priority 0), which is not what KILL means.
+    pub fn signal_keepalived(&mut self, host: Host, signal: &str) -> Result<()> {
+        let Some(pos) = self.keepalived.iter().position(|(h, _)| *h == host) else {
+            return Ok(());
+        };
+        let (_, mut child) = self.keepalived.remove(pos);
+        let vrrp_pid = self
+            .workdir
+            .join(format!("keepalived-{}-vrrp.pid", host.short()));
+        if let Ok(pid) = fs::read_to_string(vrrp_pid) {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), pid.trim()])
+                .status();
+        }
+        netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()])?;
+        let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            sleep(POLL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// The pid of the agent running on `host`.
+    pub fn agent_pid(&self, host: Host) -> Option<u32> {
+        self.agents
+            .iter()
+            .find(|(h, _)| *h == host)
+            .map(|(_, c)| c.id())
+    }
+
+    /// The next VRRP packet seen on `host`'s interface (IPv4 header
+    /// included), from a raw socket opened inside its namespace.
+    pub fn capture_vrrp(&self, host: Host, timeout: Duration) -> Result<Vec<u8>> {
+        let ns_path = format!("/var/run/netns/{}", self.ns(host));
+        std::thread::spawn(move || -> Result<Vec<u8>> {
+            use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+            let ns = fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112)))?;
+            let index = nix::net::if_::if_nametoindex(HOST_IFACE)?;
+            socket.join_multicast_v4_n(
+                &Ipv4Addr::new(224, 0, 0, 18),
+                &InterfaceIndexOrAddress::Index(index),
+            )?;
+            socket.set_read_timeout(Some(timeout))?;
+            let mut buf = vec![0u8; 2048];
+            let n = std::io::Read::read(&mut &socket, &mut buf).context("no VRRP packet")?;
+            buf.truncate(n);
+            Ok(buf)
+        })
+        .join()
+        .map_err(|_| anyhow!("the capture thread panicked"))?
     }
 
     /// Writes a config file into the work directory.
@@ -542,6 +644,10 @@ impl Drop for Topology {
             }
             let _ = agent.kill();
             let _ = agent.wait();
+        }
+        for (_, mut child) in self.keepalived.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         for (_, mut child) in self.nginx.drain(..) {
             let _ = child.kill();

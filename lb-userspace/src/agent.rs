@@ -555,6 +555,7 @@ fn service_label(svc: &PlannedService) -> String {
 
 async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker) -> Result<()> {
     let deadline = Instant::now() + INITIAL_RESOLVE_TIMEOUT;
+    let mut probe_failed = HashSet::new();
     loop {
         macs.update(&nl.ipv4_neighbours(ifindex).await?);
         let missing = macs.unresolved();
@@ -571,7 +572,9 @@ async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker)
             return Ok(());
         }
         for ip in &missing {
-            if let Err(e) = netlink::probe(*ip) {
+            if let Err(e) = netlink::probe(*ip)
+                && probe_failed.insert(*ip)
+            {
                 warn!("real server {ip}: cannot probe: {e}");
             }
         }

@@ -8,7 +8,8 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: bpf-linker links against LLVM 22 (+ Polly); bpftool and
 /// xdp-tools for inspection; iproute2/ethtool/util-linux/procps for the
-/// namespace topologies; nginx and curl are the seed's web servers and client.
+/// namespace topologies; nginx and curl are the seed's web servers and client;
+/// keepalived is the VRRP peer of the interop tests.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,8 +19,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "util-linux",
     "procps",
+    "iputils-ping",
     "nginx",
     "curl",
+    "keepalived",
 ];
 const NIGHTLY: &str = "nightly";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -84,6 +84,34 @@ pub struct Dataplane {
     link: Option<XdpLinkId>,
     // Declared last: dropped after the maps and the link.
     pins: Option<PinDir>,
+    lock: Option<AgentLock>,
+}
+
+/// Where the per-pin-path lock files live.
+const LOCK_DIR: &str = "/run/lb-userspace";
+
+/// An exclusive flock held for the agent's life: the kernel drops it when
+/// the process dies, however it dies.
+struct AgentLock {
+    _flock: nix::fcntl::Flock<fs::File>,
+}
+
+impl AgentLock {
+    fn acquire(pin_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+        let name = pin_dir.to_string_lossy().replace('/', "_");
+        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
+        let file =
+            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(|flock| Self { _flock: flock })
+            .map_err(|(_, e)| {
+                anyhow!(
+                    "another lb-userspace is running with --pin-path {} ({e}); stop it first",
+                    pin_dir.display()
+                )
+            })
+    }
 }
 
 impl Dataplane {
@@ -105,6 +133,7 @@ impl Dataplane {
             active_slots: StdHashMap::new(),
             link: None,
             pins: None,
+            lock: None,
         })
     }
 
@@ -141,19 +170,19 @@ impl Dataplane {
         }
     }
 
-    /// Pins every map under `dir` (which must not exist yet), so `list` and
-    /// bpftool can read them. The directory is removed when self is dropped.
+    /// Pins every map under `dir`, so `list` and bpftool can read them. The
+    /// directory is removed when self is dropped. A lock file tells a
+    /// running agent (refused) from pins a killed one left (removed).
     pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "{} already exists: another lb-userspace is running, or one was killed \
-                 without cleaning up (then remove it: rm -r {})",
-                dir.display(),
+        self.lock = Some(AgentLock::acquire(dir)?);
+        if dir.exists() {
+            warn!(
+                "removing {}: left by an agent that did not stop cleanly",
                 dir.display()
-            ),
-            Err(e) => return Err(anyhow!(e)).context(format!("creating {}", dir.display())),
+            );
+            fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
+        fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         self.pins = Some(PinDir(dir.to_path_buf()));
         for (object_name, pin_name) in map_names::PINNED {
             let map = self
