@@ -255,3 +255,21 @@ fn flows_of_a_removed_server_move_to_a_live_one() {
         .collect();
     assert!(new.contains(&RS1_MAC) && new.contains(&RS2_MAC), "{new:?}");
 }
+
+#[test]
+fn a_standby_service_is_passed_to_the_kernel() {
+    // Not VRRP master for the VIP: the packets go to the kernel untouched.
+    let mut t = ProgTest::seed().unwrap();
+    let backends = [lb_common::Backend {
+        real_id: 1,
+        weight: 1,
+    }];
+    t.dp.write_service(&t.service.clone(), &backends, true)
+        .unwrap();
+    assert_passes_unmodified(&mut t, "SYN to a standby VIP", &syn(48000).frame());
+    assert_eq!(t.counters().unwrap()[counters::PASS_STANDBY as usize], 1);
+    // Master again: balanced.
+    t.dp.write_service(&t.service.clone(), &backends, false)
+        .unwrap();
+    assert_eq!(forwarded_to(&mut t, &syn(48001).frame()), RS1_MAC);
+}

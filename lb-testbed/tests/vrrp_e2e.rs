@@ -314,3 +314,40 @@ fn failover_between_two_balancers() {
     assert!(results.last().unwrap().1, "{results:?}");
     assert!(stop_outage <= BACKUP_MASTER_DOWN, "{stop_outage:?}");
 }
+
+#[test]
+fn track_interface_down_is_fault_and_up_is_master_again() {
+    let mut topo = topology("e");
+    // A tracked link inside the balancer: a veth pair, so its carrier can be
+    // cut by setting the peer down.
+    let ns = topo.ns(Host::Lb);
+    let ip = |args: &[&str]| lb_testbed::netns::ip(&[&["-n", &ns], args].concat()).unwrap();
+    ip(&["link", "add", "trk0", "type", "veth", "peer", "name", "trk1"]);
+    ip(&["link", "set", "trk0", "up"]);
+    ip(&["link", "set", "trk1", "up"]);
+    let config = topo.seed_config().replace(
+        "virtual_ipaddress = [\"172.16.122.100\"]",
+        "virtual_ipaddress = [\"172.16.122.100\"]\ntrack_interface = [\"trk0\"]",
+    );
+    start_ours(&mut topo, Host::Lb, &config);
+    topo.wait_for_master(Host::Lb).unwrap();
+
+    ip(&["link", "set", "trk1", "down"]);
+    assert!(
+        wait_until(ELECTION_TIMEOUT, || !topo.holds_vip(Host::Lb)).is_some(),
+        "the VIP must go in FAULT:\n{}",
+        topo.agent_log()
+    );
+    assert!(topo.agent_log().contains("entering FAULT state"), "{}", topo.agent_log());
+
+    ip(&["link", "set", "trk1", "up"]);
+    // FAULT -> BACKUP -> no master heard -> MASTER after Master_Down_Interval.
+    assert!(
+        wait_until(ELECTION_TIMEOUT, || topo.holds_vip(Host::Lb)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    assert!(topo.agent_log().contains("entering BACKUP state"));
+    topo.wait_for_master(Host::Lb).unwrap();
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+}

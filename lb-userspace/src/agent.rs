@@ -386,6 +386,9 @@ impl Agent {
                 self.master_vips.remove(vip);
             }
         }
+        if let Some(alerts) = &self.alerts {
+            alerts.vrrp_alert(&change.instance, change.state.name());
+        }
         let what = if master {
             "balancing"
         } else {

@@ -46,6 +46,13 @@ pub fn realserver_message(
     (subject, body)
 }
 
+/// Subject and body of keepalived's VRRP instance alert.
+pub fn vrrp_message(router_id: &str, instance: &str, state: &str) -> (String, String) {
+    let subject = format!("[{router_id}] VRRP Instance {instance} - Entering {state} state");
+    let body = format!("=> VRRP Instance is now in {state} state <=\r\n");
+    (subject, body)
+}
+
 /// "host" or "host:port".
 fn split_server(server: &str) -> Result<(String, u16)> {
     match server.rsplit_once(':') {
@@ -111,6 +118,16 @@ impl SmtpAlerts {
     ) {
         let (subject, body) =
             realserver_message(&self.router_id, real, service, up, checker, reason);
+        self.queue(subject, body);
+    }
+
+    /// Queues a VRRP transition alert; returns at once.
+    pub fn vrrp_alert(&self, instance: &str, state: &str) {
+        let (subject, body) = vrrp_message(&self.router_id, instance, state);
+        self.queue(subject, body);
+    }
+
+    fn queue(&self, subject: String, body: String) {
         let this = self.clone();
         tokio::spawn(async move {
             match this.send(&subject, body).await {
@@ -243,6 +260,16 @@ mod tests {
         let start = std::time::Instant::now();
         alerts.realserver_alert("a", "b", true, "TCP_CHECK", "ok");
         assert!(start.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn vrrp_alert_text_is_keepalived_s() {
+        let (subject, body) = vrrp_message("LVS_DEVEL", "VI_1", "MASTER");
+        assert_eq!(
+            subject,
+            "[LVS_DEVEL] VRRP Instance VI_1 - Entering MASTER state"
+        );
+        assert!(body.contains("MASTER"));
     }
 
     #[test]
