@@ -322,7 +322,9 @@ fn track_interface_down_is_fault_and_up_is_master_again() {
     // cut by setting the peer down.
     let ns = topo.ns(Host::Lb);
     let ip = |args: &[&str]| lb_testbed::netns::ip(&[&["-n", &ns], args].concat()).unwrap();
-    ip(&["link", "add", "trk0", "type", "veth", "peer", "name", "trk1"]);
+    ip(&[
+        "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+    ]);
     ip(&["link", "set", "trk0", "up"]);
     ip(&["link", "set", "trk1", "up"]);
     let config = topo.seed_config().replace(
@@ -338,7 +340,11 @@ fn track_interface_down_is_fault_and_up_is_master_again() {
         "the VIP must go in FAULT:\n{}",
         topo.agent_log()
     );
-    assert!(topo.agent_log().contains("entering FAULT state"), "{}", topo.agent_log());
+    assert!(
+        topo.agent_log().contains("entering FAULT state"),
+        "{}",
+        topo.agent_log()
+    );
 
     ip(&["link", "set", "trk1", "up"]);
     // FAULT -> BACKUP -> no master heard -> MASTER after Master_Down_Interval.
