@@ -20,6 +20,24 @@ pub const MAX_BACKEND_SETS: u32 = MAX_SERVICES * BACKEND_SET_SLOTS_PER_SERVICE;
 /// IP protocol numbers (IANA), as stored in `ServiceKey::proto`.
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv4-in-IPv4 (LVS-TUN).
+pub const IPPROTO_IPIP: u8 = 4;
+/// VIPs one real server's rs_decap program can serve.
+pub const MAX_RS_VIPS: u32 = 256;
+
+/// Counters of the real server's rs_decap program.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsDecapCounter {
+    /// IPIP to a local VIP: outer header stripped.
+    Decapsulated = 0,
+    /// IPIP whose inner destination is no local VIP: passed as is.
+    NotLocalVip = 1,
+}
+
+impl RsDecapCounter {
+    pub const COUNT: u32 = 2;
+}
 
 /// How a virtual service forwards to its real servers (ipvsadm -g / -i / -m).
 #[repr(u8)]

@@ -36,8 +36,13 @@ pub const FLOW_STALE: u32 = 12;
 /// A service whose VIP this balancer is not VRRP master for: passed.
 pub const PASS_STANDBY: u32 = 13;
 
+/// TUN: the encapsulated packet would exceed the interface MTU.
+pub const DROP_TUN_TOO_BIG: u32 = 14;
+/// TUN: sent to another interface (bpf_fib_lookup's next hop) by redirect.
+pub const REDIRECT: u32 = 15;
+
 /// Number of counters; size of the `counters` map.
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 16;
 
 /// Names in index order, for `list --stats` and logs.
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
@@ -55,4 +60,6 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "tx",
     "flow_stale",
     "pass_standby",
+    "drop_tun_too_big",
+    "redirect",
 ];

@@ -4,6 +4,16 @@
 
 use crate::consts::MAX_BACKENDS_PER_SERVICE;
 
+/// Names of the rs_decap program's objects (ELF) and pins.
+pub mod rs_decap_names {
+    pub const PROGRAM: &str = "rs_decap";
+    pub const RS_VIPS: &str = "RS_VIPS";
+    pub const COUNTERS: &str = "RS_DECAP_COUNTERS";
+    /// Under the real server's pin directory.
+    pub const LINK_PIN: &str = "link";
+    pub const RS_VIPS_PIN: &str = "rs_vips";
+}
+
 /// Pin file names, one per map, in the order the agent pins them.
 pub mod pin_names {
     pub const SERVICES: &str = "services";
@@ -187,7 +197,12 @@ pub struct TrafficStats {
 pub struct LbGlobals {
     /// MAC address of the interface: source MAC of forwarded frames.
     pub iface_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The interface's MTU: TUN packets that would exceed it are not sent.
+    pub mtu: u16,
+    /// Outer source address of TUN packets (network byte order).
+    pub tun_src: u32,
+    /// The interface's index (for bpf_fib_lookup).
+    pub ifindex: u32,
 }
 
 #[cfg(feature = "user")]
@@ -227,6 +242,6 @@ mod tests {
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<SchedState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
-        assert_eq!(size_of::<LbGlobals>(), 8);
+        assert_eq!(size_of::<LbGlobals>(), 16);
     }
 }

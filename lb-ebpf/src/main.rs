@@ -6,6 +6,7 @@
 #![no_main]
 
 mod conntrack;
+mod csum;
 mod forward;
 mod maps;
 mod parse;
@@ -69,18 +70,21 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
 
-    if real.flags & REAL_FLAG_MAC_VALID == 0 {
-        count(counters::DROP_NO_REAL_MAC);
-        return Ok(xdp_action::XDP_DROP);
-    }
     let globals = LB_GLOBALS.get(0).ok_or(())?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
     account(&REAL_STATS, real_id, bytes, new_conn);
 
     let action = match ForwardKind::from_u8(svc.forward) {
-        Some(ForwardKind::Dr) => forward::dr::forward(ctx, real, globals)?,
-        // The agent refuses NAT/TUN services until they exist here.
+        Some(ForwardKind::Dr) => {
+            if real.flags & REAL_FLAG_MAC_VALID == 0 {
+                count(counters::DROP_NO_REAL_MAC);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            forward::dr::forward(ctx, real, globals)?
+        }
+        Some(ForwardKind::Tun) => forward::tun::forward(ctx, &pkt, real, globals)?,
+        // The agent refuses NAT services until they exist here.
         _ => xdp_action::XDP_PASS,
     };
     if action == xdp_action::XDP_TX {

@@ -15,6 +15,8 @@ const ETH_P_8021Q: u16 = 0x8100u16.to_be();
 const IPV4_MIN_IHL_WORDS: u8 = 5;
 /// Fragment offset mask plus the More-Fragments bit of `frags`.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// Don't Fragment bit of `frags`.
+const IPV4_DF: u16 = 0x4000;
 /// Minimum TCP header length, in 32-bit words.
 const TCP_MIN_DOFF_WORDS: u16 = 5;
 
@@ -34,6 +36,14 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
 pub struct L4Packet {
     /// Client -> VIP 5-tuple.
     pub flow: FlowKey,
+    /// Offset of the IPv4 header (after Ethernet and an optional VLAN tag).
+    pub l3_off: usize,
+    /// IPv4 total length.
+    pub ip_len: u16,
+    /// IPv4 TOS byte.
+    pub tos: u8,
+    /// IPv4 Don't Fragment flag set.
+    pub dont_fragment: bool,
 }
 
 /// Parses Ethernet (at most one 802.1Q tag), IPv4, TCP/UDP.
@@ -99,5 +109,9 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
             proto: ip.proto,
             _pad: [0; 3],
         },
+        l3_off,
+        ip_len: tot_len as u16,
+        tos: ip.tos,
+        dont_fragment: u16::from_be_bytes(ip.frags) & IPV4_DF != 0,
     })
 }

@@ -13,6 +13,7 @@ use lb_userspace::{
         Dataplane, LoadOptions,
         plan::{PlannedReal, PlannedService},
     },
+    netlink::LinkInfo,
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
@@ -23,6 +24,13 @@ pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x88];
 pub const RS1_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x93];
 pub const RS2_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x95];
 pub const PORT: u16 = 80;
+/// The balancer's own address: TUN's outer source.
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
+pub const LB_MTU: u32 = 1500;
+/// No interface has this index: bpf_fib_lookup fails whatever the test
+/// machine's routes are, and the agent's MAC is used, as for a real server
+/// on the balancer's link.
+const LB_IFINDEX: u32 = 0x7fff_0000;
 /// Room for what the program may add in front (encapsulation) and behind.
 const OUT_HEADROOM: usize = 256;
 
@@ -76,7 +84,14 @@ impl ProgTest {
     pub fn with_service(service: PlannedService) -> Result<Self> {
         let mut dp = Dataplane::load(&LoadOptions::default())
             .context("loading the XDP program (BPF_PROG_TEST_RUN tests need root)")?;
-        dp.set_iface_mac(LB_MAC)?;
+        dp.set_globals(
+            &LinkInfo {
+                index: LB_IFINDEX,
+                mac: LB_MAC,
+                mtu: LB_MTU,
+            },
+            LB_IP,
+        )?;
         let mut t = Self {
             dp,
             service,

@@ -128,7 +128,7 @@ impl Topology {
         destroy(prefix);
         let workdir = std::env::temp_dir().join(format!("{prefix}-work"));
         let _ = fs::remove_dir_all(&workdir);
-        fs::create_dir_all(&workdir).context("creating the work directory")?;
+        fs::create_dir_all(workdir.join("www")).context("creating the work directory")?;
         let topo = Self {
             prefix: prefix.to_string(),
             workdir,
@@ -160,7 +160,12 @@ impl Topology {
     /// The seed's lb.toml for this topology: its vrrp_instance's interface
     /// (the seed's eno16777736) becomes the namespace's eth0.
     pub fn seed_config(&self) -> String {
-        let text = fs::read_to_string(configs_dir().join("seed-dr.toml")).unwrap_or_default();
+        self.config_from("seed-dr.toml")
+    }
+
+    /// configs/NAME adapted to this topology (interface eth0).
+    pub fn config_from(&self, name: &str) -> String {
+        let text = fs::read_to_string(configs_dir().join(name)).unwrap_or_default();
         text.replace(
             "interface = \"eno16777736\"",
             &format!("interface = \"{HOST_IFACE}\""),
@@ -202,8 +207,14 @@ impl Topology {
             "dev",
             HOST_IFACE,
         ])?;
+        // The seed's rs.sh, done by `lb-userspace realserver start`.
+        let binary = agent_binary()?;
+        let binary = binary.to_string_lossy();
         for rs in Host::REAL_SERVERS {
-            realserver_start(&self.ns(rs))?;
+            exec_in(
+                &self.ns(rs),
+                &[&binary, "realserver", "start", "--vip", &VIP.to_string()],
+            )?;
         }
         for lb in [Host::Lb, Host::Lb2] {
             self.attach_xdp_pass_on_switch_port(lb)?;
@@ -249,12 +260,14 @@ impl Topology {
         let dir = self.workdir.join(format!("nginx-{name}"));
         fs::create_dir_all(&dir)?;
         let d = dir.display();
+        let files = self.files_dir().display().to_string();
         let conf = format!(
             "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 80;\n    location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n  }}\n}}\n"
+               server {{\n    listen 80;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
+                 location / {{ root {files}; }}\n  }}\n}}\n"
         );
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
@@ -404,6 +417,44 @@ impl Topology {
         })
         .join()
         .map_err(|_| anyhow!("the capture thread panicked"))?
+    }
+
+    /// Files every nginx serves besides "/" (same content on every server).
+    pub fn files_dir(&self) -> PathBuf {
+        self.workdir.join("www")
+    }
+
+    /// Runs `lb-userspace realserver ARGS` in `host`, keeping the host's
+    /// bpffs (tun mode pins its decapsulation program there).
+    pub fn realserver(&self, host: Host, args: &[&str]) -> Result<()> {
+        let binary = agent_binary()?;
+        let mut full = vec![
+            nsenter_net(&self.ns(host)),
+            binary.to_string_lossy().into_owned(),
+            "realserver".into(),
+        ];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        netns::run("nsenter", &refs).map(|_| ())
+    }
+
+    /// Downloads `path` from the VIP on the client; returns the SHA-256 of
+    /// what arrived.
+    pub fn download_sha256(&self, path: &str) -> Result<String> {
+        let url = format!("http://{VIP}{path}");
+        let out = exec_in(
+            &self.ns(Host::Client),
+            &[
+                "sh",
+                "-c",
+                &format!("curl -sf --max-time 30 {url} | sha256sum"),
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string())
     }
 
     /// Writes a config file into the work directory.
@@ -616,22 +667,6 @@ impl Topology {
     }
 }
 
-/// The seed's rs.sh start: VIP /32 on lo, arp_ignore=1 and arp_announce=2 on
-/// lo and all, so the real server accepts VIP traffic but never answers ARP
-/// for the VIP.
-fn realserver_start(ns: &str) -> Result<()> {
-    ip(&["-n", ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-    for (key, value) in [
-        ("net.ipv4.conf.lo.arp_ignore", "1"),
-        ("net.ipv4.conf.lo.arp_announce", "2"),
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-        ("net.ipv4.conf.all.arp_announce", "2"),
-    ] {
-        exec_in(ns, &["sysctl", "-q", "-w", &format!("{key}={value}")])?;
-    }
-    Ok(())
-}
-
 impl Drop for Topology {
     fn drop(&mut self) {
         for (_, mut agent) in self.agents.drain(..) {
@@ -644,6 +679,18 @@ impl Drop for Topology {
             }
             let _ = agent.kill();
             let _ = agent.wait();
+        }
+        // realserver stop, so no state file or pin outlives its namespace.
+        if let Ok(binary) = agent_binary() {
+            for rs in Host::REAL_SERVERS {
+                let _ = Command::new("nsenter")
+                    .arg(nsenter_net(&self.ns(rs)))
+                    .arg(&binary)
+                    .args(["realserver", "stop", "--vip", &VIP.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         for (_, mut child) in self.keepalived.drain(..) {
             let _ = child.kill();

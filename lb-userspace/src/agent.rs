@@ -124,7 +124,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     })?;
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
-    dp.set_iface_mac(link.mac)?;
+    let tun_src = tunnel_source(&nl, &link, &plan, &governed_vips).await?;
+    dp.set_globals(&link, tun_src)?;
 
     let (events_tx, mut events) = mpsc::channel(HEALTH_EVENT_QUEUE);
     let health = start_checkers(&config, &plan, &events_tx);
@@ -501,6 +502,33 @@ impl Agent {
             self.apply_service(index)?;
         }
         Ok(())
+    }
+}
+
+/// The outer source of TUN packets: the interface's own address (not a VIP).
+/// Only services with lb_kind TUN need one.
+async fn tunnel_source(
+    nl: &Netlink,
+    link: &crate::netlink::LinkInfo,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
+    let vips: HashSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
+    let own = nl
+        .ipv4_addresses(link.index)
+        .await?
+        .into_iter()
+        .find(|a| !vips.contains(a) && !governed.contains(a));
+    let needs_tun = plan
+        .services
+        .iter()
+        .any(|s| s.forward == lb_common::ForwardKind::Tun);
+    match own {
+        Some(a) => Ok(a),
+        None if needs_tun => Err(anyhow!(
+            "lb_kind TUN needs an IPv4 address of the interface's own (not a VIP) as the tunnel source"
+        )),
+        None => Ok(Ipv4Addr::UNSPECIFIED),
     }
 }
 

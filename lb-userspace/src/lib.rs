@@ -8,5 +8,6 @@ pub mod health;
 pub mod neighbours;
 pub mod netlink;
 pub mod notify;
+pub mod realserver;
 pub mod stats;
 pub mod vrrp;

@@ -9,7 +9,7 @@ use lb_userspace::{
     agent::{self, AgentOptions},
     config,
     dataplane::{DEFAULT_PIN_DIR, plan},
-    stats,
+    realserver, stats,
 };
 
 /// An XDP replacement for LVS (ipvsadm) + keepalived.
@@ -48,7 +48,31 @@ enum XdpModeArg {
 }
 
 #[derive(Subcommand)]
+enum RealserverAction {
+    /// VIP on lo, ARP settings (and for tun, IPIP decapsulation) — rs.sh start.
+    Start {
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        #[arg(long, value_enum, default_value_t = realserver::Mode::Dr)]
+        mode: realserver::Mode,
+        /// The interface the balancer's packets arrive on (required for tun).
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// Restores exactly what start changed — rs.sh stop. Idempotent.
+    Stop {
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Configure this host as a real server (the seed's rs.sh).
+    Realserver {
+        #[command(subcommand)]
+        action: RealserverAction,
+    },
     /// Validate a config file: exit 0, or print every error with file:line:column.
     Check {
         #[arg(long)]
@@ -107,6 +131,18 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Realserver { action }) => {
+            init_tracing(log::LevelFilter::Info);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match action {
+                RealserverAction::Start { vip, mode, iface } => {
+                    rt.block_on(realserver::start(vip, mode, iface.as_deref()))
+                }
+                RealserverAction::Stop { vip } => rt.block_on(realserver::stop(vip)),
+            }
+        }
         Some(Command::List {
             numeric: _,
             pin_path,

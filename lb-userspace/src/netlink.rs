@@ -17,11 +17,14 @@ use rtnetlink::packet_route::{
 /// UDP "discard" port: a datagram to it makes the kernel resolve the
 /// destination's MAC (ARP) without needing anything to listen there.
 const PROBE_PORT: u16 = 9;
+/// Assumed when the kernel does not report an MTU.
+const ETHERNET_MTU: u32 = 1500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkInfo {
     pub index: u32,
     pub mac: [u8; 6],
+    pub mtu: u32,
 }
 
 #[derive(Clone)]
@@ -61,9 +64,18 @@ impl Netlink {
                 _ => None,
             })
             .ok_or_else(|| anyhow!("interface {name} has no Ethernet address"))?;
+        let mtu = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(ETHERNET_MTU);
         Ok(Some(LinkInfo {
             index: msg.header.index,
             mac,
+            mtu,
         }))
     }
 

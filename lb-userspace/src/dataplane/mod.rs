@@ -94,6 +94,14 @@ const LOCK_DIR: &str = "/run/lb-userspace";
 /// the process dies, however it dies.
 struct AgentLock {
     _flock: nix::fcntl::Flock<fs::File>,
+    path: PathBuf,
+}
+
+impl Drop for AgentLock {
+    fn drop(&mut self) {
+        // Still held here, so no other agent can be between lock and use.
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl AgentLock {
@@ -104,7 +112,10 @@ impl AgentLock {
         let file =
             fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(|flock| Self { _flock: flock })
+            .map(|flock| Self {
+                _flock: flock,
+                path,
+            })
             .map_err(|(_, e)| {
                 anyhow!(
                     "another lb-userspace is running with --pin-path {} ({e}); stop it first",

@@ -112,9 +112,9 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
         let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if vs.lb_kind != LbKind::Dr {
+        if vs.lb_kind == LbKind::Nat {
             unsupported.push(format!(
-                "{name}: lb_kind {:?} is not implemented yet (DR is)",
+                "{name}: lb_kind {:?} is not implemented yet (DR and TUN are)",
                 vs.lb_kind
             ));
         }

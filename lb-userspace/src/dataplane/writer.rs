@@ -8,17 +8,24 @@ use lb_common::{
     REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
 };
 
+use std::net::Ipv4Addr;
+
+use crate::netlink::LinkInfo;
+
 use super::{
     Dataplane,
     plan::{PlannedReal, PlannedService},
 };
 
 impl Dataplane {
-    /// The interface's MAC: source of forwarded frames.
-    pub fn set_iface_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+    /// Facts about the interface the data plane needs: its MAC (source of
+    /// forwarded frames), MTU and index, and the TUN outer source address.
+    pub fn set_globals(&mut self, link: &LinkInfo, tun_src: Ipv4Addr) -> Result<()> {
         let globals = LbGlobals {
-            iface_mac: mac,
-            _pad: [0; 2],
+            iface_mac: link.mac,
+            mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
+            tun_src: u32::from_ne_bytes(tun_src.octets()),
+            ifindex: link.index,
         };
         self.maps()?
             .globals

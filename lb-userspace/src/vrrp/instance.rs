@@ -416,6 +416,7 @@ mod tests {
         let link = LinkInfo {
             index: 2,
             mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
         };
         InstanceConfig::from_config(c.vrrp_instance[0].get_ref(), "eth0", link, LOCAL).unwrap()
     }

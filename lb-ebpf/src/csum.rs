@@ -1,0 +1,26 @@
+//! Checksum helpers (Katran's csum_helpers.h).
+
+use network_types::ip::Ipv4Hdr;
+
+/// Folds a 32-bit one's-complement sum to 16 bits.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
+    // Two folds are always enough for a sum of 16-bit words below 2^32.
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The header checksum of `ip` (its check field must be zero), as stored.
+#[inline(always)]
+pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
+    // SAFETY: Ipv4Hdr is 20 plain bytes.
+    let words: &[u8; Ipv4Hdr::LEN] = unsafe { &*(ip as *const Ipv4Hdr).cast() };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < Ipv4Hdr::LEN {
+        sum += u32::from(u16::from_be_bytes([words[i], words[i + 1]]));
+        i += 2;
+    }
+    !fold(sum)
+}

@@ -1,0 +1,61 @@
+//! Where to send a packet addressed to `dst`: bpf_fib_lookup (routes and
+//! neighbours of the kernel), falling back to the MAC the agent resolved.
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
+    helpers::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer};
+
+const AF_INET: u8 = 2;
+
+pub struct NextHop {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// Egress interface; the ingress one means XDP_TX.
+    pub ifindex: u32,
+}
+
+/// `tot_len`: the IPv4 length of the packet as it will be sent.
+#[inline(always)]
+pub fn lookup(
+    ctx: &XdpContext,
+    globals: &LbGlobals,
+    src: u32,
+    real: &RealServer,
+    tot_len: u16,
+) -> Option<NextHop> {
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.ifindex = globals.ifindex;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    p.__bindgen_anon_3.ipv4_src = src;
+    p.__bindgen_anon_4.ipv4_dst = real.ip;
+    // SAFETY: p is a valid, initialized bpf_fib_lookup on our stack.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return Some(NextHop {
+            dst_mac: p.dmac,
+            src_mac: p.smac,
+            ifindex: p.ifindex,
+        });
+    }
+    // No route/neighbour in the kernel (or forwarding off): a real server on
+    // our link is reachable at the MAC the agent resolved.
+    if real.flags & REAL_FLAG_MAC_VALID != 0 {
+        return Some(NextHop {
+            dst_mac: real.mac,
+            src_mac: globals.iface_mac,
+            ifindex: globals.ifindex,
+        });
+    }
+    None
+}

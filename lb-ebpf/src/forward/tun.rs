@@ -1,0 +1,90 @@
+//! IP-in-IP tunnelling (LVS-TUN, ipvsadm -i): an outer IPv4 header (protocol
+//! 4) from the balancer to the real server is pushed in front of the
+//! client's packet; the real server decapsulates it and answers the client
+//! directly.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use lb_common::{IPPROTO_IPIP, LbGlobals, RealServer, counters};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
+
+use crate::{csum, forward::nexthop, maps::count, parse::L4Packet, parse::ptr_at};
+
+const OUTER_TTL: u8 = 64;
+const IPV4_VERSION_IHL: u8 = 0x45;
+const IPV4_DF: u16 = 0x4000;
+const VLAN_TAGGED: usize = EthHdr::LEN + VlanHdr::LEN;
+
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    pkt: &L4Packet,
+    real: &RealServer,
+    globals: &LbGlobals,
+) -> Result<u32, ()> {
+    let outer_len = pkt.ip_len as usize + Ipv4Hdr::LEN;
+    if outer_len > globals.mtu as usize {
+        // Never send what the next hop must drop.
+        count(counters::DROP_TUN_TOO_BIG);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    let Some(hop) = nexthop::lookup(ctx, globals, globals.tun_src, real, outer_len as u16) else {
+        count(counters::DROP_NO_REAL_MAC);
+        return Ok(xdp_action::XDP_DROP);
+    };
+    // Keep the L2 headers that are there now, to write them again in front.
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let ether_type = unsafe { (*eth).ether_type };
+    let vlan = if pkt.l3_off == VLAN_TAGGED {
+        let v: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+        Some(unsafe { *v })
+    } else {
+        None
+    };
+
+    // SAFETY: the helper only moves the packet's start; pointers are taken anew.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv4Hdr::LEN as i32)) } != 0 {
+        return Err(());
+    }
+    let new_eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe {
+        (*new_eth).dst_addr = hop.dst_mac;
+        (*new_eth).src_addr = hop.src_mac;
+        (*new_eth).ether_type = ether_type;
+    }
+    let l3_off = match vlan {
+        Some(v) => {
+            let new_vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+            unsafe { *new_vlan = v };
+            VLAN_TAGGED
+        }
+        None => EthHdr::LEN,
+    };
+    let outer: *mut Ipv4Hdr = ptr_at(ctx, l3_off)?;
+    let outer = unsafe { &mut *outer };
+    outer.vihl = IPV4_VERSION_IHL;
+    outer.tos = pkt.tos;
+    outer.tot_len = (outer_len as u16).to_be_bytes();
+    outer.id = [0; 2];
+    outer.frags = if pkt.dont_fragment {
+        IPV4_DF.to_be_bytes()
+    } else {
+        [0; 2]
+    };
+    outer.ttl = OUTER_TTL;
+    outer.proto = IPPROTO_IPIP;
+    outer.check = [0; 2];
+    outer.src_addr = globals.tun_src.to_ne_bytes();
+    outer.dst_addr = real.ip.to_ne_bytes();
+    outer.check = csum::ipv4_header(outer).to_be_bytes();
+
+    if hop.ifindex == globals.ifindex {
+        return Ok(xdp_action::XDP_TX);
+    }
+    count(counters::REDIRECT);
+    // SAFETY: plain helper call.
+    Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+}

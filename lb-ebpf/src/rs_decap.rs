@@ -1,0 +1,104 @@
+//! `rs_decap`: on a real server in LVS-TUN mode, turns an IPIP packet whose
+//! inner destination is a local VIP back into the inner packet (strips the
+//! outer IPv4 header) and passes it to the kernel, as the ipip module would.
+//! Everything else passes untouched.
+#![no_std]
+#![no_main]
+
+#[path = "parse.rs"]
+#[allow(dead_code)]
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{HashMap, PerCpuArray},
+    helpers::bpf_xdp_adjust_head,
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use lb_common::{IPPROTO_IPIP, MAX_RS_VIPS, RsDecapCounter};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
+use parse::ptr_at;
+
+const ETH_P_IP: u16 = 0x0800u16.to_be();
+const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+const IPV4_MIN_IHL_BYTES: u8 = 20;
+const IPV4_FRAG_MASK: u16 = 0x3fff;
+
+/// VIP (network byte order) -> 1: the VIPs this real server serves.
+#[btf_map]
+static RS_VIPS: HashMap<u32, u8, { MAX_RS_VIPS as usize }> = HashMap::new();
+
+/// Packets decapsulated / IPIP packets passed because not for a local VIP.
+#[btf_map]
+static RS_DECAP_COUNTERS: PerCpuArray<u64, { RsDecapCounter::COUNT as usize }> = PerCpuArray::new();
+
+#[inline(always)]
+fn count(c: RsDecapCounter) {
+    if let Some(v) = RS_DECAP_COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot.
+        unsafe { *v += 1 };
+    }
+}
+
+#[xdp]
+pub fn rs_decap(ctx: XdpContext) -> u32 {
+    try_decap(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let eth_copy = unsafe { *eth };
+    let mut l3_off = EthHdr::LEN;
+    let mut vlan_copy = None;
+    let mut ether_type = eth_copy.ether_type;
+    if ether_type == ETH_P_8021Q {
+        let vlan: *const VlanHdr = ptr_at(ctx, l3_off)?;
+        let v = unsafe { *vlan };
+        ether_type = v.ether_type;
+        vlan_copy = Some(v);
+        l3_off += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IP {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let outer: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
+    let outer = unsafe { &*outer };
+    if outer.proto != IPPROTO_IPIP
+        || outer.ihl() != IPV4_MIN_IHL_BYTES
+        || u16::from_be_bytes(outer.frags) & IPV4_FRAG_MASK != 0
+    {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let inner: *const Ipv4Hdr = ptr_at(ctx, l3_off + Ipv4Hdr::LEN)?;
+    let inner_dst = u32::from_ne_bytes(unsafe { (*inner).dst_addr });
+    // SAFETY: read-only lookup of a plain value.
+    if unsafe { RS_VIPS.get(&inner_dst) }.is_none() {
+        count(RsDecapCounter::NotLocalVip);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    // Drop the outer header: move the start forward by its length and write
+    // the (unchanged) Ethernet and VLAN headers again in front of the inner one.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, Ipv4Hdr::LEN as i32) } != 0 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let new_eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe { *new_eth = eth_copy };
+    if let Some(v) = vlan_copy {
+        let new_vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+        unsafe { *new_vlan = v };
+    }
+    count(RsDecapCounter::Decapsulated);
+    Ok(xdp_action::XDP_PASS)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

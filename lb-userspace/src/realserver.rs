@@ -1,0 +1,385 @@
+//! `lb-userspace realserver start|stop`: the seed's rs.sh, plus LVS-TUN
+//! decapsulation. `start` records every value it changes; `stop` restores
+//! exactly those and is idempotent.
+//!
+//! dr: VIP/32 on lo; arp_ignore=1 and arp_announce=2 on lo and all, so the
+//! server accepts VIP traffic but never answers ARP for the VIP.
+//! tun: the same, rp_filter off (decapsulated packets carry the client's
+//! source), and the `rs_decap` XDP program on --iface, pinned so it stays
+//! after this command exits.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::HashMap as BpfHashMap,
+    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
+};
+use lb_common::rs_decap_names;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::{dataplane::preflight, netlink::Netlink};
+
+/// The rs_decap object (lb-ebpf's `lb-rs-decap` binary).
+pub static RS_DECAP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-rs-decap"));
+const SYSCTL_ROOT: &str = "/proc/sys";
+const STATE_DIR: &str = "/run/lb-userspace";
+const BPFFS: &str = "/sys/fs/bpf";
+/// rs.sh's values.
+const ARP_IGNORE: &str = "1";
+const ARP_ANNOUNCE: &str = "2";
+const RP_FILTER_OFF: &str = "0";
+const VIP_PREFIX: u8 = 32;
+const LOOPBACK: &str = "lo";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dr,
+    Tun,
+}
+
+/// What `start` changed, saved for `stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub vip: Ipv4Addr,
+    pub mode: Mode,
+    pub iface: Option<String>,
+    /// The VIP was not on lo before start.
+    pub vip_added: bool,
+    /// sysctl key (path under /proc/sys) -> value before start.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// The sysctls (path under /proc/sys, value) `start` sets for `mode`.
+pub fn sysctls_for(mode: Mode, iface: Option<&str>) -> Vec<(String, &'static str)> {
+    let mut v = vec![
+        ("net/ipv4/conf/lo/arp_ignore".to_string(), ARP_IGNORE),
+        ("net/ipv4/conf/lo/arp_announce".to_string(), ARP_ANNOUNCE),
+        ("net/ipv4/conf/all/arp_ignore".to_string(), ARP_IGNORE),
+        ("net/ipv4/conf/all/arp_announce".to_string(), ARP_ANNOUNCE),
+    ];
+    if mode == Mode::Tun {
+        v.push(("net/ipv4/conf/all/rp_filter".to_string(), RP_FILTER_OFF));
+        if let Some(i) = iface {
+            v.push((format!("net/ipv4/conf/{i}/rp_filter"), RP_FILTER_OFF));
+        }
+    }
+    v
+}
+
+/// Reads and writes sysctls under a root (/proc/sys, or a directory in tests).
+pub struct Sysctls {
+    root: PathBuf,
+}
+
+impl Sysctls {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn get(&self, key: &str) -> Result<String> {
+        let path = self.root.join(key);
+        Ok(fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        let path = self.root.join(key);
+        fs::write(&path, value).with_context(|| format!("writing {value} to {}", path.display()))
+    }
+
+    /// Sets every (key, value), returning the previous values.
+    pub fn apply(&self, wanted: &[(String, &str)]) -> Result<BTreeMap<String, String>> {
+        let mut saved = BTreeMap::new();
+        for (key, value) in wanted {
+            let step = self.get(key).and_then(|old| {
+                self.set(key, value)?;
+                Ok(old)
+            });
+            match step {
+                Ok(old) => {
+                    saved.insert(key.clone(), old);
+                }
+                Err(e) => {
+                    // Leave nothing half-done.
+                    self.restore(&saved);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(saved)
+    }
+
+    /// Puts the saved values back (best effort: every key is tried).
+    pub fn restore(&self, saved: &BTreeMap<String, String>) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (key, value) in saved {
+            if self.set(key, value).is_err() {
+                failed.push(key.clone());
+            }
+        }
+        failed
+    }
+}
+
+/// This network namespace's identity, so state files and pins of real
+/// servers in different namespaces on one host never collide.
+fn netns_id() -> String {
+    fs::read_link("/proc/self/ns/net")
+        .ok()
+        .and_then(|p| {
+            p.to_string_lossy()
+                .trim_start_matches("net:[")
+                .trim_end_matches(']')
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or_else(|| "0".to_string(), |n| n.to_string())
+}
+
+fn state_path(vip: Ipv4Addr) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("realserver-{}-{vip}.toml", netns_id()))
+}
+
+fn decap_pin_dir(iface: &str) -> PathBuf {
+    Path::new(BPFFS).join(format!("lb-rs-{}-{iface}", netns_id()))
+}
+
+pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()> {
+    preflight::check_privileges()?;
+    let state_file = state_path(vip);
+    if state_file.exists() {
+        bail!(
+            "realserver already started for {vip} ({}): run `lb-userspace realserver stop --vip {vip}` first",
+            state_file.display()
+        );
+    }
+    let nl = Netlink::connect()?;
+    let link = match iface {
+        Some(name) => Some(
+            nl.link(name)
+                .await?
+                .ok_or_else(|| anyhow!("interface {name} not found (see `ip link`)"))?,
+        ),
+        None if mode == Mode::Tun => {
+            bail!("--mode tun needs --iface: the interface the tunnelled packets arrive on")
+        }
+        None => None,
+    };
+    let lo = nl
+        .link(LOOPBACK)
+        .await?
+        .ok_or_else(|| anyhow!("no loopback interface"))?;
+    fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
+
+    let sysctls = Sysctls::new(SYSCTL_ROOT);
+    let saved = sysctls.apply(&sysctls_for(mode, iface))?;
+    let had_vip = nl.ipv4_addresses(lo.index).await?.contains(&vip);
+    let state = SavedState {
+        vip,
+        mode,
+        iface: iface.map(str::to_string),
+        vip_added: !had_vip,
+        sysctls: saved,
+    };
+    let undo = |state: &SavedState| {
+        sysctls.restore(&state.sysctls);
+    };
+    if !had_vip && let Err(e) = nl.add_address(lo.index, vip.into(), VIP_PREFIX).await {
+        undo(&state);
+        return Err(e);
+    }
+    if mode == Mode::Tun
+        && let (Some(name), Some(_)) = (iface, link)
+        && let Err(e) = attach_decap(name, vip)
+    {
+        if state.vip_added {
+            let _ = nl.del_address(lo.index, vip.into()).await;
+        }
+        undo(&state);
+        return Err(e);
+    }
+    fs::write(&state_file, toml::to_string(&state)?)
+        .with_context(|| format!("writing {}", state_file.display()))?;
+    println!(
+        "RealServer Start OK ({vip}, {})",
+        if mode == Mode::Dr { "dr" } else { "tun" }
+    );
+    Ok(())
+}
+
+pub async fn stop(vip: Ipv4Addr) -> Result<()> {
+    preflight::check_privileges()?;
+    let state_file = state_path(vip);
+    let Ok(text) = fs::read_to_string(&state_file) else {
+        println!("RealServer {vip} not started: nothing to stop");
+        return Ok(());
+    };
+    let state: SavedState =
+        toml::from_str(&text).with_context(|| format!("reading {}", state_file.display()))?;
+    if state.mode == Mode::Tun
+        && let Some(iface) = &state.iface
+    {
+        detach_decap(iface, vip)?;
+    }
+    let nl = Netlink::connect()?;
+    if state.vip_added
+        && let Some(lo) = nl.link(LOOPBACK).await?
+    {
+        nl.del_address(lo.index, vip.into()).await?;
+    }
+    let failed = Sysctls::new(SYSCTL_ROOT).restore(&state.sysctls);
+    if !failed.is_empty() {
+        bail!("could not restore {}", failed.join(", "));
+    }
+    fs::remove_file(&state_file).with_context(|| format!("removing {}", state_file.display()))?;
+    println!("RealServer Stopped ({vip})");
+    Ok(())
+}
+
+/// Loads rs_decap on `iface` (once per interface) and adds `vip` to its map.
+fn attach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
+    preflight::check_bpffs(&decap_pin_dir(iface))?;
+    let dir = decap_pin_dir(iface);
+    let map_pin = dir.join(rs_decap_names::RS_VIPS_PIN);
+    if !map_pin.exists() {
+        let mut ebpf = Ebpf::load(RS_DECAP_OBJECT).context("loading rs_decap")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(rs_decap_names::PROGRAM)
+            .ok_or_else(|| anyhow!("no rs_decap program"))?
+            .try_into()?;
+        prog.load().context("loading rs_decap (verifier)")?;
+        let id = prog
+            .attach(iface, XdpMode::Driver)
+            .or_else(|_| prog.attach(iface, XdpMode::Skb))
+            .with_context(|| format!("attaching rs_decap to {iface}"))?;
+        let link = FdLink::try_from(prog.take_link(id)?).context("rs_decap link")?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        link.pin(dir.join(rs_decap_names::LINK_PIN))
+            .context("pinning the rs_decap link")?;
+        ebpf.map(rs_decap_names::RS_VIPS)
+            .ok_or_else(|| anyhow!("no RS_VIPS map"))?
+            .pin(&map_pin)
+            .context("pinning RS_VIPS")?;
+        info!("rs_decap attached to {iface}");
+    }
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&map_pin)?)?;
+    let mut vips: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(map)?;
+    vips.insert(u32::from_ne_bytes(vip.octets()), 1, 0)?;
+    Ok(())
+}
+
+/// Removes `vip` from rs_decap's map; detaches it when no VIP is left.
+fn detach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
+    let dir = decap_pin_dir(iface);
+    let map_pin = dir.join(rs_decap_names::RS_VIPS_PIN);
+    if !map_pin.exists() {
+        return Ok(());
+    }
+    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&map_pin)?)?;
+    let mut vips: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(map)?;
+    let _ = vips.remove(&u32::from_ne_bytes(vip.octets()));
+    if vips.keys().next().is_none() {
+        let link_pin = dir.join(rs_decap_names::LINK_PIN);
+        if link_pin.exists() {
+            // Unpinning drops the last reference: the program detaches.
+            PinnedLink::from_pin(&link_pin)?.unpin()?;
+        }
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        info!("rs_decap detached from {iface}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_proc(values: &[(&str, &str)]) -> (PathBuf, Sysctls) {
+        let root =
+            std::env::temp_dir().join(format!("lb-sysctl-{}-{}", std::process::id(), values.len()));
+        let _ = fs::remove_dir_all(&root);
+        for (k, v) in values {
+            let p = root.join(k);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, format!("{v}\n")).unwrap();
+        }
+        (root.clone(), Sysctls::new(root))
+    }
+
+    #[test]
+    fn dr_sets_what_rs_sh_sets() {
+        let keys: Vec<String> = sysctls_for(Mode::Dr, None)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "net/ipv4/conf/lo/arp_ignore=1",
+                "net/ipv4/conf/lo/arp_announce=2",
+                "net/ipv4/conf/all/arp_ignore=1",
+                "net/ipv4/conf/all/arp_announce=2"
+            ]
+        );
+        let tun = sysctls_for(Mode::Tun, Some("eth0"));
+        assert!(tun.contains(&("net/ipv4/conf/eth0/rp_filter".to_string(), "0")));
+    }
+
+    #[test]
+    fn stop_restores_exactly_the_previous_values() {
+        let before = [
+            ("net/ipv4/conf/lo/arp_ignore", "0"),
+            ("net/ipv4/conf/lo/arp_announce", "0"),
+            ("net/ipv4/conf/all/arp_ignore", "2"),
+            ("net/ipv4/conf/all/arp_announce", "1"),
+        ];
+        let (root, s) = fake_proc(&before);
+        let saved = s.apply(&sysctls_for(Mode::Dr, None)).unwrap();
+        assert_eq!(s.get("net/ipv4/conf/all/arp_ignore").unwrap(), "1");
+        assert_eq!(s.get("net/ipv4/conf/all/arp_announce").unwrap(), "2");
+        assert!(s.restore(&saved).is_empty());
+        for (k, v) in before {
+            assert_eq!(s.get(k).unwrap(), v, "{k}");
+        }
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn a_failing_key_undoes_the_ones_already_set() {
+        // all/arp_announce is missing: apply fails, lo/* are put back.
+        let (root, s) = fake_proc(&[
+            ("net/ipv4/conf/lo/arp_ignore", "0"),
+            ("net/ipv4/conf/lo/arp_announce", "0"),
+            ("net/ipv4/conf/all/arp_ignore", "0"),
+        ]);
+        assert!(s.apply(&sysctls_for(Mode::Dr, None)).is_err());
+        assert_eq!(s.get("net/ipv4/conf/lo/arp_ignore").unwrap(), "0");
+        assert_eq!(s.get("net/ipv4/conf/all/arp_ignore").unwrap(), "0");
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn saved_state_round_trips_through_toml() {
+        let state = SavedState {
+            vip: Ipv4Addr::new(172, 16, 122, 100),
+            mode: Mode::Tun,
+            iface: Some("eth0".into()),
+            vip_added: true,
+            sysctls: BTreeMap::from([("net/ipv4/conf/lo/arp_ignore".to_string(), "0".to_string())]),
+        };
+        let text = toml::to_string(&state).unwrap();
+        assert_eq!(toml::from_str::<SavedState>(&text).unwrap(), state);
+    }
+}
