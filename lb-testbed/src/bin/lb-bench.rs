@@ -151,7 +151,7 @@ fn main() -> Result<()> {
     use Frame::*;
     use Mode::*;
     use Target::*;
-    let mut rows = vec![
+    let mut rows = [
         row(
             "baseline XDP_DROP (xdp-bench drop)",
             "XDP_DROP",
