@@ -41,8 +41,11 @@ pub const DROP_TUN_TOO_BIG: u32 = 14;
 /// TUN: sent to another interface (bpf_fib_lookup's next hop) by redirect.
 pub const REDIRECT: u32 = 15;
 
+/// NAT: a real server's reply rewritten back to the VIP and sent on.
+pub const NAT_REPLY: u32 = 16;
+
 /// Number of counters; size of the `counters` map.
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 17;
 
 /// Names in index order, for `list --stats` and logs.
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
@@ -62,4 +65,5 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "pass_standby",
     "drop_tun_too_big",
     "redirect",
+    "nat_reply",
 ];

@@ -25,6 +25,7 @@ pub mod pin_names {
     pub const REAL_STATS: &str = "real_stats";
     pub const COUNTERS: &str = "counters";
     pub const LB_GLOBALS: &str = "lb_globals";
+    pub const NAT_REVERSE: &str = "nat_reverse";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -38,9 +39,10 @@ pub mod map_names {
     pub const REAL_STATS: &str = "REAL_STATS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const LB_GLOBALS: &str = "LB_GLOBALS";
+    pub const NAT_REVERSE: &str = "NAT_REVERSE";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 9] = [
+    pub const PINNED: [(&str, &str); 10] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -50,6 +52,7 @@ pub mod map_names {
         (REAL_STATS, super::pin_names::REAL_STATS),
         (COUNTERS, super::pin_names::COUNTERS),
         (LB_GLOBALS, super::pin_names::LB_GLOBALS),
+        (NAT_REVERSE, super::pin_names::NAT_REVERSE),
     ];
 }
 
@@ -203,6 +206,27 @@ pub struct LbGlobals {
     pub tun_src: u32,
     /// The interface's index (for bpf_fib_lookup).
     pub ifindex: u32,
+    /// GLOBAL_FLAG_* bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Some service uses NAT: packets that are no service's are looked up in
+/// `nat_reverse` (they may be replies of real servers).
+pub const GLOBAL_FLAG_NAT: u32 = 1 << 0;
+
+/// `nat_reverse` value, keyed by a reply's 5-tuple (real server -> client):
+/// what to write back into the reply so the client sees the VIP answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatReverse {
+    /// The virtual address and port the client talked to (network order).
+    pub vip: u32,
+    pub vport: u16,
+    pub _pad: u16,
+    /// Link-layer source of the client's packets: the next hop back to it.
+    pub client_mac: [u8; 6],
+    pub _pad2: [u8; 2],
 }
 
 #[cfg(feature = "user")]
@@ -220,6 +244,7 @@ mod pod {
     unsafe impl aya::Pod for SchedState {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for LbGlobals {}
+    unsafe impl aya::Pod for NatReverse {}
 }
 
 #[cfg(test)]
@@ -242,6 +267,7 @@ mod tests {
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<SchedState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
-        assert_eq!(size_of::<LbGlobals>(), 16);
+        assert_eq!(size_of::<LbGlobals>(), 24);
+        assert_eq!(size_of::<NatReverse>(), 16);
     }
 }

@@ -24,3 +24,20 @@ pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
     }
     !fold(sum)
 }
+
+/// RFC 1624 incremental update of a stored checksum `check` when a 16-bit
+/// word changes from `old` to `new` (all as stored, network order).
+#[inline(always)]
+pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
+    let sum = u32::from(!u16::from_be(check))
+        + u32::from(!u16::from_be(old))
+        + u32::from(u16::from_be(new));
+    (!fold(sum)).to_be()
+}
+
+/// The same for a 32-bit field (an IPv4 address), as two 16-bit words.
+#[inline(always)]
+pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
+    let check = replace2(check, old as u16, new as u16);
+    replace2(check, (old >> 16) as u16, (new >> 16) as u16)
+}

@@ -14,7 +14,9 @@ mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use lb_common::{ForwardKind, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY, ServiceKey, counters};
+use lb_common::{
+    ForwardKind, GLOBAL_FLAG_NAT, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY, ServiceKey, counters,
+};
 
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 
@@ -44,6 +46,13 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     };
     // SAFETY: the agent replaces service entries whole (map update), never in place.
     let Some(svc) = (unsafe { SERVICES.get(&service_key) }) else {
+        // Not for a service; with NAT services it may be a real server's reply.
+        let globals = LB_GLOBALS.get(0).ok_or(())?;
+        if globals.flags & GLOBAL_FLAG_NAT != 0
+            && let Some(action) = forward::nat::reply(ctx, &pkt, globals)?
+        {
+            return Ok(action);
+        }
         count(counters::PASS_NO_SERVICE);
         return Ok(xdp_action::XDP_PASS);
     };
@@ -84,8 +93,8 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
             forward::dr::forward(ctx, real, globals)?
         }
         Some(ForwardKind::Tun) => forward::tun::forward(ctx, &pkt, real, globals)?,
-        // The agent refuses NAT services until they exist here.
-        _ => xdp_action::XDP_PASS,
+        Some(ForwardKind::Nat) => forward::nat::forward(ctx, &pkt, real, globals, new_conn)?,
+        None => xdp_action::XDP_PASS,
     };
     if action == xdp_action::XDP_TX {
         count(counters::TX);

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, MAX_BACKEND_SETS,
-    MAX_REALS, MAX_SERVICES, RealServer, SchedState, ServiceInfo, ServiceKey, TrafficStats,
-    counters::COUNTER_COUNT,
+    MAX_REALS, MAX_SERVICES, NatReverse, RealServer, SchedState, ServiceInfo, ServiceKey,
+    TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -45,6 +45,11 @@ pub static REAL_STATS: PerCpuArray<TrafficStats, { MAX_REALS as usize }> = PerCp
 /// Why packets were passed, dropped or forwarded (lb_common::counters), per CPU.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray::new();
+
+/// Reply 5-tuple (real server -> client) -> what NAT must restore.
+#[btf_map]
+pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
+    LruHashMap::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]

@@ -44,6 +44,8 @@ pub struct L4Packet {
     pub tos: u8,
     /// IPv4 Don't Fragment flag set.
     pub dont_fragment: bool,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: usize,
 }
 
 /// Parses Ethernet (at most one 802.1Q tag), IPv4, TCP/UDP.
@@ -113,5 +115,6 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
         ip_len: tot_len as u16,
         tos: ip.tos,
         dont_fragment: u16::from_be_bytes(ip.frags) & IPV4_DF != 0,
+        l4_off,
     })
 }

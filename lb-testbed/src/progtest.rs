@@ -91,6 +91,7 @@ impl ProgTest {
                 mtu: LB_MTU,
             },
             LB_IP,
+            service.forward == ForwardKind::Nat,
         )?;
         let mut t = Self {
             dp,

@@ -100,6 +100,8 @@ pub struct Topology {
     nginx: Vec<(Host, Child)>,
     agents: Vec<(Host, Child)>,
     keepalived: Vec<(Host, Child)>,
+    /// Where the client's curls go: the seed's VIP unless set otherwise.
+    service_addr: Ipv4Addr,
 }
 
 /// Removes everything a topology with `prefix` may have left behind.
@@ -135,6 +137,7 @@ impl Topology {
             nginx: Vec::new(),
             agents: Vec::new(),
             keepalived: Vec::new(),
+            service_addr: VIP,
         };
         topo.build().context("building the namespace topology")?;
         Ok(topo)
@@ -266,7 +269,7 @@ impl Topology {
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 80;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
+               server {{\n    listen 80;\n    listen 8080;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
                  location / {{ root {files}; }}\n  }}\n}}\n"
         );
         let conf_path = dir.join("nginx.conf");
@@ -441,7 +444,7 @@ impl Topology {
     /// Downloads `path` from the VIP on the client; returns the SHA-256 of
     /// what arrived.
     pub fn download_sha256(&self, path: &str) -> Result<String> {
-        let url = format!("http://{VIP}{path}");
+        let url = format!("http://{}{path}", self.service_addr);
         let out = exec_in(
             &self.ns(Host::Client),
             &[
@@ -601,9 +604,19 @@ impl Topology {
         .unwrap_or(false)
     }
 
+    /// Makes the client's curls go to `addr` (e.g. the seed's NAT VIP).
+    pub fn set_service_addr(&mut self, addr: Ipv4Addr) {
+        self.service_addr = addr;
+    }
+
     /// `curl http://VIP/` from the client: the body, trimmed.
     pub fn curl_vip(&self) -> Result<String> {
-        let url = format!("http://{VIP}/");
+        self.curl(self.service_addr)
+    }
+
+    /// `curl http://ADDR/` from the client: the body, trimmed.
+    pub fn curl(&self, addr: Ipv4Addr) -> Result<String> {
+        let url = format!("http://{addr}/");
         let out = exec_in(
             &self.ns(Host::Client),
             &["curl", "-s", "--max-time", CURL_MAX_TIME_SECS, &url],
@@ -614,7 +627,7 @@ impl Topology {
     /// `n` requests at once from the client (curl --parallel, each its own
     /// connection); returns the HTTP status of each.
     pub fn curl_vip_parallel(&self, n: usize) -> Result<Vec<String>> {
-        let url = format!("http://{VIP}/");
+        let url = format!("http://{}/", self.service_addr);
         let n_str = n.to_string();
         let mut args = vec![
             "curl",

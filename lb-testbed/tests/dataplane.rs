@@ -419,3 +419,139 @@ fn rs_decap_leaves_everything_else_alone() {
         (XDP_PASS, tunnelled[..40].to_vec())
     );
 }
+
+/// The seed's first step (ipvsadm -m): NAT, here with port mapping 80 -> `rs_port`.
+fn nat_service(
+    rs_port: u16,
+    protocol: lb_userspace::config::Protocol,
+) -> lb_userspace::dataplane::plan::PlannedService {
+    let mut svc = seed_service([1, 1]);
+    svc.forward = lb_common::ForwardKind::Nat;
+    svc.protocol = protocol;
+    for r in svc.reals.iter_mut() {
+        r.port = rs_port;
+    }
+    svc
+}
+
+/// `p` with the given MACs, rendered.
+fn with_macs(mut p: Ipv4Packet, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    p.dst_mac = dst;
+    p.src_mac = src;
+    p.frame()
+}
+
+/// The client's MAC in frames built by Ipv4Packet.
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+#[test]
+fn nat_tcp_forward_and_reply_with_port_mapping() {
+    use lb_userspace::config::Protocol;
+    let mut t = ProgTest::with_service(nat_service(8080, Protocol::Tcp)).unwrap();
+    // Client -> VIP:80 leaves as client -> RS1:8080, checksums recomputed
+    // from scratch by the test's own builder.
+    let input = Ipv4Packet::tcp(CLIENT, 40000, VIP, 80, TCP_SYN, b"");
+    let (verdict, out) = t.run(&input.frame()).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    let expected = with_macs(
+        Ipv4Packet::tcp(CLIENT, 40000, RS1, 8080, TCP_SYN, b""),
+        RS1_MAC,
+        LB_MAC,
+    );
+    assert_eq!(out, expected);
+    assert_eq!(csum(&out[14..34], 0), 0);
+    assert_eq!(l4_checksum(CLIENT, RS1, IPPROTO_TCP, &out[34..]), 0);
+
+    // RS1:8080 -> client comes back as VIP:80 -> client, to the client's MAC.
+    let reply = with_macs(
+        Ipv4Packet::tcp(RS1, 8080, CLIENT, 40000, TCP_SYN | TCP_ACK, b"hi"),
+        LB_MAC,
+        RS1_MAC,
+    );
+    let (verdict, out) = t.run(&reply).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    let expected = with_macs(
+        Ipv4Packet::tcp(VIP, 80, CLIENT, 40000, TCP_SYN | TCP_ACK, b"hi"),
+        CLIENT_MAC,
+        LB_MAC,
+    );
+    assert_eq!(out, expected);
+    assert_eq!(t.counters().unwrap()[counters::NAT_REPLY as usize], 1);
+
+    // Later packets of the flow keep their server and mapping.
+    let ack = Ipv4Packet::tcp(CLIENT, 40000, VIP, 80, TCP_ACK, b"GET /");
+    let (_, out) = t.run(&ack.frame()).unwrap();
+    assert_eq!(
+        out,
+        with_macs(
+            Ipv4Packet::tcp(CLIENT, 40000, RS1, 8080, TCP_ACK, b"GET /"),
+            RS1_MAC,
+            LB_MAC
+        )
+    );
+}
+
+#[test]
+fn nat_udp_forward_and_reply() {
+    use lb_userspace::config::Protocol;
+    let mut t = ProgTest::with_service(nat_service(5353, Protocol::Udp)).unwrap();
+    let (verdict, out) = t
+        .run(&Ipv4Packet::udp(CLIENT, 5000, VIP, 80, b"query").frame())
+        .unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(
+        out,
+        with_macs(
+            Ipv4Packet::udp(CLIENT, 5000, RS1, 5353, b"query"),
+            RS1_MAC,
+            LB_MAC
+        )
+    );
+    assert_eq!(l4_checksum(CLIENT, RS1, IPPROTO_UDP, &out[34..]), 0);
+    let reply = with_macs(
+        Ipv4Packet::udp(RS1, 5353, CLIENT, 5000, b"answer"),
+        LB_MAC,
+        RS1_MAC,
+    );
+    let (verdict, out) = t.run(&reply).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(
+        out,
+        with_macs(
+            Ipv4Packet::udp(VIP, 80, CLIENT, 5000, b"answer"),
+            CLIENT_MAC,
+            LB_MAC
+        )
+    );
+}
+
+#[test]
+fn nat_udp_without_checksum_keeps_none() {
+    use lb_userspace::config::Protocol;
+    let mut t = ProgTest::with_service(nat_service(80, Protocol::Udp)).unwrap();
+    let mut p = Ipv4Packet::udp(CLIENT, 5001, VIP, 80, b"x");
+    p.l4[6..8].copy_from_slice(&[0, 0]);
+    let (verdict, out) = t.run(&p.frame()).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(
+        &out[34 + 6..34 + 8],
+        &[0, 0],
+        "a zero UDP checksum means none and stays zero"
+    );
+    assert_eq!(&out[30..34], &RS1.octets());
+    assert_eq!(csum(&out[14..34], 0), 0);
+}
+
+#[test]
+fn traffic_that_is_no_nat_reply_passes() {
+    use lb_userspace::config::Protocol;
+    let mut t = ProgTest::with_service(nat_service(8080, Protocol::Tcp)).unwrap();
+    // RS1 talking to the client on a connection the balancer never saw.
+    let stray = with_macs(
+        Ipv4Packet::tcp(RS1, 8080, CLIENT, 41000, TCP_ACK, b""),
+        LB_MAC,
+        RS1_MAC,
+    );
+    assert_passes_unmodified(&mut t, "unknown reply", &stray);
+    assert_eq!(t.counters().unwrap()[counters::NAT_REPLY as usize], 0);
+}

@@ -105,3 +105,69 @@ fn tun_via_realserver_tun() {
     );
     assert_balances(&topo, &sha);
 }
+
+/// The seed's first step: LVS-NAT, one-armed. The VIP is the balancer's own
+/// 172.16.122.188; the client sits on another subnet on the same wire, and
+/// the real servers' default route is the balancer, so their replies come
+/// back through it. Here with port mapping 80 -> 8080 as well.
+#[test]
+fn nat_one_armed_with_port_mapping() {
+    let mut topo = Topology::create(&format!("lbm{}nat", std::process::id())).unwrap();
+    let sha = big_file(&topo);
+    let run = |args: &[&str]| lb_testbed::netns::ip(args).unwrap();
+    let (client, lb) = (topo.ns(Host::Client), topo.ns(Host::Lb));
+    run(&["-n", &lb, "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
+    run(&["-n", &client, "addr", "flush", "dev", "eth0"]);
+    run(&[
+        "-n",
+        &client,
+        "addr",
+        "add",
+        "192.168.100.50/24",
+        "dev",
+        "eth0",
+    ]);
+    run(&[
+        "-n",
+        &client,
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.168.100.1",
+    ]);
+    for rs in [Host::Rs1, Host::Rs2] {
+        run(&[
+            "-n",
+            &topo.ns(rs),
+            "route",
+            "add",
+            "default",
+            "via",
+            "172.16.122.188",
+        ]);
+    }
+    let nat_vip = lb_testbed::topology::LB_IP;
+    topo.set_service_addr(nat_vip);
+    let config = topo
+        .config_from("seed-nat.toml")
+        .replace("port = 80\n  weight", "port = 8080\n  weight");
+    assert_eq!(config.matches("port = 8080").count(), 2, "{config}");
+    start_plain(&mut topo, &config);
+    let list = topo.list(&agent_binary().unwrap()).unwrap();
+    assert!(list.contains("TCP  172.16.122.188:80 rr\n"), "{list}");
+    assert!(
+        list.contains("  -> 172.16.122.193:8080          Masq    1 "),
+        "{list}"
+    );
+    assert_balances(&topo, &sha);
+}
+
+/// Like `start`, for configs without a vrrp_instance (the VIP is fixed).
+fn start_plain(topo: &mut Topology, config: &str) {
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    let path = topo.write_config("lb.toml", config).unwrap();
+    topo.start_agent(&agent_binary().unwrap(), &path, &[])
+        .unwrap();
+}

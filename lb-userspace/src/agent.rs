@@ -125,7 +125,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
     let tun_src = tunnel_source(&nl, &link, &plan, &governed_vips).await?;
-    dp.set_globals(&link, tun_src)?;
+    let nat = plan
+        .services
+        .iter()
+        .any(|s| s.forward == lb_common::ForwardKind::Nat);
+    dp.set_globals(&link, tun_src, nat)?;
 
     let (events_tx, mut events) = mpsc::channel(HEALTH_EVENT_QUEUE);
     let health = start_checkers(&config, &plan, &events_tx);

@@ -1,5 +1,6 @@
 //! Forwarding methods: header rewrite and the XDP verdict.
 
 pub mod dr;
+pub mod nat;
 pub mod nexthop;
 pub mod tun;

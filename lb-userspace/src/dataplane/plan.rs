@@ -112,12 +112,6 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
         let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if vs.lb_kind == LbKind::Nat {
-            unsupported.push(format!(
-                "{name}: lb_kind {:?} is not implemented yet (DR and TUN are)",
-                vs.lb_kind
-            ));
-        }
         if vs.lb_algo != LbAlgo::Rr {
             unsupported.push(format!(
                 "{name}: lb_algo {:?} is not implemented yet (rr is)",
@@ -204,11 +198,9 @@ mod tests {
     #[test]
     fn unimplemented_kinds_are_refused_with_names() {
         let text = include_str!("../../../configs/seed-dr.toml")
-            .replace("lb_kind = \"DR\"", "lb_kind = \"NAT\"")
             .replace("lb_algo = \"rr\"", "lb_algo = \"wlc\"");
         let c = parse("seed", &text).unwrap();
         let errs = plan(&c).unwrap_err().join("\n");
-        assert!(errs.contains("lb_kind Nat"), "{errs}");
         assert!(errs.contains("lb_algo Wlc"), "{errs}");
     }
 }

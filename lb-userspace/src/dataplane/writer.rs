@@ -4,8 +4,8 @@
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, REAL_FLAG_ACTIVE,
-    REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals,
+    REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
 };
 
 use std::net::Ipv4Addr;
@@ -19,13 +19,16 @@ use super::{
 
 impl Dataplane {
     /// Facts about the interface the data plane needs: its MAC (source of
-    /// forwarded frames), MTU and index, and the TUN outer source address.
-    pub fn set_globals(&mut self, link: &LinkInfo, tun_src: Ipv4Addr) -> Result<()> {
+    /// forwarded frames), MTU and index, the TUN outer source address, and
+    /// whether any service uses NAT (replies must then be looked for).
+    pub fn set_globals(&mut self, link: &LinkInfo, tun_src: Ipv4Addr, nat: bool) -> Result<()> {
         let globals = LbGlobals {
             iface_mac: link.mac,
             mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
             tun_src: u32::from_ne_bytes(tun_src.octets()),
             ifindex: link.index,
+            flags: if nat { GLOBAL_FLAG_NAT } else { 0 },
+            _pad: 0,
         };
         self.maps()?
             .globals

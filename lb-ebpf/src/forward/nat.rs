@@ -1,0 +1,158 @@
+//! Masquerading (LVS-NAT, ipvsadm -m): the client's packet gets the real
+//! server's address and port as destination; the real server answers
+//! through the balancer (its gateway), and the reply gets the VIP and
+//! virtual port back as source. Checksums are updated incrementally.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use lb_common::{FlowKey, IPPROTO_TCP, LbGlobals, NatReverse, RealServer, counters};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+
+use crate::{
+    csum,
+    forward::nexthop,
+    maps::{NAT_REVERSE, count},
+    parse::{L4Packet, ptr_at},
+};
+
+/// BPF_ANY: create or replace.
+const BPF_ANY: u64 = 0;
+/// UDP: a zero checksum means "none" and stays zero; a computed zero is sent
+/// as all ones.
+const UDP_NO_CHECKSUM: [u8; 2] = [0; 2];
+
+/// Which end of the packet is rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Source,
+    Destination,
+}
+
+/// Rewrites one end's address and port, fixing the IPv4 and L4 checksums.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
+    let ip = unsafe { &mut *ip };
+    let old_addr = u32::from_ne_bytes(if end == End::Source {
+        ip.src_addr
+    } else {
+        ip.dst_addr
+    });
+    ip.check = csum::replace4(u16::from_ne_bytes(ip.check), old_addr, addr).to_ne_bytes();
+    match end {
+        End::Source => ip.src_addr = addr.to_ne_bytes(),
+        End::Destination => ip.dst_addr = addr.to_ne_bytes(),
+    }
+    if pkt.flow.proto == IPPROTO_TCP {
+        let tcp: *mut TcpHdr = ptr_at(ctx, pkt.l4_off)?;
+        let tcp = unsafe { &mut *tcp };
+        let field = if end == End::Source {
+            &mut tcp.source
+        } else {
+            &mut tcp.dest
+        };
+        let old_port = u16::from_ne_bytes(*field);
+        *field = port.to_ne_bytes();
+        let check = csum::replace4(u16::from_ne_bytes(tcp.check), old_addr, addr);
+        tcp.check = csum::replace2(check, old_port, port).to_ne_bytes();
+    } else {
+        let udp: *mut UdpHdr = ptr_at(ctx, pkt.l4_off)?;
+        let udp = unsafe { &mut *udp };
+        let field = if end == End::Source {
+            &mut udp.src
+        } else {
+            &mut udp.dst
+        };
+        let old_port = u16::from_ne_bytes(*field);
+        *field = port.to_ne_bytes();
+        if udp.check != UDP_NO_CHECKSUM {
+            let check = csum::replace4(u16::from_ne_bytes(udp.check), old_addr, addr);
+            let check = csum::replace2(check, old_port, port);
+            udp.check = if check == 0 {
+                [0xff; 2]
+            } else {
+                check.to_ne_bytes()
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Sets the frame's MACs and returns XDP_TX, or redirects to another port.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    ifindex: u32,
+    globals: &LbGlobals,
+) -> Result<u32, ()> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe {
+        (*eth).dst_addr = dst_mac;
+        (*eth).src_addr = src_mac;
+    }
+    if ifindex == globals.ifindex {
+        return Ok(xdp_action::XDP_TX);
+    }
+    count(counters::REDIRECT);
+    // SAFETY: plain helper call.
+    Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
+}
+
+/// Client -> VIP:vport becomes client -> real:port; the reply path is
+/// remembered in nat_reverse.
+#[inline(always)]
+pub fn forward(
+    ctx: &XdpContext,
+    pkt: &L4Packet,
+    real: &RealServer,
+    globals: &LbGlobals,
+    new_flow: bool,
+) -> Result<u32, ()> {
+    let Some(hop) = nexthop::lookup(ctx, globals, pkt.flow.src, real, pkt.ip_len) else {
+        count(counters::DROP_NO_REAL_MAC);
+        return Ok(xdp_action::XDP_DROP);
+    };
+    if new_flow {
+        let eth: *const EthHdr = ptr_at(ctx, 0)?;
+        let reply = FlowKey {
+            src: real.ip,
+            dst: pkt.flow.src,
+            sport: real.port,
+            dport: pkt.flow.sport,
+            proto: pkt.flow.proto,
+            _pad: [0; 3],
+        };
+        let back = NatReverse {
+            vip: pkt.flow.dst,
+            vport: pkt.flow.dport,
+            _pad: 0,
+            client_mac: unsafe { (*eth).src_addr },
+            _pad2: [0; 2],
+        };
+        let _ = NAT_REVERSE.insert(reply, back, BPF_ANY);
+    }
+    rewrite(ctx, pkt, End::Destination, real.ip, real.port)?;
+    send(ctx, hop.dst_mac, hop.src_mac, hop.ifindex, globals)
+}
+
+/// A real server's reply: real:port -> client becomes VIP:vport -> client.
+/// None when the packet is no NAT reply (it is then passed).
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, pkt: &L4Packet, globals: &LbGlobals) -> Result<Option<u32>, ()> {
+    // SAFETY: entries are replaced whole, never written in place.
+    let Some(back) = (unsafe { NAT_REVERSE.get(&pkt.flow) }) else {
+        return Ok(None);
+    };
+    let back = *back;
+    rewrite(ctx, pkt, End::Source, back.vip, back.vport)?;
+    count(counters::NAT_REPLY);
+    send(
+        ctx,
+        back.client_mac,
+        globals.iface_mac,
+        globals.ifindex,
+        globals,
+    )
+    .map(Some)
+}
