@@ -83,6 +83,7 @@ enum Target {
     Baseline(&'static str),
     Dr,
     Tun,
+    Nat,
 }
 
 struct Row {
@@ -103,6 +104,8 @@ enum Frame {
     Hit,
     /// TCP to the VIP's SSH port: not a service.
     Miss,
+    /// A real server's reply to a NAT'ed flow.
+    NatReply,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -137,11 +140,18 @@ fn main() -> Result<()> {
     let mut tun_service = seed_service([1, 1]);
     tun_service.forward = lb_common::ForwardKind::Tun;
     let mut tun = ProgTest::with_service(tun_service)?;
+    let mut nat_service = seed_service([1, 1]);
+    nat_service.forward = lb_common::ForwardKind::Nat;
+    let mut nat = ProgTest::with_service(nat_service)?;
 
     let hit = Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_ACK, &[0u8; 6]).frame();
     let miss = Ipv4Packet::tcp(CLIENT, 40000, VIP, 22, TCP_ACK, &[0u8; 6]).frame();
-    // Prime the flow in both flow tables: the rows time flow-table hits.
-    for t in [&mut dr, &mut tun] {
+    let mut nat_reply = Ipv4Packet::tcp(RS1, PORT, CLIENT, 40000, TCP_ACK, &[0u8; 6]);
+    nat_reply.dst_mac = LB_MAC;
+    let nat_reply = nat_reply.frame();
+    // Prime the flow in every flow table: the rows time flow-table hits
+    // (and, for NAT, the reply of a known flow).
+    for t in [&mut dr, &mut tun, &mut nat] {
         let (verdict, _) = t.run(&hit)?;
         if verdict != XDP_TX {
             return Err(anyhow!("priming the flow failed: verdict {verdict}"));
@@ -209,6 +219,22 @@ fn main() -> Result<()> {
             Hit,
             Some(5),
         ),
+        row(
+            "lb: NAT forward, flow-table hit, live frames",
+            "NAT live",
+            Nat,
+            LiveFrames,
+            Hit,
+            Some(5),
+        ),
+        row(
+            "lb: NAT reply, live frames",
+            "NAT reply live",
+            Nat,
+            LiveFrames,
+            NatReply,
+            Some(5),
+        ),
     ];
     println!(
         "measuring {} rounds x {} runs per path (BPF_PROG_TEST_RUN, rounds interleaved)",
@@ -219,11 +245,13 @@ fn main() -> Result<()> {
             let frame = match r.frame {
                 Hit => &hit,
                 Miss => &miss,
+                NatReply => &nat_reply,
             };
             let prog = match r.target {
                 Baseline(name) => baselines.prog(name)?,
                 Dr => dr.dp.program()?,
                 Tun => tun.dp.program()?,
+                Nat => nat.dp.program()?,
             };
             match time_xdp(prog, frame, budget.repeat, r.mode) {
                 Ok(ns) => r.samples.push(ns),
