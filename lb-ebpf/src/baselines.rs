@@ -5,6 +5,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "runtime.rs"]
+mod runtime;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 /// Destination + source MAC, the bytes the tx baseline swaps.
@@ -39,13 +42,3 @@ pub fn xdp_tx(ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -10,6 +10,7 @@ mod csum;
 mod forward;
 mod maps;
 mod parse;
+mod runtime;
 mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -101,13 +102,3 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     }
     Ok(action)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -5,6 +5,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "runtime.rs"]
+mod runtime;
+
 #[path = "parse.rs"]
 #[allow(dead_code)]
 mod parse;
@@ -92,13 +95,3 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
     count(RsDecapCounter::Decapsulated);
     Ok(xdp_action::XDP_PASS)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, anyhow};
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{
     address::AddressAttribute,
-    link::{LinkAttribute, LinkFlags},
+    link::{LinkAttribute, LinkFlags, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
 };
 
@@ -41,20 +41,26 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    /// Index and MAC of `name`, or None if there is no such interface.
-    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
+    /// The kernel's description of `name`, or None if there is no such interface.
+    async fn link_message(&self, name: &str) -> Result<Option<LinkMessage>> {
         let mut links = self
             .handle
             .link()
             .get()
             .match_name(name.to_string())
             .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(None),
+        match links.try_next().await {
+            Ok(msg) => Ok(msg),
             // The kernel answers ENODEV for an unknown name.
-            Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
-            Err(e) => return Err(anyhow!(e)).context(format!("looking up interface {name}")),
+            Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
+            Err(e) => Err(anyhow!(e)).context(format!("looking up interface {name}")),
+        }
+    }
+
+    /// Index, MAC and MTU of `name`, or None if there is no such interface.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
+        let Some(msg) = self.link_message(name).await? else {
+            return Ok(None);
         };
         let mac = msg
             .attributes
@@ -117,17 +123,10 @@ impl Netlink {
     /// Whether `name` is up with its carrier (IFF_RUNNING); None if it does
     /// not exist.
     pub async fn link_running(&self, name: &str) -> Result<Option<bool>> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(msg)) => Ok(Some(msg.header.flags.contains(LinkFlags::Running))),
-            Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Ok(None),
-            Err(e) => Err(anyhow!(e)).context(format!("looking up interface {name}")),
-        }
+        Ok(self
+            .link_message(name)
+            .await?
+            .map(|msg| msg.header.flags.contains(LinkFlags::Running)))
     }
 
     /// IPv4 addresses configured on the interface.

@@ -3,7 +3,7 @@
 //! through the balancer (its gateway), and the reply gets the VIP and
 //! virtual port back as source. Checksums are updated incrementally.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_redirect, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FlowKey, IPPROTO_TCP, LbGlobals, NatReverse, RealServer, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -77,7 +77,7 @@ fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> 
     Ok(())
 }
 
-/// Sets the frame's MACs and returns XDP_TX, or redirects to another port.
+/// Sets the frame's MACs and sends it out of `ifindex`.
 #[inline(always)]
 fn send(
     ctx: &XdpContext,
@@ -91,12 +91,7 @@ fn send(
         (*eth).dst_addr = dst_mac;
         (*eth).src_addr = src_mac;
     }
-    if ifindex == globals.ifindex {
-        return Ok(xdp_action::XDP_TX);
-    }
-    count(counters::REDIRECT);
-    // SAFETY: plain helper call.
-    Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
+    Ok(nexthop::transmit(ifindex, globals))
 }
 
 /// Client -> VIP:vport becomes client -> real:port; the reply path is

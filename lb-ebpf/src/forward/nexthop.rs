@@ -2,11 +2,13 @@
 //! neighbours of the kernel), falling back to the MAC the agent resolved.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
-    helpers::bpf_fib_lookup,
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action},
+    helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer};
+use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
+
+use crate::maps::count;
 
 const AF_INET: u8 = 2;
 
@@ -58,4 +60,16 @@ pub fn lookup(
         });
     }
     None
+}
+
+/// The verdict that sends the (rewritten) frame out of `ifindex`: XDP_TX
+/// back out of the interface it came in on, else a redirect.
+#[inline(always)]
+pub fn transmit(ifindex: u32, globals: &LbGlobals) -> u32 {
+    if ifindex == globals.ifindex {
+        return xdp_action::XDP_TX;
+    }
+    count(counters::REDIRECT);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(ifindex, 0) as u32 }
 }

@@ -3,11 +3,7 @@
 //! client's packet; the real server decapsulates it and answers the client
 //! directly.
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_redirect, bpf_xdp_adjust_head},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{IPPROTO_IPIP, LbGlobals, RealServer, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
@@ -81,10 +77,5 @@ pub fn forward(
     outer.dst_addr = real.ip.to_ne_bytes();
     outer.check = csum::ipv4_header(outer).to_be_bytes();
 
-    if hop.ifindex == globals.ifindex {
-        return Ok(xdp_action::XDP_TX);
-    }
-    count(counters::REDIRECT);
-    // SAFETY: plain helper call.
-    Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+    Ok(nexthop::transmit(hop.ifindex, globals))
 }
