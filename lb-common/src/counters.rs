@@ -44,8 +44,11 @@ pub const REDIRECT: u32 = 15;
 /// NAT: a real server's reply rewritten back to the VIP and sent on.
 pub const NAT_REPLY: u32 = 16;
 
+/// TUN: an ICMP fragmentation-needed error was sent back to the client.
+pub const ICMP_FRAG_NEEDED: u32 = 17;
+
 /// Number of counters; size of the `counters` map.
-pub const COUNTER_COUNT: u32 = 17;
+pub const COUNTER_COUNT: u32 = 18;
 
 /// Names in index order, for `list --stats` and logs.
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
@@ -66,4 +69,5 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "drop_tun_too_big",
     "redirect",
     "nat_reply",
+    "icmp_frag_needed",
 ];

@@ -11,18 +11,23 @@ pub fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// The header checksum of `ip` (its check field must be zero), as stored.
+/// The Internet checksum of `bytes` (even length, checksum field zero).
 #[inline(always)]
-pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
-    // SAFETY: Ipv4Hdr is 20 plain bytes.
-    let words: &[u8; Ipv4Hdr::LEN] = unsafe { &*(ip as *const Ipv4Hdr).cast() };
+pub fn of<const N: usize>(bytes: &[u8; N]) -> u16 {
     let mut sum = 0u32;
     let mut i = 0;
-    while i < Ipv4Hdr::LEN {
-        sum += u32::from(u16::from_be_bytes([words[i], words[i + 1]]));
+    while i + 1 < N {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
         i += 2;
     }
     !fold(sum)
+}
+
+/// The header checksum of `ip` (its check field must be zero).
+#[inline(always)]
+pub fn ipv4_header(ip: &Ipv4Hdr) -> u16 {
+    // SAFETY: Ipv4Hdr is 20 plain bytes.
+    of(unsafe { &*(ip as *const Ipv4Hdr).cast::<[u8; Ipv4Hdr::LEN]>() })
 }
 
 /// RFC 1624 incremental update of a stored checksum `check` when a 16-bit

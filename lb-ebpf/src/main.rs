@@ -8,6 +8,7 @@
 mod conntrack;
 mod csum;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod runtime;

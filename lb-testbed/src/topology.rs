@@ -267,7 +267,7 @@ impl Topology {
         let conf = format!(
             "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             http {{\n  access_log off;\n  client_max_body_size 0;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                server {{\n    listen 80;\n    listen 8080;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
                  location / {{ root {files}; }}\n  }}\n}}\n"
@@ -458,6 +458,37 @@ impl Topology {
             .next()
             .unwrap_or("")
             .to_string())
+    }
+
+    /// The data plane's global counters (lb_common::counters) on `host`,
+    /// read from its pinned map.
+    pub fn counters(&self, host: Host) -> Result<Vec<u64>> {
+        let path = self.pin_dir_on(host).join(lb_common::pin_names::COUNTERS);
+        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&path)?)?;
+        let array = aya::maps::PerCpuArray::try_from(map)?;
+        Ok(lb_userspace::dataplane::sum_counters(&array)?.to_vec())
+    }
+
+    /// POSTs the file at `path` to the service from the client; returns the
+    /// answer's body (full-sized client segments: the path-MTU case).
+    pub fn upload(&self, path: &Path) -> Result<String> {
+        let url = format!("http://{}/", self.service_addr);
+        let data = format!("@{}", path.display());
+        let out = exec_in(
+            &self.ns(Host::Client),
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "30",
+                "-X",
+                "POST",
+                "--data-binary",
+                &data,
+                &url,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Writes a config file into the work directory.

@@ -555,3 +555,34 @@ fn traffic_that_is_no_nat_reply_passes() {
     assert_passes_unmodified(&mut t, "unknown reply", &stray);
     assert_eq!(t.counters().unwrap()[counters::NAT_REPLY as usize], 0);
 }
+
+#[test]
+fn tun_too_big_with_df_answers_icmp_frag_needed() {
+    let mut t = ProgTest::with_service(tun_service()).unwrap();
+    let mut big = Ipv4Packet::tcp(CLIENT, 40004, VIP, PORT, TCP_ACK, &[7u8; 1460]);
+    big.frags = 0x4000; // DF
+    let input = big.frame();
+    let (verdict, out) = t.run(&input).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    // Built here independently: Ethernet back to the sender, IPv4 VIP ->
+    // client, ICMP 3/4 with next-hop MTU 1500 - 20, quoting 28 bytes.
+    let mut icmp = vec![3u8, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&((LB_MTU - 20) as u16).to_be_bytes());
+    icmp.extend_from_slice(&input[14..14 + 28]);
+    let icmp_check = csum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&icmp_check.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip.extend_from_slice(&VIP.octets());
+    ip.extend_from_slice(&CLIENT.octets());
+    let ip_check = csum(&ip, 0);
+    ip[10..12].copy_from_slice(&ip_check.to_be_bytes());
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&input[6..12]);
+    expected.extend_from_slice(&input[0..6]);
+    expected.extend_from_slice(&[0x08, 0x00]);
+    expected.extend_from_slice(&ip);
+    expected.extend_from_slice(&icmp);
+    assert_eq!(out, expected);
+    let c = t.counters().unwrap();
+    assert_eq!(c[counters::ICMP_FRAG_NEEDED as usize], 1);
+}

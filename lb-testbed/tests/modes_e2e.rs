@@ -104,6 +104,16 @@ fn tun_via_realserver_tun() {
         "{list}"
     );
     assert_balances(&topo, &sha);
+    // An upload: full-sized client segments do not fit the tunnel; the
+    // balancer's ICMP fragmentation-needed must shrink the client's path MTU.
+    let big = topo.files_dir().join(BIG_FILE.trim_start_matches('/'));
+    let answer = topo.upload(&big).unwrap();
+    assert!(answer.starts_with("hello rs"), "{answer:?}");
+    let counters = topo.counters(Host::Lb).unwrap();
+    assert!(
+        counters[lb_common::counters::ICMP_FRAG_NEEDED as usize] > 0,
+        "the upload must have needed ICMP fragmentation-needed: {counters:?}"
+    );
 }
 
 /// The seed's first step: LVS-NAT, one-armed. The VIP is the balancer's own

@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::Xdp
 use lb_common::{IPPROTO_IPIP, LbGlobals, RealServer, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
-use crate::{csum, forward::nexthop, maps::count, parse::L4Packet, parse::ptr_at};
+use crate::{csum, forward::nexthop, icmp, maps::count, parse::L4Packet, parse::ptr_at};
 
 const OUTER_TTL: u8 = 64;
 const IPV4_VERSION_IHL: u8 = 0x45;
@@ -23,8 +23,14 @@ pub fn forward(
 ) -> Result<u32, ()> {
     let outer_len = pkt.ip_len as usize + Ipv4Hdr::LEN;
     if outer_len > globals.mtu as usize {
-        // Never send what the next hop must drop.
+        // Never send what the next hop must drop. With DF, tell the client
+        // the path MTU inside the tunnel, as IPVS does; without, IPVS would
+        // fragment, which XDP cannot: drop and count.
         count(counters::DROP_TUN_TOO_BIG);
+        if pkt.dont_fragment {
+            count(counters::ICMP_FRAG_NEEDED);
+            return icmp::frag_needed(ctx, pkt, globals.mtu - Ipv4Hdr::LEN as u16);
+        }
         return Ok(xdp_action::XDP_DROP);
     }
     let Some(hop) = nexthop::lookup(ctx, globals, globals.tun_src, real, outer_len as u16) else {
