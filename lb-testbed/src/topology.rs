@@ -35,6 +35,10 @@ pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
 pub const LB2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 189);
 pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
 pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
+/// The NAT client's subnet (one-armed: same wire, another subnet).
+const NAT_OUTSIDE_LB: &str = "192.168.100.1/24";
+const NAT_OUTSIDE_GATEWAY: &str = "192.168.100.1";
+const NAT_OUTSIDE_CLIENT: &str = "192.168.100.50/24";
 /// A third web server, for sorry_server scenarios.
 pub const SORRY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 197);
 /// Interface name inside every host namespace.
@@ -633,6 +637,68 @@ impl Topology {
         ])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {VIP}/")))
         .unwrap_or(false)
+    }
+
+    /// The seed's LVS-NAT network, one-armed: the client moves to another
+    /// subnet (192.168.100.0/24) behind the balancer's second address, the
+    /// real servers route through the balancer, and the client's curls go to
+    /// the NAT VIP, the balancer's own 172.16.122.188.
+    pub fn make_nat_one_armed(&mut self) -> Result<()> {
+        let (client, lb) = (self.ns(Host::Client), self.ns(Host::Lb));
+        ip(&["-n", &lb, "addr", "add", NAT_OUTSIDE_LB, "dev", HOST_IFACE])?;
+        ip(&["-n", &client, "addr", "flush", "dev", HOST_IFACE])?;
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            NAT_OUTSIDE_CLIENT,
+            "dev",
+            HOST_IFACE,
+        ])?;
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "default",
+            "via",
+            NAT_OUTSIDE_GATEWAY,
+        ])?;
+        for rs in [Host::Rs1, Host::Rs2] {
+            ip(&[
+                "-n",
+                &self.ns(rs),
+                "route",
+                "add",
+                "default",
+                "via",
+                &LB_IP.to_string(),
+            ])?;
+        }
+        self.service_addr = LB_IP;
+        Ok(())
+    }
+
+    /// Undoes make_nat_one_armed: back to the seed's DR network.
+    pub fn undo_nat_one_armed(&mut self) -> Result<()> {
+        let (client, lb) = (self.ns(Host::Client), self.ns(Host::Lb));
+        ip(&["-n", &lb, "addr", "del", NAT_OUTSIDE_LB, "dev", HOST_IFACE])?;
+        ip(&["-n", &client, "addr", "flush", "dev", HOST_IFACE])?;
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            &format!("{CLIENT_IP}/{SUBNET_PREFIX}"),
+            "dev",
+            HOST_IFACE,
+        ])?;
+        for rs in [Host::Rs1, Host::Rs2] {
+            ip(&["-n", &self.ns(rs), "route", "del", "default"])?;
+        }
+        self.service_addr = VIP;
+        Ok(())
     }
 
     /// Makes the client's curls go to `addr` (e.g. the seed's NAT VIP).

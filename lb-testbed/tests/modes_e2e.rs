@@ -124,41 +124,7 @@ fn tun_via_realserver_tun() {
 fn nat_one_armed_with_port_mapping() {
     let mut topo = Topology::create(&format!("lbm{}nat", std::process::id())).unwrap();
     let sha = big_file(&topo);
-    let run = |args: &[&str]| lb_testbed::netns::ip(args).unwrap();
-    let (client, lb) = (topo.ns(Host::Client), topo.ns(Host::Lb));
-    run(&["-n", &lb, "addr", "add", "192.168.100.1/24", "dev", "eth0"]);
-    run(&["-n", &client, "addr", "flush", "dev", "eth0"]);
-    run(&[
-        "-n",
-        &client,
-        "addr",
-        "add",
-        "192.168.100.50/24",
-        "dev",
-        "eth0",
-    ]);
-    run(&[
-        "-n",
-        &client,
-        "route",
-        "add",
-        "default",
-        "via",
-        "192.168.100.1",
-    ]);
-    for rs in [Host::Rs1, Host::Rs2] {
-        run(&[
-            "-n",
-            &topo.ns(rs),
-            "route",
-            "add",
-            "default",
-            "via",
-            "172.16.122.188",
-        ]);
-    }
-    let nat_vip = lb_testbed::topology::LB_IP;
-    topo.set_service_addr(nat_vip);
+    topo.make_nat_one_armed().unwrap();
     let config = topo
         .config_from("seed-nat.toml")
         .replace("port = 80\n  weight", "port = 8080\n  weight");

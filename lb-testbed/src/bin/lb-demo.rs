@@ -48,6 +48,27 @@ fn list(topo: &Topology, binary: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Sections 3 and 4: LVS-NAT with ipvsadm, as configs/seed-nat.toml.
+fn seed_sections_3_4_nat(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
+    println!(
+        "-- 3: LVS-NAT; instead of `ipvsadm -A -t 172.16.122.188:80 -s rr` and two `ipvsadm -a ... -m`:"
+    );
+    println!("   (client on 192.168.100.0/24 behind the balancer; real servers route through it)");
+    topo.make_nat_one_armed()?;
+    let config = topo.write_config("seed-nat.toml", &topo.config_from("seed-nat.toml"))?;
+    say("lb", "lb-userspace --iface eth0 --config seed-nat.toml");
+    topo.start_agent(binary, &config, &[])?;
+    list(topo, binary)?;
+    println!("-- 4: load balancing through NAT");
+    for _ in 0..4 {
+        say("client", "curl 172.16.122.188:80");
+        println!("{}", topo.curl_vip()?);
+    }
+    topo.stop_agent()?;
+    topo.undo_nat_one_armed()?;
+    Ok(())
+}
+
 /// Echoes the agent's log lines containing `word`.
 fn print_agent_lines(topo: &Topology, word: &str) {
     for line in topo.agent_log().lines().filter(|l| l.contains(word)) {
@@ -69,7 +90,7 @@ fn print_agent_events(topo: &Topology, word: &str) {
 }
 
 fn run() -> Result<()> {
-    println!("== lb demo: the seed's LVS-DR + keepalived cluster, served by XDP ==");
+    println!("== lb demo: the seed's LVS + keepalived walk-through, served by XDP ==");
     println!(
         "client {}, balancer {} holding VIP {VIP}, real servers {} (local-master) and {} (local-slave2)",
         Host::Client.ip(),
@@ -80,11 +101,13 @@ fn run() -> Result<()> {
     println!("-- building the network namespaces ({PREFIX}-*)");
     let mut topo = Topology::create(PREFIX)?;
     println!(
-        "-- 5.2: rs.sh start on both real servers (VIP on lo, arp_ignore=1, arp_announce=2); nginx up"
+        "-- real servers prepared with `lb-userspace realserver start --vip {VIP}` (the seed's rs.sh, 5.2); nginx up"
     );
     topo.start_nginx(Host::Rs1, RS1_BODY)?;
     topo.start_nginx(Host::Rs2, RS2_BODY)?;
     let binary = agent_binary()?;
+    seed_sections_3_4_nat(&mut topo, &binary)?;
+
     let seed = configs_dir().join("seed-dr.toml");
     println!(
         "-- 5.1: {} is the seed's keepalived.conf as lb.toml (interface eno16777736 -> eth0 here)",
