@@ -10,6 +10,8 @@ pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
 pub const MAX_REALS: u32 = 4096;
 /// Default size of the LRU flow table (5-tuple -> real server).
 pub const FLOW_TABLE_DEFAULT_SIZE: u32 = 65_536;
+/// Interfaces the balancer may send out of by redirect (tx_ports devmap).
+pub const MAX_TX_PORTS: u32 = 8;
 /// Each service has two backend-set slots: the agent writes the one not in
 /// use, then flips the service entry to it, so a packet never sees a
 /// half-written set.

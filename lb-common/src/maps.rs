@@ -26,6 +26,7 @@ pub mod pin_names {
     pub const COUNTERS: &str = "counters";
     pub const LB_GLOBALS: &str = "lb_globals";
     pub const NAT_REVERSE: &str = "nat_reverse";
+    pub const TX_PORTS: &str = "tx_ports";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -40,9 +41,10 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const LB_GLOBALS: &str = "LB_GLOBALS";
     pub const NAT_REVERSE: &str = "NAT_REVERSE";
+    pub const TX_PORTS: &str = "TX_PORTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 10] = [
+    pub const PINNED: [(&str, &str); 11] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -53,6 +55,7 @@ pub mod map_names {
         (COUNTERS, super::pin_names::COUNTERS),
         (LB_GLOBALS, super::pin_names::LB_GLOBALS),
         (NAT_REVERSE, super::pin_names::NAT_REVERSE),
+        (TX_PORTS, super::pin_names::TX_PORTS),
     ];
 }
 
@@ -208,7 +211,10 @@ pub struct LbGlobals {
     pub ifindex: u32,
     /// GLOBAL_FLAG_* bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Two-armed: the interface towards the real servers (0 = one-armed).
+    pub inside_ifindex: u32,
+    pub inside_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Some service uses NAT: packets that are no service's are looked up in
@@ -227,6 +233,10 @@ pub struct NatReverse {
     /// Link-layer source of the client's packets: the next hop back to it.
     pub client_mac: [u8; 6],
     pub _pad2: [u8; 2],
+    /// The interface the client's packets came in on (two-armed: the
+    /// outside one, where replies must leave).
+    pub client_ifindex: u32,
+    pub _pad3: u32,
 }
 
 #[cfg(feature = "user")]
@@ -267,7 +277,7 @@ mod tests {
         assert_eq!(size_of::<FlowEntry>(), 16);
         assert_eq!(size_of::<SchedState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
-        assert_eq!(size_of::<LbGlobals>(), 24);
-        assert_eq!(size_of::<NatReverse>(), 16);
+        assert_eq!(size_of::<LbGlobals>(), 32);
+        assert_eq!(size_of::<NatReverse>(), 24);
     }
 }

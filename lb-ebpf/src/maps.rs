@@ -3,13 +3,13 @@
 //! All are BTF maps, so `bpftool map dump` prints field names.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
     BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, MAX_BACKEND_SETS,
-    MAX_REALS, MAX_SERVICES, NatReverse, RealServer, SchedState, ServiceInfo, ServiceKey,
-    TrafficStats, counters::COUNTER_COUNT,
+    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse, RealServer, SchedState, ServiceInfo,
+    ServiceKey, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -50,6 +50,11 @@ pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray:
 #[btf_map]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
     LruHashMap::new();
+
+/// ifindex -> interface, for redirects between the balancer's interfaces
+/// (two-armed NAT).
+#[btf_map]
+pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]

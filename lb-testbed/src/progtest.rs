@@ -90,6 +90,7 @@ impl ProgTest {
                 mac: LB_MAC,
                 mtu: LB_MTU,
             },
+            None,
             LB_IP,
             service.forward == ForwardKind::Nat,
         )?;

@@ -39,6 +39,12 @@ pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
 const NAT_OUTSIDE_LB: &str = "192.168.100.1/24";
 const NAT_OUTSIDE_GATEWAY: &str = "192.168.100.1";
 const NAT_OUTSIDE_CLIENT: &str = "192.168.100.50/24";
+/// Two-armed NAT: the outside network.
+const OUTSIDE_BRIDGE: &str = "br1";
+const OUTSIDE_IFACE: &str = "eth1";
+const TWO_ARMED_LB: &str = "192.168.200.1/24";
+const TWO_ARMED_GATEWAY: &str = "192.168.200.1";
+const TWO_ARMED_CLIENT: &str = "192.168.200.50/24";
 /// A third web server, for sorry_server scenarios.
 pub const SORRY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 197);
 /// Interface name inside every host namespace.
@@ -106,6 +112,8 @@ pub struct Topology {
     keepalived: Vec<(Host, Child)>,
     /// Where the client's curls go: the seed's VIP unless set otherwise.
     service_addr: Ipv4Addr,
+    /// The --iface arguments of the agent on the balancer.
+    agent_ifaces: Vec<String>,
 }
 
 /// Removes everything a topology with `prefix` may have left behind.
@@ -142,6 +150,7 @@ impl Topology {
             agents: Vec::new(),
             keepalived: Vec::new(),
             service_addr: VIP,
+            agent_ifaces: vec![HOST_IFACE.to_string()],
         };
         topo.build().context("building the namespace topology")?;
         Ok(topo)
@@ -232,6 +241,10 @@ impl Topology {
     /// A veth delivers XDP_TX frames only if its peer runs a native XDP
     /// program: give the switch side of the balancer's link an xdp_pass.
     fn attach_xdp_pass_on_switch_port(&self, host: Host) -> Result<()> {
+        self.attach_xdp_pass(&format!("v-{}", host.short()))
+    }
+
+    fn attach_xdp_pass(&self, port: &str) -> Result<()> {
         let pin = pass_pin_of(&self.prefix);
         let _ = fs::remove_file(&pin);
         let mut ebpf = Ebpf::load(BASELINES_OBJECT).context("loading the baselines object")?;
@@ -241,7 +254,6 @@ impl Topology {
             .try_into()?;
         prog.load()?;
         prog.pin(&pin).context("pinning xdp_pass")?;
-        let port = format!("v-{}", host.short());
         let pin_str = pin.to_string_lossy().to_string();
         let attached = netns::run(
             "nsenter",
@@ -251,7 +263,7 @@ impl Topology {
                 "link",
                 "set",
                 "dev",
-                &port,
+                port,
                 "xdpdrv",
                 "pinned",
                 &pin_str,
@@ -539,7 +551,12 @@ impl Topology {
         let child = Command::new("nsenter")
             .arg(nsenter_net(&self.ns(host)))
             .arg(binary)
-            .args(["--iface", HOST_IFACE, "--config"])
+            .args(
+                self.agent_ifaces
+                    .iter()
+                    .flat_map(|i| ["--iface", i.as_str()]),
+            )
+            .arg("--config")
             .arg(config)
             .arg("--pin-path")
             .arg(self.pin_dir_on(host))
@@ -677,6 +694,75 @@ impl Topology {
             ])?;
         }
         self.service_addr = LB_IP;
+        Ok(())
+    }
+
+    /// LVS-NAT two-armed: a second network (192.168.200.0/24, bridge br1)
+    /// joins the client's new interface and the balancer's eth1; the real
+    /// servers stay inside (br0) and route through the balancer's eth0. The
+    /// agent then runs with --iface eth1 --iface eth0, and the service
+    /// address is the balancer's outside one.
+    pub fn make_nat_two_armed(&mut self) -> Result<()> {
+        let (sw, client, lb) = (self.switch_ns(), self.ns(Host::Client), self.ns(Host::Lb));
+        ip(&["-n", &sw, "link", "add", OUTSIDE_BRIDGE, "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", OUTSIDE_BRIDGE, "up"])?;
+        for (port, ns, addr) in [
+            ("v-lbo", &lb, TWO_ARMED_LB),
+            ("v-clo", &client, TWO_ARMED_CLIENT),
+        ] {
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                OUTSIDE_IFACE,
+                "netns",
+                ns,
+            ])?;
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "set",
+                port,
+                "master",
+                OUTSIDE_BRIDGE,
+                "up",
+            ])?;
+            ip(&["-n", ns, "addr", "add", addr, "dev", OUTSIDE_IFACE])?;
+            ip(&["-n", ns, "link", "set", OUTSIDE_IFACE, "up"])?;
+            exec_in(ns, &["ethtool", "-K", OUTSIDE_IFACE, "tx", "off"])?;
+        }
+        // Redirected frames leave the balancer through eth1: its peer needs XDP.
+        self.attach_xdp_pass("v-lbo")?;
+        ip(&["-n", &client, "link", "set", HOST_IFACE, "down"])?;
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "default",
+            "via",
+            TWO_ARMED_GATEWAY,
+        ])?;
+        for rs in [Host::Rs1, Host::Rs2] {
+            ip(&[
+                "-n",
+                &self.ns(rs),
+                "route",
+                "add",
+                "default",
+                "via",
+                &LB_IP.to_string(),
+            ])?;
+        }
+        self.service_addr = TWO_ARMED_GATEWAY.parse()?;
+        self.agent_ifaces = vec![OUTSIDE_IFACE.to_string(), HOST_IFACE.to_string()];
         Ok(())
     }
 

@@ -139,6 +139,34 @@ fn nat_one_armed_with_port_mapping() {
     assert_balances(&topo, &sha);
 }
 
+/// Two-armed LVS-NAT: clients outside (eth1), real servers inside (eth0),
+/// frames redirected between the two through the tx_ports devmap; with
+/// port mapping 80 -> 8080.
+#[test]
+fn nat_two_armed_with_port_mapping() {
+    let mut topo = Topology::create(&format!("lbm{}nat2", std::process::id())).unwrap();
+    let sha = big_file(&topo);
+    topo.make_nat_two_armed().unwrap();
+    let config = topo
+        .config_from("seed-nat.toml")
+        .replace("vip = \"172.16.122.188\"", "vip = \"192.168.200.1\"")
+        .replace("port = 80\n  weight", "port = 8080\n  weight");
+    start_plain(&mut topo, &config);
+    let log = topo.agent_log();
+    assert!(
+        log.contains("attached to eth1") && log.contains("attached to eth0"),
+        "{log}"
+    );
+    let list = topo.list(&agent_binary().unwrap()).unwrap();
+    assert!(list.contains("TCP  192.168.200.1:80 rr\n"), "{list}");
+    assert_balances(&topo, &sha);
+    let counters = topo.counters(Host::Lb).unwrap();
+    assert!(
+        counters[lb_common::counters::REDIRECT as usize] > 0,
+        "{counters:?}"
+    );
+}
+
 /// Like `start`, for configs without a vrrp_instance (the VIP is fixed).
 fn start_plain(topo: &mut Topology, config: &str) {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();

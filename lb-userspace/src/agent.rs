@@ -51,7 +51,10 @@ const VRRP_EVENT_QUEUE: usize = 64;
 const VRRP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AgentOptions {
+    /// The interface clients reach the VIPs on.
     pub iface: String,
+    /// Two-armed: the interface towards the real servers.
+    pub inside_iface: Option<String>,
     pub config_path: PathBuf,
     pub xdp_mode: XdpMode,
     pub pin_dir: PathBuf,
@@ -107,6 +110,16 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .link(&opts.iface)
         .await?
         .ok_or_else(|| anyhow!("interface {} not found (see `ip link`)", opts.iface))?;
+    let inside = match &opts.inside_iface {
+        Some(name) => Some(
+            nl.link(name)
+                .await?
+                .ok_or_else(|| anyhow!("interface {name} not found (see `ip link`)"))?,
+        ),
+        None => None,
+    };
+    // The real servers live behind the inside interface when there is one.
+    let reals_link = inside.unwrap_or(link);
     let instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
     let governed_vips: HashSet<Ipv4Addr> = instances
         .iter()
@@ -115,7 +128,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
-    resolve_initial_macs(&nl, link.index, &mut macs).await?;
+    resolve_initial_macs(&nl, reals_link.index, &mut macs).await?;
 
     info!("loading the XDP program");
     let mut dp = Dataplane::load(&LoadOptions {
@@ -129,7 +142,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .services
         .iter()
         .any(|s| s.forward == lb_common::ForwardKind::Nat);
-    dp.set_globals(&link, tun_src, nat)?;
+    dp.set_globals(&link, inside.as_ref(), tun_src, nat)?;
+    let ports: Vec<u32> = std::iter::once(link.index)
+        .chain(inside.map(|l| l.index))
+        .collect();
+    dp.set_tx_ports(&ports)?;
 
     let (events_tx, mut events) = mpsc::channel(HEALTH_EVENT_QUEUE);
     let health = start_checkers(&config, &plan, &events_tx);
@@ -166,7 +183,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         agent.apply_service(i)?;
     }
     // Attach last: the first packet already sees the whole configuration.
-    agent.dp.attach(&opts.iface, opts.xdp_mode)?;
+    for iface in std::iter::once(&opts.iface).chain(&opts.inside_iface) {
+        agent.dp.attach(iface, opts.xdp_mode)?;
+    }
     for svc in &agent.plan.services {
         info!(
             "serving {:?} {}:{} ({} real servers, {})",
@@ -199,7 +218,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let result = agent
         .serve(
             &nl,
-            link.index,
+            reals_link.index,
             &mut events,
             &mut vrrp_states,
             &mut vrrp_tasks,

@@ -24,9 +24,10 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Interface to balance on (the keepalived `interface`).
+    /// Interface to balance on (the keepalived `interface`). Twice for
+    /// two-armed NAT: first the outside (clients), then the inside (real servers).
     #[arg(long)]
-    iface: Option<String>,
+    iface: Vec<String>,
     /// lb.toml (keepalived.conf in TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -153,14 +154,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let run = cli.run;
-            let (Some(iface), Some(config)) = (run.iface, run.config) else {
+            let (Some(iface), Some(config)) = (run.iface.first().cloned(), run.config) else {
                 return Err(anyhow!(
                     "usage: lb-userspace --iface IFACE --config FILE (or a subcommand: check, list; see --help)"
                 ));
             };
+            if run.iface.len() > 2 {
+                return Err(anyhow!(
+                    "--iface at most twice: the outside interface, then the inside one (two-armed NAT)"
+                ));
+            }
             init_tracing(run.log_level);
             let opts = AgentOptions {
                 iface,
+                inside_iface: run.iface.get(1).cloned(),
                 config_path: config,
                 xdp_mode: match run.xdp_mode {
                     XdpModeArg::Native => XdpMode::Driver,

@@ -23,7 +23,7 @@ use aya::{
 };
 use lb_common::rs_decap_names;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{dataplane::preflight, netlink::Netlink};
 
@@ -159,12 +159,6 @@ fn decap_pin_dir(iface: &str) -> PathBuf {
 pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()> {
     preflight::check_privileges()?;
     let state_file = state_path(vip);
-    if state_file.exists() {
-        bail!(
-            "realserver already started for {vip} ({}): run `lb-userspace realserver stop --vip {vip}` first",
-            state_file.display()
-        );
-    }
     let nl = Netlink::connect()?;
     let link = match iface {
         Some(name) => Some(
@@ -181,6 +175,22 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         .link(LOOPBACK)
         .await?
         .ok_or_else(|| anyhow!("no loopback interface"))?;
+    if state_file.exists() {
+        if nl.ipv4_addresses(lo.index).await?.contains(&vip) {
+            bail!(
+                "realserver already started for {vip} ({}): run `lb-userspace realserver stop --vip {vip}` first",
+                state_file.display()
+            );
+        }
+        // Namespace ids are reused: a file whose VIP is gone from lo was
+        // left by a network namespace that no longer exists.
+        warn!(
+            "ignoring {}: left by a network namespace that is gone",
+            state_file.display()
+        );
+        fs::remove_file(&state_file)
+            .with_context(|| format!("removing {}", state_file.display()))?;
+    }
     fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
 
     let sysctls = Sysctls::new(SYSCTL_ROOT);

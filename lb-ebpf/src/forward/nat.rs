@@ -91,7 +91,7 @@ fn send(
         (*eth).dst_addr = dst_mac;
         (*eth).src_addr = src_mac;
     }
-    Ok(nexthop::transmit(ifindex, globals))
+    Ok(nexthop::transmit(ctx, ifindex, globals))
 }
 
 /// Client -> VIP:vport becomes client -> real:port; the reply path is
@@ -124,6 +124,8 @@ pub fn forward(
             _pad: 0,
             client_mac: unsafe { (*eth).src_addr },
             _pad2: [0; 2],
+            client_ifindex: nexthop::ingress(ctx, globals),
+            _pad3: 0,
         };
         let _ = NAT_REVERSE.insert(reply, back, BPF_ANY);
     }

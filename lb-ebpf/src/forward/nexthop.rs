@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
 
-use crate::maps::count;
+use crate::maps::{TX_PORTS, count};
 
 const AF_INET: u8 = 2;
 
@@ -51,25 +51,51 @@ pub fn lookup(
         });
     }
     // No route/neighbour in the kernel (or forwarding off): a real server on
-    // our link is reachable at the MAC the agent resolved.
+    // our link (the inside one when two-armed) is reachable at the MAC the
+    // agent resolved.
     if real.flags & REAL_FLAG_MAC_VALID != 0 {
+        let (src_mac, ifindex) = if globals.inside_ifindex != 0 {
+            (globals.inside_mac, globals.inside_ifindex)
+        } else {
+            (globals.iface_mac, globals.ifindex)
+        };
         return Some(NextHop {
             dst_mac: real.mac,
-            src_mac: globals.iface_mac,
-            ifindex: globals.ifindex,
+            src_mac,
+            ifindex,
         });
     }
     None
 }
 
-/// The verdict that sends the (rewritten) frame out of `ifindex`: XDP_TX
-/// back out of the interface it came in on, else a redirect.
+/// The interface the frame came in on. One-armed it is ours by definition
+/// (BPF_PROG_TEST_RUN reports loopback); two-armed the kernel says which.
 #[inline(always)]
-pub fn transmit(ifindex: u32, globals: &LbGlobals) -> u32 {
-    if ifindex == globals.ifindex {
+pub fn ingress(ctx: &XdpContext, globals: &LbGlobals) -> u32 {
+    // Read unconditionally (volatile): a load the compiler merged over the
+    // context and a map value is refused by the verifier ("same insn cannot
+    // be used with different pointers").
+    // SAFETY: ctx.ctx is the program's valid xdp_md.
+    let from_kernel = unsafe { core::ptr::read_volatile(&(*ctx.ctx).ingress_ifindex) };
+    if globals.inside_ifindex == 0 {
+        globals.ifindex
+    } else {
+        from_kernel
+    }
+}
+
+/// The verdict that sends the (rewritten) frame out of `ifindex`: XDP_TX
+/// back out of the interface it came in on, else a redirect through the
+/// tx_ports devmap (bpf_redirect for interfaces the agent did not list).
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, ifindex: u32, globals: &LbGlobals) -> u32 {
+    if ifindex == ingress(ctx, globals) {
         return xdp_action::XDP_TX;
     }
     count(counters::REDIRECT);
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect(ifindex, 0) as u32 }
+    match TX_PORTS.redirect(ifindex, 0) {
+        Ok(action) => action,
+        // SAFETY: plain helper call.
+        Err(_) => unsafe { bpf_redirect(ifindex, 0) as u32 },
+    }
 }

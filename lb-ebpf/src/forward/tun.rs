@@ -83,5 +83,5 @@ pub fn forward(
     outer.dst_addr = real.ip.to_ne_bytes();
     outer.check = csum::ipv4_header(outer).to_be_bytes();
 
-    Ok(nexthop::transmit(hop.ifindex, globals))
+    Ok(nexthop::transmit(ctx, hop.ifindex, globals))
 }

@@ -81,7 +81,7 @@ pub struct Dataplane {
     maps: Option<WritableMaps>,
     /// service id -> backend-set slot in use.
     active_slots: StdHashMap<u32, u32>,
-    link: Option<XdpLinkId>,
+    links: Vec<XdpLinkId>,
     // Declared last: dropped after the maps and the link.
     pins: Option<PinDir>,
     lock: Option<AgentLock>,
@@ -142,7 +142,7 @@ impl Dataplane {
             ebpf,
             maps: None,
             active_slots: StdHashMap::new(),
-            link: None,
+            links: Vec::new(),
             pins: None,
             lock: None,
         })
@@ -212,7 +212,7 @@ impl Dataplane {
         let link = program
             .attach(iface, mode)
             .map_err(|e| attach_error(iface, mode, e))?;
-        self.link = Some(link);
+        self.links.push(link);
         info!("XDP program attached to {iface} ({})", mode_name(mode));
         Ok(())
     }
@@ -231,9 +231,9 @@ impl Dataplane {
         sum_counters(&PerCpuArray::try_from(map)?)
     }
 
-    /// Detaches the program (the pins stay until drop).
+    /// Detaches the program from every interface (the pins stay until drop).
     pub fn detach(&mut self) -> Result<()> {
-        if let Some(link) = self.link.take() {
+        for link in std::mem::take(&mut self.links) {
             program_of(&mut self.ebpf)?.detach(link)?;
         }
         Ok(())

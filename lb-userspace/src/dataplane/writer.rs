@@ -3,6 +3,7 @@
 //! not in use, then the service entry flipped to that slot in one update.
 
 use anyhow::{Context as _, Result};
+use aya::maps::DevMapHash;
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals,
     REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
@@ -18,22 +19,46 @@ use super::{
 };
 
 impl Dataplane {
-    /// Facts about the interface the data plane needs: its MAC (source of
-    /// forwarded frames), MTU and index, the TUN outer source address, and
+    /// Facts about the interfaces the data plane needs: the (outside)
+    /// interface's MAC (source of forwarded frames), MTU and index; the
+    /// inside interface when two-armed; the TUN outer source address; and
     /// whether any service uses NAT (replies must then be looked for).
-    pub fn set_globals(&mut self, link: &LinkInfo, tun_src: Ipv4Addr, nat: bool) -> Result<()> {
+    pub fn set_globals(
+        &mut self,
+        link: &LinkInfo,
+        inside: Option<&LinkInfo>,
+        tun_src: Ipv4Addr,
+        nat: bool,
+    ) -> Result<()> {
         let globals = LbGlobals {
             iface_mac: link.mac,
             mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
             tun_src: u32::from_ne_bytes(tun_src.octets()),
             ifindex: link.index,
             flags: if nat { GLOBAL_FLAG_NAT } else { 0 },
-            _pad: 0,
+            inside_ifindex: inside.map_or(0, |l| l.index),
+            inside_mac: inside.map_or([0; 6], |l| l.mac),
+            _pad: [0; 2],
         };
         self.maps()?
             .globals
             .set(0, globals, 0)
             .context("writing lb_globals")
+    }
+
+    /// The interfaces the program runs on, which it may redirect to.
+    pub fn set_tx_ports(&mut self, ifindexes: &[u32]) -> Result<()> {
+        let mut ports: DevMapHash<_> = DevMapHash::try_from(
+            self.ebpf
+                .map_mut(lb_common::map_names::TX_PORTS)
+                .ok_or_else(|| anyhow::anyhow!("no tx_ports map"))?,
+        )?;
+        for &index in ifindexes {
+            ports
+                .insert(index, index, None, 0)
+                .with_context(|| format!("adding interface {index} to tx_ports"))?;
+        }
+        Ok(())
     }
 
     /// Writes one real server. `active` = it may receive packets (flows to
