@@ -47,8 +47,11 @@ pub const NAT_REPLY: u32 = 16;
 /// TUN: an ICMP fragmentation-needed error was sent back to the client.
 pub const ICMP_FRAG_NEEDED: u32 = 17;
 
+/// NAT: an ICMP error about a NAT'ed flow, translated back to the VIP.
+pub const NAT_ICMP: u32 = 18;
+
 /// Number of counters; size of the `counters` map.
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 19;
 
 /// Names in index order, for `list --stats` and logs.
 pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
@@ -70,4 +73,5 @@ pub const COUNTER_NAMES: [&str; COUNTER_COUNT as usize] = [
     "redirect",
     "nat_reply",
     "icmp_frag_needed",
+    "nat_icmp",
 ];

@@ -35,6 +35,15 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     let pkt = match parse::parse_l4(ctx) {
         Ok(pkt) => pkt,
         Err(reason) => {
+            // With NAT services, an ICMP error may be about a NAT'ed flow.
+            if reason == counters::PASS_NOT_TCP_UDP
+                && let Some(globals) = LB_GLOBALS.get(0)
+                && globals.flags & GLOBAL_FLAG_NAT != 0
+                && let Some(err) = parse::parse_icmp_error(ctx)
+                && let Some(action) = forward::nat::icmp_reply(ctx, &err, globals)?
+            {
+                return Ok(action);
+            }
             count(reason);
             return Ok(xdp_action::XDP_PASS);
         }

@@ -118,3 +118,79 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
         l4_off,
     })
 }
+
+/// An ICMP error (destination unreachable, time exceeded, parameter
+/// problem) quoting a TCP/UDP packet: what NAT needs to translate it.
+pub struct IcmpError {
+    pub l3_off: usize,
+    /// Offset of the ICMP header.
+    pub icmp_off: usize,
+    /// Offset of the quoted IPv4 header.
+    pub inner_off: usize,
+    /// The quoted packet's 5-tuple (client -> real server for a NAT flow).
+    pub inner: FlowKey,
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_HEADER_LEN: usize = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// Ports: the first 4 bytes of the quoted TCP/UDP header.
+const QUOTED_PORTS_LEN: usize = 4;
+
+/// Parses an IPv4 ICMP error quoting TCP/UDP; None for anything else
+/// (then passed as it is).
+#[inline(always)]
+pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok()?;
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut l3_off = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q {
+        let vlan: *const VlanHdr = ptr_at(ctx, l3_off).ok()?;
+        ether_type = unsafe { (*vlan).ether_type };
+        l3_off += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IP {
+        return None;
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).ok()?;
+    let ip = unsafe { &*ip };
+    if ip.proto != IPPROTO_ICMP
+        || ip.ihl() != IPV4_MIN_IHL_WORDS * 4
+        || u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0
+    {
+        return None;
+    }
+    let icmp_off = l3_off + Ipv4Hdr::LEN;
+    let icmp_type: *const u8 = ptr_at(ctx, icmp_off).ok()?;
+    if !matches!(
+        unsafe { *icmp_type },
+        ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    ) {
+        return None;
+    }
+    let inner_off = icmp_off + ICMP_HEADER_LEN;
+    let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off).ok()?;
+    let inner = unsafe { &*inner };
+    if inner.ihl() != IPV4_MIN_IHL_WORDS * 4
+        || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP)
+    {
+        return None;
+    }
+    let ports: *const [u8; QUOTED_PORTS_LEN] = ptr_at(ctx, inner_off + Ipv4Hdr::LEN).ok()?;
+    let ports = unsafe { *ports };
+    Some(IcmpError {
+        l3_off,
+        icmp_off,
+        inner_off,
+        inner: FlowKey {
+            src: u32::from_ne_bytes(inner.src_addr),
+            dst: u32::from_ne_bytes(inner.dst_addr),
+            sport: u16::from_ne_bytes([ports[0], ports[1]]),
+            dport: u16::from_ne_bytes([ports[2], ports[3]]),
+            proto: inner.proto,
+            _pad: [0; 3],
+        },
+    })
+}

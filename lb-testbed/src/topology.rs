@@ -838,6 +838,30 @@ impl Topology {
             .collect())
     }
 
+    /// From the client: a connected UDP socket sends one datagram to
+    /// `addr:port` and waits up to `timeout` for an answer; returns what
+    /// the kernel said (an ICMP port unreachable shows as ConnectionRefused).
+    pub fn udp_exchange(
+        &self,
+        addr: Ipv4Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<std::io::Result<usize>> {
+        let ns_path = format!("/var/run/netns/{}", self.ns(Host::Client));
+        std::thread::spawn(move || -> Result<std::io::Result<usize>> {
+            let ns = fs::File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            socket.connect((addr, port))?;
+            socket.set_read_timeout(Some(timeout))?;
+            socket.send(b"query")?;
+            let mut buf = [0u8; 512];
+            Ok(socket.recv(&mut buf))
+        })
+        .join()
+        .map_err(|_| anyhow!("the UDP thread panicked"))?
+    }
+
     /// A TCP listener inside `host`'s namespace: bound from a thread that
     /// joined the namespace; the socket stays there, usable from anywhere.
     pub fn listen_in(&self, host: Host, addr: &str) -> Result<std::net::TcpListener> {

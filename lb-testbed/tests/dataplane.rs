@@ -586,3 +586,46 @@ fn tun_too_big_with_df_answers_icmp_frag_needed() {
     let c = t.counters().unwrap();
     assert_eq!(c[counters::ICMP_FRAG_NEEDED as usize], 1);
 }
+
+#[test]
+fn nat_translates_icmp_errors_about_its_flows() {
+    use lb_userspace::config::Protocol;
+    let mut t = ProgTest::with_service(nat_service(5353, Protocol::Udp)).unwrap();
+    let client_packet = Ipv4Packet::udp(CLIENT, 5000, VIP, 80, b"query").frame();
+    let (_, at_rs) = t.run(&client_packet).unwrap();
+
+    // RS1 has nothing on 5353: port unreachable, quoting what it received.
+    let icmp_from_rs = |quoted: &[u8]| {
+        let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(quoted);
+        let check = csum(&icmp, 0);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        icmp
+    };
+    let error = Ipv4Packet::new(RS1, CLIENT, IPPROTO_ICMP, icmp_from_rs(&at_rs[14..14 + 28]));
+    let (verdict, out) = t.run(&with_macs(error, LB_MAC, RS1_MAC)).unwrap();
+    assert_eq!(verdict, XDP_TX);
+
+    // What the client must get: from the VIP, quoting its own packet to
+    // VIP:80 (the quoted UDP checksum stays the one the real server saw).
+    let mut quoted = client_packet[14..14 + 28].to_vec();
+    quoted[26..28].copy_from_slice(&at_rs[14 + 26..14 + 28]);
+    let expected = with_macs(
+        Ipv4Packet::new(VIP, CLIENT, IPPROTO_ICMP, icmp_from_rs(&quoted)),
+        CLIENT_MAC,
+        LB_MAC,
+    );
+    assert_eq!(out, expected);
+    assert_eq!(csum(&out[34..], 0), 0, "ICMP checksum");
+    assert_eq!(t.counters().unwrap()[counters::NAT_ICMP as usize], 1);
+
+    // An ICMP error about a flow the balancer never saw passes untouched.
+    let mut stray_quote = at_rs[14..14 + 28].to_vec();
+    stray_quote[20..22].copy_from_slice(&6000u16.to_be_bytes());
+    let stray = with_macs(
+        Ipv4Packet::new(RS1, CLIENT, IPPROTO_ICMP, icmp_from_rs(&stray_quote)),
+        LB_MAC,
+        RS1_MAC,
+    );
+    assert_passes_unmodified(&mut t, "ICMP about an unknown flow", &stray);
+}

@@ -3,7 +3,7 @@
 //! 200 concurrent curls all succeed, and a 10 MB download through the VIP
 //! arrives intact (sha256), which exercises the MTU and segmentation paths.
 
-use std::{fs, process::Command};
+use std::{fs, process::Command, time::Duration};
 
 use lb_testbed::topology::{Host, Topology, VIP, agent_binary};
 
@@ -11,6 +11,24 @@ const SEQUENTIAL: usize = 10;
 const CONCURRENT: usize = 200;
 const BIG_FILE: &str = "/10m.bin";
 const BIG_FILE_BYTES: usize = 10 * 1024 * 1024;
+const UDP_PORT: u16 = 5353;
+/// A NAT UDP service whose real servers have no listener.
+const UDP_SERVICE_WITHOUT_LISTENER: &str = r#"
+[[virtual_server]]
+vip = "172.16.122.188"
+port = 5353
+protocol = "UDP"
+lb_algo = "rr"
+lb_kind = "NAT"
+
+  [[virtual_server.real_server]]
+  ip = "172.16.122.193"
+  port = 5353
+
+  [[virtual_server.real_server]]
+  ip = "172.16.122.195"
+  port = 5353
+"#;
 
 /// Writes the same pseudo-random 10 MB file for every nginx; its sha256.
 fn big_file(topo: &Topology) -> String {
@@ -127,7 +145,8 @@ fn nat_one_armed_with_port_mapping() {
     topo.make_nat_one_armed().unwrap();
     let config = topo
         .config_from("seed-nat.toml")
-        .replace("port = 80\n  weight", "port = 8080\n  weight");
+        .replace("port = 80\n  weight", "port = 8080\n  weight")
+        + UDP_SERVICE_WITHOUT_LISTENER;
     assert_eq!(config.matches("port = 8080").count(), 2, "{config}");
     start_plain(&mut topo, &config);
     let list = topo.list(&agent_binary().unwrap()).unwrap();
@@ -137,6 +156,25 @@ fn nat_one_armed_with_port_mapping() {
         "{list}"
     );
     assert_balances(&topo, &sha);
+    // Nothing listens on the real servers' UDP port: their ICMP port
+    // unreachable must reach the client translated (from and about the VIP),
+    // or its connected socket would never hear of it.
+    let answer = topo
+        .udp_exchange(
+            lb_testbed::topology::LB_IP,
+            UDP_PORT,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    assert_eq!(
+        answer.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    let counters = topo.counters(Host::Lb).unwrap();
+    assert!(
+        counters[lb_common::counters::NAT_ICMP as usize] > 0,
+        "{counters:?}"
+    );
 }
 
 /// Two-armed LVS-NAT: clients outside (eth1), real servers inside (eth0),

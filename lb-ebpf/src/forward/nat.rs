@@ -11,7 +11,7 @@ use crate::{
     csum,
     forward::nexthop,
     maps::{NAT_REVERSE, count},
-    parse::{L4Packet, ptr_at},
+    parse::{IcmpError, L4Packet, ptr_at},
 };
 
 /// BPF_ANY: create or replace.
@@ -94,6 +94,18 @@ fn send(
     Ok(nexthop::transmit(ctx, ifindex, globals))
 }
 
+/// Sends a rewritten reply back out where the client's packets came in
+/// (two-armed: the outside interface), to the client's next hop.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, back: &NatReverse, globals: &LbGlobals) -> Result<u32, ()> {
+    let src_mac = if back.client_ifindex == globals.inside_ifindex {
+        globals.inside_mac
+    } else {
+        globals.iface_mac
+    };
+    send(ctx, back.client_mac, src_mac, back.client_ifindex, globals)
+}
+
 /// Client -> VIP:vport becomes client -> real:port; the reply path is
 /// remembered in nat_reverse.
 #[inline(always)]
@@ -152,4 +164,60 @@ pub fn reply(ctx: &XdpContext, pkt: &L4Packet, globals: &LbGlobals) -> Result<Op
         globals,
     )
     .map(Some)
+}
+
+/// An ICMP error a real server (or a router near it) sends about a NAT'ed
+/// flow: the quoted packet is client -> real:port; the client must see it
+/// about client -> VIP:vport, from the VIP (IPVS's ip_vs_nat_icmp). None
+/// when it is about no NAT flow.
+#[inline(always)]
+pub fn icmp_reply(
+    ctx: &XdpContext,
+    err: &IcmpError,
+    globals: &LbGlobals,
+) -> Result<Option<u32>, ()> {
+    // The reply direction of the quoted packet is the nat_reverse key.
+    let key = FlowKey {
+        src: err.inner.dst,
+        dst: err.inner.src,
+        sport: err.inner.dport,
+        dport: err.inner.sport,
+        proto: err.inner.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: entries are replaced whole, never written in place.
+    let Some(back) = (unsafe { NAT_REVERSE.get(&key) }) else {
+        return Ok(None);
+    };
+    let back = *back;
+
+    // The quoted header: destination and port back to VIP:vport.
+    let inner: *mut Ipv4Hdr = ptr_at(ctx, err.inner_off)?;
+    let inner = unsafe { &mut *inner };
+    let old_inner_check = u16::from_ne_bytes(inner.check);
+    let new_inner_check = csum::replace4(old_inner_check, err.inner.dst, back.vip);
+    inner.dst_addr = back.vip.to_ne_bytes();
+    inner.check = new_inner_check.to_ne_bytes();
+    let dport: *mut [u8; 2] = ptr_at(ctx, err.inner_off + Ipv4Hdr::LEN + 2)?;
+    unsafe { *dport = back.vport.to_ne_bytes() };
+
+    // The ICMP checksum covers the quoted bytes just changed.
+    let icmp_check: *mut [u8; 2] = ptr_at(ctx, err.icmp_off + 2)?;
+    let mut check = u16::from_ne_bytes(unsafe { *icmp_check });
+    check = csum::replace4(check, err.inner.dst, back.vip);
+    check = csum::replace2(check, old_inner_check, new_inner_check);
+    check = csum::replace2(check, err.inner.dport, back.vport);
+    unsafe { *icmp_check = check.to_ne_bytes() };
+
+    // From the real server, the error now comes from the VIP.
+    let outer: *mut Ipv4Hdr = ptr_at(ctx, err.l3_off)?;
+    let outer = unsafe { &mut *outer };
+    let outer_src = u32::from_ne_bytes(outer.src_addr);
+    if outer_src == err.inner.dst {
+        outer.check =
+            csum::replace4(u16::from_ne_bytes(outer.check), outer_src, back.vip).to_ne_bytes();
+        outer.src_addr = back.vip.to_ne_bytes();
+    }
+    count(counters::NAT_ICMP);
+    to_client(ctx, &back, globals).map(Some)
 }
