@@ -137,7 +137,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     })?;
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
-    let tun_src = tunnel_source(&nl, &link, &plan, &governed_vips).await?;
+    let tun_src = match config.global.tunnel_source {
+        Some(configured) => configured,
+        None => tunnel_source(&nl, &link, &plan, &governed_vips).await?,
+    };
     let nat = plan
         .services
         .iter()

@@ -213,6 +213,7 @@ mod tests {
             notification_email_from: Some("Alexandre.Cassen@firewall.loc".into()),
             smtp_server: Some(format!("127.0.0.1:{port}")),
             smtp_connect_timeout: None,
+            tunnel_source: None,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct Global {
     /// host or host:port
     pub smtp_server: Option<String>,
     pub smtp_connect_timeout: Option<Seconds>,
+    /// lb extension: outer source address of LVS-TUN packets (default: the
+    /// interface's own address).
+    pub tunnel_source: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -265,3 +265,10 @@ fn not_acted_on_lists_the_timeouts_section() {
     let c = parse("seed", &format!("{SEED}\n[timeouts]\ntcp = 900\n")).unwrap();
     assert!(not_acted_on(&c).join("\n").contains("[timeouts]"));
 }
+
+#[test]
+fn tunnel_source_is_an_optional_global_address() {
+    let c = parse("t", &format!("[global]\ntunnel_source = \"10.0.0.9\"\n{MINIMAL_VS}")).unwrap();
+    assert_eq!(c.global.tunnel_source, Some(std::net::Ipv4Addr::new(10, 0, 0, 9)));
+    assert_error(&format!("[global]\ntunnel_source = \"nope\"\n{MINIMAL_VS}"), 2, "IPv4");
+}
