@@ -268,7 +268,18 @@ fn not_acted_on_lists_the_timeouts_section() {
 
 #[test]
 fn tunnel_source_is_an_optional_global_address() {
-    let c = parse("t", &format!("[global]\ntunnel_source = \"10.0.0.9\"\n{MINIMAL_VS}")).unwrap();
-    assert_eq!(c.global.tunnel_source, Some(std::net::Ipv4Addr::new(10, 0, 0, 9)));
-    assert_error(&format!("[global]\ntunnel_source = \"nope\"\n{MINIMAL_VS}"), 2, "IPv4");
+    let c = parse(
+        "t",
+        &format!("[global]\ntunnel_source = \"10.0.0.9\"\n{MINIMAL_VS}"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.global.tunnel_source,
+        Some(std::net::Ipv4Addr::new(10, 0, 0, 9))
+    );
+    assert_error(
+        &format!("[global]\ntunnel_source = \"nope\"\n{MINIMAL_VS}"),
+        2,
+        "IPv4",
+    );
 }
