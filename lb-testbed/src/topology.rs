@@ -673,27 +673,17 @@ impl Topology {
             "dev",
             HOST_IFACE,
         ])?;
-        ip(&[
-            "-n",
-            &client,
-            "route",
-            "add",
-            "default",
-            "via",
-            NAT_OUTSIDE_GATEWAY,
-        ])?;
-        for rs in [Host::Rs1, Host::Rs2] {
-            ip(&[
-                "-n",
-                &self.ns(rs),
-                "route",
-                "add",
-                "default",
-                "via",
-                &LB_IP.to_string(),
-            ])?;
-        }
+        default_route(&client, NAT_OUTSIDE_GATEWAY)?;
+        self.route_real_servers_through_lb()?;
         self.service_addr = LB_IP;
+        Ok(())
+    }
+
+    /// LVS-NAT: the real servers answer through the balancer.
+    fn route_real_servers_through_lb(&self) -> Result<()> {
+        for rs in [Host::Rs1, Host::Rs2] {
+            default_route(&self.ns(rs), &LB_IP.to_string())?;
+        }
         Ok(())
     }
 
@@ -741,26 +731,8 @@ impl Topology {
         // Redirected frames leave the balancer through eth1: its peer needs XDP.
         self.attach_xdp_pass("v-lbo")?;
         ip(&["-n", &client, "link", "set", HOST_IFACE, "down"])?;
-        ip(&[
-            "-n",
-            &client,
-            "route",
-            "add",
-            "default",
-            "via",
-            TWO_ARMED_GATEWAY,
-        ])?;
-        for rs in [Host::Rs1, Host::Rs2] {
-            ip(&[
-                "-n",
-                &self.ns(rs),
-                "route",
-                "add",
-                "default",
-                "via",
-                &LB_IP.to_string(),
-            ])?;
-        }
+        default_route(&client, TWO_ARMED_GATEWAY)?;
+        self.route_real_servers_through_lb()?;
         self.service_addr = TWO_ARMED_GATEWAY.parse()?;
         self.agent_ifaces = vec![OUTSIDE_IFACE.to_string(), HOST_IFACE.to_string()];
         Ok(())
@@ -923,6 +895,11 @@ impl Drop for Topology {
         destroy(&self.prefix);
         let _ = fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// Sets `ns`'s default route via `gateway`.
+fn default_route(ns: &str, gateway: &str) -> Result<()> {
+    ip(&["-n", ns, "route", "add", "default", "via", gateway]).map(|_| ())
 }
 
 /// Polls `done` every 100 ms until it holds or `timeout` passes; returns
