@@ -6,6 +6,7 @@
 //! exactly as they sit in the packet, so the data plane never swaps bytes.
 #![cfg_attr(not(test), no_std)]
 
+pub mod conntrack;
 pub mod consts;
 pub mod counters;
 pub mod maps;

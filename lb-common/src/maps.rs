@@ -114,6 +114,19 @@ pub struct BackendSet {
     pub backends: [Backend; MAX_BACKENDS_PER_SERVICE as usize],
 }
 
+impl LbGlobals {
+    /// Seconds a flow in `state` lives after its last packet.
+    pub fn timeout_s(&self, state: u8) -> u32 {
+        use crate::conntrack::*;
+        match state {
+            S_ESTABLISHED => self.timeout_tcp_s,
+            S_FIN_WAIT => self.timeout_tcpfin_s,
+            S_UDP => self.timeout_udp_s,
+            s => DEFAULT_TIMEOUTS_S.get(s as usize).copied().unwrap_or(0),
+        }
+    }
+}
+
 impl Default for BackendSet {
     fn default() -> Self {
         Self {
@@ -173,6 +186,21 @@ pub struct FlowEntry {
     pub service_id: u32,
     /// bpf_ktime_get_ns() of the last packet (for the expiry sweep).
     pub last_seen_ns: u64,
+    /// IPVS connection state (conntrack::S_*).
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+
+impl FlowEntry {
+    /// Nanoseconds left before the flow expires, or None once it has:
+    /// `timeout_s` after its last packet (CLOCK_MONOTONIC, as
+    /// bpf_ktime_get_ns).
+    pub fn remaining_ns(&self, timeout_s: u32, now_ns: u64) -> Option<u64> {
+        let deadline = self
+            .last_seen_ns
+            .saturating_add(u64::from(timeout_s) * 1_000_000_000);
+        deadline.checked_sub(now_ns).filter(|left| *left > 0)
+    }
 }
 
 /// `sched_state` value: per-service scheduler state.
@@ -215,6 +243,12 @@ pub struct LbGlobals {
     pub inside_ifindex: u32,
     pub inside_mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Connection timeouts (ipvsadm --set), seconds: ESTABLISHED, FIN_WAIT,
+    /// UDP. Read by `list` and the agent's expiry sweep.
+    pub timeout_tcp_s: u32,
+    pub timeout_tcpfin_s: u32,
+    pub timeout_udp_s: u32,
+    pub _pad2: u32,
 }
 
 /// Some service uses NAT: packets that are no service's are looked up in
@@ -274,10 +308,10 @@ mod tests {
         );
         assert_eq!(size_of::<RealServer>(), 16);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<FlowEntry>(), 16);
+        assert_eq!(size_of::<FlowEntry>(), 24);
         assert_eq!(size_of::<SchedState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
-        assert_eq!(size_of::<LbGlobals>(), 32);
+        assert_eq!(size_of::<LbGlobals>(), 48);
         assert_eq!(size_of::<NatReverse>(), 24);
     }
 }

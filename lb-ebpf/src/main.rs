@@ -72,7 +72,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         return Ok(xdp_action::XDP_PASS);
     }
 
-    let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id) {
+    let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
         Some((real_id, real)) => (real_id, real, false),
         None => {
             let Some(real_id) = sched::schedule(svc) else {
@@ -81,7 +81,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
                 return Ok(xdp_action::XDP_DROP);
             };
             let real = REALS.get(real_id).ok_or(())?;
-            conntrack::insert(flow, svc.service_id, real_id);
+            conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags);
             debug!(
                 ctx,
                 "service {}: new flow -> real {}", svc.service_id, real_id

@@ -17,6 +17,8 @@ const IPV4_MIN_IHL_WORDS: u8 = 5;
 const IPV4_FRAG_MASK: u16 = 0x3fff;
 /// Don't Fragment bit of `frags`.
 const IPV4_DF: u16 = 0x4000;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
 /// Minimum TCP header length, in 32-bit words.
 const TCP_MIN_DOFF_WORDS: u16 = 5;
 
@@ -46,6 +48,8 @@ pub struct L4Packet {
     pub dont_fragment: bool,
     /// Offset of the TCP/UDP header.
     pub l4_off: usize,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
 }
 
 /// Parses Ethernet (at most one 802.1Q tag), IPv4, TCP/UDP.
@@ -84,6 +88,7 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
     }
 
     let l4_off = l3_off + Ipv4Hdr::LEN;
+    let mut tcp_flags = 0;
     let (sport, dport) = match ip.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
@@ -92,6 +97,8 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
             if doff < TCP_MIN_DOFF_WORDS || l4_off + doff as usize * 4 > l3_off + tot_len {
                 return Err(counters::PASS_MALFORMED);
             }
+            // SAFETY: byte 13 of the TCP header, within the checked header.
+            tcp_flags = unsafe { *(tcp as *const TcpHdr as *const u8).add(TCP_FLAGS_OFFSET) };
             (tcp.source, tcp.dest)
         }
         IPPROTO_UDP => {
@@ -116,6 +123,7 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
         tos: ip.tos,
         dont_fragment: u16::from_be_bytes(ip.frags) & IPV4_DF != 0,
         l4_off,
+        tcp_flags,
     })
 }
 

@@ -10,7 +10,7 @@ use lb_userspace::{
     backends::{RealStatus, service_state},
     config::Protocol,
     dataplane::{
-        Dataplane, LoadOptions,
+        ConnTimeouts, Dataplane, LoadOptions,
         plan::{PlannedReal, PlannedService},
     },
     netlink::LinkInfo,
@@ -93,6 +93,7 @@ impl ProgTest {
             None,
             LB_IP,
             service.forward == ForwardKind::Nat,
+            ConnTimeouts::default(),
         )?;
         let mut t = Self {
             dp,

@@ -485,6 +485,33 @@ impl Topology {
         Ok(lb_userspace::dataplane::sum_counters(&array)?.to_vec())
     }
 
+    /// Starts a slow download of `path` from the service on the client (an
+    /// established connection that lasts); kill the child to end it.
+    pub fn slow_download(&self, path: &str, bytes_per_s: u32) -> Result<Child> {
+        let url = format!("http://{}{path}", self.service_addr);
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(Host::Client),
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+            ])
+            .args([
+                "--max-time",
+                "60",
+                "--limit-rate",
+                &bytes_per_s.to_string(),
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting curl")
+    }
+
     /// POSTs the file at `path` to the service from the client; returns the
     /// answer's body (full-sized client segments: the path-MTU case).
     pub fn upload(&self, path: &Path) -> Result<String> {

@@ -629,3 +629,47 @@ fn nat_translates_icmp_errors_about_its_flows() {
     );
     assert_passes_unmodified(&mut t, "ICMP about an unknown flow", &stray);
 }
+
+#[test]
+fn tcp_states_follow_ipvs_input_only_table() {
+    use lb_common::conntrack::*;
+    let mut t = ProgTest::seed().unwrap();
+    let key = lb_common::FlowKey {
+        src: u32::from_ne_bytes(CLIENT.octets()),
+        dst: u32::from_ne_bytes(VIP.octets()),
+        sport: 49000u16.to_be(),
+        dport: PORT.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let state = |t: &ProgTest| t.dp.flow_entry(&key).unwrap().unwrap().state;
+    let send = |t: &mut ProgTest, flags: u8| {
+        let (verdict, _) = t
+            .run(&Ipv4Packet::tcp(CLIENT, 49000, VIP, PORT, flags, b"").frame())
+            .unwrap();
+        assert_eq!(verdict, XDP_TX);
+    };
+    send(&mut t, TCP_SYN);
+    assert_eq!(state(&t), S_SYN_RECV);
+    send(&mut t, TCP_ACK);
+    assert_eq!(state(&t), S_ESTABLISHED);
+    send(&mut t, TCP_ACK | 0x01); // FIN|ACK
+    assert_eq!(state(&t), S_FIN_WAIT);
+    send(&mut t, 0x04); // RST
+    assert_eq!(state(&t), S_CLOSE);
+    // UDP flows are in the UDP state.
+    let mut u = ProgTest::with_service({
+        let mut s = seed_service([1, 1]);
+        s.protocol = lb_userspace::config::Protocol::Udp;
+        s
+    })
+    .unwrap();
+    u.run(&Ipv4Packet::udp(CLIENT, 5000, VIP, PORT, b"x").frame())
+        .unwrap();
+    let ukey = lb_common::FlowKey {
+        sport: 5000u16.to_be(),
+        proto: IPPROTO_UDP,
+        ..key
+    };
+    assert_eq!(u.dp.flow_entry(&ukey).unwrap().unwrap().state, S_UDP);
+}

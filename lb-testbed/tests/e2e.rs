@@ -4,7 +4,14 @@
 
 use std::{fs, process::Command};
 
-use lb_testbed::topology::{Host, Topology, agent_binary};
+use std::time::Duration;
+
+use lb_testbed::topology::{Host, Topology, agent_binary, wait_until};
+
+/// `lb-userspace list -n` of the topology's balancer.
+fn list_n(binary: &std::path::Path, topo: &Topology) -> String {
+    topo.list(binary).unwrap()
+}
 
 const SEQUENTIAL_CURLS: usize = 10;
 const CONCURRENT_CURLS: usize = 200;
@@ -39,6 +46,26 @@ fn seed_dr_round_robin_end_to_end() {
             "unexpected answer {a:?}: {answers:?}"
         );
     }
+
+    // Those ten connections are closed (FIN seen): InActConn 5 + 5, no
+    // ActiveConn, exactly as ipvsadm counts them.
+    let counted = wait_until(Duration::from_secs(3), || {
+        let list = list_n(&binary, &topo);
+        list.contains("  -> 172.16.122.193:80            Route   1      0          5")
+            && list.contains("  -> 172.16.122.195:80            Route   1      0          5")
+    });
+    assert!(counted.is_some(), "{}", list_n(&binary, &topo));
+    let conns = Command::new(&binary)
+        .args(["list", "-c", "--pin-path"])
+        .arg(topo.pin_dir())
+        .output()
+        .unwrap();
+    let conns = String::from_utf8_lossy(&conns.stdout);
+    assert_eq!(
+        conns.lines().filter(|l| l.contains("FIN_WAIT")).count(),
+        SEQUENTIAL_CURLS,
+        "{conns}"
+    );
 
     // Many clients at once: every one served.
     let codes = topo.curl_vip_parallel(CONCURRENT_CURLS).unwrap();

@@ -12,6 +12,8 @@ const CONCURRENT: usize = 200;
 const BIG_FILE: &str = "/10m.bin";
 const BIG_FILE_BYTES: usize = 10 * 1024 * 1024;
 const UDP_PORT: u16 = 5353;
+/// Bytes per second of the download that stays open.
+const SLOW_RATE: u32 = 100_000;
 /// A NAT UDP service whose real servers have no listener.
 const UDP_SERVICE_WITHOUT_LISTENER: &str = r#"
 [[virtual_server]]
@@ -92,6 +94,19 @@ fn dr_via_realserver_dr() {
     let config = topo.seed_config();
     start(&mut topo, &config);
     assert_balances(&topo, &sha);
+    // A download in progress is one ESTABLISHED connection: ActiveConn 1.
+    let mut download = topo.slow_download(BIG_FILE, SLOW_RATE).unwrap();
+    let binary = agent_binary().unwrap();
+    let active = lb_testbed::topology::wait_until(Duration::from_secs(5), || {
+        let list = topo.list(&binary).unwrap();
+        list.lines()
+            .filter(|l| l.contains("Route   1      1 "))
+            .count()
+            == 1
+    });
+    let _ = download.kill();
+    let _ = download.wait();
+    assert!(active.is_some(), "{}", topo.list(&binary).unwrap());
 }
 
 #[test]

@@ -16,13 +16,13 @@ use tokio::{
     sync::{mpsc, watch},
     task::JoinSet,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     backends::{RealStatus, ServiceState, service_state},
     config::{self, Config, Protocol},
     dataplane::{
-        Dataplane, LoadOptions,
+        ConnTimeouts, Dataplane, LoadOptions,
         plan::{self, Plan, PlannedReal, PlannedService},
         preflight,
     },
@@ -44,6 +44,8 @@ const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// Health events waiting for the agent; checkers wait when it is full.
 const HEALTH_EVENT_QUEUE: usize = 1024;
+/// How often flows past their state's timeout are deleted.
+const FLOW_SWEEP: Duration = Duration::from_secs(5);
 /// VRRP state changes waiting for the agent.
 const VRRP_EVENT_QUEUE: usize = 64;
 /// How long VRRP instances get at shutdown to send priority 0 and remove
@@ -81,6 +83,8 @@ struct Agent {
     applied: HashMap<u32, ServiceState>,
     dp: Dataplane,
     alerts: Option<SmtpAlerts>,
+    /// Connection timeouts, for the expiry sweep.
+    timeouts: ConnTimeouts,
     /// VIPs some vrrp_instance governs: served only while it is MASTER.
     governed_vips: HashSet<Ipv4Addr>,
     /// VIPs of the instances that are MASTER here now.
@@ -145,7 +149,15 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         .services
         .iter()
         .any(|s| s.forward == lb_common::ForwardKind::Nat);
-    dp.set_globals(&link, inside.as_ref(), tun_src, nat)?;
+    let timeouts = config
+        .timeouts
+        .as_ref()
+        .map_or_else(ConnTimeouts::default, |t| ConnTimeouts {
+            tcp: t.tcp.0 as u32,
+            tcpfin: t.tcpfin.0 as u32,
+            udp: t.udp.0 as u32,
+        });
+    dp.set_globals(&link, inside.as_ref(), tun_src, nat, timeouts)?;
     let ports: Vec<u32> = std::iter::once(link.index)
         .chain(inside.map(|l| l.index))
         .collect();
@@ -173,6 +185,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         applied: HashMap::new(),
         dp,
         alerts,
+        timeouts,
         governed_vips,
         master_vips: HashSet::new(),
         applied_standby: HashMap::new(),
@@ -372,6 +385,7 @@ impl Agent {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
+        let mut sweep = tokio::time::interval(FLOW_SWEEP);
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
@@ -393,6 +407,13 @@ impl Agent {
                         Ok(Ok(())) => Ok(()),
                         Err(e) => Err(anyhow!("a VRRP instance task failed: {e}")),
                     };
+                }
+                _ = sweep.tick() => {
+                    match self.dp.sweep_expired(self.timeouts) {
+                        Ok(0) => {}
+                        Ok(n) => debug!("expired {n} flows"),
+                        Err(e) => warn!("flow expiry sweep failed: {e:#}"),
+                    }
                 }
                 _ = refresh.tick() => {
                     if let Err(e) = self.refresh_macs(nl, ifindex).await {

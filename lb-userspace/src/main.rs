@@ -84,6 +84,9 @@ enum Command {
         /// Numeric output (addresses and ports are always printed numerically).
         #[arg(short = 'n', long)]
         numeric: bool,
+        /// The connection table, as `ipvsadm -L -c -n`.
+        #[arg(short = 'c', long)]
+        connection: bool,
         /// Where the running agent pinned its maps.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_path: PathBuf,
@@ -146,10 +149,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::List {
             numeric: _,
+            connection,
             pin_path,
         }) => {
-            let table = stats::snapshot::read_table(&pin_path)?;
-            print!("{}", stats::list::format_list(&table));
+            if connection {
+                let conns = stats::snapshot::read_connections(&pin_path)?;
+                print!("{}", stats::list::format_connections(&conns));
+            } else {
+                let table = stats::snapshot::read_table(&pin_path)?;
+                print!("{}", stats::list::format_list(&table));
+            }
             Ok(())
         }
         None => {

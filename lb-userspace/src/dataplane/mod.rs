@@ -5,6 +5,8 @@ pub mod plan;
 pub mod preflight;
 mod writer;
 
+pub use writer::ConnTimeouts;
+
 use std::{
     collections::HashMap as StdHashMap,
     fs,
@@ -231,6 +233,49 @@ impl Dataplane {
         sum_counters(&PerCpuArray::try_from(map)?)
     }
 
+    /// The flow table's entry for `key` (tests, inspection).
+    pub fn flow_entry(&self, key: &lb_common::FlowKey) -> Result<Option<lb_common::FlowEntry>> {
+        let map = self
+            .ebpf
+            .map(map_names::FLOW_TABLE)
+            .ok_or_else(|| anyhow!("no flow table"))?;
+        let flows: HashMap<_, lb_common::FlowKey, lb_common::FlowEntry> = HashMap::try_from(map)?;
+        match flows.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes the flows whose state's timeout has passed (the LRU alone
+    /// would keep them until the table fills), so ActiveConn/InActConn stay
+    /// exact. Returns how many went.
+    pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
+        let globals = lb_common::LbGlobals {
+            timeout_tcp_s: timeouts.tcp,
+            timeout_tcpfin_s: timeouts.tcpfin,
+            timeout_udp_s: timeouts.udp,
+            ..Default::default()
+        };
+        let now = monotonic_ns();
+        let mut flows: HashMap<_, lb_common::FlowKey, lb_common::FlowEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::FLOW_TABLE)
+                .ok_or_else(|| anyhow!("no flow table"))?,
+        )?;
+        let expired: Vec<lb_common::FlowKey> = flows
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter(|(_, e)| e.remaining_ns(globals.timeout_s(e.state), now).is_none())
+            .map(|(k, _)| k)
+            .collect();
+        for key in &expired {
+            // Gone already (LRU, or the data plane replaced it): fine.
+            let _ = flows.remove(key);
+        }
+        Ok(expired.len())
+    }
+
     /// Detaches the program from every interface (the pins stay until drop).
     pub fn detach(&mut self) -> Result<()> {
         for link in std::mem::take(&mut self.links) {
@@ -257,6 +302,13 @@ impl Dataplane {
             .as_mut()
             .ok_or_else(|| anyhow!("maps not available"))
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Sums a per-CPU u64 counter array, any borrow of the map.

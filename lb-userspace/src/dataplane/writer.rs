@@ -13,6 +13,25 @@ use std::net::Ipv4Addr;
 
 use crate::netlink::LinkInfo;
 
+/// ipvsadm --set tcp tcpfin udp, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnTimeouts {
+    pub tcp: u32,
+    pub tcpfin: u32,
+    pub udp: u32,
+}
+
+impl Default for ConnTimeouts {
+    fn default() -> Self {
+        use lb_common::conntrack::{DEFAULT_TIMEOUTS_S, S_ESTABLISHED, S_FIN_WAIT, S_UDP};
+        Self {
+            tcp: DEFAULT_TIMEOUTS_S[S_ESTABLISHED as usize],
+            tcpfin: DEFAULT_TIMEOUTS_S[S_FIN_WAIT as usize],
+            udp: DEFAULT_TIMEOUTS_S[S_UDP as usize],
+        }
+    }
+}
+
 use super::{
     Dataplane,
     plan::{PlannedReal, PlannedService},
@@ -29,6 +48,7 @@ impl Dataplane {
         inside: Option<&LinkInfo>,
         tun_src: Ipv4Addr,
         nat: bool,
+        timeouts: ConnTimeouts,
     ) -> Result<()> {
         let globals = LbGlobals {
             iface_mac: link.mac,
@@ -39,6 +59,10 @@ impl Dataplane {
             inside_ifindex: inside.map_or(0, |l| l.index),
             inside_mac: inside.map_or([0; 6], |l| l.mac),
             _pad: [0; 2],
+            timeout_tcp_s: timeouts.tcp,
+            timeout_tcpfin_s: timeouts.tcpfin,
+            timeout_udp_s: timeouts.udp,
+            _pad2: 0,
         };
         self.maps()?
             .globals

@@ -37,6 +37,39 @@ pub struct TableView {
     pub services: Vec<ServiceView>,
 }
 
+/// One line of `ipvsadm -L -c -n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnView {
+    pub protocol: &'static str,
+    /// Seconds until the connection expires.
+    pub expire_s: u64,
+    pub state: &'static str,
+    pub client: (Ipv4Addr, u16),
+    pub virt: (Ipv4Addr, u16),
+    pub dest: (Ipv4Addr, u16),
+}
+
+/// `ipvsadm -L -c -n` (ipvsadm.c print_conn).
+pub fn format_connections(conns: &[ConnView]) -> String {
+    let mut out = String::from("IPVS connection entries\n");
+    out.push_str("pro expire state       source             virtual            destination\n");
+    let addr = |(ip, port): (Ipv4Addr, u16)| format!("{ip}:{port}");
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
+            c.protocol,
+            c.expire_s / 60,
+            c.expire_s % 60,
+            c.state,
+            addr(c.client),
+            addr(c.virt),
+            addr(c.dest)
+        );
+    }
+    out
+}
+
 /// ipvsadm's Forward column.
 pub fn forward_name(kind: ForwardKind) -> &'static str {
     match kind {
@@ -134,6 +167,24 @@ TCP  172.16.122.100:80 rr
         );
         assert!(out.contains(" Masq    1 "), "{out}");
         assert!(out.contains(" Tunnel  1 "), "{out}");
+    }
+
+    #[test]
+    fn connection_table_in_ipvsadm_layout() {
+        let c = ConnView {
+            protocol: "TCP",
+            expire_s: 899,
+            state: "ESTABLISHED",
+            client: (Ipv4Addr::new(172, 16, 122, 50), 40000),
+            virt: (Ipv4Addr::new(172, 16, 122, 100), 80),
+            dest: (Ipv4Addr::new(172, 16, 122, 193), 80),
+        };
+        assert_eq!(
+            format_connections(&[c]),
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination\n\
+             TCP 14:59  ESTABLISHED 172.16.122.50:40000 172.16.122.100:80  172.16.122.193:80\n"
+        );
     }
 
     #[test]

@@ -3,13 +3,71 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, anyhow};
+use std::collections::HashMap as StdHashMap;
+
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use lb_common::{
-    BackendSet, ForwardKind, IPPROTO_TCP, RealServer, SchedulerKind, ServiceInfo, ServiceKey,
+    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, RealServer, SchedulerKind,
+    ServiceInfo, ServiceKey,
+    conntrack::{STATE_NAMES, is_active},
     pin_names,
 };
 
-use super::list::{DestView, ServiceView, TableView};
+use super::list::{ConnView, DestView, ServiceView, TableView};
+use crate::dataplane::monotonic_ns;
+
+/// A live flow: its key, entry and nanoseconds left.
+type LiveFlow = (FlowKey, FlowEntry, u64);
+
+/// Every flow not yet expired (the sweep may not have run yet).
+fn live_flows(pin_dir: &Path) -> Result<Vec<LiveFlow>> {
+    let globals: Array<MapData, LbGlobals> =
+        Array::try_from(open(pin_dir, pin_names::LB_GLOBALS)?)?;
+    let globals = globals.get(&0, 0).context("reading lb_globals")?;
+    let flows: HashMap<MapData, FlowKey, FlowEntry> =
+        HashMap::try_from(open(pin_dir, pin_names::FLOW_TABLE)?)?;
+    let now = monotonic_ns();
+    Ok(flows
+        .iter()
+        .filter_map(|item| item.ok())
+        .filter_map(|(k, e)| {
+            e.remaining_ns(globals.timeout_s(e.state), now)
+                .map(|left| (k, e, left))
+        })
+        .collect())
+}
+
+fn ipv4(addr: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr.to_ne_bytes())
+}
+
+/// `ipvsadm -L -c -n`: the connection table.
+pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
+    let reals: Array<MapData, RealServer> = Array::try_from(open(pin_dir, pin_names::REALS)?)?;
+    let mut out = Vec::new();
+    for (key, entry, left_ns) in live_flows(pin_dir)? {
+        let real = reals
+            .get(&entry.real_id, 0)
+            .context("reading a real server")?;
+        out.push(ConnView {
+            protocol: if key.proto == IPPROTO_TCP {
+                "TCP"
+            } else {
+                "UDP"
+            },
+            expire_s: left_ns / 1_000_000_000,
+            state: STATE_NAMES
+                .get(entry.state as usize)
+                .copied()
+                .unwrap_or("UNKNOWN"),
+            client: (ipv4(key.src), u16::from_be(key.sport)),
+            virt: (ipv4(key.dst), u16::from_be(key.dport)),
+            dest: (ipv4(real.ip), u16::from_be(real.port)),
+        });
+    }
+    out.sort_by_key(|c| (c.virt, c.client));
+    Ok(out)
+}
 
 fn open(pin_dir: &Path, name: &str) -> Result<Map> {
     let path = pin_dir.join(name);
@@ -40,6 +98,16 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
     }
     entries.sort_by_key(|(_, info)| info.service_id);
 
+    // real id -> (active, inactive), exact: counted from the live flows.
+    let mut conns: StdHashMap<u32, (u64, u64)> = StdHashMap::new();
+    for (_, entry, _) in live_flows(pin_dir)? {
+        let c = conns.entry(entry.real_id).or_default();
+        if is_active(entry.state) {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+    }
     let mut out = Vec::new();
     for (key, info) in entries {
         let set = sets
@@ -55,12 +123,12 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
                 .get(&backend.real_id, 0)
                 .context("reading a real server")?;
             dests.push(DestView {
-                ip: Ipv4Addr::from(real.ip.to_ne_bytes()),
+                ip: ipv4(real.ip),
                 port: u16::from_be(real.port),
                 forward,
                 weight: backend.weight,
-                active_conns: 0,
-                inactive_conns: 0,
+                active_conns: conns.get(&backend.real_id).map_or(0, |c| c.0),
+                inactive_conns: conns.get(&backend.real_id).map_or(0, |c| c.1),
             });
         }
         out.push(ServiceView {
@@ -69,7 +137,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             } else {
                 "UDP"
             },
-            vip: Ipv4Addr::from(key.vip.to_ne_bytes()),
+            vip: ipv4(key.vip),
             port: u16::from_be(key.port),
             scheduler: scheduler.name(),
             persistent: None,
