@@ -209,7 +209,45 @@ impl FlowEntry {
 pub struct SchedState {
     /// rr: index in the backend set where the next search starts.
     pub rr_next: u32,
+    /// wrr (ip_vs_wrr.c mark): index of the last server chosen
+    /// (WRR_AT_HEAD before the first).
+    pub wrr_last: u32,
+    /// wrr: current weight.
+    pub wrr_cw: i32,
+    /// wrr: max weight - (gcd - 1), written by the agent with the set.
+    pub wrr_mw: i32,
+    /// wrr: gcd of the weights, written by the agent with the set.
+    pub wrr_di: i32,
     pub _pad: u32,
+}
+
+/// SchedState::wrr_last before any server was chosen (IPVS: the list head).
+pub const WRR_AT_HEAD: u32 = u32::MAX;
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl SchedState {
+    /// The state IPVS's wrr starts a (new or changed) backend set with.
+    pub fn wrr_for(weights: &[u32]) -> Self {
+        let di = weights
+            .iter()
+            .copied()
+            .filter(|w| *w > 0)
+            .fold(0, gcd)
+            .max(1);
+        let max = weights.iter().copied().max().unwrap_or(0);
+        let mw = if max == 0 { 0 } else { max - (di - 1) };
+        Self {
+            rr_next: 0,
+            wrr_last: WRR_AT_HEAD,
+            wrr_cw: mw as i32,
+            wrr_mw: mw as i32,
+            wrr_di: di as i32,
+            _pad: 0,
+        }
+    }
 }
 
 /// `service_stats` / `real_stats` value (per CPU): what ipvsadm --stats shows.
@@ -309,7 +347,7 @@ mod tests {
         assert_eq!(size_of::<RealServer>(), 16);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowEntry>(), 24);
-        assert_eq!(size_of::<SchedState>(), 8);
+        assert_eq!(size_of::<SchedState>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<LbGlobals>(), 48);
         assert_eq!(size_of::<NatReverse>(), 24);

@@ -5,5 +5,6 @@
 pub mod netns;
 pub mod packet;
 pub mod progtest;
+pub mod sched_model;
 pub mod smtp_sink;
 pub mod topology;

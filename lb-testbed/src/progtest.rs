@@ -34,6 +34,15 @@ const LB_IFINDEX: u32 = 0x7fff_0000;
 /// Room for what the program may add in front (encapsulation) and behind.
 const OUT_HEADROOM: usize = 256;
 
+/// The MAC of the `index`-th real server of a test service (RS1, RS2, then more).
+pub fn real_mac(index: usize) -> [u8; 6] {
+    match index {
+        0 => RS1_MAC,
+        1 => RS2_MAC,
+        i => [0x02, 0x15, 0, 0, 1, i as u8],
+    }
+}
+
 /// XDP verdicts (uapi/linux/bpf.h).
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
@@ -120,9 +129,9 @@ impl ProgTest {
                 .is_none_or(|(_, h)| *h),
             weight_override: None,
         });
-        for (real, mac) in self.service.reals.iter().zip([RS1_MAC, RS2_MAC]) {
+        for (i, real) in self.service.reals.iter().enumerate() {
             self.dp
-                .write_real(real, Some(mac), state.is_active(real.real_id))?;
+                .write_real(real, Some(real_mac(i)), state.is_active(real.real_id))?;
         }
         self.dp.write_service(&self.service, &state.backends, false)
     }

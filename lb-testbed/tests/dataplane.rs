@@ -673,3 +673,66 @@ fn tcp_states_follow_ipvs_input_only_table() {
     };
     assert_eq!(u.dp.flow_entry(&ukey).unwrap().unwrap().state, S_UDP);
 }
+
+/// A wrr service over as many real servers as `weights`.
+fn wrr_service(weights: &[u32]) -> lb_userspace::dataplane::plan::PlannedService {
+    let mut svc = seed_service([1, 1]);
+    svc.scheduler = lb_common::SchedulerKind::Wrr;
+    svc.reals = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| lb_userspace::dataplane::plan::PlannedReal {
+            real_id: i as u32 + 1,
+            rs_index: Some(i),
+            ip: Ipv4Addr::new(172, 16, 122, 193 + i as u8),
+            port: PORT,
+            weight: *w,
+        })
+        .collect();
+    svc
+}
+
+/// Which real server (index) each of `n` new flows went to.
+fn new_flow_choices(t: &mut ProgTest, n: u16, servers: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let mac = forwarded_to(t, &syn(50000 + i).frame());
+            (0..servers)
+                .find(|&s| real_mac(s) == mac)
+                .expect("a known server")
+        })
+        .collect()
+}
+
+#[test]
+fn wrr_matches_the_ipvs_model_choice_for_choice() {
+    use lb_testbed::sched_model::WrrModel;
+    for weights in [
+        &[3u32, 1][..],
+        &[5, 2, 2],
+        &[4, 0, 2],
+        &[2, 4, 6],
+        &[1, 1, 1],
+        &[7, 3, 5, 1],
+    ] {
+        let mut t = ProgTest::with_service(wrr_service(weights)).unwrap();
+        let got = new_flow_choices(&mut t, 60, weights.len());
+        let mut model = WrrModel::new(weights);
+        let expected: Vec<usize> = (0..60).map(|_| model.pick().unwrap()).collect();
+        assert_eq!(got, expected, "weights {weights:?}");
+    }
+}
+
+#[test]
+fn wrr_three_to_one_over_400_flows_is_300_to_100() {
+    let mut t = ProgTest::with_service(wrr_service(&[3, 1])).unwrap();
+    let got = new_flow_choices(&mut t, 400, 2);
+    assert_eq!(got.iter().filter(|&&s| s == 0).count(), 300);
+    assert_eq!(got.iter().filter(|&&s| s == 1).count(), 100);
+}
+
+#[test]
+fn wrr_with_every_weight_zero_drops() {
+    let mut t = ProgTest::with_service(wrr_service(&[0, 0])).unwrap();
+    assert_eq!(t.run(&syn(51000).frame()).unwrap().0, XDP_DROP);
+}

@@ -2,6 +2,7 @@
 //! maps; work is bounded by MAX_BACKENDS_PER_SERVICE.
 
 mod rr;
+mod wrr;
 
 use lb_common::{SchedulerKind, ServiceInfo};
 
@@ -14,6 +15,7 @@ pub fn schedule(svc: &ServiceInfo) -> Option<u32> {
     let set = BACKEND_SETS.get(svc.backend_set)?;
     match SchedulerKind::from_u8(svc.sched)? {
         SchedulerKind::Rr => rr::pick(svc.service_id, set),
+        SchedulerKind::Wrr => wrr::pick(svc.service_id, set),
         // The agent refuses to load the other schedulers until they exist here.
         _ => None,
     }

@@ -75,6 +75,7 @@ struct WritableMaps {
     backend_sets: Array<MapData, BackendSet>,
     reals: Array<MapData, RealServer>,
     globals: Array<MapData, LbGlobals>,
+    sched_state: Array<MapData, lb_common::SchedState>,
 }
 
 /// The loaded (verified) balancer with its maps.
@@ -296,6 +297,7 @@ impl Dataplane {
                 backend_sets: Array::try_from(take(map_names::BACKEND_SETS)?)?,
                 reals: Array::try_from(take(map_names::REALS)?)?,
                 globals: Array::try_from(take(map_names::LB_GLOBALS)?)?,
+                sched_state: Array::try_from(take(map_names::SCHED_STATE)?)?,
             });
         }
         self.maps

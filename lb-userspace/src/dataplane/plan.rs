@@ -112,9 +112,9 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
         let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if vs.lb_algo != LbAlgo::Rr {
+        if !matches!(vs.lb_algo, LbAlgo::Rr | LbAlgo::Wrr) {
             unsupported.push(format!(
-                "{name}: lb_algo {:?} is not implemented yet (rr is)",
+                "{name}: lb_algo {:?} is not implemented yet (rr and wrr are)",
                 vs.lb_algo
             ));
         }

@@ -6,7 +6,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::DevMapHash;
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals,
-    REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, ServiceInfo,
+    REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState,
+    SchedulerKind, ServiceInfo,
 };
 
 use std::net::Ipv4Addr;
@@ -144,6 +145,13 @@ impl Dataplane {
             flags: if standby { SERVICE_FLAG_STANDBY } else { 0 },
         };
         let maps = self.maps()?;
+        if svc.scheduler == SchedulerKind::Wrr {
+            // IPVS resets wrr's mark whenever the destinations change.
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            maps.sched_state
+                .set(svc.service_id, SchedState::wrr_for(&weights), 0)
+                .context("writing the wrr state")?;
+        }
         maps.backend_sets
             .set(slot, set, 0)
             .with_context(|| format!("writing the backend set of {}:{}", svc.vip, svc.port))?;
