@@ -20,6 +20,7 @@ pub const BACKEND_SET_SLOTS_PER_SERVICE: u32 = 2;
 pub const MAX_BACKEND_SETS: u32 = MAX_SERVICES * BACKEND_SET_SLOTS_PER_SERVICE;
 
 /// IP protocol numbers (IANA), as stored in `ServiceKey::proto`.
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPv4-in-IPv4 (LVS-TUN).

@@ -6,16 +6,18 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{csum, parse::L4Packet, parse::ptr_at};
+use lb_common::IPPROTO_ICMP;
 
-const IPPROTO_ICMP: u8 = 1;
+use crate::{
+    csum,
+    parse::{ICMP_HEADER_LEN, IPV4_VERSION_IHL, L4Packet, ptr_at},
+};
+
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP_HEADER_LEN: usize = 8;
 /// RFC 792: the original IP header plus the first 8 bytes of its payload.
 const QUOTED_LEN: usize = Ipv4Hdr::LEN + 8;
 const TTL: u8 = 64;
-const IPV4_VERSION_IHL: u8 = 0x45;
 
 /// Turns the frame into an ICMP fragmentation-needed error back to its
 /// sender, from the address it was sent to, announcing `mtu`; XDP_TX.

@@ -5,18 +5,24 @@
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
-use lb_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, counters};
+use lb_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
 /// EtherTypes as they sit in the frame (network byte order).
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+pub const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+/// Offset of the L3 header behind Ethernet and one 802.1Q tag.
+pub const VLAN_TAGGED_L3_OFF: usize = EthHdr::LEN + VlanHdr::LEN;
 /// Minimum IPv4 header length, in 32-bit words.
-const IPV4_MIN_IHL_WORDS: u8 = 5;
+pub const IPV4_MIN_IHL_WORDS: u8 = 5;
+/// The first byte of an IPv4 header without options.
+pub const IPV4_VERSION_IHL: u8 = 0x40 | IPV4_MIN_IHL_WORDS;
 /// Fragment offset mask plus the More-Fragments bit of `frags`.
-const IPV4_FRAG_MASK: u16 = 0x3fff;
+pub const IPV4_FRAG_MASK: u16 = 0x3fff;
 /// Don't Fragment bit of `frags`.
-const IPV4_DF: u16 = 0x4000;
+pub const IPV4_DF: u16 = 0x4000;
+/// Type, code, checksum and 4 bytes of an ICMP header.
+pub const ICMP_HEADER_LEN: usize = 8;
 /// Offset of the flags byte in the TCP header.
 const TCP_FLAGS_OFFSET: usize = 13;
 /// Minimum TCP header length, in 32-bit words.
@@ -32,6 +38,20 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
         return Err(());
     }
     Ok((start + offset) as *mut T)
+}
+
+/// Ethernet with at most one 802.1Q tag: (EtherType, offset of the L3
+/// header). Err when the frame is too short for what it announces.
+#[inline(always)]
+pub fn parse_l2(ctx: &XdpContext) -> Result<(u16, usize), ()> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type != ETH_P_8021Q {
+        return Ok((ether_type, EthHdr::LEN));
+    }
+    let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+    Ok((unsafe { (*vlan).ether_type }, VLAN_TAGGED_L3_OFF))
 }
 
 /// What the balancer needs from a TCP/UDP-over-IPv4 frame.
@@ -57,15 +77,7 @@ pub struct L4Packet {
 /// passes it to the kernel unmodified and bumps that counter.
 #[inline(always)]
 pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| counters::PASS_MALFORMED)?;
-    // SAFETY: ptr_at checked the bounds.
-    let mut ether_type = unsafe { (*eth).ether_type };
-    let mut l3_off = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
-        ether_type = unsafe { (*vlan).ether_type };
-        l3_off += VlanHdr::LEN;
-    }
+    let (ether_type, l3_off) = parse_l2(ctx).map_err(|_| counters::PASS_MALFORMED)?;
     if ether_type != ETH_P_IP {
         return Err(counters::PASS_NOT_IPV4);
     }
@@ -139,8 +151,6 @@ pub struct IcmpError {
     pub inner: FlowKey,
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const ICMP_HEADER_LEN: usize = 8;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_PARAMETER_PROBLEM: u8 = 12;
@@ -151,14 +161,7 @@ const QUOTED_PORTS_LEN: usize = 4;
 /// (then passed as it is).
 #[inline(always)]
 pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok()?;
-    let mut ether_type = unsafe { (*eth).ether_type };
-    let mut l3_off = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3_off).ok()?;
-        ether_type = unsafe { (*vlan).ether_type };
-        l3_off += VlanHdr::LEN;
-    }
+    let (ether_type, l3_off) = parse_l2(ctx).ok()?;
     if ether_type != ETH_P_IP {
         return None;
     }

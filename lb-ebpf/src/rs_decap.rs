@@ -21,12 +21,7 @@ use aya_ebpf::{
 };
 use lb_common::{IPPROTO_IPIP, MAX_RS_VIPS, RsDecapCounter};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
-use parse::ptr_at;
-
-const ETH_P_IP: u16 = 0x0800u16.to_be();
-const ETH_P_8021Q: u16 = 0x8100u16.to_be();
-const IPV4_MIN_IHL_BYTES: u8 = 20;
-const IPV4_FRAG_MASK: u16 = 0x3fff;
+use parse::{ETH_P_IP, IPV4_FRAG_MASK, IPV4_MIN_IHL_WORDS, VLAN_TAGGED_L3_OFF, parse_l2, ptr_at};
 
 /// VIP (network byte order) -> 1: the VIPs this real server serves.
 #[btf_map]
@@ -51,25 +46,14 @@ pub fn rs_decap(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let eth_copy = unsafe { *eth };
-    let mut l3_off = EthHdr::LEN;
-    let mut vlan_copy = None;
-    let mut ether_type = eth_copy.ether_type;
-    if ether_type == ETH_P_8021Q {
-        let vlan: *const VlanHdr = ptr_at(ctx, l3_off)?;
-        let v = unsafe { *vlan };
-        ether_type = v.ether_type;
-        vlan_copy = Some(v);
-        l3_off += VlanHdr::LEN;
-    }
+    let (ether_type, l3_off) = parse_l2(ctx)?;
     if ether_type != ETH_P_IP {
         return Ok(xdp_action::XDP_PASS);
     }
     let outer: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
     let outer = unsafe { &*outer };
     if outer.proto != IPPROTO_IPIP
-        || outer.ihl() != IPV4_MIN_IHL_BYTES
+        || outer.ihl() != IPV4_MIN_IHL_WORDS * 4
         || u16::from_be_bytes(outer.frags) & IPV4_FRAG_MASK != 0
     {
         return Ok(xdp_action::XDP_PASS);
@@ -83,6 +67,14 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
     }
     // Drop the outer header: move the start forward by its length and write
     // the (unchanged) Ethernet and VLAN headers again in front of the inner one.
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let eth_copy = unsafe { *eth };
+    let vlan_copy = if l3_off == VLAN_TAGGED_L3_OFF {
+        let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
+        Some(unsafe { *vlan })
+    } else {
+        None
+    };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, Ipv4Hdr::LEN as i32) } != 0 {
         return Ok(xdp_action::XDP_PASS);
     }

@@ -16,7 +16,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -325,15 +325,7 @@ impl Topology {
             if *h != host {
                 return true;
             }
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + NGINX_START_TIMEOUT;
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                sleep(POLL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = stop_child(child, "TERM", NGINX_START_TIMEOUT);
             false
         });
     }
@@ -396,14 +388,7 @@ impl Topology {
                 .args([&format!("-{signal}"), pid.trim()])
                 .status();
         }
-        netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()])?;
-        let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
-        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-            sleep(POLL);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Ok(())
+        stop_child(&mut child, signal, AGENT_STOP_TIMEOUT).map(|_| ())
     }
 
     /// The pid of the agent running on `host`.
@@ -628,17 +613,10 @@ impl Topology {
             return Ok(true);
         };
         let (_, mut child) = self.agents.remove(pos);
-        netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()])?;
-        let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            sleep(POLL);
+        match stop_child(&mut child, signal, AGENT_STOP_TIMEOUT)? {
+            Some(status) => Ok(status.success()),
+            None => bail!("the agent did not stop within {AGENT_STOP_TIMEOUT:?} of SIG{signal}"),
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the agent did not stop within {AGENT_STOP_TIMEOUT:?} of SIGTERM")
     }
 
     fn agent_log_path(&self, host: Host) -> PathBuf {
@@ -889,15 +867,7 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         for (_, mut agent) in self.agents.drain(..) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &agent.id().to_string()])
-                .status();
-            let deadline = Instant::now() + AGENT_STOP_TIMEOUT;
-            while Instant::now() < deadline && matches!(agent.try_wait(), Ok(None)) {
-                sleep(POLL);
-            }
-            let _ = agent.kill();
-            let _ = agent.wait();
+            let _ = stop_child(&mut agent, "TERM", AGENT_STOP_TIMEOUT);
         }
         // realserver stop, so no state file or pin outlives its namespace.
         if let Ok(binary) = agent_binary() {
@@ -922,6 +892,27 @@ impl Drop for Topology {
         destroy(&self.prefix);
         let _ = fs::remove_dir_all(&self.workdir);
     }
+}
+
+/// Sends `signal` (TERM, KILL...) to `child` and waits up to `timeout` for
+/// it to exit, then SIGKILLs it. Its exit status if it exited in time; Err
+/// if the signal could not be sent (the child is reaped all the same).
+fn stop_child(child: &mut Child, signal: &str, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let sent = netns::run("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+    let deadline = Instant::now() + timeout;
+    let mut status = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        sleep(POLL);
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    sent.map(|_| status)
 }
 
 /// Sets `ns`'s default route via `gateway`.

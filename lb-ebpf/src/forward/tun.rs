@@ -7,12 +7,15 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::Xdp
 use lb_common::{IPPROTO_IPIP, LbGlobals, RealServer, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
-use crate::{csum, forward::nexthop, icmp, maps::count, parse::L4Packet, parse::ptr_at};
+use crate::{
+    csum,
+    forward::nexthop,
+    icmp,
+    maps::count,
+    parse::{IPV4_DF, IPV4_VERSION_IHL, L4Packet, VLAN_TAGGED_L3_OFF, ptr_at},
+};
 
 const OUTER_TTL: u8 = 64;
-const IPV4_VERSION_IHL: u8 = 0x45;
-const IPV4_DF: u16 = 0x4000;
-const VLAN_TAGGED: usize = EthHdr::LEN + VlanHdr::LEN;
 
 #[inline(always)]
 pub fn forward(
@@ -40,7 +43,7 @@ pub fn forward(
     // Keep the L2 headers that are there now, to write them again in front.
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let ether_type = unsafe { (*eth).ether_type };
-    let vlan = if pkt.l3_off == VLAN_TAGGED {
+    let vlan = if pkt.l3_off == VLAN_TAGGED_L3_OFF {
         let v: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
         Some(unsafe { *v })
     } else {
@@ -61,7 +64,7 @@ pub fn forward(
         Some(v) => {
             let new_vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
             unsafe { *new_vlan = v };
-            VLAN_TAGGED
+            VLAN_TAGGED_L3_OFF
         }
         None => EthHdr::LEN,
     };
