@@ -19,6 +19,36 @@ pub const BACKEND_SET_SLOTS_PER_SERVICE: u32 = 2;
 /// Total slots of the backend_sets array.
 pub const MAX_BACKEND_SETS: u32 = MAX_SERVICES * BACKEND_SET_SLOTS_PER_SERVICE;
 
+/// Backend-set indices are stored in one byte (lookup tables).
+const _: () = assert!(MAX_BACKENDS_PER_SERVICE <= 256);
+
+/// dh and sh: buckets of the hash table (IP_VS_DH_TAB_SIZE, IP_VS_SH_TAB_SIZE).
+pub const DH_SH_TABLE_SIZE: u32 = 256;
+/// mh: Maglev lookup table size, a prime (IPVS's default,
+/// CONFIG_IP_VS_MH_TAB_INDEX 12).
+pub const MH_TABLE_SIZE: u32 = 4093;
+/// mh: bits of weight/gcd kept before shifting (IP_VS_MH_TAB_BITS).
+pub const MH_TABLE_BITS: u32 = 6;
+/// mh: the hsiphash keys IPVS uses (generate_hash_secret): fixed, so every
+/// balancer with the same servers builds the same table.
+pub const MH_HASH1_KEY: [u64; 2] = [2_654_435_761, 2_654_435_761];
+pub const MH_HASH2_KEY: [u64; 2] = [2_654_446_892, 2_654_446_892];
+/// Room in a lookup table value (at least MH_TABLE_SIZE).
+pub const LOOKUP_TABLE_MAX: u32 = 4096;
+const _: () = assert!(MH_TABLE_SIZE <= LOOKUP_TABLE_MAX && DH_SH_TABLE_SIZE <= LOOKUP_TABLE_MAX);
+/// lblcr: servers one locality entry may hold (IPVS: unbounded).
+pub const LBLCR_SET_MAX: u32 = 16;
+/// lblc/lblcr: entries of the locality cache (LRU; a lost entry is only
+/// rescheduled). IPVS's table gc starts at 16 * 1024 entries.
+pub const LOCALITY_CACHE_SIZE: u32 = 65_536;
+/// lblc/lblcr expiration: IPVS's sysctl default, 24 hours.
+pub const LOCALITY_DEFAULT_EXPIRATION_S: u32 = 24 * 60 * 60;
+/// Persistence templates the data plane can hold.
+pub const PERSIST_TABLE_SIZE: u32 = 65_536;
+/// Map flags (uapi/linux/bpf.h).
+pub const BPF_F_NO_PREALLOC: usize = 1 << 0;
+pub const BPF_F_MMAPABLE: usize = 1 << 10;
+
 /// IP protocol numbers (IANA), as stored in `ServiceKey::proto`.
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;

@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod consts;
 pub mod counters;
 pub mod maps;
+pub mod sched_hash;
 
 pub use consts::*;
 pub use maps::*;

@@ -27,6 +27,10 @@ pub mod pin_names {
     pub const LB_GLOBALS: &str = "lb_globals";
     pub const NAT_REVERSE: &str = "nat_reverse";
     pub const TX_PORTS: &str = "tx_ports";
+    pub const REAL_CONNS: &str = "real_conns";
+    pub const LOOKUP_TABLES: &str = "lookup_tables";
+    pub const LOCALITY: &str = "locality";
+    pub const PERSIST: &str = "persist";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -42,9 +46,13 @@ pub mod map_names {
     pub const LB_GLOBALS: &str = "LB_GLOBALS";
     pub const NAT_REVERSE: &str = "NAT_REVERSE";
     pub const TX_PORTS: &str = "TX_PORTS";
+    pub const REAL_CONNS: &str = "REAL_CONNS";
+    pub const LOOKUP_TABLES: &str = "LOOKUP_TABLES";
+    pub const LOCALITY: &str = "LOCALITY";
+    pub const PERSIST: &str = "PERSIST";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 11] = [
+    pub const PINNED: [(&str, &str); 15] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -56,6 +64,10 @@ pub mod map_names {
         (LB_GLOBALS, super::pin_names::LB_GLOBALS),
         (NAT_REVERSE, super::pin_names::NAT_REVERSE),
         (TX_PORTS, super::pin_names::TX_PORTS),
+        (REAL_CONNS, super::pin_names::REAL_CONNS),
+        (LOOKUP_TABLES, super::pin_names::LOOKUP_TABLES),
+        (LOCALITY, super::pin_names::LOCALITY),
+        (PERSIST, super::pin_names::PERSIST),
     ];
 }
 
@@ -85,10 +97,25 @@ pub struct ServiceInfo {
     pub forward: u8,
     /// `SchedulerKind` as u8.
     pub sched: u8,
-    pub _pad: [u8; 2],
+    /// SCHED_FLAG_* bits (sh-port, sh-fallback, mh-port).
+    pub sched_flags: u8,
+    pub _pad: u8,
     /// SERVICE_FLAG_* bits.
     pub flags: u32,
+    /// ipvsadm -p: seconds a client's template outlives its last
+    /// connection; 0 = no persistence.
+    pub persist_timeout_s: u32,
+    /// ipvsadm -M: the client network of a template is `saddr & mask`
+    /// (network byte order).
+    pub persist_mask: u32,
 }
+
+/// sh / mh: hash the client's port too, not only its address
+/// (IP_VS_SVC_F_SCHED_SH_PORT, ..._MH_PORT).
+pub const SCHED_FLAG_HASH_PORT: u8 = 1 << 0;
+/// sh: when the hashed server is unavailable, try the next buckets
+/// (IP_VS_SVC_F_SCHED_SH_FALLBACK).
+pub const SCHED_FLAG_FALLBACK: u8 = 1 << 1;
 
 /// The VIP belongs to a vrrp_instance that is not MASTER here: the data
 /// plane passes the service's packets to the kernel instead of balancing.
@@ -203,6 +230,115 @@ impl FlowEntry {
     }
 }
 
+/// `real_conns` value: IPVS's per-destination connection counters
+/// (ip_vs_dest activeconns / inactconns), which lc, wlc, sed, nq, ovf, twos,
+/// lblc and lblcr schedule by.
+///
+/// Kept exact by construction: every change is an atomic add by whoever
+/// changes the flow table. The data plane adds when it creates a flow or
+/// moves one between active and inactive; the agent subtracts, through a
+/// shared mmap of this array, the flow it removed (it removes flows with
+/// BPF_MAP_LOOKUP_AND_DELETE_ELEM, so it subtracts exactly the state the
+/// flow had when it went). The flow table is a plain hash, not an LRU: the
+/// kernel never evicts an entry behind the counters' back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealConns {
+    /// Connections in ESTABLISHED. (64-bit: the BPF target's only atomic width.)
+    pub active: i64,
+    /// Connections in any other state (UDP included).
+    pub inactive: i64,
+    /// Persistence templates pointing at this server.
+    pub persistent: i64,
+    pub _pad: i64,
+}
+
+impl RealConns {
+    /// IPVS's ip_vs_dest_conn_overhead: active * 256 + inactive.
+    #[inline(always)]
+    pub fn overhead(&self) -> i64 {
+        (self.active << 8) + self.inactive
+    }
+}
+
+/// `lookup_tables` value, one per backend-set slot of a dh, sh or mh
+/// service: bucket -> index in the backend set. Built by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupTable {
+    /// Buckets in use: DH_SH_TABLE_SIZE or MH_TABLE_SIZE; 0 = no server.
+    pub len: u32,
+    pub _pad: u32,
+    pub buckets: [u8; crate::consts::LOOKUP_TABLE_MAX as usize],
+}
+
+impl Default for LookupTable {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            _pad: 0,
+            buckets: [0; crate::consts::LOOKUP_TABLE_MAX as usize],
+        }
+    }
+}
+
+/// `locality` key: lblc / lblcr remember servers per destination address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalityKey {
+    pub service_id: u32,
+    /// The packet's destination address (network byte order).
+    pub daddr: u32,
+}
+
+/// One server of a locality entry: its real id, and where it was in the
+/// backend set (a hint: the set may have changed since).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalityMember {
+    pub real_id: u32,
+    pub index: u32,
+}
+
+/// `locality` value: lblc's server (count 1) or lblcr's server set, newest
+/// first as IPVS's list_add.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalityEntry {
+    /// Last time a new connection used the entry (ns, monotonic).
+    pub lastuse_ns: u64,
+    /// lblcr: last time the set changed.
+    pub lastmod_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+    pub members: [LocalityMember; crate::consts::LBLCR_SET_MAX as usize],
+}
+
+/// `persist` key: a persistence template (ip_vs_conn with
+/// IP_VS_CONN_F_TEMPLATE): client network -> the service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    /// saddr & persistence_granularity (network byte order).
+    pub client_net: u32,
+    pub vip: u32,
+    /// The service's port (0 for an all-ports service), network order.
+    pub vport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `persist` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistEntry {
+    pub real_id: u32,
+    pub service_id: u32,
+    /// Last new connection through the template (the agent re-arms it
+    /// while connections it made still exist).
+    pub last_seen_ns: u64,
+}
+
 /// `sched_state` value: per-service scheduler state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -286,12 +422,18 @@ pub struct LbGlobals {
     pub timeout_tcp_s: u32,
     pub timeout_tcpfin_s: u32,
     pub timeout_udp_s: u32,
-    pub _pad2: u32,
+    /// lblc/lblcr: seconds before an unused locality entry goes, and before
+    /// an unchanged lblcr set drops its most loaded server
+    /// (net.ipv4.vs.lblc_expiration / lblcr_expiration).
+    pub locality_expiration_s: u32,
 }
 
 /// Some service uses NAT: packets that are no service's are looked up in
 /// `nat_reverse` (they may be replies of real servers).
 pub const GLOBAL_FLAG_NAT: u32 = 1 << 0;
+/// Some service has port 0 (all ports, with persistence): a packet that
+/// matches no (vip, port) service is looked up again with port 0.
+pub const GLOBAL_FLAG_PORT0: u32 = 1 << 1;
 
 /// `nat_reverse` value, keyed by a reply's 5-tuple (real server -> client):
 /// what to write back into the reply so the client sees the VIP answer.
@@ -327,6 +469,13 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for LbGlobals {}
     unsafe impl aya::Pod for NatReverse {}
+    unsafe impl aya::Pod for RealConns {}
+    unsafe impl aya::Pod for LookupTable {}
+    unsafe impl aya::Pod for LocalityKey {}
+    unsafe impl aya::Pod for LocalityMember {}
+    unsafe impl aya::Pod for LocalityEntry {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for PersistEntry {}
 }
 
 #[cfg(test)]
@@ -338,7 +487,7 @@ mod tests {
     #[test]
     fn map_value_layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceInfo>(), 16);
+        assert_eq!(size_of::<ServiceInfo>(), 24);
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(
             size_of::<BackendSet>(),
@@ -351,5 +500,17 @@ mod tests {
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<LbGlobals>(), 48);
         assert_eq!(size_of::<NatReverse>(), 24);
+        assert_eq!(size_of::<RealConns>(), 32);
+        assert_eq!(
+            size_of::<LookupTable>(),
+            8 + crate::consts::LOOKUP_TABLE_MAX as usize
+        );
+        assert_eq!(size_of::<LocalityKey>(), 8);
+        assert_eq!(
+            size_of::<LocalityEntry>(),
+            24 + 8 * crate::consts::LBLCR_SET_MAX as usize
+        );
+        assert_eq!(size_of::<PersistKey>(), 12);
+        assert_eq!(size_of::<PersistEntry>(), 16);
     }
 }

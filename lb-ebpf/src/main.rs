@@ -4,6 +4,9 @@
 //! untouched.
 #![no_std]
 #![no_main]
+// atomic_xadd: per-server connection counters shared by all CPUs.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod conntrack;
 mod csum;
@@ -20,6 +23,7 @@ use lb_common::{
     ForwardKind, GLOBAL_FLAG_NAT, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY, ServiceKey, counters,
 };
 
+use conntrack::Lookup;
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 
 #[xdp]
@@ -73,15 +77,20 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     }
 
     let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
-        Some((real_id, real)) => (real_id, real, false),
-        None => {
-            let Some(real_id) = sched::schedule(svc) else {
+        Lookup::Hit(real_id, real) => (real_id, real, false),
+        found => {
+            let Some(real_id) = sched::schedule(svc, flow) else {
                 debug!(ctx, "service {}: no real server available", svc.service_id);
                 count(counters::DROP_NO_REAL);
                 return Ok(xdp_action::XDP_DROP);
             };
             let real = REALS.get(real_id).ok_or(())?;
-            conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags);
+            match found {
+                Lookup::Stale(entry) => {
+                    conntrack::reuse(entry, flow, svc.service_id, real_id, pkt.tcp_flags)
+                }
+                _ => conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags),
+            }
             debug!(
                 ctx,
                 "service {}: new flow -> real {}", svc.service_id, real_id

@@ -2,14 +2,18 @@
 //! Keys and values come from lb-common; sizes from lb-common's constants.
 //! All are BTF maps, so `bpftool map dump` prints field names.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, MAX_BACKEND_SETS,
-    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse, RealServer, SchedState, ServiceInfo,
-    ServiceKey, TrafficStats, counters::COUNTER_COUNT,
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey,
+    LOCALITY_CACHE_SIZE, LbGlobals, LocalityEntry, LocalityKey, LookupTable, MAX_BACKEND_SETS,
+    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry,
+    PersistKey, RealConns, RealServer, SchedState, ServiceInfo, ServiceKey, TrafficStats,
+    counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -24,11 +28,40 @@ pub static BACKEND_SETS: Array<BackendSet, { MAX_BACKEND_SETS as usize }> = Arra
 #[btf_map]
 pub static REALS: Array<RealServer, { MAX_REALS as usize }> = Array::new();
 
-/// 5-tuple -> real server of the connection. LRU: under pressure the least
-/// recently used flows go first. The agent may resize it at load time.
+/// 5-tuple -> real server of the connection. A plain hash, not an LRU, as
+/// IPVS's connection table: entries go only when the agent expires them, so
+/// the per-server counters (REAL_CONNS) never lose track of one. When it is
+/// full, new connections are still forwarded, untracked (counted). The agent
+/// may resize it at load time.
 #[btf_map]
-pub static FLOW_TABLE: LruHashMap<FlowKey, FlowEntry, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
+pub static FLOW_TABLE: HashMap<FlowKey, FlowEntry, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
+    HashMap::new();
+
+/// real id -> active / inactive connections (IPVS's dest counters). Mappable:
+/// the agent subtracts the flows it expires with atomic operations on the
+/// same memory.
+#[btf_map]
+pub static REAL_CONNS: Array<RealConns, { MAX_REALS as usize }, BPF_F_MMAPABLE> = Array::new();
+
+/// backend-set slot -> dh / sh / mh lookup table (built by the agent).
+/// Allocated on use: only hashing services have one.
+#[btf_map]
+pub static LOOKUP_TABLES: HashMap<
+    u32,
+    LookupTable,
+    { MAX_BACKEND_SETS as usize },
+    BPF_F_NO_PREALLOC,
+> = HashMap::new();
+
+/// (service, destination address) -> lblc server / lblcr server set.
+#[btf_map]
+pub static LOCALITY: LruHashMap<LocalityKey, LocalityEntry, { LOCALITY_CACHE_SIZE as usize }> =
     LruHashMap::new();
+
+/// Persistence templates: (client network, service) -> real server.
+#[btf_map]
+pub static PERSIST: HashMap<PersistKey, PersistEntry, { PERSIST_TABLE_SIZE as usize }> =
+    HashMap::new();
 
 /// service id -> scheduler state (rr cursor...).
 #[btf_map]
@@ -67,6 +100,34 @@ pub fn count(counter: u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *c += 1 };
     }
+}
+
+/// Adds `active` and `inactive` to a real server's connection counters,
+/// atomically (other CPUs and the agent change them too).
+#[inline(always)]
+pub fn conns_add(real_id: u32, active: i64, inactive: i64) {
+    if let Some(c) = REAL_CONNS.get_ptr_mut(real_id) {
+        // SAFETY: a map value pointer, valid and aligned for the program's run.
+        // The BPF target has no atomic types with read-modify-write in
+        // core; the intrinsic compiles to the BPF atomic add instruction.
+        unsafe {
+            if active != 0 {
+                atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(&raw mut (*c).active, active);
+            }
+            if inactive != 0 {
+                atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(
+                    &raw mut (*c).inactive,
+                    inactive,
+                );
+            }
+        }
+    }
+}
+
+/// A real server's connection counters (zero if the id is out of range).
+#[inline(always)]
+pub fn conns_of(real_id: u32) -> RealConns {
+    REAL_CONNS.get(real_id).copied().unwrap_or_default()
 }
 
 /// Adds one packet (and a connection if `new_conn`) to a stats slot.

@@ -65,6 +65,8 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
         protocol: Protocol::Tcp,
         forward: ForwardKind::Dr,
         scheduler: SchedulerKind::Rr,
+        sched_flags: 0,
+        persistence: None,
         reals: vec![
             PlannedReal {
                 real_id: 1,
@@ -88,7 +90,56 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
     }
 }
 
+/// A TCP service on VIP:PORT (DR) with `scheduler` over as many real
+/// servers as `weights` (172.16.122.193, .194, ...; real ids from 1).
+pub fn service_with(scheduler: SchedulerKind, weights: &[u32]) -> PlannedService {
+    let mut svc = seed_service([1, 1]);
+    svc.scheduler = scheduler;
+    svc.reals = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| PlannedReal {
+            real_id: i as u32 + 1,
+            rs_index: Some(i),
+            ip: real_ip(i),
+            port: PORT,
+            weight: *w,
+        })
+        .collect();
+    svc
+}
+
+/// The address of the `index`-th real server of `service_with`.
+pub fn real_ip(index: usize) -> Ipv4Addr {
+    let n = 193 + index as u32;
+    Ipv4Addr::new(172, 16, 122 + (n / 256) as u8, (n % 256) as u8)
+}
+
+/// The flow-table key of a client -> VIP:PORT TCP packet.
+pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
+    lb_common::FlowKey {
+        src: u32::from_ne_bytes(src.octets()),
+        dst: u32::from_ne_bytes(VIP.octets()),
+        sport: sport.to_be(),
+        dport: PORT.to_be(),
+        proto: lb_common::IPPROTO_TCP,
+        _pad: [0; 3],
+    }
+}
+
 impl ProgTest {
+    /// Changes a real server's configured weight, as a config reload would.
+    pub fn set_weight(&mut self, index: usize, weight: u32) -> Result<()> {
+        self.service.reals[index].weight = weight;
+        let real_id = self.service.reals[index].real_id;
+        let healthy = self
+            .health
+            .iter()
+            .find(|(id, _)| *id == real_id)
+            .is_none_or(|(_, h)| *h);
+        self.set_health(real_id, healthy)
+    }
+
     /// Loads the program with `service` written, both reals resolved.
     pub fn with_service(service: PlannedService) -> Result<Self> {
         let mut dp = Dataplane::load(&LoadOptions::default())

@@ -45,7 +45,7 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 /// Health events waiting for the agent; checkers wait when it is full.
 const HEALTH_EVENT_QUEUE: usize = 1024;
 /// How often flows past their state's timeout are deleted.
-const FLOW_SWEEP: Duration = Duration::from_secs(5);
+const FLOW_SWEEP: Duration = Duration::from_secs(1);
 /// VRRP state changes waiting for the agent.
 const VRRP_EVENT_QUEUE: usize = 64;
 /// How long VRRP instances get at shutdown to send priority 0 and remove
@@ -156,6 +156,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             tcp: t.tcp.0 as u32,
             tcpfin: t.tcpfin.0 as u32,
             udp: t.udp.0 as u32,
+            ..ConnTimeouts::default()
         });
     dp.set_globals(&link, inside.as_ref(), tun_src, nat, timeouts)?;
     let ports: Vec<u32> = std::iter::once(link.index)

@@ -187,6 +187,17 @@ pub struct VirtualServer {
     pub persistence_timeout: u32,
     #[serde(default)]
     pub persistence_granularity: Netmask,
+    /// keepalived's sh-port / mh-port: sh and mh hash the client's port too.
+    #[serde(default, rename = "sh-port", alias = "sh_port")]
+    pub sh_port: bool,
+    /// keepalived's sh-fallback: sh tries other buckets when the hashed
+    /// server is unavailable.
+    #[serde(default, rename = "sh-fallback", alias = "sh_fallback")]
+    pub sh_fallback: bool,
+    #[serde(default, rename = "mh-port", alias = "mh_port")]
+    pub mh_port: bool,
+    #[serde(default, rename = "mh-fallback", alias = "mh_fallback")]
+    pub mh_fallback: bool,
     #[serde(default)]
     pub inhibit_on_failure: bool,
     #[serde(default)]

@@ -1,8 +1,10 @@
 //! The only module that touches BPF objects: load the XDP program, pin its
 //! maps, attach it, and write service / real-server entries.
 
+pub mod bpf_sys;
 pub mod plan;
 pub mod preflight;
+pub mod sched_tables;
 mod writer;
 
 pub use writer::ConnTimeouts;
@@ -20,9 +22,10 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    BackendSet, FLOW_TABLE_DEFAULT_SIZE, LbGlobals, RealServer, ServiceInfo, ServiceKey,
-    counters::COUNTER_COUNT, map_names,
+    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, RealServer, ServiceInfo,
+    ServiceKey, conntrack::is_active, counters::COUNTER_COUNT, map_names,
 };
+use std::os::fd::AsFd as _;
 use tracing::{info, warn};
 
 /// The balancer object (lb-ebpf's `lb` binary), built by build.rs.
@@ -41,7 +44,7 @@ const AYA_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 pub struct LoadOptions {
     /// Data-plane log statements above this level are removed by the verifier.
     pub log_level: log::LevelFilter,
-    /// Entries of the LRU flow table.
+    /// Entries of the flow table.
     pub flow_table_size: u32,
 }
 
@@ -76,6 +79,7 @@ struct WritableMaps {
     reals: Array<MapData, RealServer>,
     globals: Array<MapData, LbGlobals>,
     sched_state: Array<MapData, lb_common::SchedState>,
+    lookup_tables: HashMap<MapData, u32, lb_common::LookupTable>,
 }
 
 /// The loaded (verified) balancer with its maps.
@@ -85,6 +89,8 @@ pub struct Dataplane {
     /// service id -> backend-set slot in use.
     active_slots: StdHashMap<u32, u32>,
     links: Vec<XdpLinkId>,
+    /// The per-server connection counters, shared with the data plane.
+    conns: bpf_sys::SharedConns,
     // Declared last: dropped after the maps and the link.
     pins: Option<PinDir>,
     lock: Option<AgentLock>,
@@ -141,11 +147,14 @@ impl Dataplane {
         program_of(&mut ebpf)?
             .load()
             .context("loading the lb XDP program (verifier)")?;
+        let conns = bpf_sys::SharedConns::map(map_data(&ebpf, map_names::REAL_CONNS)?.fd().as_fd())
+            .context("mapping the real_conns counters")?;
         Ok(Self {
             ebpf,
             maps: None,
             active_slots: StdHashMap::new(),
             links: Vec::new(),
+            conns,
             pins: None,
             lock: None,
         })
@@ -248,33 +257,74 @@ impl Dataplane {
         }
     }
 
-    /// Deletes the flows whose state's timeout has passed (the LRU alone
-    /// would keep them until the table fills), so ActiveConn/InActConn stay
-    /// exact. Returns how many went.
+    /// Removes the flows whose state's timeout has passed and takes them
+    /// off their servers' counts. Returns how many went.
+    ///
+    /// Each flow goes with BPF_MAP_LOOKUP_AND_DELETE_ELEM, which returns the
+    /// entry as it was when it left: the count subtracted is the state it
+    /// really had, even if a packet moved it since the scan. If that packet
+    /// made it live again, the entry is put back (and nothing subtracted),
+    /// unless the data plane already created a new one for the next packet.
     pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
-        let globals = lb_common::LbGlobals {
-            timeout_tcp_s: timeouts.tcp,
-            timeout_tcpfin_s: timeouts.tcpfin,
-            timeout_udp_s: timeouts.udp,
-            ..Default::default()
-        };
+        let globals = timeouts.as_globals();
         let now = monotonic_ns();
-        let mut flows: HashMap<_, lb_common::FlowKey, lb_common::FlowEntry> = HashMap::try_from(
+        let flows: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
             self.ebpf
-                .map_mut(map_names::FLOW_TABLE)
+                .map(map_names::FLOW_TABLE)
                 .ok_or_else(|| anyhow!("no flow table"))?,
         )?;
-        let expired: Vec<lb_common::FlowKey> = flows
+        let expired: Vec<FlowKey> = flows
             .iter()
             .filter_map(|item| item.ok())
             .filter(|(_, e)| e.remaining_ns(globals.timeout_s(e.state), now).is_none())
             .map(|(k, _)| k)
             .collect();
+        let mut removed = 0;
         for key in &expired {
-            // Gone already (LRU, or the data plane replaced it): fine.
-            let _ = flows.remove(key);
+            if self.expire_flow(key, &globals, now)? {
+                removed += 1;
+            }
         }
-        Ok(expired.len())
+        Ok(removed)
+    }
+
+    /// Removes one flow as the sweep does (tests use it to expire a flow
+    /// without waiting). Returns whether it went.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool> {
+        // Timeouts of zero: whatever its state, the flow has expired.
+        let globals = LbGlobals::default();
+        self.expire_flow(key, &globals, u64::MAX)
+    }
+
+    fn expire_flow(&mut self, key: &FlowKey, globals: &LbGlobals, now: u64) -> Result<bool> {
+        let fd = map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd();
+        let Some(entry): Option<FlowEntry> =
+            bpf_sys::lookup_and_delete(fd, key).context("removing an expired flow")?
+        else {
+            return Ok(false);
+        };
+        if entry
+            .remaining_ns(globals.timeout_s(entry.state), now)
+            .is_some()
+        {
+            // Refreshed between the scan and the delete: put it back.
+            let mut flows: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
+                self.ebpf
+                    .map_mut(map_names::FLOW_TABLE)
+                    .ok_or_else(|| anyhow!("no flow table"))?,
+            )?;
+            if flows.insert(key, entry, BPF_NOEXIST).is_ok() {
+                return Ok(false);
+            }
+        }
+        self.conns.add(entry.real_id, is_active(entry.state), -1);
+        Ok(true)
+    }
+
+    /// A real server's (active, inactive) connection counts, as the
+    /// schedulers see them.
+    pub fn real_conns(&self, real_id: u32) -> (i64, i64) {
+        self.conns.get(real_id)
     }
 
     /// Detaches the program from every interface (the pins stay until drop).
@@ -298,6 +348,7 @@ impl Dataplane {
                 reals: Array::try_from(take(map_names::REALS)?)?,
                 globals: Array::try_from(take(map_names::LB_GLOBALS)?)?,
                 sched_state: Array::try_from(take(map_names::SCHED_STATE)?)?,
+                lookup_tables: HashMap::try_from(take(map_names::LOOKUP_TABLES)?)?,
             });
         }
         self.maps
@@ -322,6 +373,25 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
         *slot = map.get(&(i as u32), 0)?.iter().sum();
     }
     Ok(out)
+}
+
+/// BPF_NOEXIST: create only.
+const BPF_NOEXIST: u64 = 1;
+
+/// The map object `name` of the loaded program (maps not taken out).
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
+    use aya::maps::Map;
+    match ebpf.map(name) {
+        Some(
+            Map::Array(data)
+            | Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::PerCpuArray(data)
+            | Map::DevMapHash(data),
+        ) => Ok(data),
+        Some(_) => Err(anyhow!("map {name} has an unexpected type")),
+        None => Err(anyhow!("map {name} missing from the object")),
+    }
 }
 
 fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

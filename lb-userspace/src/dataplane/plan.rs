@@ -4,7 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use lb_common::{ForwardKind, IPPROTO_TCP, IPPROTO_UDP, SchedulerKind, ServiceKey};
+use lb_common::{
+    ForwardKind, IPPROTO_TCP, IPPROTO_UDP, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT,
+    SchedulerKind, ServiceKey,
+};
 
 use crate::config::{Config, LbAlgo, LbKind, Protocol};
 
@@ -20,6 +23,13 @@ pub struct PlannedReal {
     pub weight: u32,
 }
 
+/// ipvsadm -p / -M.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout_s: u32,
+    pub netmask: Ipv4Addr,
+}
+
 /// One virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedService {
@@ -29,6 +39,10 @@ pub struct PlannedService {
     pub protocol: Protocol,
     pub forward: ForwardKind,
     pub scheduler: SchedulerKind,
+    /// lb_common::SCHED_FLAG_* (sh-port, sh-fallback, mh-port).
+    pub sched_flags: u8,
+    /// persistence_timeout and persistence_granularity, when set.
+    pub persistence: Option<Persistence>,
     pub reals: Vec<PlannedReal>,
     /// Failed servers stay with weight 0 instead of being removed.
     pub inhibit_on_failure: bool,
@@ -96,6 +110,16 @@ pub fn scheduler_kind(algo: LbAlgo) -> SchedulerKind {
     }
 }
 
+/// The flags of the service's scheduler (the others' flags mean nothing).
+fn sched_flags(vs: &crate::config::VirtualServer) -> u8 {
+    let (port, fallback) = match vs.lb_algo {
+        LbAlgo::Sh => (vs.sh_port, vs.sh_fallback),
+        LbAlgo::Mh => (vs.mh_port, false),
+        _ => (false, false),
+    };
+    (if port { SCHED_FLAG_HASH_PORT } else { 0 }) | if fallback { SCHED_FLAG_FALLBACK } else { 0 }
+}
+
 fn ipv4(addr: IpAddr) -> Option<Ipv4Addr> {
     match addr {
         IpAddr::V4(a) => Some(a),
@@ -112,11 +136,8 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
         let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if !matches!(vs.lb_algo, LbAlgo::Rr | LbAlgo::Wrr) {
-            unsupported.push(format!(
-                "{name}: lb_algo {:?} is not implemented yet (rr and wrr are)",
-                vs.lb_algo
-            ));
+        if vs.mh_fallback {
+            unsupported.push(format!("{name}: mh-fallback is not implemented yet"));
         }
         if vs.persistence_timeout != 0 {
             unsupported.push(format!(
@@ -158,6 +179,11 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
             protocol: vs.protocol,
             forward: forward_kind(vs.lb_kind),
             scheduler: scheduler_kind(vs.lb_algo),
+            sched_flags: sched_flags(vs),
+            persistence: (vs.persistence_timeout > 0).then_some(Persistence {
+                timeout_s: vs.persistence_timeout,
+                netmask: vs.persistence_granularity.0,
+            }),
             reals,
             inhibit_on_failure: vs.inhibit_on_failure,
             alpha: vs.alpha,
@@ -198,9 +224,9 @@ mod tests {
     #[test]
     fn unimplemented_kinds_are_refused_with_names() {
         let text = include_str!("../../../configs/seed-dr.toml")
-            .replace("lb_algo = \"rr\"", "lb_algo = \"wlc\"");
+            .replace("lb_algo = \"rr\"", "lb_algo = \"mh\"\nmh-fallback = true");
         let c = parse("seed", &text).unwrap();
         let errs = plan(&c).unwrap_err().join("\n");
-        assert!(errs.contains("lb_algo Wlc"), "{errs}");
+        assert!(errs.contains("mh-fallback is not implemented"), "{errs}");
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use aya::maps::DevMapHash;
 use lb_common::{
-    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals,
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals, LookupTable,
     REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState,
     SchedulerKind, ServiceInfo,
 };
@@ -20,6 +20,21 @@ pub struct ConnTimeouts {
     pub tcp: u32,
     pub tcpfin: u32,
     pub udp: u32,
+    /// lblc/lblcr expiration (net.ipv4.vs.lblc_expiration).
+    pub locality_expiration: u32,
+}
+
+impl ConnTimeouts {
+    /// The timeout fields of LbGlobals (LbGlobals::timeout_s reads them).
+    pub fn as_globals(&self) -> LbGlobals {
+        LbGlobals {
+            timeout_tcp_s: self.tcp,
+            timeout_tcpfin_s: self.tcpfin,
+            timeout_udp_s: self.udp,
+            locality_expiration_s: self.locality_expiration,
+            ..LbGlobals::default()
+        }
+    }
 }
 
 impl Default for ConnTimeouts {
@@ -29,6 +44,7 @@ impl Default for ConnTimeouts {
             tcp: DEFAULT_TIMEOUTS_S[S_ESTABLISHED as usize],
             tcpfin: DEFAULT_TIMEOUTS_S[S_FIN_WAIT as usize],
             udp: DEFAULT_TIMEOUTS_S[S_UDP as usize],
+            locality_expiration: lb_common::LOCALITY_DEFAULT_EXPIRATION_S,
         }
     }
 }
@@ -36,7 +52,38 @@ impl Default for ConnTimeouts {
 use super::{
     Dataplane,
     plan::{PlannedReal, PlannedService},
+    sched_tables::{MhServer, dh_table, mh_table, sh_table},
 };
+
+/// The dh / sh / mh table of a backend set (None for other schedulers).
+fn lookup_table(svc: &PlannedService, backends: &[Backend]) -> Option<LookupTable> {
+    match svc.scheduler {
+        SchedulerKind::Dh => Some(dh_table(backends.len())),
+        // sh fills by the current weights (ip_vs_sh_reassign).
+        SchedulerKind::Sh => Some(sh_table(
+            &backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        )),
+        // mh by the last non-zero weights: the configured ones.
+        SchedulerKind::Mh => Some(mh_table(
+            &backends
+                .iter()
+                .filter_map(|b| {
+                    let real = svc
+                        .reals
+                        .iter()
+                        .chain(svc.sorry.iter())
+                        .find(|r| r.real_id == b.real_id)?;
+                    Some(MhServer {
+                        ip: real.ip,
+                        port: real.port,
+                        last_weight: real.weight,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )),
+        _ => None,
+    }
+}
 
 impl Dataplane {
     /// Facts about the interfaces the data plane needs: the (outside)
@@ -63,7 +110,7 @@ impl Dataplane {
             timeout_tcp_s: timeouts.tcp,
             timeout_tcpfin_s: timeouts.tcpfin,
             timeout_udp_s: timeouts.udp,
-            _pad2: 0,
+            locality_expiration_s: timeouts.locality_expiration,
         };
         self.maps()?
             .globals
@@ -141,10 +188,22 @@ impl Dataplane {
             backend_set: slot,
             forward: svc.forward as u8,
             sched: svc.scheduler as u8,
-            _pad: [0; 2],
+            sched_flags: svc.sched_flags,
+            _pad: 0,
             flags: if standby { SERVICE_FLAG_STANDBY } else { 0 },
+            persist_timeout_s: svc.persistence.map_or(0, |p| p.timeout_s),
+            persist_mask: svc
+                .persistence
+                .map_or(0, |p| u32::from_ne_bytes(p.netmask.octets())),
         };
+        let table = lookup_table(svc, backends);
         let maps = self.maps()?;
+        if let Some(table) = table {
+            // Before the flip: a packet never sees the new set without it.
+            maps.lookup_tables
+                .insert(slot, table, 0)
+                .context("writing the scheduler's lookup table")?;
+        }
         if svc.scheduler == SchedulerKind::Wrr {
             // IPVS resets wrr's mark whenever the destinations change.
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();

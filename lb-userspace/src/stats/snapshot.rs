@@ -3,14 +3,11 @@
 use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, anyhow};
-use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use lb_common::{
-    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, RealServer, SchedulerKind,
-    ServiceInfo, ServiceKey,
-    conntrack::{STATE_NAMES, is_active},
-    pin_names,
+    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, RealConns, RealServer,
+    SchedulerKind, ServiceInfo, ServiceKey, conntrack::STATE_NAMES, pin_names,
 };
 
 use super::list::{ConnView, DestView, ServiceView, TableView};
@@ -98,16 +95,13 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
     }
     entries.sort_by_key(|(_, info)| info.service_id);
 
-    // real id -> (active, inactive), exact: counted from the live flows.
-    let mut conns: StdHashMap<u32, (u64, u64)> = StdHashMap::new();
-    for (_, entry, _) in live_flows(pin_dir)? {
-        let c = conns.entry(entry.real_id).or_default();
-        if is_active(entry.state) {
-            c.0 += 1;
-        } else {
-            c.1 += 1;
-        }
-    }
+    // The data plane's per-server counters: what its schedulers see.
+    let real_conns: Array<MapData, RealConns> =
+        Array::try_from(open(pin_dir, pin_names::REAL_CONNS)?)?;
+    let conns = |real_id: u32| -> Result<(u64, u64)> {
+        let c = real_conns.get(&real_id, 0).context("reading real_conns")?;
+        Ok((c.active.max(0) as u64, c.inactive.max(0) as u64))
+    };
     let mut out = Vec::new();
     for (key, info) in entries {
         let set = sets
@@ -127,8 +121,8 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
                 port: u16::from_be(real.port),
                 forward,
                 weight: backend.weight,
-                active_conns: conns.get(&backend.real_id).map_or(0, |c| c.0),
-                inactive_conns: conns.get(&backend.real_id).map_or(0, |c| c.1),
+                active_conns: conns(backend.real_id)?.0,
+                inactive_conns: conns(backend.real_id)?.1,
             });
         }
         out.push(ServiceView {

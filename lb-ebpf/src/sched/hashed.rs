@@ -1,0 +1,102 @@
+//! The hashing schedulers: dh (ip_vs_dh.c, destination address), sh
+//! (ip_vs_sh.c, source address [and port]) and mh (ip_vs_mh.c, Maglev over
+//! source address [and port]). The agent builds each backend set's table
+//! (bucket -> index in the set) exactly as IPVS fills its own; the packet
+//! only hashes and reads one bucket. A bucket whose server has weight 0 gives
+//! no server (IPVS's is_unavailable), unless sh-fallback probes further.
+
+use lb_common::{
+    BackendSet, DH_SH_TABLE_SIZE, FlowKey, MH_HASH1_KEY, MH_TABLE_SIZE, SCHED_FLAG_FALLBACK,
+    SCHED_FLAG_HASH_PORT, ServiceInfo,
+    sched_hash::{dh_bucket, mh_hash, sh_bucket},
+};
+
+use super::scan::{Visit, scan};
+use crate::maps::LOOKUP_TABLES;
+
+/// ip_vs_sh_get_fallback's probe: bucket of each offset from the first.
+struct Fallback<'a> {
+    set: &'a BackendSet,
+    buckets: &'a [u8],
+    saddr: u32,
+    sport: u16,
+    first: u32,
+    found: Option<u32>,
+}
+
+impl Visit for Fallback<'_> {
+    #[inline(always)]
+    fn visit(&mut self, offset: u32) -> bool {
+        let roffset = (offset + self.first) % DH_SH_TABLE_SIZE;
+        let bucket = sh_bucket(self.saddr, self.sport, roffset);
+        self.found = available(self.set, self.buckets, bucket);
+        self.found.is_none()
+    }
+}
+
+/// Which hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Destination,
+    Source,
+    Maglev,
+}
+
+/// The server in `bucket`, if it may take new connections.
+#[inline(always)]
+fn available(set: &BackendSet, buckets: &[u8], bucket: u32) -> Option<u32> {
+    // black_box: the compiler knows `hash % size` is in range and drops the
+    // bounds check; the verifier, blind to `%`, needs it.
+    let bucket = core::hint::black_box(bucket);
+    let idx = *buckets.get(bucket as usize)? as u32;
+    if idx >= set.count {
+        return None;
+    }
+    let backend = set.backends.get(idx as usize)?;
+    (backend.weight > 0).then_some(backend.real_id)
+}
+
+#[inline(always)]
+pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> Option<u32> {
+    // SAFETY: the agent writes a slot's table before the service points at
+    // the slot, and never rewrites the table of the slot in use.
+    let table = unsafe { LOOKUP_TABLES.get(&svc.backend_set) }?;
+    if table.len == 0 {
+        return None;
+    }
+    let saddr = u32::from_be(flow.src);
+    let sport = if svc.sched_flags & SCHED_FLAG_HASH_PORT != 0 {
+        u16::from_be(flow.sport)
+    } else {
+        0
+    };
+    match hash {
+        Hash::Destination => available(set, &table.buckets, dh_bucket(u32::from_be(flow.dst))),
+        Hash::Maglev => available(
+            set,
+            &table.buckets,
+            mh_hash(saddr, sport, MH_HASH1_KEY, 0) % MH_TABLE_SIZE,
+        ),
+        Hash::Source => {
+            let first = sh_bucket(saddr, sport, 0);
+            if svc.sched_flags & SCHED_FLAG_FALLBACK == 0 {
+                return available(set, &table.buckets, first);
+            }
+            // ip_vs_sh_get_fallback: the hashed bucket, then the hash of
+            // every offset from it, until a server is available.
+            if let Some(real_id) = available(set, &table.buckets, first) {
+                return Some(real_id);
+            }
+            let mut probe = Fallback {
+                set,
+                buckets: &table.buckets,
+                saddr,
+                sport,
+                first,
+                found: None,
+            };
+            scan(DH_SH_TABLE_SIZE, &mut probe);
+            probe.found
+        }
+    }
+}
