@@ -334,6 +334,10 @@ pub struct PersistKey {
 pub struct PersistEntry {
     pub real_id: u32,
     pub service_id: u32,
+    /// The service's persistence_granularity (network byte order): which
+    /// flows the template controls.
+    pub mask: u32,
+    pub _pad: u32,
     /// Last new connection through the template (the agent re-arms it
     /// while connections it made still exist).
     pub last_seen_ns: u64,
@@ -396,6 +400,10 @@ pub struct TrafficStats {
     pub in_packets: u64,
     /// Bytes client -> server (whole frames as received).
     pub in_bytes: u64,
+    /// Packets server -> client (NAT replies; DR and TUN replies bypass
+    /// the balancer, as with IPVS).
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 /// `lb_globals` value (single entry): what the data plane must know about
@@ -450,6 +458,9 @@ pub struct NatReverse {
     /// The interface the client's packets came in on (two-armed: the
     /// outside one, where replies must leave).
     pub client_ifindex: u32,
+    /// Whose reply it is (for the OutPkts/OutBytes statistics).
+    pub real_id: u32,
+    pub service_id: u32,
     pub _pad3: u32,
 }
 
@@ -497,9 +508,9 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<FlowEntry>(), 24);
         assert_eq!(size_of::<SchedState>(), 24);
-        assert_eq!(size_of::<TrafficStats>(), 24);
+        assert_eq!(size_of::<TrafficStats>(), 40);
         assert_eq!(size_of::<LbGlobals>(), 48);
-        assert_eq!(size_of::<NatReverse>(), 24);
+        assert_eq!(size_of::<NatReverse>(), 32);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(
             size_of::<LookupTable>(),
@@ -511,6 +522,6 @@ mod tests {
             24 + 8 * crate::consts::LBLCR_SET_MAX as usize
         );
         assert_eq!(size_of::<PersistKey>(), 12);
-        assert_eq!(size_of::<PersistEntry>(), 16);
+        assert_eq!(size_of::<PersistEntry>(), 24);
     }
 }

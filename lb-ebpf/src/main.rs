@@ -14,17 +14,20 @@ mod forward;
 mod icmp;
 mod maps;
 mod parse;
+mod persist;
 mod runtime;
 mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use lb_common::{
-    ForwardKind, GLOBAL_FLAG_NAT, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY, ServiceKey, counters,
+    ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY,
+    ServiceKey, counters,
 };
 
 use conntrack::Lookup;
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
+use persist::Template;
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
@@ -60,7 +63,18 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         _pad: 0,
     };
     // SAFETY: the agent replaces service entries whole (map update), never in place.
-    let Some(svc) = (unsafe { SERVICES.get(&service_key) }) else {
+    let mut found = unsafe { SERVICES.get(&service_key) };
+    let mut service_key = service_key;
+    if found.is_none()
+        && LB_GLOBALS
+            .get(0)
+            .is_some_and(|g| g.flags & GLOBAL_FLAG_PORT0 != 0)
+    {
+        // An all-ports (port 0) persistent service of this VIP.
+        service_key.port = 0;
+        found = unsafe { SERVICES.get(&service_key) };
+    }
+    let Some(svc) = found else {
         // Not for a service; with NAT services it may be a real server's reply.
         let globals = LB_GLOBALS.get(0).ok_or(())?;
         if globals.flags & GLOBAL_FLAG_NAT != 0
@@ -79,11 +93,17 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
         Lookup::Hit(real_id, real) => (real_id, real, false),
         found => {
-            let Some(real_id) = sched::schedule(svc, flow) else {
+            let template = persist::lookup(svc, &service_key, flow);
+            let chosen = match template {
+                Template::Valid(real_id) => Some(real_id),
+                _ => sched::schedule(svc, flow),
+            };
+            let Some(real_id) = chosen else {
                 debug!(ctx, "service {}: no real server available", svc.service_id);
                 count(counters::DROP_NO_REAL);
                 return Ok(xdp_action::XDP_DROP);
             };
+            let real_id = persist::remember(svc, template, real_id);
             let real = REALS.get(real_id).ok_or(())?;
             match found {
                 Lookup::Stale(entry) => {
@@ -113,7 +133,14 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
             forward::dr::forward(ctx, real, globals)?
         }
         Some(ForwardKind::Tun) => forward::tun::forward(ctx, &pkt, real, globals)?,
-        Some(ForwardKind::Nat) => forward::nat::forward(ctx, &pkt, real, globals, new_conn)?,
+        Some(ForwardKind::Nat) => forward::nat::forward(
+            ctx,
+            &pkt,
+            real,
+            globals,
+            new_conn,
+            (svc.service_id, real_id),
+        )?,
         None => xdp_action::XDP_PASS,
     };
     if action == xdp_action::XDP_TX {

@@ -124,10 +124,33 @@ pub fn conns_add(real_id: u32, active: i64, inactive: i64) {
     }
 }
 
+/// Adds to a real server's count of persistence templates.
+#[inline(always)]
+pub fn persistent_add(real_id: u32, delta: i64) {
+    if let Some(c) = REAL_CONNS.get_ptr_mut(real_id) {
+        // SAFETY: as conns_add.
+        unsafe {
+            atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(&raw mut (*c).persistent, delta);
+        }
+    }
+}
+
 /// A real server's connection counters (zero if the id is out of range).
 #[inline(always)]
 pub fn conns_of(real_id: u32) -> RealConns {
     REAL_CONNS.get(real_id).copied().unwrap_or_default()
+}
+
+/// Adds one packet server -> client to a stats slot.
+#[inline(always)]
+pub fn account_out<const N: usize>(stats: &PerCpuArray<TrafficStats, N>, id: u32, bytes: u64) {
+    if let Some(s) = stats.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe {
+            (*s).out_packets += 1;
+            (*s).out_bytes += bytes;
+        }
+    }
 }
 
 /// Adds one packet (and a connection if `new_conn`) to a stats slot.

@@ -152,7 +152,7 @@ impl ProgTest {
             },
             None,
             LB_IP,
-            service.forward == ForwardKind::Nat,
+            lb_userspace::dataplane::plan::global_flags([&service]),
             ConnTimeouts::default(),
         )?;
         let mut t = Self {

@@ -411,11 +411,28 @@ pub fn mh_table(dests: &[Dest]) -> Vec<Option<usize>> {
     }
 }
 
-/// ip_vs_mh_schedule without fallback.
-pub fn mh(dests: &[Dest], saddr: std::net::Ipv4Addr, sport: u16) -> Option<usize> {
+/// ip_vs_mh_schedule (with or without the mh-fallback flag).
+pub fn mh(dests: &[Dest], saddr: std::net::Ipv4Addr, sport: u16, fallback: bool) -> Option<usize> {
     let table = mh_table(dests);
-    let i = table[mh_hashkey(saddr, sport, MH_KEY1) as usize % MH_SIZE]?;
-    (dests[i].weight > 0).then_some(i)
+    let ihash = mh_hashkey(saddr, sport, MH_KEY1) as usize % MH_SIZE;
+    let i = table[ihash]?;
+    if dests[i].weight > 0 {
+        return Some(i);
+    }
+    if !fallback {
+        return None;
+    }
+    for offset in 0..MH_SIZE {
+        let roffset = ((offset + ihash) % MH_SIZE) as u32;
+        let v = u32::from(sport)
+            .wrapping_add(u32::from(saddr))
+            .wrapping_add(roffset);
+        let d = table[hsiphash_u32(v, MH_KEY1) as usize % MH_SIZE]?;
+        if dests[d].weight > 0 {
+            return Some(d);
+        }
+    }
+    None
 }
 
 /// lblc/lblcr's is_overloaded.

@@ -649,14 +649,38 @@ fn tcp_states_follow_ipvs_input_only_table() {
             .unwrap();
         assert_eq!(verdict, XDP_TX);
     };
+    // (ActiveConn, InActConn) over both servers follow the flow's state.
+    let conns = |t: &ProgTest| {
+        let (a1, i1) = t.dp.real_conns(1);
+        let (a2, i2) = t.dp.real_conns(2);
+        (a1 + a2, i1 + i2)
+    };
     send(&mut t, TCP_SYN);
     assert_eq!(state(&t), S_SYN_RECV);
+    assert_eq!(conns(&t), (0, 1));
     send(&mut t, TCP_ACK);
     assert_eq!(state(&t), S_ESTABLISHED);
+    assert_eq!(conns(&t), (1, 0));
     send(&mut t, TCP_ACK | 0x01); // FIN|ACK
     assert_eq!(state(&t), S_FIN_WAIT);
+    assert_eq!(conns(&t), (0, 1));
+    // The sweep leaves it until FIN_WAIT's timeout (tcpfin) has passed.
+    let timeouts = lb_userspace::dataplane::ConnTimeouts {
+        tcpfin: 1,
+        ..Default::default()
+    };
+    assert_eq!(t.dp.sweep_expired(timeouts).unwrap(), 0);
+    assert_eq!(conns(&t), (0, 1));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(t.dp.sweep_expired(timeouts).unwrap(), 1);
+    assert_eq!(t.dp.flow_entry(&key).unwrap(), None);
+    assert_eq!(conns(&t), (0, 0));
+    // A new connection on the same 5-tuple; RST closes it (inactive).
+    send(&mut t, TCP_SYN);
+    send(&mut t, TCP_ACK);
     send(&mut t, 0x04); // RST
     assert_eq!(state(&t), S_CLOSE);
+    assert_eq!(conns(&t), (0, 1));
     // UDP flows are in the UDP state.
     let mut u = ProgTest::with_service({
         let mut s = seed_service([1, 1]);

@@ -288,7 +288,7 @@ fn mh_matches_ipvs() {
         let mut h = Harness::new(SchedulerKind::Mh, w);
         for i in 0..200 {
             let src = client(i);
-            let expected = mh(&h.dests, src, 0);
+            let expected = mh(&h.dests, src, 0, false);
             assert_eq!(h.open(src, 40_000), expected, "mh {w:?}: client {src}");
         }
         h.assert_counters("mh");
@@ -462,4 +462,52 @@ fn lblcr_grows_its_set_when_overloaded() {
     }
     // The set grew beyond its first server once it was overloaded.
     assert!(servers.iter().any(|s| *s != servers[0]), "{servers:?}");
+}
+
+#[test]
+fn sh_and_mh_fallback_skip_an_inhibited_server_and_match_ipvs() {
+    use lb_common::{SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT};
+    for scheduler in [SchedulerKind::Sh, SchedulerKind::Mh] {
+        for flags in [
+            0,
+            SCHED_FLAG_FALLBACK,
+            SCHED_FLAG_FALLBACK | SCHED_FLAG_HASH_PORT,
+        ] {
+            let weights = [1, 2, 1];
+            let mut svc = service_with(scheduler, &weights);
+            svc.sched_flags = flags;
+            // inhibit_on_failure: a failed server stays with weight 0 (and
+            // keeps its last weight: its buckets do not move).
+            svc.inhibit_on_failure = true;
+            let mut h = Harness::new(scheduler, &weights);
+            h.t = ProgTest::with_service(svc).unwrap();
+            h.t.set_health(2, false).unwrap();
+            h.dests[1].weight = 0;
+            let fallback = flags & SCHED_FLAG_FALLBACK != 0;
+            let mut dropped = 0;
+            for i in 0..300 {
+                let (src, sport) = (client(i), 20_000 + i as u16);
+                let port = if flags & SCHED_FLAG_HASH_PORT != 0 {
+                    sport
+                } else {
+                    0
+                };
+                let expected = match scheduler {
+                    SchedulerKind::Sh => sh(&h.dests, src, port, fallback),
+                    _ => mh(&h.dests, src, port, fallback),
+                };
+                let got = h.open(src, sport);
+                assert_eq!(
+                    got,
+                    expected,
+                    "{} flags {flags}: {src}:{sport}",
+                    scheduler.name()
+                );
+                dropped += usize::from(got.is_none());
+            }
+            // Without fallback the inhibited server's share is dropped; with
+            // it, nobody is.
+            assert_eq!(dropped == 0, fallback, "{} flags {flags}", scheduler.name());
+        }
+    }
 }

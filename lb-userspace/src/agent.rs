@@ -145,10 +145,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         Some(configured) => configured,
         None => tunnel_source(&nl, &link, &plan, &governed_vips).await?,
     };
-    let nat = plan
-        .services
-        .iter()
-        .any(|s| s.forward == lb_common::ForwardKind::Nat);
+    let flags = crate::dataplane::plan::global_flags(&plan.services);
     let timeouts = config
         .timeouts
         .as_ref()
@@ -158,7 +155,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             udp: t.udp.0 as u32,
             ..ConnTimeouts::default()
         });
-    dp.set_globals(&link, inside.as_ref(), tun_src, nat, timeouts)?;
+    dp.set_globals(&link, inside.as_ref(), tun_src, flags, timeouts)?;
     let ports: Vec<u32> = std::iter::once(link.index)
         .chain(inside.map(|l| l.index))
         .collect();

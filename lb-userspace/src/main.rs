@@ -87,6 +87,19 @@ enum Command {
         /// The connection table, as `ipvsadm -L -c -n`.
         #[arg(short = 'c', long)]
         connection: bool,
+        /// Totals: Conns InPkts OutPkts InBytes OutBytes (ipvsadm --stats).
+        #[arg(long, conflicts_with_all = ["connection", "rate", "save"])]
+        stats: bool,
+        /// Per second, measured over one second: CPS InPPS OutPPS InBPS
+        /// OutBPS (ipvsadm --rate).
+        #[arg(long, conflicts_with_all = ["connection", "save"])]
+        rate: bool,
+        /// Exact numbers instead of K/M/G (with --stats or --rate).
+        #[arg(long, short = 'x')]
+        exact: bool,
+        /// The table as ipvsadm commands (ipvsadm -S -n).
+        #[arg(long, short = 'S', conflicts_with = "connection")]
+        save: bool,
         /// Where the running agent pinned its maps.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_path: PathBuf,
@@ -123,6 +136,9 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long `list --rate` measures.
+const RATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Errors are printed as one line ("error: what failed: why"), never as a
 /// Debug dump with a backtrace.
 fn main() {
@@ -150,15 +166,29 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::List {
             numeric: _,
             connection,
+            stats: totals,
+            rate,
+            exact,
+            save,
             pin_path,
         }) => {
-            if connection {
-                let conns = stats::snapshot::read_connections(&pin_path)?;
-                print!("{}", stats::list::format_connections(&conns));
+            use stats::{list, save, snapshot, traffic};
+            let out = if connection {
+                list::format_connections(&snapshot::read_connections(&pin_path)?)
+            } else if rate {
+                let table = snapshot::read_rates(&pin_path, RATE_INTERVAL)?;
+                traffic::format_traffic(&table, traffic::Kind::Rate, exact)
             } else {
-                let table = stats::snapshot::read_table(&pin_path)?;
-                print!("{}", stats::list::format_list(&table));
-            }
+                let table = snapshot::read_table(&pin_path)?;
+                if totals {
+                    traffic::format_traffic(&table, traffic::Kind::Stats, exact)
+                } else if save {
+                    save::format_save(&table)
+                } else {
+                    list::format_list(&table)
+                }
+            };
+            print!("{out}");
             Ok(())
         }
         None => {

@@ -10,7 +10,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 use crate::{
     csum,
     forward::nexthop,
-    maps::{NAT_REVERSE, count},
+    maps::{NAT_REVERSE, REAL_STATS, SERVICE_STATS, account_out, count},
     parse::{IcmpError, L4Packet, ptr_at},
 };
 
@@ -115,17 +115,24 @@ pub fn forward(
     real: &RealServer,
     globals: &LbGlobals,
     new_flow: bool,
+    (service_id, real_id): (u32, u32),
 ) -> Result<u32, ()> {
     let Some(hop) = nexthop::lookup(ctx, globals, pkt.flow.src, real, pkt.ip_len) else {
         count(counters::DROP_NO_REAL_MAC);
         return Ok(xdp_action::XDP_DROP);
+    };
+    // A real server of an all-ports service has port 0: keep the client's.
+    let rport = if real.port == 0 {
+        pkt.flow.dport
+    } else {
+        real.port
     };
     if new_flow {
         let eth: *const EthHdr = ptr_at(ctx, 0)?;
         let reply = FlowKey {
             src: real.ip,
             dst: pkt.flow.src,
-            sport: real.port,
+            sport: rport,
             dport: pkt.flow.sport,
             proto: pkt.flow.proto,
             _pad: [0; 3],
@@ -137,11 +144,13 @@ pub fn forward(
             client_mac: unsafe { (*eth).src_addr },
             _pad2: [0; 2],
             client_ifindex: nexthop::ingress(ctx, globals),
+            real_id,
+            service_id,
             _pad3: 0,
         };
         let _ = NAT_REVERSE.insert(reply, back, BPF_ANY);
     }
-    rewrite(ctx, pkt, End::Destination, real.ip, real.port)?;
+    rewrite(ctx, pkt, End::Destination, real.ip, rport)?;
     send(ctx, hop.dst_mac, hop.src_mac, hop.ifindex, globals)
 }
 
@@ -154,6 +163,9 @@ pub fn reply(ctx: &XdpContext, pkt: &L4Packet, globals: &LbGlobals) -> Result<Op
         return Ok(None);
     };
     let back = *back;
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    account_out(&SERVICE_STATS, back.service_id, bytes);
+    account_out(&REAL_STATS, back.real_id, bytes);
     rewrite(ctx, pkt, End::Source, back.vip, back.vport)?;
     count(counters::NAT_REPLY);
     send(

@@ -3,7 +3,8 @@
 //! source address [and port]). The agent builds each backend set's table
 //! (bucket -> index in the set) exactly as IPVS fills its own; the packet
 //! only hashes and reads one bucket. A bucket whose server has weight 0 gives
-//! no server (IPVS's is_unavailable), unless sh-fallback probes further.
+//! no server (IPVS's is_unavailable), unless sh-fallback / mh-fallback
+//! probe further.
 
 use lb_common::{
     BackendSet, DH_SH_TABLE_SIZE, FlowKey, MH_HASH1_KEY, MH_TABLE_SIZE, SCHED_FLAG_FALLBACK,
@@ -22,6 +23,26 @@ struct Fallback<'a> {
     sport: u16,
     first: u32,
     found: Option<u32>,
+}
+
+/// ip_vs_mh_get_fallback's probe.
+struct MaglevFallback<'a> {
+    set: &'a BackendSet,
+    buckets: &'a [u8],
+    saddr: u32,
+    sport: u16,
+    first: u32,
+    found: Option<u32>,
+}
+
+impl Visit for MaglevFallback<'_> {
+    #[inline(always)]
+    fn visit(&mut self, offset: u32) -> bool {
+        let roffset = (offset + self.first) % MH_TABLE_SIZE;
+        let bucket = mh_hash(self.saddr, self.sport, MH_HASH1_KEY, roffset) % MH_TABLE_SIZE;
+        self.found = available(self.set, self.buckets, bucket);
+        self.found.is_none()
+    }
 }
 
 impl Visit for Fallback<'_> {
@@ -72,11 +93,25 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> 
     };
     match hash {
         Hash::Destination => available(set, &table.buckets, dh_bucket(u32::from_be(flow.dst))),
-        Hash::Maglev => available(
-            set,
-            &table.buckets,
-            mh_hash(saddr, sport, MH_HASH1_KEY, 0) % MH_TABLE_SIZE,
-        ),
+        Hash::Maglev => {
+            let first = mh_hash(saddr, sport, MH_HASH1_KEY, 0) % MH_TABLE_SIZE;
+            let found = available(set, &table.buckets, first);
+            if found.is_some() || svc.sched_flags & SCHED_FLAG_FALLBACK == 0 {
+                return found;
+            }
+            // ip_vs_mh_get_fallback: rehash with every offset from the first
+            // bucket until a server is available.
+            let mut probe = MaglevFallback {
+                set,
+                buckets: &table.buckets,
+                saddr,
+                sport,
+                first,
+                found: None,
+            };
+            scan(MH_TABLE_SIZE, &mut probe);
+            probe.found
+        }
         Hash::Source => {
             let first = sh_bucket(saddr, sport, 0);
             if svc.sched_flags & SCHED_FLAG_FALLBACK == 0 {

@@ -5,32 +5,49 @@
 //! same instant may pick the same server once. IPVS takes a spinlock here; a
 //! per-packet lock in XDP costs more than the rare repeat.
 
-use lb_common::{BackendSet, MAX_BACKENDS_PER_SERVICE};
+use lb_common::BackendSet;
 
+use super::scan::{Visit, scan};
 use crate::maps::SCHED_STATE;
+
+/// The first server with weight > 0 from `start`, wrapping around.
+struct NextUp<'a> {
+    set: &'a BackendSet,
+    start: u32,
+    found: Option<u32>,
+}
+
+impl Visit for NextUp<'_> {
+    #[inline(always)]
+    fn visit(&mut self, i: u32) -> bool {
+        // checked_rem: the verifier rejects the panic path of a plain `%`.
+        let Some(idx) = (self.start + i).checked_rem(self.set.count) else {
+            return false;
+        };
+        match self.set.backends.get(idx as usize) {
+            Some(b) if b.weight > 0 => {
+                self.found = Some(idx);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+}
 
 #[inline(always)]
 pub fn pick(service_id: u32, set: &BackendSet) -> Option<u32> {
     let state = SCHED_STATE.get_ptr_mut(service_id)?;
     let count = set.count;
-    // No `count <= MAX_BACKENDS_PER_SERVICE` check here on purpose: with it
-    // the compiler proves the index in range and drops the bounds check of
-    // `get` below, which the verifier (blind to `%`) needs.
-    if count == 0 {
-        return None;
-    }
     // SAFETY: map value pointer from a successful lookup.
-    let start = unsafe { (*state).rr_next } % count;
-    for i in 0..MAX_BACKENDS_PER_SERVICE {
-        if i >= count {
-            break;
-        }
-        let idx = (start + i) % count;
-        let backend = set.backends.get(idx as usize)?;
-        if backend.weight > 0 {
-            unsafe { (*state).rr_next = (idx + 1) % count };
-            return Some(backend.real_id);
-        }
-    }
-    None
+    let start = unsafe { (*state).rr_next }.checked_rem(count)?;
+    let mut v = NextUp {
+        set,
+        start,
+        found: None,
+    };
+    scan(count, &mut v);
+    let idx = v.found?;
+    unsafe { (*state).rr_next = (idx + 1).checked_rem(count)? };
+    Some(set.backends.get(idx as usize)?.real_id)
 }

@@ -8,8 +8,9 @@
 //! the whole list, where the heaviest server always qualifies
 //! (cw <= max - (gcd - 1) <= max). Same choices, bounded work.
 
-use lb_common::{BackendSet, MAX_BACKENDS_PER_SERVICE, SchedState, WRR_AT_HEAD};
+use lb_common::{BackendSet, SchedState, WRR_AT_HEAD};
 
+use super::scan::{Visit, scan};
 use crate::maps::SCHED_STATE;
 
 #[inline(always)]
@@ -40,19 +41,41 @@ pub fn pick(service_id: u32, set: &BackendSet) -> Option<u32> {
 }
 
 /// The first index in start..count whose weight is at least `cw`.
-#[inline(always)]
-fn first_at_least(set: &BackendSet, start: u32, count: u32, cw: i32) -> Option<u32> {
-    for i in 0..MAX_BACKENDS_PER_SERVICE {
-        // black_box: without it the compiler turns the index into a pointer
-        // stepped by 8, which the verifier cannot bound.
-        let idx = core::hint::black_box(start + i);
-        if idx >= count {
-            break;
+struct AtLeast<'a> {
+    set: &'a BackendSet,
+    start: u32,
+    cw: i32,
+    found: Option<u32>,
+}
+
+impl Visit for AtLeast<'_> {
+    #[inline(always)]
+    fn visit(&mut self, i: u32) -> bool {
+        // black_box: without it the compiler folds the two bounds checks
+        // into one the verifier cannot follow.
+        let idx = core::hint::black_box(self.start + i);
+        if idx >= self.set.count {
+            return false;
         }
-        let backend = set.backends.get(idx as usize)?;
-        if backend.weight as i64 >= cw as i64 && backend.weight > 0 {
-            return Some(idx);
+        match self.set.backends.get(idx as usize) {
+            Some(b) if b.weight > 0 && b.weight as i64 >= self.cw as i64 => {
+                self.found = Some(idx);
+                false
+            }
+            Some(_) => true,
+            None => false,
         }
     }
-    None
+}
+
+#[inline(always)]
+fn first_at_least(set: &BackendSet, start: u32, count: u32, cw: i32) -> Option<u32> {
+    let mut v = AtLeast {
+        set,
+        start,
+        cw,
+        found: None,
+    };
+    scan(count.saturating_sub(start), &mut v);
+    v.found
 }

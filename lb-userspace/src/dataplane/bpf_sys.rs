@@ -59,6 +59,25 @@ pub fn lookup_and_delete<K: Copy, V: Copy + Default>(
     }
 }
 
+/// The fields of RealConns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Active,
+    Inactive,
+    Persistent,
+}
+
+impl Counter {
+    /// Where a flow in `state` is counted.
+    pub fn of_state(state: u8) -> Self {
+        if lb_common::conntrack::is_active(state) {
+            Self::Active
+        } else {
+            Self::Inactive
+        }
+    }
+}
+
 /// The data plane's `real_conns` array, mapped into this process.
 pub struct SharedConns {
     base: NonNull<RealConns>,
@@ -94,7 +113,7 @@ impl SharedConns {
         })
     }
 
-    fn field(&self, real_id: u32, active: bool) -> Option<&AtomicI64> {
+    fn field(&self, real_id: u32, which: Counter) -> Option<&AtomicI64> {
         if real_id as usize >= self.len {
             return None;
         }
@@ -102,29 +121,33 @@ impl SharedConns {
         // 32-byte values); the data plane uses atomic adds on the same words.
         unsafe {
             let conns = self.base.as_ptr().add(real_id as usize);
-            let field = if active {
-                &raw mut (*conns).active
-            } else {
-                &raw mut (*conns).inactive
+            let field = match which {
+                Counter::Active => &raw mut (*conns).active,
+                Counter::Inactive => &raw mut (*conns).inactive,
+                Counter::Persistent => &raw mut (*conns).persistent,
             };
             Some(AtomicI64::from_ptr(field))
         }
     }
 
-    /// Adds to a server's active or inactive count.
-    pub fn add(&self, real_id: u32, active: bool, delta: i64) {
-        if let Some(f) = self.field(real_id, active) {
+    /// Adds to one of a server's counts.
+    pub fn add(&self, real_id: u32, which: Counter, delta: i64) {
+        if let Some(f) = self.field(real_id, which) {
             f.fetch_add(delta, Ordering::Relaxed);
         }
     }
 
     /// (active, inactive) of a server.
     pub fn get(&self, real_id: u32) -> (i64, i64) {
-        let read = |active| {
-            self.field(real_id, active)
-                .map_or(0, |f| f.load(Ordering::Relaxed))
-        };
-        (read(true), read(false))
+        (
+            self.load(real_id, Counter::Active),
+            self.load(real_id, Counter::Inactive),
+        )
+    }
+
+    pub fn load(&self, real_id: u32, which: Counter) -> i64 {
+        self.field(real_id, which)
+            .map_or(0, |f| f.load(Ordering::Relaxed))
     }
 }
 

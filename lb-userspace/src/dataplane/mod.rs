@@ -10,7 +10,7 @@ mod writer;
 pub use writer::ConnTimeouts;
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     fs,
     path::{Path, PathBuf},
 };
@@ -22,8 +22,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, RealServer, ServiceInfo,
-    ServiceKey, conntrack::is_active, counters::COUNTER_COUNT, map_names,
+    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, LocalityEntry, LocalityKey,
+    PersistEntry, PersistKey, RealServer, ServiceInfo, ServiceKey, counters::COUNTER_COUNT,
+    map_names,
 };
 use std::os::fd::AsFd as _;
 use tracing::{info, warn};
@@ -258,7 +259,8 @@ impl Dataplane {
     }
 
     /// Removes the flows whose state's timeout has passed and takes them
-    /// off their servers' counts. Returns how many went.
+    /// off their servers' counts; then the persistence templates and
+    /// locality entries that have expired. Returns how many flows went.
     ///
     /// Each flow goes with BPF_MAP_LOOKUP_AND_DELETE_ELEM, which returns the
     /// entry as it was when it left: the count subtracted is the state it
@@ -268,24 +270,137 @@ impl Dataplane {
     pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
         let globals = timeouts.as_globals();
         let now = monotonic_ns();
-        let flows: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
-            self.ebpf
-                .map(map_names::FLOW_TABLE)
-                .ok_or_else(|| anyhow!("no flow table"))?,
-        )?;
-        let expired: Vec<FlowKey> = flows
-            .iter()
-            .filter_map(|item| item.ok())
-            .filter(|(_, e)| e.remaining_ns(globals.timeout_s(e.state), now).is_none())
-            .map(|(k, _)| k)
-            .collect();
+        let flows: Vec<(FlowKey, FlowEntry)> = {
+            let map: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
+                self.ebpf
+                    .map(map_names::FLOW_TABLE)
+                    .ok_or_else(|| anyhow!("no flow table"))?,
+            )?;
+            map.iter().filter_map(|item| item.ok()).collect()
+        };
         let mut removed = 0;
-        for key in &expired {
-            if self.expire_flow(key, &globals, now)? {
+        let mut live = Vec::with_capacity(flows.len());
+        for (key, entry) in flows {
+            if entry
+                .remaining_ns(globals.timeout_s(entry.state), now)
+                .is_none()
+                && self.expire_flow(&key, &globals, now)?
+            {
                 removed += 1;
+            } else {
+                live.push((key, entry));
             }
         }
+        self.sweep_templates(&live, now)?;
+        self.sweep_locality(timeouts.locality_expiration, now)?;
         Ok(removed)
+    }
+
+    /// Persistence templates live while a connection they made lives, and
+    /// persistence_timeout after the last one (IPVS re-arms a template whose
+    /// timer fires while it still controls connections).
+    fn sweep_templates(&mut self, live: &[(FlowKey, FlowEntry)], now: u64) -> Result<()> {
+        let templates: Vec<(PersistKey, PersistEntry)> = {
+            let map: HashMap<_, PersistKey, PersistEntry> = HashMap::try_from(
+                self.ebpf
+                    .map(map_names::PERSIST)
+                    .ok_or_else(|| anyhow!("no persist map"))?,
+            )?;
+            map.iter().filter_map(|item| item.ok()).collect()
+        };
+        if templates.is_empty() {
+            return Ok(());
+        }
+        let timeouts: StdHashMap<u32, u32> = self
+            .maps()?
+            .services
+            .iter()
+            .filter_map(|item| item.ok())
+            .map(|(_, info)| (info.service_id, info.persist_timeout_s))
+            .collect();
+        // (service, client network) of every live connection, per mask in use.
+        let masks: HashSet<(u32, u32)> = templates
+            .iter()
+            .map(|(_, t)| (t.service_id, t.mask))
+            .collect();
+        let controlled: HashSet<(u32, u32)> = live
+            .iter()
+            .flat_map(|(k, e)| {
+                masks
+                    .iter()
+                    .filter(move |(svc, _)| *svc == e.service_id)
+                    .map(move |(svc, mask)| (*svc, k.src & mask))
+            })
+            .collect();
+        let mut rearm = Vec::new();
+        for (key, t) in templates {
+            let timeout_ns =
+                u64::from(timeouts.get(&t.service_id).copied().unwrap_or(0)) * 1_000_000_000;
+            let expired = |t: &PersistEntry| t.last_seen_ns.saturating_add(timeout_ns) <= now;
+            if !expired(&t) {
+                continue;
+            }
+            if controlled.contains(&(t.service_id, key.client_net)) {
+                rearm.push((
+                    key,
+                    PersistEntry {
+                        last_seen_ns: now,
+                        ..t
+                    },
+                ));
+                continue;
+            }
+            let fd = map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd();
+            let Some(gone): Option<PersistEntry> =
+                bpf_sys::lookup_and_delete(fd, &key).context("removing a template")?
+            else {
+                continue;
+            };
+            if !expired(&gone) && self.persist_map()?.insert(key, gone, BPF_NOEXIST).is_ok() {
+                // A new connection used it meanwhile: it stays.
+                continue;
+            }
+            self.conns
+                .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
+        }
+        let mut map = self.persist_map()?;
+        for (key, t) in rearm {
+            // BPF_EXIST: re-arm only a template the data plane still has.
+            let _ = map.insert(key, t, BPF_EXIST);
+        }
+        Ok(())
+    }
+
+    fn persist_map(&mut self) -> Result<HashMap<&mut MapData, PersistKey, PersistEntry>> {
+        Ok(HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::PERSIST)
+                .ok_or_else(|| anyhow!("no persist map"))?,
+        )?)
+    }
+
+    /// lblc/lblcr entries unused for the expiration time go (IPVS's
+    /// lblc_full_check).
+    fn sweep_locality(&mut self, expiration_s: u32, now: u64) -> Result<()> {
+        let mut map: HashMap<_, LocalityKey, LocalityEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::LOCALITY)
+                .ok_or_else(|| anyhow!("no locality map"))?,
+        )?;
+        let stale: Vec<LocalityKey> = map
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter(|(_, e)| {
+                e.lastuse_ns
+                    .saturating_add(u64::from(expiration_s) * 1_000_000_000)
+                    <= now
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in &stale {
+            let _ = map.remove(key);
+        }
+        Ok(())
     }
 
     /// Removes one flow as the sweep does (tests use it to expire a flow
@@ -317,7 +432,8 @@ impl Dataplane {
                 return Ok(false);
             }
         }
-        self.conns.add(entry.real_id, is_active(entry.state), -1);
+        self.conns
+            .add(entry.real_id, bpf_sys::Counter::of_state(entry.state), -1);
         Ok(true)
     }
 
@@ -325,6 +441,11 @@ impl Dataplane {
     /// schedulers see them.
     pub fn real_conns(&self, real_id: u32) -> (i64, i64) {
         self.conns.get(real_id)
+    }
+
+    /// A real server's count of persistence templates.
+    pub fn real_templates(&self, real_id: u32) -> i64 {
+        self.conns.load(real_id, bpf_sys::Counter::Persistent)
     }
 
     /// Detaches the program from every interface (the pins stay until drop).
@@ -377,6 +498,8 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
 
 /// BPF_NOEXIST: create only.
 const BPF_NOEXIST: u64 = 1;
+/// BPF_EXIST: update only.
+const BPF_EXIST: u64 = 2;
 
 /// The map object `name` of the loaded program (maps not taken out).
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {

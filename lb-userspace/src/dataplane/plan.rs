@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{
-    ForwardKind, IPPROTO_TCP, IPPROTO_UDP, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT,
-    SchedulerKind, ServiceKey,
+    ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, IPPROTO_TCP, IPPROTO_UDP, SCHED_FLAG_FALLBACK,
+    SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey,
 };
 
 use crate::config::{Config, LbAlgo, LbKind, Protocol};
@@ -83,6 +83,20 @@ impl Plan {
     }
 }
 
+/// LbGlobals::flags for these services: NAT replies to look for, port-0
+/// services to fall back to.
+pub fn global_flags<'a>(services: impl IntoIterator<Item = &'a PlannedService>) -> u32 {
+    services.into_iter().fold(0, |flags, s| {
+        flags
+            | if s.forward == ForwardKind::Nat {
+                GLOBAL_FLAG_NAT
+            } else {
+                0
+            }
+            | if s.port == 0 { GLOBAL_FLAG_PORT0 } else { 0 }
+    })
+}
+
 pub fn forward_kind(kind: LbKind) -> ForwardKind {
     match kind {
         LbKind::Dr => ForwardKind::Dr,
@@ -114,7 +128,7 @@ pub fn scheduler_kind(algo: LbAlgo) -> SchedulerKind {
 fn sched_flags(vs: &crate::config::VirtualServer) -> u8 {
     let (port, fallback) = match vs.lb_algo {
         LbAlgo::Sh => (vs.sh_port, vs.sh_fallback),
-        LbAlgo::Mh => (vs.mh_port, false),
+        LbAlgo::Mh => (vs.mh_port, vs.mh_fallback),
         _ => (false, false),
     };
     (if port { SCHED_FLAG_HASH_PORT } else { 0 }) | if fallback { SCHED_FLAG_FALLBACK } else { 0 }
@@ -136,14 +150,6 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
         let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        if vs.mh_fallback {
-            unsupported.push(format!("{name}: mh-fallback is not implemented yet"));
-        }
-        if vs.persistence_timeout != 0 {
-            unsupported.push(format!(
-                "{name}: persistence_timeout is not implemented yet"
-            ));
-        }
         let Some(vip) = ipv4(vs.vip) else {
             unsupported.push(format!("{name}: IPv6 is not implemented yet"));
             continue;
@@ -222,11 +228,15 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_kinds_are_refused_with_names() {
-        let text = include_str!("../../../configs/seed-dr.toml")
-            .replace("lb_algo = \"rr\"", "lb_algo = \"mh\"\nmh-fallback = true");
-        let c = parse("seed", &text).unwrap();
-        let errs = plan(&c).unwrap_err().join("\n");
-        assert!(errs.contains("mh-fallback is not implemented"), "{errs}");
+    fn hashing_flags_go_to_their_scheduler_only() {
+        let text = include_str!("../../../configs/seed-dr.toml").replace(
+            "lb_algo = \"rr\"",
+            "lb_algo = \"mh\"\nmh-fallback = true\nsh-port = true",
+        );
+        let p = plan(&parse("seed", &text).unwrap()).unwrap();
+        assert_eq!(p.services[0].sched_flags, SCHED_FLAG_FALLBACK);
+        let text = text.replace("lb_algo = \"mh\"", "lb_algo = \"sh\"");
+        let p = plan(&parse("seed", &text).unwrap()).unwrap();
+        assert_eq!(p.services[0].sched_flags, SCHED_FLAG_HASH_PORT);
     }
 }

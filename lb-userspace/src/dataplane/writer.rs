@@ -5,9 +5,8 @@
 use anyhow::{Context as _, Result};
 use aya::maps::DevMapHash;
 use lb_common::{
-    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, GLOBAL_FLAG_NAT, LbGlobals, LookupTable,
-    REAL_FLAG_ACTIVE, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState,
-    SchedulerKind, ServiceInfo,
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LookupTable, REAL_FLAG_ACTIVE,
+    REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState, SchedulerKind, ServiceInfo,
 };
 
 use std::net::Ipv4Addr;
@@ -89,13 +88,13 @@ impl Dataplane {
     /// Facts about the interfaces the data plane needs: the (outside)
     /// interface's MAC (source of forwarded frames), MTU and index; the
     /// inside interface when two-armed; the TUN outer source address; and
-    /// whether any service uses NAT (replies must then be looked for).
+    /// the GLOBAL_FLAG_* bits of the plan (plan::global_flags).
     pub fn set_globals(
         &mut self,
         link: &LinkInfo,
         inside: Option<&LinkInfo>,
         tun_src: Ipv4Addr,
-        nat: bool,
+        flags: u32,
         timeouts: ConnTimeouts,
     ) -> Result<()> {
         let globals = LbGlobals {
@@ -103,7 +102,7 @@ impl Dataplane {
             mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
             tun_src: u32::from_ne_bytes(tun_src.octets()),
             ifindex: link.index,
-            flags: if nat { GLOBAL_FLAG_NAT } else { 0 },
+            flags,
             inside_ifindex: inside.map_or(0, |l| l.index),
             inside_mac: inside.map_or([0; 6], |l| l.mac),
             _pad: [0; 2],

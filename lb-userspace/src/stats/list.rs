@@ -4,6 +4,8 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use lb_common::ForwardKind;
 
+use super::traffic::Traffic;
+
 /// ipvsadm's version line: we print what ipvsadm 1.2.1 prints, so scripts
 /// that parse it keep working.
 pub const IPVS_VERSION: &str = "1.2.1";
@@ -16,6 +18,8 @@ pub struct DestView {
     pub weight: u32,
     pub active_conns: u64,
     pub inactive_conns: u64,
+    /// Totals (or rates) for --stats / --rate.
+    pub traffic: Traffic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +29,14 @@ pub struct ServiceView {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub scheduler: &'static str,
+    /// The scheduler's flags by ipvsadm's names (sh-port, mh-fallback...).
+    pub sched_flags: Vec<&'static str>,
     /// persistence_timeout, when set.
     pub persistent: Option<u32>,
+    /// persistence_granularity (printed when not 255.255.255.255).
+    pub mask: Ipv4Addr,
     pub dests: Vec<DestView>,
+    pub traffic: Traffic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +104,14 @@ pub fn format_list(table: &TableView) -> String {
             "{}  {}:{} {}",
             svc.protocol, svc.vip, svc.port, svc.scheduler
         );
+        if !svc.sched_flags.is_empty() {
+            let _ = write!(out, " ({})", svc.sched_flags.join(","));
+        }
         if let Some(timeout) = svc.persistent {
             let _ = write!(out, " persistent {timeout}");
+            if svc.mask != Ipv4Addr::BROADCAST {
+                let _ = write!(out, " mask {}", svc.mask);
+            }
         }
         out.push('\n');
         for d in &svc.dests {
@@ -115,10 +130,10 @@ pub fn format_list(table: &TableView) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn seed_table() -> TableView {
+    pub(crate) fn seed_table() -> TableView {
         let dest = |last: u8| DestView {
             ip: Ipv4Addr::new(172, 16, 122, last),
             port: 80,
@@ -126,6 +141,7 @@ mod tests {
             weight: 1,
             active_conns: 0,
             inactive_conns: 0,
+            traffic: Traffic::default(),
         };
         TableView {
             conn_table_size: 4096,
@@ -134,8 +150,11 @@ mod tests {
                 vip: Ipv4Addr::new(172, 16, 122, 100),
                 port: 80,
                 scheduler: "rr",
+                sched_flags: Vec::new(),
                 persistent: None,
+                mask: Ipv4Addr::BROADCAST,
                 dests: vec![dest(193), dest(195)],
+                traffic: Traffic::default(),
             }],
         }
     }
@@ -158,11 +177,12 @@ TCP  172.16.122.100:80 rr
     fn persistent_flag_and_forward_names() {
         let mut t = seed_table();
         t.services[0].persistent = Some(300);
+        t.services[0].mask = Ipv4Addr::new(255, 255, 255, 0);
         t.services[0].dests[0].forward = ForwardKind::Nat;
         t.services[0].dests[1].forward = ForwardKind::Tun;
         let out = format_list(&t);
         assert!(
-            out.contains("TCP  172.16.122.100:80 rr persistent 300\n"),
+            out.contains("TCP  172.16.122.100:80 rr persistent 300 mask 255.255.255.0\n"),
             "{out}"
         );
         assert!(out.contains(" Masq    1 "), "{out}");

@@ -4,13 +4,19 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context as _, Result, anyhow};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
-    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, RealConns, RealServer,
-    SchedulerKind, ServiceInfo, ServiceKey, conntrack::STATE_NAMES, pin_names,
+    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, PersistEntry, PersistKey,
+    RealConns, RealServer, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo,
+    ServiceKey, TrafficStats,
+    conntrack::{S_NONE, STATE_NAMES},
+    pin_names,
 };
 
-use super::list::{ConnView, DestView, ServiceView, TableView};
+use super::{
+    list::{ConnView, DestView, ServiceView, TableView},
+    traffic::Traffic,
+};
 use crate::dataplane::monotonic_ns;
 
 /// A live flow: its key, entry and nanoseconds left.
@@ -62,8 +68,91 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
             dest: (ipv4(real.ip), u16::from_be(real.port)),
         });
     }
+    // Persistence templates, as ipvsadm -L -c lists them: state NONE,
+    // client port 0, expiring persistence_timeout after their last use.
+    let services: HashMap<MapData, ServiceKey, ServiceInfo> =
+        HashMap::try_from(open(pin_dir, pin_names::SERVICES)?)?;
+    let timeouts: Vec<(u32, u32)> = services
+        .iter()
+        .filter_map(|item| item.ok())
+        .map(|(_, info)| (info.service_id, info.persist_timeout_s))
+        .collect();
+    let templates: HashMap<MapData, PersistKey, PersistEntry> =
+        HashMap::try_from(open(pin_dir, pin_names::PERSIST)?)?;
+    let now = monotonic_ns();
+    for (key, t) in templates.iter().filter_map(|item| item.ok()) {
+        let real = reals.get(&t.real_id, 0).context("reading a real server")?;
+        let timeout_s = timeouts
+            .iter()
+            .find(|(id, _)| *id == t.service_id)
+            .map_or(0, |(_, s)| *s);
+        let deadline = t.last_seen_ns + u64::from(timeout_s) * 1_000_000_000;
+        out.push(ConnView {
+            protocol: if key.proto == IPPROTO_TCP {
+                "TCP"
+            } else {
+                "UDP"
+            },
+            expire_s: deadline.saturating_sub(now) / 1_000_000_000,
+            state: STATE_NAMES[S_NONE as usize],
+            client: (ipv4(key.client_net), 0),
+            virt: (ipv4(key.vip), u16::from_be(key.vport)),
+            dest: (ipv4(real.ip), u16::from_be(real.port)),
+        });
+    }
     out.sort_by_key(|c| (c.virt, c.client));
     Ok(out)
+}
+
+/// A stats slot summed over CPUs.
+fn traffic(map: &PerCpuArray<MapData, TrafficStats>, id: u32) -> Result<Traffic> {
+    let per_cpu = map.get(&id, 0).context("reading traffic statistics")?;
+    Ok(per_cpu.iter().fold(Traffic::default(), |t, s| Traffic {
+        conns: t.conns + s.conns,
+        in_packets: t.in_packets + s.in_packets,
+        out_packets: t.out_packets + s.out_packets,
+        in_bytes: t.in_bytes + s.in_bytes,
+        out_bytes: t.out_bytes + s.out_bytes,
+    }))
+}
+
+/// ipvsadm's names of the scheduler flags (print_sched_flags order).
+fn sched_flag_names(scheduler: SchedulerKind, flags: u8) -> Vec<&'static str> {
+    let (fallback, port) = match scheduler {
+        SchedulerKind::Sh => ("sh-fallback", "sh-port"),
+        SchedulerKind::Mh => ("mh-fallback", "mh-port"),
+        _ => return Vec::new(),
+    };
+    let mut names = Vec::new();
+    if flags & SCHED_FLAG_FALLBACK != 0 {
+        names.push(fallback);
+    }
+    if flags & SCHED_FLAG_HASH_PORT != 0 {
+        names.push(port);
+    }
+    names
+}
+
+/// The table with per-second rates in place of totals, from two readings
+/// `interval` apart (IPVS keeps an estimator in the kernel; here `list
+/// --rate` measures).
+pub fn read_rates(pin_dir: &Path, interval: std::time::Duration) -> Result<TableView> {
+    let before = read_table(pin_dir)?;
+    std::thread::sleep(interval);
+    let mut after = read_table(pin_dir)?;
+    let secs = interval.as_secs_f64();
+    for svc in &mut after.services {
+        let old = before
+            .services
+            .iter()
+            .find(|s| (s.protocol, s.vip, s.port) == (svc.protocol, svc.vip, svc.port));
+        svc.traffic = Traffic::rate(&old.map_or(svc.traffic, |o| o.traffic), &svc.traffic, secs);
+        for d in &mut svc.dests {
+            let old = old.and_then(|o| o.dests.iter().find(|x| (x.ip, x.port) == (d.ip, d.port)));
+            d.traffic = Traffic::rate(&old.map_or(d.traffic, |o| o.traffic), &d.traffic, secs);
+        }
+    }
+    Ok(after)
 }
 
 fn open(pin_dir: &Path, name: &str) -> Result<Map> {
@@ -84,6 +173,10 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
     let sets: Array<MapData, BackendSet> =
         Array::try_from(open(pin_dir, pin_names::BACKEND_SETS)?)?;
     let reals: Array<MapData, RealServer> = Array::try_from(open(pin_dir, pin_names::REALS)?)?;
+    let service_stats: PerCpuArray<MapData, TrafficStats> =
+        PerCpuArray::try_from(open(pin_dir, pin_names::SERVICE_STATS)?)?;
+    let real_stats: PerCpuArray<MapData, TrafficStats> =
+        PerCpuArray::try_from(open(pin_dir, pin_names::REAL_STATS)?)?;
     let conn_table_size = MapInfo::from_pin(pin_dir.join(pin_names::FLOW_TABLE))
         .map(|i| i.max_entries())
         .context("reading the flow table's size")?;
@@ -123,6 +216,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
                 weight: backend.weight,
                 active_conns: conns(backend.real_id)?.0,
                 inactive_conns: conns(backend.real_id)?.1,
+                traffic: traffic(&real_stats, backend.real_id)?,
             });
         }
         out.push(ServiceView {
@@ -134,8 +228,11 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             vip: ipv4(key.vip),
             port: u16::from_be(key.port),
             scheduler: scheduler.name(),
-            persistent: None,
+            sched_flags: sched_flag_names(scheduler, info.sched_flags),
+            persistent: (info.persist_timeout_s != 0).then_some(info.persist_timeout_s),
+            mask: ipv4(info.persist_mask),
             dests,
+            traffic: traffic(&service_stats, info.service_id)?,
         });
     }
     Ok(TableView {

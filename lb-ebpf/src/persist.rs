@@ -1,0 +1,89 @@
+//! Persistence (ipvsadm -p / -M, ip_vs_sched_persist): a client network
+//! keeps its server across connections. The template (client network,
+//! service) -> server is consulted before the scheduler; it stays valid
+//! while its server is in the service (a quiesced server keeps its clients,
+//! as IPVS with expire_quiescent_template = 0). The agent expires templates
+//! persistence_timeout after their last connection.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::{FlowKey, PersistEntry, PersistKey, REAL_FLAG_ACTIVE, ServiceInfo, ServiceKey};
+
+use crate::maps::{PERSIST, REALS, persistent_add};
+
+/// BPF_NOEXIST: create only.
+const BPF_NOEXIST: u64 = 1;
+
+/// What the client's template says.
+pub enum Template {
+    /// Not a persistent service.
+    None,
+    /// A valid template: its server.
+    Valid(u32),
+    /// No template yet for the client network.
+    Missing(PersistKey),
+    /// A template whose server left the service: to be rescheduled.
+    Invalid(*mut PersistEntry),
+}
+
+#[inline(always)]
+pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Template {
+    if svc.persist_timeout_s == 0 {
+        return Template::None;
+    }
+    let key = PersistKey {
+        client_net: flow.src & svc.persist_mask,
+        vip: service.vip,
+        vport: service.port,
+        proto: service.proto,
+        _pad: 0,
+    };
+    let Some(ptr) = PERSIST.get_ptr_mut(&key) else {
+        return Template::Missing(key);
+    };
+    // SAFETY: map value pointer of this lookup.
+    let template = unsafe { &mut *ptr };
+    if template.service_id == svc.service_id
+        && REALS
+            .get(template.real_id)
+            .is_some_and(|r| r.flags & REAL_FLAG_ACTIVE != 0)
+    {
+        template.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+        return Template::Valid(template.real_id);
+    }
+    Template::Invalid(ptr)
+}
+
+/// Records the scheduler's choice in the client's template. Returns the
+/// server to use: another CPU may have made the template this instant.
+#[inline(always)]
+pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    match template {
+        Template::None | Template::Valid(_) => real_id,
+        Template::Invalid(ptr) => {
+            // SAFETY: the pointer came from this packet's lookup.
+            let t = unsafe { &mut *ptr };
+            persistent_add(t.real_id, -1);
+            persistent_add(real_id, 1);
+            t.real_id = real_id;
+            t.service_id = svc.service_id;
+            t.last_seen_ns = now;
+            real_id
+        }
+        Template::Missing(key) => {
+            let t = PersistEntry {
+                real_id,
+                service_id: svc.service_id,
+                mask: svc.persist_mask,
+                _pad: 0,
+                last_seen_ns: now,
+            };
+            if PERSIST.insert(&key, t, BPF_NOEXIST).is_ok() {
+                persistent_add(real_id, 1);
+                return real_id;
+            }
+            // SAFETY: entries are replaced whole or updated by field.
+            unsafe { PERSIST.get(&key) }.map_or(real_id, |other| other.real_id)
+        }
+    }
+}
