@@ -39,8 +39,8 @@ const _: () = assert!(MH_TABLE_SIZE <= LOOKUP_TABLE_MAX && DH_SH_TABLE_SIZE <= L
 /// lblcr: servers one locality entry may hold (IPVS: unbounded).
 pub const LBLCR_SET_MAX: u32 = 16;
 /// lblc/lblcr: entries of the locality cache (LRU; a lost entry is only
-/// rescheduled). IPVS's table gc starts at 16 * 1024 entries.
-pub const LOCALITY_CACHE_SIZE: u32 = 65_536;
+/// rescheduled). IPVS's table gc starts at the same 16 * 1024 entries.
+pub const LOCALITY_CACHE_SIZE: u32 = 16 * 1024;
 /// lblc/lblcr expiration: IPVS's sysctl default, 24 hours.
 pub const LOCALITY_DEFAULT_EXPIRATION_S: u32 = 24 * 60 * 60;
 /// Persistence templates the data plane can hold.

@@ -2,6 +2,7 @@
 //! like the seed for such runs, and the seed's topology in network
 //! namespaces (demo and end-to-end tests).
 
+pub mod bench_report;
 pub mod netns;
 pub mod packet;
 pub mod progtest;

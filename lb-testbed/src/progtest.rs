@@ -128,6 +128,22 @@ pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
 }
 
 impl ProgTest {
+    /// Rewrites the globals with other timeouts (ipvsadm --set, lblc(r)
+    /// expiration).
+    pub fn set_timeouts(&mut self, timeouts: ConnTimeouts) -> Result<()> {
+        self.dp.set_globals(
+            &LinkInfo {
+                index: LB_IFINDEX,
+                mac: LB_MAC,
+                mtu: LB_MTU,
+            },
+            None,
+            LB_IP,
+            lb_userspace::dataplane::plan::global_flags([&self.service]),
+            timeouts,
+        )
+    }
+
     /// Changes a real server's configured weight, as a config reload would.
     pub fn set_weight(&mut self, index: usize, weight: u32) -> Result<()> {
         self.service.reals[index].weight = weight;
@@ -142,7 +158,12 @@ impl ProgTest {
 
     /// Loads the program with `service` written, both reals resolved.
     pub fn with_service(service: PlannedService) -> Result<Self> {
-        let mut dp = Dataplane::load(&LoadOptions::default())
+        Self::with_service_and(service, &LoadOptions::default())
+    }
+
+    /// As `with_service`, with load options (e.g. the flow table's size).
+    pub fn with_service_and(service: PlannedService, opts: &LoadOptions) -> Result<Self> {
+        let mut dp = Dataplane::load(opts)
             .context("loading the XDP program (BPF_PROG_TEST_RUN tests need root)")?;
         dp.set_globals(
             &LinkInfo {

@@ -760,3 +760,42 @@ fn wrr_with_every_weight_zero_drops() {
     let mut t = ProgTest::with_service(wrr_service(&[0, 0])).unwrap();
     assert_eq!(t.run(&syn(51000).frame()).unwrap().0, XDP_DROP);
 }
+
+#[test]
+fn the_sweep_reads_a_table_in_batches_and_removes_every_expired_flow() {
+    use lb_common::{FlowEntry, FlowKey, IPPROTO_TCP, conntrack::S_CLOSE};
+    // More flows than one BPF_MAP_LOOKUP_BATCH call returns.
+    const FLOWS: u32 = 10_000;
+    let mut t = ProgTest::seed().unwrap();
+    let key = |i: u32| FlowKey {
+        src: (0x0a00_0000 + i).to_be(),
+        dst: u32::from_ne_bytes(VIP.octets()),
+        sport: 1000u16.to_be(),
+        dport: PORT.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    // CLOSE, last seen at boot: expired (CLOSE lives 10 s).
+    let stale = FlowEntry {
+        real_id: 1,
+        service_id: 0,
+        last_seen_ns: 0,
+        state: S_CLOSE,
+        _pad: [0; 7],
+    };
+    t.dp.insert_flows((0..FLOWS).map(|i| (key(i), stale)))
+        .unwrap();
+    // One live flow stays.
+    t.run(&syn(40_000).frame()).unwrap();
+    let removed =
+        t.dp.sweep_expired(lb_userspace::dataplane::ConnTimeouts::default())
+            .unwrap();
+    assert_eq!(removed, FLOWS as usize);
+    assert!(t.dp.flow_entry(&key(0)).unwrap().is_none());
+    assert!(t.dp.flow_entry(&key(FLOWS - 1)).unwrap().is_none());
+    assert!(
+        t.dp.flow_entry(&tcp_flow_key(CLIENT, 40_000))
+            .unwrap()
+            .is_some()
+    );
+}

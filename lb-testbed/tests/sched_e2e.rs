@@ -88,6 +88,12 @@ fn schedulers_persistence_and_listing_end_to_end() {
     // wrr 3:1: exactly 30 and 10 of 40 sequential requests.
     let text = config(&topo, "wrr", [3, 1], 0, "");
     run_agent(&mut topo, &binary, "wrr.toml", &text);
+    // The flow table's size and memory are reported at start.
+    assert!(
+        topo.agent_log().contains("flow table: 65536 connections, "),
+        "{}",
+        topo.agent_log()
+    );
     let answers = curls(&topo, WRR_REQUESTS);
     let rs1 = answers.iter().filter(|a| *a == RS1).count();
     let rs2 = answers.iter().filter(|a| *a == RS2).count();

@@ -511,3 +511,39 @@ fn sh_and_mh_fallback_skip_an_inhibited_server_and_match_ipvs() {
         }
     }
 }
+
+#[test]
+fn lblcr_drops_its_most_loaded_server_when_unchanged_for_the_expiration() {
+    use lb_userspace::dataplane::ConnTimeouts;
+    const EXPIRATION_S: u32 = 1;
+    let mut h = Harness::new(SchedulerKind::Lblcr, &[1, 1, 4]);
+    h.t.set_timeouts(ConnTimeouts {
+        locality_expiration: EXPIRATION_S,
+        ..ConnTimeouts::default()
+    })
+    .unwrap();
+    let mut m = LblcrModel::default();
+    let expiration = u64::from(EXPIRATION_S);
+    // Grow the set past one server (overload), at model time 0.
+    let mut i = 0;
+    while i < 8 {
+        let expected = m.pick(&h.dests, VIP, 0, expiration);
+        assert_eq!(h.open(client(i), 1000), expected, "flow {i}");
+        h.segment(i, TCP_ACK);
+        i += 1;
+    }
+    // Unchanged for longer than the expiration: the next pick shrinks the
+    // set in both, and they keep agreeing afterwards.
+    std::thread::sleep(std::time::Duration::from_millis(
+        1100 * u64::from(EXPIRATION_S),
+    ));
+    for j in 0..6 {
+        let expected = m.pick(&h.dests, VIP, 2 * expiration, expiration);
+        assert_eq!(
+            h.open(client(i + j), 1000),
+            expected,
+            "after expiry, flow {j}"
+        );
+        h.segment(i + j, TCP_ACK);
+    }
+}

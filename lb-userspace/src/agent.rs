@@ -46,6 +46,8 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
 const HEALTH_EVENT_QUEUE: usize = 1024;
 /// How often flows past their state's timeout are deleted.
 const FLOW_SWEEP: Duration = Duration::from_secs(1);
+/// The expiry sweep may use at most one tenth of the agent's time.
+const SWEEP_DUTY_DIVISOR: u32 = 10;
 /// VRRP state changes waiting for the agent.
 const VRRP_EVENT_QUEUE: usize = 64;
 /// How long VRRP instances get at shutdown to send priority 0 and remove
@@ -61,7 +63,30 @@ pub struct AgentOptions {
     pub xdp_mode: XdpMode,
     pub pin_dir: PathBuf,
     pub log_level: log::LevelFilter,
+    /// Connections the flow table holds (IPVS's connection table size).
+    pub flow_table_size: u32,
 }
+
+/// Logs what the maps cost at their configured sizes (kernel memlock).
+fn report_memory(dp: &Dataplane) {
+    let maps = dp.map_memory();
+    let total: u64 = maps.iter().map(|(_, _, bytes)| bytes).sum();
+    if let Some((_, entries, bytes)) = maps
+        .iter()
+        .find(|(name, _, _)| name == lb_common::map_names::FLOW_TABLE)
+    {
+        info!(
+            "flow table: {entries} connections, {:.1} MiB; all maps: {:.1} MiB",
+            *bytes as f64 / MIB,
+            total as f64 / MIB
+        );
+    }
+    for (name, entries, bytes) in &maps {
+        debug!("map {name}: {entries} entries, {bytes} bytes");
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// Health as the checkers last reported it.
 #[derive(Debug, Clone, Copy)]
@@ -137,8 +162,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     info!("loading the XDP program");
     let mut dp = Dataplane::load(&LoadOptions {
         log_level: opts.log_level,
-        ..LoadOptions::default()
+        flow_table_size: opts.flow_table_size,
     })?;
+    report_memory(&dp);
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
     let tun_src = match config.global.tunnel_source {
@@ -384,6 +410,10 @@ impl Agent {
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut sweep = tokio::time::interval(FLOW_SWEEP);
+        // A sweep of a very large table may take a good part of a second:
+        // the next one waits until the agent spent at most 1/SWEEP_DUTY_DIVISOR
+        // of its time sweeping.
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
@@ -406,12 +436,14 @@ impl Agent {
                         Err(e) => Err(anyhow!("a VRRP instance task failed: {e}")),
                     };
                 }
-                _ = sweep.tick() => {
+                _ = sweep.tick(), if tokio::time::Instant::now() >= next_sweep => {
+                    let started = tokio::time::Instant::now();
                     match self.dp.sweep_expired(self.timeouts) {
                         Ok(0) => {}
                         Ok(n) => debug!("expired {n} flows"),
                         Err(e) => warn!("flow expiry sweep failed: {e:#}"),
                     }
+                    next_sweep = started + started.elapsed() * SWEEP_DUTY_DIVISOR;
                 }
                 _ = refresh.tick() => {
                     if let Err(e) = self.refresh_macs(nl, ifindex).await {

@@ -40,7 +40,15 @@ struct RunArgs {
     /// Where the maps are pinned.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pin_path: PathBuf,
+    /// Connections the flow table holds (IPVS's connection table size);
+    /// its memory is logged at start.
+    #[arg(long, default_value_t = lb_common::FLOW_TABLE_DEFAULT_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_FLOW_TABLE_SIZE))]
+    flow_table_size: u32,
 }
+
+/// A sanity bound: 64M connections is ~6 GiB of kernel memory.
+const MAX_FLOW_TABLE_SIZE: i64 = 64 * 1024 * 1024;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum XdpModeArg {
@@ -214,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 pin_dir: run.pin_path,
                 log_level: run.log_level,
+                flow_table_size: run.flow_table_size,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

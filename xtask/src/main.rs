@@ -28,11 +28,18 @@ enum Cmd {
     Test,
     /// setup, build, then replay the seed's walk-through in network namespaces.
     Demo,
-    /// setup, then measure ns/packet of the balancer next to no-op XDP programs.
+    /// setup, then measure ns/packet of the balancer next to no-op XDP programs;
+    /// writes target/bench/{report.md,results.json,chart.png}.
     Bench {
         /// Fewer and shorter rounds.
         #[arg(long)]
         quick: bool,
+        /// Fail when a ratio is more than 25% worse than bench/baseline.json.
+        #[arg(long)]
+        check: bool,
+        /// Write this run's results to bench/baseline.json (to commit).
+        #[arg(long)]
+        update_baseline: bool,
     },
 }
 
@@ -124,7 +131,11 @@ fn main() -> Result<()> {
             cargo(&["build", "--bins"])?;
             cargo(&["run", "--quiet", "-p", "lb-testbed", "--bin", "lb-demo"])
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench {
+            quick,
+            check,
+            update_baseline,
+        } => {
             setup::run()?;
             let mut args = vec![
                 "run",
@@ -135,8 +146,15 @@ fn main() -> Result<()> {
                 "--bin",
                 "lb-bench",
             ];
-            if quick {
-                args.extend(["--", "--quick"]);
+            args.push("--");
+            for (on, flag) in [
+                (quick, "--quick"),
+                (check, "--check"),
+                (update_baseline, "--update-baseline"),
+            ] {
+                if on {
+                    args.push(flag);
+                }
             }
             cargo(&args)
         }

@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use lb_testbed::{packet::*, progtest::*};
+use lb_testbed::{bench_report, packet::*, progtest::*};
 use lb_userspace::dataplane::BASELINES_OBJECT;
 
 struct Budget {
@@ -132,9 +132,23 @@ fn row(
     }
 }
 
+/// Where the report goes (relative to the workspace root, where xtask runs us).
+const OUT_DIR: &str = "target/bench";
+/// The committed results `--check` compares with.
+const BASELINE: &str = "bench/baseline.json";
+/// `--check` fails when a ratio got this much worse.
+const TOLERANCE: f64 = 0.25;
+
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let budget = if quick { QUICK } else { FULL };
+    let mut results = bench_report::Results {
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        cpu: cpu_model(),
+        quick,
+        ..Default::default()
+    };
     let mut baselines = Baselines::load()?;
     let mut dr = ProgTest::seed()?;
     let mut tun_service = seed_service([1, 1]);
@@ -269,23 +283,340 @@ fn main() -> Result<()> {
         .iter_mut()
         .map(|r| (!r.samples.is_empty()).then(|| median(&mut r.samples)))
         .collect();
-    println!();
-    println!("| path | ns/packet (median) | ratio to baseline |");
-    println!("|---|---:|---:|");
+    const HITS: &str = "Flow-table hits and baselines";
     for (r, m) in rows.iter().zip(&medians) {
         let Some(m) = m else {
-            println!("| {} | n/a | - |", r.name);
+            results.notes.push(format!(
+                "{}: not measured (live frames unavailable)",
+                r.name
+            ));
             continue;
         };
-        let ratio = match r.baseline.and_then(|b| medians[b].map(|bm| (b, bm))) {
-            Some((b, bm)) => format!("{:.2}x {}", m / bm, rows[b].label),
-            None => "-".to_string(),
-        };
-        println!("| {} | {:.1} | {} |", r.name, m, ratio);
+        let base = r
+            .baseline
+            .and_then(|b| medians[b].map(|bm| (rows[b].label, bm)));
+        results.push(HITS, r.name, *m, base);
     }
-    println!();
-    println!(
-        "targets (docs/reference.md): DR flow hit <= 1.5x XDP_TX, TUN <= 2.5x, non-service pass <= 1.3x XDP_PASS"
+    results.notes.push(
+        "targets: DR flow hit <= 1.5x XDP_TX; every scheduler's new flow with 256 backends <= 5x XDP_TX"
+            .to_string(),
     );
+    schedulers::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
+    flow_fill::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
+    // A fresh load: every map is still in the object (the agent takes some
+    // out once it writes them).
+    results.maps = lb_userspace::dataplane::Dataplane::load(&Default::default())?
+        .map_memory()
+        .into_iter()
+        .map(|(name, max_entries, bytes)| bench_report::MapMemory {
+            name,
+            max_entries,
+            bytes,
+        })
+        .collect();
+    results.xdp_bench = xdp_bench::run();
+    write_outputs(&results, &args)
+}
+
+/// report.md, results.json and chart.png under OUT_DIR; then the baseline
+/// update or check the flags ask for.
+fn write_outputs(results: &bench_report::Results, args: &[String]) -> Result<()> {
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let out = std::path::Path::new(OUT_DIR);
+    std::fs::create_dir_all(out)?;
+    let report = bench_report::markdown(results);
+    std::fs::write(out.join("report.md"), &report)?;
+    bench_report::write_json(results, &out.join("results.json"))?;
+    if let Err(e) = bench_report::draw_chart(results, &out.join("chart.png")) {
+        eprintln!("chart.png not drawn: {e:#}");
+    }
+    println!("\n{report}");
+    println!("written: {OUT_DIR}/report.md, results.json, chart.png");
+    let baseline = std::path::Path::new(BASELINE);
+    if flag("--update-baseline") {
+        std::fs::create_dir_all("bench")?;
+        bench_report::write_json(results, baseline)?;
+        println!("baseline updated: {BASELINE} (commit it)");
+    }
+    if flag("--check") {
+        let then = bench_report::read_json(baseline)?;
+        let worse = bench_report::regressions(results, &then, TOLERANCE);
+        if !worse.is_empty() {
+            return Err(anyhow!(
+                "ratios more than {:.0}% worse than {BASELINE}:\n  {}",
+                TOLERANCE * 100.0,
+                worse.join("\n  ")
+            ));
+        }
+        println!(
+            "check: no ratio more than {:.0}% worse than {BASELINE}",
+            TOLERANCE * 100.0
+        );
+    }
     Ok(())
+}
+
+/// A /proc/self/status field in KiB.
+fn vm_kib(field: &str) -> u64 {
+    read_trimmed("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    read_trimmed("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default()
+}
+
+/// The real xdp-bench, when the kernel lets it run: `xdp-bench drop` and
+/// `tx` for a few seconds on one end of a veth pair in a namespace of our
+/// own. Debian's 1.3.1 needs tracepoints this kernel lacks; then the
+/// report says so instead of failing.
+mod xdp_bench {
+    use std::process::{Command, Output};
+
+    const SECONDS: &str = "3";
+
+    fn run_cmd(args: &[&str]) -> Option<Output> {
+        Command::new(args[0]).args(&args[1..]).output().ok()
+    }
+
+    pub fn run() -> Vec<String> {
+        if run_cmd(&["xdp-bench", "--help"]).is_none() {
+            return vec!["xdp-bench is not installed (xdp-tools)".to_string()];
+        }
+        let ns = format!("lbxb{}", std::process::id());
+        let setup: [&[&str]; 4] = [
+            &["ip", "netns", "add", &ns],
+            &[
+                "ip", "-n", &ns, "link", "add", "xb0", "type", "veth", "peer", "name", "xb1",
+            ],
+            &["ip", "-n", &ns, "link", "set", "xb0", "up"],
+            &["ip", "-n", &ns, "link", "set", "xb1", "up"],
+        ];
+        let mut out = Vec::new();
+        if setup
+            .iter()
+            .all(|c| run_cmd(c).is_some_and(|o| o.status.success()))
+        {
+            for mode in ["drop", "tx"] {
+                // nsenter, not ip netns exec: libxdp needs the host's bpffs.
+                let net = format!("--net=/var/run/netns/{ns}");
+                let text = run_cmd(&[
+                    "nsenter",
+                    &net,
+                    "timeout",
+                    SECONDS,
+                    "xdp-bench",
+                    mode,
+                    "xb0",
+                ])
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default();
+                let first = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output");
+                let summary = text
+                    .lines()
+                    .rfind(|l| l.contains("rx/s") || l.contains("pkt/s"));
+                out.push(match summary {
+                    Some(line) => format!(
+                        "xdp-bench {mode} ran (idle veth, no traffic generator): {}",
+                        line.trim()
+                    ),
+                    None => format!("xdp-bench {mode} could not run here: {}", first.trim()),
+                });
+            }
+        } else {
+            out.push("xdp-bench not run: no namespace with a veth pair could be made".to_string());
+        }
+        let _ = run_cmd(&["ip", "netns", "del", &ns]);
+        out
+    }
+}
+
+/// New-flow cost per scheduler and backend count.
+mod schedulers {
+    use super::*;
+    use lb_common::SchedulerKind;
+    use lb_userspace::dataplane::LoadOptions;
+
+    const BACKENDS: [usize; 3] = [2, 16, 256];
+    const ALL: [SchedulerKind; 14] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sed,
+        SchedulerKind::Nq,
+        SchedulerKind::Fo,
+        SchedulerKind::Ovf,
+        SchedulerKind::Twos,
+        SchedulerKind::Dh,
+        SchedulerKind::Sh,
+        SchedulerKind::Mh,
+        SchedulerKind::Lblc,
+        SchedulerKind::Lblcr,
+    ];
+
+    /// Every packet a new flow: the flow table holds one entry and is full
+    /// with another flow, so each run misses, schedules, and fails to
+    /// insert (counted, forwarded untracked). Connection counters stay put,
+    /// so the scheduler sees the same state on every run.
+    fn new_flow_program(kind: SchedulerKind, backends: usize) -> Result<ProgTest> {
+        let mut t = ProgTest::with_service_and(
+            service_with(kind, &vec![1; backends]),
+            &LoadOptions {
+                flow_table_size: 1,
+                ..LoadOptions::default()
+            },
+        )?;
+        let filler = Ipv4Packet::tcp(CLIENT, 1, VIP, PORT, TCP_SYN, b"").frame();
+        t.run(&filler)?;
+        Ok(t)
+    }
+
+    pub fn bench(
+        budget: &Budget,
+        xdp_tx: &mut Xdp,
+        frame: &[u8],
+        results: &mut bench_report::Results,
+    ) -> Result<()> {
+        const SECTION: &str = "New flows per scheduler (scheduling + flow insert attempt; baseline XDP_TX, same rounds)";
+        let mut worst: (f64, &str, usize) = (0.0, "", 0);
+        for kind in ALL {
+            for n in BACKENDS {
+                let mut t = new_flow_program(kind, n)?;
+                let (mut lb, mut base) = (Vec::new(), Vec::new());
+                for _ in 0..budget.rounds {
+                    base.push(time_xdp(xdp_tx, frame, budget.repeat, Mode::Repeat)?);
+                    lb.push(time_xdp(
+                        t.dp.program()?,
+                        frame,
+                        budget.repeat,
+                        Mode::Repeat,
+                    )?);
+                }
+                let (lb, base) = (median(&mut lb), median(&mut base));
+                let ratio = lb / base;
+                if ratio > worst.0 {
+                    worst = (ratio, kind.name(), n);
+                }
+                results.push(
+                    SECTION,
+                    &format!("{} new flow, {n} backends", kind.name()),
+                    lb,
+                    Some(("XDP_TX", base)),
+                );
+            }
+            eprintln!("  {} measured", kind.name());
+        }
+        results.notes.push(format!(
+            "costliest new flow: {} with {} backends, {:.1}x XDP_TX",
+            worst.1, worst.2, worst.0
+        ));
+        Ok(())
+    }
+}
+
+/// Flow-table hits with the table filled to 1K, 100K and 1M flows.
+mod flow_fill {
+    use super::*;
+    use lb_common::{FlowEntry, FlowKey, IPPROTO_TCP, conntrack::S_ESTABLISHED};
+    use lb_userspace::dataplane::LoadOptions;
+
+    const FILLS: [u32; 3] = [1_000, 100_000, 1_000_000];
+
+    pub fn bench(
+        budget: &Budget,
+        xdp_tx: &mut Xdp,
+        frame: &[u8],
+        results: &mut bench_report::Results,
+    ) -> Result<()> {
+        const SECTION: &str = "DR flow-table hit, table filled (the same flow each run: hash depth, not cache misses)";
+        for fill in FILLS {
+            eprintln!("  filling {fill} flows");
+            let mut t = ProgTest::with_service_and(
+                seed_service([1, 1]),
+                &LoadOptions {
+                    flow_table_size: fill,
+                    ..LoadOptions::default()
+                },
+            )?;
+            // The measured flow, then fill - 1 others.
+            t.run(frame)?;
+            let vip = u32::from_ne_bytes(VIP.octets());
+            let entry = FlowEntry {
+                real_id: 1,
+                service_id: 0,
+                last_seen_ns: 0,
+                state: S_ESTABLISHED,
+                _pad: [0; 7],
+            };
+            t.dp.insert_flows((1..fill).map(|i| {
+                (
+                    FlowKey {
+                        src: (0x0a00_0000 + i).to_be(),
+                        dst: vip,
+                        sport: 1000u16.to_be(),
+                        dport: PORT.to_be(),
+                        proto: IPPROTO_TCP,
+                        _pad: [0; 3],
+                    },
+                    entry,
+                )
+            }))?;
+            let (mut lb, mut base) = (Vec::new(), Vec::new());
+            for _ in 0..budget.rounds {
+                base.push(time_xdp(xdp_tx, frame, budget.repeat, Mode::Repeat)?);
+                lb.push(time_xdp(
+                    t.dp.program()?,
+                    frame,
+                    budget.repeat,
+                    Mode::Repeat,
+                )?);
+            }
+            let (lb, base) = (median(&mut lb), median(&mut base));
+            results.push(
+                SECTION,
+                &format!("DR hit, {fill} flows in the table"),
+                lb,
+                Some(("XDP_TX", base)),
+            );
+            // The agent's work per second at this fill: one expiry sweep
+            // (none expire: the time it takes and the memory it needs).
+            let hwm_before = vm_kib("VmHWM:");
+            let started = std::time::Instant::now();
+            t.dp.sweep_expired(lb_userspace::dataplane::ConnTimeouts {
+                tcp: u32::MAX,
+                ..Default::default()
+            })?;
+            let took = started.elapsed();
+            results.notes.push(format!(
+                "agent expiry sweep over {fill} flows: {:.0} ms, peak resident memory +{:.1} MiB (process now {:.1} MiB)",
+                took.as_secs_f64() * 1e3,
+                vm_kib("VmHWM:").saturating_sub(hwm_before) as f64 / 1024.0,
+                vm_kib("VmRSS:") as f64 / 1024.0,
+            ));
+        }
+        Ok(())
+    }
 }

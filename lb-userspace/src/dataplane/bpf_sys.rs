@@ -11,8 +11,82 @@ use std::{
 
 use lb_common::{MAX_REALS, RealConns};
 
-/// bpf(2) command number (uapi/linux/bpf.h).
+/// bpf(2) command numbers (uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries asked for per BPF_MAP_LOOKUP_BATCH call: large enough for any
+/// hash bucket (the kernel answers ENOSPC when a bucket does not fit).
+const BATCH: usize = 4096;
+
+/// The batch part of `union bpf_attr`.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of a hash map, read BATCH at a time (BPF_MAP_LOOKUP_BATCH):
+/// two orders of magnitude fewer system calls than get_next_key + lookup
+/// per entry, which is what makes a per-second sweep of a million flows
+/// affordable. Not a snapshot: entries changing meanwhile may be missed
+/// or seen twice, as with any iteration.
+pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+    map: BorrowedFd<'_>,
+) -> io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); BATCH];
+    let mut values = vec![V::default(); BATCH];
+    // The hash map's batch token is a bucket index.
+    let (mut token_in, mut token_out) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u32 as u64
+            },
+            out_batch: &mut token_out as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: map.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the buffers hold BATCH keys and values of the map's types.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let done = if rc == 0 {
+            false
+        } else {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(err);
+            }
+            true
+        };
+        let n = (attr.count as usize).min(BATCH);
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if done {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
 
 /// The map-element part of `union bpf_attr`.
 #[repr(C)]

@@ -26,7 +26,7 @@ use lb_common::{
     PersistEntry, PersistKey, RealServer, ServiceInfo, ServiceKey, counters::COUNTER_COUNT,
     map_names,
 };
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use tracing::{info, warn};
 
 /// The balancer object (lb-ebpf's `lb` binary), built by build.rs.
@@ -270,14 +270,9 @@ impl Dataplane {
     pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
         let globals = timeouts.as_globals();
         let now = monotonic_ns();
-        let flows: Vec<(FlowKey, FlowEntry)> = {
-            let map: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
-                self.ebpf
-                    .map(map_names::FLOW_TABLE)
-                    .ok_or_else(|| anyhow!("no flow table"))?,
-            )?;
-            map.iter().filter_map(|item| item.ok()).collect()
-        };
+        let flows: Vec<(FlowKey, FlowEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd())
+                .context("reading the flow table")?;
         let mut removed = 0;
         let mut live = Vec::with_capacity(flows.len());
         for (key, entry) in flows {
@@ -300,14 +295,9 @@ impl Dataplane {
     /// persistence_timeout after the last one (IPVS re-arms a template whose
     /// timer fires while it still controls connections).
     fn sweep_templates(&mut self, live: &[(FlowKey, FlowEntry)], now: u64) -> Result<()> {
-        let templates: Vec<(PersistKey, PersistEntry)> = {
-            let map: HashMap<_, PersistKey, PersistEntry> = HashMap::try_from(
-                self.ebpf
-                    .map(map_names::PERSIST)
-                    .ok_or_else(|| anyhow!("no persist map"))?,
-            )?;
-            map.iter().filter_map(|item| item.ok()).collect()
-        };
+        let templates: Vec<(PersistKey, PersistEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd())
+                .context("reading the persistence templates")?;
         if templates.is_empty() {
             return Ok(());
         }
@@ -382,14 +372,11 @@ impl Dataplane {
     /// lblc/lblcr entries unused for the expiration time go (IPVS's
     /// lblc_full_check).
     fn sweep_locality(&mut self, expiration_s: u32, now: u64) -> Result<()> {
-        let mut map: HashMap<_, LocalityKey, LocalityEntry> = HashMap::try_from(
-            self.ebpf
-                .map_mut(map_names::LOCALITY)
-                .ok_or_else(|| anyhow!("no locality map"))?,
-        )?;
-        let stale: Vec<LocalityKey> = map
-            .iter()
-            .filter_map(|item| item.ok())
+        let entries: Vec<(LocalityKey, LocalityEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::LOCALITY)?.fd().as_fd())
+                .context("reading the locality cache")?;
+        let stale: Vec<LocalityKey> = entries
+            .into_iter()
             .filter(|(_, e)| {
                 e.lastuse_ns
                     .saturating_add(u64::from(expiration_s) * 1_000_000_000)
@@ -397,6 +384,11 @@ impl Dataplane {
             })
             .map(|(k, _)| k)
             .collect();
+        let mut map: HashMap<_, LocalityKey, LocalityEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::LOCALITY)
+                .ok_or_else(|| anyhow!("no locality map"))?,
+        )?;
         for key in &stale {
             let _ = map.remove(key);
         }
@@ -441,6 +433,46 @@ impl Dataplane {
     /// schedulers see them.
     pub fn real_conns(&self, real_id: u32) -> (i64, i64) {
         self.conns.get(real_id)
+    }
+
+    /// Writes flow-table entries directly, bypassing the counters: for
+    /// benchmarks that need a table of a given fill, never for serving.
+    pub fn insert_flows(
+        &mut self,
+        flows: impl IntoIterator<Item = (FlowKey, FlowEntry)>,
+    ) -> Result<()> {
+        let mut map: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map_names::FLOW_TABLE)
+                .ok_or_else(|| anyhow!("no flow table"))?,
+        )?;
+        for (key, entry) in flows {
+            map.insert(key, entry, 0)
+                .context("filling the flow table")?;
+        }
+        Ok(())
+    }
+
+    /// Kernel memory of each map (name, max entries, bytes), from
+    /// /proc/self/fdinfo's memlock: what the configured sizes cost.
+    pub fn map_memory(&self) -> Vec<(String, u32, u64)> {
+        let mut out = Vec::new();
+        for (name, _) in self.ebpf.maps() {
+            let Ok(data) = map_data(&self.ebpf, name) else {
+                continue;
+            };
+            let fd = data.fd().as_fd().as_raw_fd();
+            let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let (Some(bytes), Some(entries)) = (field("memlock:"), field("max_entries:")) {
+                out.push((name.to_string(), entries as u32, bytes));
+            }
+        }
+        out
     }
 
     /// A real server's count of persistence templates.
