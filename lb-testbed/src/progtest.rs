@@ -128,8 +128,8 @@ pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
 }
 
 impl ProgTest {
-    /// Rewrites the globals with other timeouts (ipvsadm --set, lblc(r)
-    /// expiration).
+    /// Writes the globals (the test interface, the service's flags) with
+    /// these timeouts (ipvsadm --set, lblc(r) expiration).
     pub fn set_timeouts(&mut self, timeouts: ConnTimeouts) -> Result<()> {
         self.dp.set_globals(
             &LinkInfo {
@@ -163,24 +163,14 @@ impl ProgTest {
 
     /// As `with_service`, with load options (e.g. the flow table's size).
     pub fn with_service_and(service: PlannedService, opts: &LoadOptions) -> Result<Self> {
-        let mut dp = Dataplane::load(opts)
+        let dp = Dataplane::load(opts)
             .context("loading the XDP program (BPF_PROG_TEST_RUN tests need root)")?;
-        dp.set_globals(
-            &LinkInfo {
-                index: LB_IFINDEX,
-                mac: LB_MAC,
-                mtu: LB_MTU,
-            },
-            None,
-            LB_IP,
-            lb_userspace::dataplane::plan::global_flags([&service]),
-            ConnTimeouts::default(),
-        )?;
         let mut t = Self {
             dp,
             service,
             health: Vec::new(),
         };
+        t.set_timeouts(ConnTimeouts::default())?;
         for real_id in [1, 2] {
             t.set_health(real_id, true)?;
         }

@@ -763,18 +763,11 @@ fn wrr_with_every_weight_zero_drops() {
 
 #[test]
 fn the_sweep_reads_a_table_in_batches_and_removes_every_expired_flow() {
-    use lb_common::{FlowEntry, FlowKey, IPPROTO_TCP, conntrack::S_CLOSE};
+    use lb_common::{FlowEntry, conntrack::S_CLOSE};
     // More flows than one BPF_MAP_LOOKUP_BATCH call returns.
     const FLOWS: u32 = 10_000;
     let mut t = ProgTest::seed().unwrap();
-    let key = |i: u32| FlowKey {
-        src: (0x0a00_0000 + i).to_be(),
-        dst: u32::from_ne_bytes(VIP.octets()),
-        sport: 1000u16.to_be(),
-        dport: PORT.to_be(),
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    };
+    let key = |i: u32| tcp_flow_key(Ipv4Addr::from(0x0a00_0000 + i), 1000);
     // CLOSE, last seen at boot: expired (CLOSE lives 10 s).
     let stale = FlowEntry {
         real_id: 1,

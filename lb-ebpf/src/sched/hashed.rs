@@ -15,44 +15,54 @@ use lb_common::{
 use super::scan::{Visit, scan};
 use crate::maps::LOOKUP_TABLES;
 
-/// ip_vs_sh_get_fallback's probe: bucket of each offset from the first.
+/// ip_vs_sh_get_fallback's / ip_vs_mh_get_fallback's probe: the bucket
+/// the hash gives for each offset from the first bucket.
 struct Fallback<'a> {
     set: &'a BackendSet,
     buckets: &'a [u8],
+    hash: Hash,
     saddr: u32,
     sport: u16,
     first: u32,
     found: Option<u32>,
-}
-
-/// ip_vs_mh_get_fallback's probe.
-struct MaglevFallback<'a> {
-    set: &'a BackendSet,
-    buckets: &'a [u8],
-    saddr: u32,
-    sport: u16,
-    first: u32,
-    found: Option<u32>,
-}
-
-impl Visit for MaglevFallback<'_> {
-    #[inline(always)]
-    fn visit(&mut self, offset: u32) -> bool {
-        let roffset = (offset + self.first) % MH_TABLE_SIZE;
-        let bucket = mh_hash(self.saddr, self.sport, MH_HASH1_KEY, roffset) % MH_TABLE_SIZE;
-        self.found = available(self.set, self.buckets, bucket);
-        self.found.is_none()
-    }
 }
 
 impl Visit for Fallback<'_> {
     #[inline(always)]
     fn visit(&mut self, offset: u32) -> bool {
-        let roffset = (offset + self.first) % DH_SH_TABLE_SIZE;
-        let bucket = sh_bucket(self.saddr, self.sport, roffset);
+        let bucket = if self.hash == Hash::Maglev {
+            let roffset = (offset + self.first) % MH_TABLE_SIZE;
+            mh_hash(self.saddr, self.sport, MH_HASH1_KEY, roffset) % MH_TABLE_SIZE
+        } else {
+            let roffset = (offset + self.first) % DH_SH_TABLE_SIZE;
+            sh_bucket(self.saddr, self.sport, roffset)
+        };
         self.found = available(self.set, self.buckets, bucket);
         self.found.is_none()
     }
+}
+
+#[inline(always)]
+fn fallback(
+    set: &BackendSet,
+    buckets: &[u8],
+    hash: Hash,
+    saddr: u32,
+    sport: u16,
+    first: u32,
+    table_size: u32,
+) -> Option<u32> {
+    let mut probe = Fallback {
+        set,
+        buckets,
+        hash,
+        saddr,
+        sport,
+        first,
+        found: None,
+    };
+    scan(table_size, &mut probe);
+    probe.found
 }
 
 /// Which hash.
@@ -101,16 +111,15 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> 
             }
             // ip_vs_mh_get_fallback: rehash with every offset from the first
             // bucket until a server is available.
-            let mut probe = MaglevFallback {
+            fallback(
                 set,
-                buckets: &table.buckets,
+                &table.buckets,
+                hash,
                 saddr,
                 sport,
                 first,
-                found: None,
-            };
-            scan(MH_TABLE_SIZE, &mut probe);
-            probe.found
+                MH_TABLE_SIZE,
+            )
         }
         Hash::Source => {
             let first = sh_bucket(saddr, sport, 0);
@@ -122,16 +131,15 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> 
             if let Some(real_id) = available(set, &table.buckets, first) {
                 return Some(real_id);
             }
-            let mut probe = Fallback {
+            fallback(
                 set,
-                buckets: &table.buckets,
+                &table.buckets,
+                hash,
                 saddr,
                 sport,
                 first,
-                found: None,
-            };
-            scan(DH_SH_TABLE_SIZE, &mut probe);
-            probe.found
+                DH_SH_TABLE_SIZE,
+            )
         }
     }
 }

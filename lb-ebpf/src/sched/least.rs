@@ -5,7 +5,7 @@
 
 use lb_common::{BackendSet, RealConns};
 
-use super::scan::{Visit, scan};
+use super::scan::{Visit, backend_at, scan};
 use crate::maps::conns_of;
 
 /// How a scan weighs a server.
@@ -44,10 +44,7 @@ fn cost_of(cost: Cost, c: &RealConns) -> i64 {
 impl Visit for Least<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        if idx >= self.set.count {
-            return false;
-        }
-        let Some(backend) = self.set.backends.get(idx as usize) else {
+        let Some(backend) = backend_at(self.set, idx) else {
             return false;
         };
         if backend.weight == 0 {

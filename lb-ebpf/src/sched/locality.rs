@@ -11,7 +11,7 @@ use lb_common::{
 
 use super::{
     least::{self, Cost},
-    scan::{Visit, scan},
+    scan::{Visit, backend_at, scan},
 };
 use crate::maps::{LB_GLOBALS, LOCALITY, conns_of};
 
@@ -31,16 +31,14 @@ struct Find<'a> {
 impl Visit for Find<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        match self.set.backends.get(idx as usize) {
-            Some(b) if idx < self.set.count => {
-                if b.real_id == self.real_id {
-                    self.found = idx;
-                    return false;
-                }
-                true
-            }
-            _ => false,
+        let Some(b) = backend_at(self.set, idx) else {
+            return false;
+        };
+        if b.real_id == self.real_id {
+            self.found = idx;
+            return false;
         }
+        true
     }
 }
 
@@ -73,13 +71,11 @@ struct Underloaded<'a> {
 impl Visit for Underloaded<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        match self.set.backends.get(idx as usize) {
-            Some(b) if idx < self.set.count => {
-                self.found = conns_of(b.real_id).active * 2 < b.weight as i64;
-                !self.found
-            }
-            _ => false,
-        }
+        let Some(b) = backend_at(self.set, idx) else {
+            return false;
+        };
+        self.found = conns_of(b.real_id).active * 2 < b.weight as i64;
+        !self.found
     }
 }
 

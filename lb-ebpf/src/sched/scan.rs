@@ -5,6 +5,7 @@
 //! once. Work stays bounded: at most `n` calls.
 
 use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
+use lb_common::{Backend, BackendSet};
 
 /// One step of a scan; returns whether to go on.
 pub trait Visit {
@@ -29,4 +30,14 @@ unsafe extern "C" fn callback<V: Visit>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the &mut V `scan` passed, alive for the whole loop.
     let v = unsafe { &mut *(ctx as *mut V) };
     if v.visit(index as u32) { 0 } else { 1 }
+}
+
+/// The backend at `idx` if it is one of the set's used entries (the check
+/// every visit starts with).
+#[inline(always)]
+pub fn backend_at(set: &BackendSet, idx: u32) -> Option<&Backend> {
+    if idx >= set.count {
+        return None;
+    }
+    set.backends.get(idx as usize)
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::BackendSet;
 
-use super::scan::{Visit, scan};
+use super::scan::{Visit, backend_at, scan};
 use crate::maps::conns_of;
 
 struct TotalWeight<'a> {
@@ -16,10 +16,7 @@ struct TotalWeight<'a> {
 impl Visit for TotalWeight<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        if idx >= self.set.count {
-            return false;
-        }
-        let Some(backend) = self.set.backends.get(idx as usize) else {
+        let Some(backend) = backend_at(self.set, idx) else {
             return false;
         };
         self.total = self.total.wrapping_add(backend.weight);
@@ -47,10 +44,7 @@ struct Draws<'a> {
 impl Visit for Draws<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        if idx >= self.set.count {
-            return false;
-        }
-        let Some(backend) = self.set.backends.get(idx as usize) else {
+        let Some(backend) = backend_at(self.set, idx) else {
             return false;
         };
         let weight = backend.weight as i64;

@@ -4,7 +4,7 @@
 
 use lb_common::BackendSet;
 
-use super::scan::{Visit, scan};
+use super::scan::{Visit, backend_at, scan};
 use crate::maps::conns_of;
 
 struct Heaviest<'a> {
@@ -18,10 +18,7 @@ struct Heaviest<'a> {
 impl Visit for Heaviest<'_> {
     #[inline(always)]
     fn visit(&mut self, idx: u32) -> bool {
-        if idx >= self.set.count {
-            return false;
-        }
-        let Some(backend) = self.set.backends.get(idx as usize) else {
+        let Some(backend) = backend_at(self.set, idx) else {
             return false;
         };
         let weight = backend.weight;

@@ -39,6 +39,21 @@ pub struct ServiceView {
     pub traffic: Traffic,
 }
 
+impl ServiceView {
+    /// " persistent N[ mask M]" (ipvsadm -L) or " -p N[ -M M]" (-S): empty
+    /// without persistence; the mask only when not 255.255.255.255.
+    pub fn persistence_words(&self, timeout_word: &str, mask_word: &str) -> String {
+        let Some(timeout) = self.persistent else {
+            return String::new();
+        };
+        let mut out = format!(" {timeout_word} {timeout}");
+        if self.mask != Ipv4Addr::BROADCAST {
+            let _ = write!(out, " {mask_word} {}", self.mask);
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableView {
     /// Size of the connection (flow) table, ipvsadm's "size=".
@@ -107,12 +122,7 @@ pub fn format_list(table: &TableView) -> String {
         if !svc.sched_flags.is_empty() {
             let _ = write!(out, " ({})", svc.sched_flags.join(","));
         }
-        if let Some(timeout) = svc.persistent {
-            let _ = write!(out, " persistent {timeout}");
-            if svc.mask != Ipv4Addr::BROADCAST {
-                let _ = write!(out, " mask {}", svc.mask);
-            }
-        }
+        out.push_str(&svc.persistence_words("persistent", "mask"));
         out.push('\n');
         for d in &svc.dests {
             let _ = writeln!(

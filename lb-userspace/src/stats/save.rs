@@ -25,12 +25,7 @@ pub fn format_save(table: &TableView) -> String {
         if !svc.sched_flags.is_empty() {
             let _ = write!(out, " -b {}", svc.sched_flags.join(","));
         }
-        if let Some(timeout) = svc.persistent {
-            let _ = write!(out, " -p {timeout}");
-            if svc.mask != std::net::Ipv4Addr::BROADCAST {
-                let _ = write!(out, " -M {}", svc.mask);
-            }
-        }
+        out.push_str(&svc.persistence_words("-p", "-M"));
         out.push('\n');
         for d in &svc.dests {
             let _ = writeln!(
