@@ -211,7 +211,7 @@ pub struct FlowEntry {
     pub real_id: u32,
     /// The service it belongs to.
     pub service_id: u32,
-    /// bpf_ktime_get_ns() of the last packet (for the expiry sweep).
+    /// CLOCK_MONOTONIC (coarse, lb-ebpf clock.rs) of the last packet, for the expiry sweep.
     pub last_seen_ns: u64,
     /// IPVS connection state (conntrack::S_*).
     pub state: u8,
@@ -221,7 +221,7 @@ pub struct FlowEntry {
 impl FlowEntry {
     /// Nanoseconds left before the flow expires, or None once it has:
     /// `timeout_s` after its last packet (CLOCK_MONOTONIC, as
-    /// bpf_ktime_get_ns).
+    /// the data plane's clock).
     pub fn remaining_ns(&self, timeout_s: u32, now_ns: u64) -> Option<u64> {
         let deadline = self
             .last_seen_ns
@@ -236,7 +236,9 @@ impl FlowEntry {
 ///
 /// Kept exact by construction: every change is an atomic add by whoever
 /// changes the flow table. The data plane adds when it creates a flow or
-/// moves one between active and inactive; the agent subtracts, through a
+/// moves one between active and inactive (the state itself moves by
+/// compare-and-swap, so two CPUs seeing one flow count a change once); the
+/// agent subtracts, through a
 /// shared mmap of this array, the flow it removed (it removes flows with
 /// BPF_MAP_LOOKUP_AND_DELETE_ELEM, so it subtracts exactly the state the
 /// flow had when it went). The flow table is a plain hash, not an LRU: the

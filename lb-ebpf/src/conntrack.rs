@@ -2,14 +2,23 @@
 //! server, and every flow is counted in its server's REAL_CONNS (active or
 //! inactive, by its IPVS state) from the moment it is created.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     FlowEntry, FlowKey, IPPROTO_TCP, REAL_FLAG_ACTIVE, RealServer,
     conntrack::{S_NONE, S_UDP, is_active, tcp_next},
     counters,
 };
 
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
 use crate::maps::{FLOW_TABLE, REALS, conns_add, count};
+
+/// The low byte of FlowEntry's state word.
+const STATE_MASK: u64 = 0xff;
+/// Compare-and-swap attempts before a state change is given up (another
+/// CPU moving the same flow each time).
+const CAS_ATTEMPTS: u32 = 3;
+/// Not an IPVS state: an entry being rescheduled by one CPU.
+const STATE_CLAIMED: u8 = 0xff;
 
 /// BPF_NOEXIST: create only. The caller knows the key is absent; if another
 /// CPU created it meanwhile, that CPU counted it.
@@ -60,18 +69,55 @@ pub fn lookup(flow: &FlowKey, service_id: u32, tcp_flags: u8) -> Lookup {
             return Lookup::Stale(ptr);
         }
     };
-    entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    entry.last_seen_ns = crate::clock::now_ns();
     if flow.proto == IPPROTO_TCP {
-        let next = tcp_next(entry.state, tcp_flags);
-        if is_active(next) != is_active(entry.state) {
-            let (a0, i0) = weight_of(entry.state);
-            let (a1, i1) = weight_of(next);
-            conns_add(entry.real_id, a1 - a0, i1 - i0);
+        // Packets of one flow may be processed on two CPUs at once (veth
+        // and multi-queue NICs without flow steering): the state moves by
+        // compare-and-swap, so one transition is counted once.
+        for _ in 0..CAS_ATTEMPTS {
+            // black_box: keeps the table index a plain bounds-checked
+            // scalar (the compiler's masking of it loses the verifier).
+            let Some((from, to)) =
+                swap_state(ptr, |s| tcp_next(core::hint::black_box(s), tcp_flags))
+            else {
+                continue;
+            };
+            if is_active(to) != is_active(from) {
+                let (a0, i0) = weight_of(from);
+                let (a1, i1) = weight_of(to);
+                conns_add(entry.real_id, a1 - a0, i1 - i0);
+            }
+            break;
         }
-        entry.state = next;
     }
     count(counters::FLOW_HIT);
     Lookup::Hit(entry.real_id, real)
+}
+
+/// Tries to move the entry's state to `next(state)` atomically. The state
+/// byte shares an aligned 8-byte word with the padding after it; the word
+/// is swapped whole. Some((from, to)) when this CPU made the change (or
+/// there was none to make: from == to), None when another CPU changed the
+/// word first.
+#[inline(always)]
+fn swap_state(ptr: *mut FlowEntry, next: impl Fn(u8) -> u8) -> Option<(u8, u8)> {
+    // SAFETY: `state` is at offset 16 of the 8-aligned FlowEntry, followed by
+    // 7 padding bytes: the word is inside the value. Little-endian: the
+    // state is its low byte.
+    let word = unsafe { &raw mut (*ptr).state } as *mut u64;
+    let current = unsafe { core::ptr::read_volatile(word) };
+    let from = (current & STATE_MASK) as u8;
+    let to = next(from);
+    if to == from {
+        return Some((from, to));
+    }
+    let wanted = (current & !STATE_MASK) | to as u64;
+    let (_, swapped) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            word, current, wanted,
+        )
+    };
+    swapped.then_some((from, to))
 }
 
 /// Remembers the server chosen for a new connection and counts it.
@@ -81,7 +127,7 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
     let entry = FlowEntry {
         real_id,
         service_id,
-        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        last_seen_ns: crate::clock::now_ns(),
         state,
         _pad: [0; 7],
     };
@@ -101,13 +147,25 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
 pub fn reuse(ptr: *mut FlowEntry, flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
     // SAFETY: the pointer came from the lookup of this packet.
     let entry = unsafe { &mut *ptr };
-    let (a0, i0) = weight_of(entry.state);
-    conns_add(entry.real_id, -a0, -i0);
+    let old_real = entry.real_id;
     let state = first_state(flow, tcp_flags);
+    // Claim the entry by swapping its state: if another CPU reschedules
+    // it at the same instant, only one of them moves the counts (the
+    // other's packet goes to its choice untracked).
+    let Some((old_state, _)) =
+        swap_state(ptr, |s| if s == STATE_CLAIMED { s } else { STATE_CLAIMED })
+    else {
+        return;
+    };
+    if old_state == STATE_CLAIMED {
+        return;
+    }
+    let (a0, i0) = weight_of(old_state);
+    conns_add(old_real, -a0, -i0);
     entry.real_id = real_id;
     entry.service_id = service_id;
+    entry.last_seen_ns = crate::clock::now_ns();
     entry.state = state;
-    entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
     count(counters::FLOW_NEW);
     let (a, i) = weight_of(state);
     conns_add(real_id, a, i);

@@ -8,6 +8,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod clock;
 mod conntrack;
 mod csum;
 mod forward;

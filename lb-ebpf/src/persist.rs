@@ -5,7 +5,6 @@
 //! as IPVS with expire_quiescent_template = 0). The agent expires templates
 //! persistence_timeout after their last connection.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{FlowKey, PersistEntry, PersistKey, REAL_FLAG_ACTIVE, ServiceInfo, ServiceKey};
 
 use crate::maps::{PERSIST, REALS, persistent_add};
@@ -47,7 +46,7 @@ pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Templa
             .get(template.real_id)
             .is_some_and(|r| r.flags & REAL_FLAG_ACTIVE != 0)
     {
-        template.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+        template.last_seen_ns = crate::clock::now_ns();
         return Template::Valid(template.real_id);
     }
     Template::Invalid(ptr)
@@ -57,7 +56,7 @@ pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Templa
 /// server to use: another CPU may have made the template this instant.
 #[inline(always)]
 pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> u32 {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = crate::clock::now_ns();
     match template {
         Template::None | Template::Valid(_) => real_id,
         Template::Invalid(ptr) => {

@@ -5,24 +5,23 @@
 
 use std::{
     fs,
-    process::{Child, Command},
+    net::{SocketAddr, TcpStream},
+    process::Command,
     time::Duration,
 };
 
-use lb_testbed::topology::{Host, Topology, agent_binary, wait_until};
+use lb_testbed::topology::{Host, Topology, VIP, agent_binary, wait_until};
 
 const RS1: &str = "hello rs1";
 const RS2: &str = "hello rs2";
 /// The seed's section 4 count, scaled: 40 requests at wrr 3:1.
 const WRR_REQUESTS: usize = 40;
 const STICKY_REQUESTS: usize = 10;
-/// Long downloads that stay open while `list -n` is read.
-const OPEN_DOWNLOADS: usize = 3;
-const SLOW_FILE: &str = "/slow.bin";
-const SLOW_FILE_BYTES: usize = 2 * 1024 * 1024;
-const SLOW_RATE: u32 = 50_000;
+/// Connections held open while `list -n` is read.
+const OPEN_CONNECTIONS: usize = 3;
 /// Persistence short enough to watch a template go.
 const PERSISTENCE_S: u32 = 2;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound of every wait for the agent's sweeps.
 const SWEEP_WAIT: Duration = Duration::from_secs(20);
 
@@ -68,6 +67,26 @@ fn active_conns(list_n: &str) -> u64 {
         .sum()
 }
 
+/// `n` TCP connections to the VIP opened from the client's namespace (a
+/// thread of ours enters it to connect); they stay ESTABLISHED until dropped.
+fn hold_connections(topo: &Topology, n: usize) -> Vec<TcpStream> {
+    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let netns = fs::File::open(&ns).unwrap();
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            (0..n)
+                .map(|_| {
+                    TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), CONNECT_TIMEOUT)
+                        .unwrap()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 fn curls(topo: &Topology, n: usize) -> Vec<String> {
     (0..n).map(|_| topo.curl_vip().unwrap()).collect()
 }
@@ -76,11 +95,6 @@ fn curls(topo: &Topology, n: usize) -> Vec<String> {
 fn schedulers_persistence_and_listing_end_to_end() {
     let prefix = format!("lbsch{}", std::process::id());
     let mut topo = Topology::create(&prefix).expect("topology");
-    fs::write(
-        topo.files_dir().join(SLOW_FILE.trim_start_matches('/')),
-        vec![7u8; SLOW_FILE_BYTES],
-    )
-    .unwrap();
     topo.start_nginx(Host::Rs1, RS1).unwrap();
     topo.start_nginx(Host::Rs2, RS2).unwrap();
     let binary = agent_binary().unwrap();
@@ -99,22 +113,28 @@ fn schedulers_persistence_and_listing_end_to_end() {
     let rs2 = answers.iter().filter(|a| *a == RS2).count();
     assert_eq!((rs1, rs2), (30, 10), "{answers:?}\n{}", topo.agent_log());
 
-    // list -n counts the connections open at this moment.
-    let mut downloads: Vec<Child> = (0..OPEN_DOWNLOADS)
-        .map(|_| topo.slow_download(SLOW_FILE, SLOW_RATE).unwrap())
-        .collect();
+    // list -n counts the connections open at this moment: TCP connections
+    // the client holds open (ESTABLISHED), then closes (FIN: inactive).
+    let held = hold_connections(&topo, OPEN_CONNECTIONS);
     let open = wait_until(SWEEP_WAIT, || {
-        active_conns(&list(&binary, &topo, &["-n"])) == OPEN_DOWNLOADS as u64
+        active_conns(&list(&binary, &topo, &["-n"])) == OPEN_CONNECTIONS as u64
     });
-    assert!(open.is_some(), "{}", list(&binary, &topo, &["-n"]));
-    for d in &mut downloads {
-        let _ = d.kill();
-        let _ = d.wait();
-    }
+    assert!(
+        open.is_some(),
+        "{}\n{}",
+        list(&binary, &topo, &["-n"]),
+        list(&binary, &topo, &["-c"])
+    );
+    drop(held);
     let closed = wait_until(SWEEP_WAIT, || {
         active_conns(&list(&binary, &topo, &["-n"])) == 0
     });
-    assert!(closed.is_some(), "{}", list(&binary, &topo, &["-n"]));
+    assert!(
+        closed.is_some(),
+        "{}\n{}",
+        list(&binary, &topo, &["-n"]),
+        list(&binary, &topo, &["-c"])
+    );
 
     // --stats: the service saw every connection; --save: ipvsadm -S lines.
     let stats = list(&binary, &topo, &["-n", "--stats"]);
@@ -131,7 +151,7 @@ fn schedulers_persistence_and_listing_end_to_end() {
         .unwrap_or(0);
     assert_eq!(
         service_conns,
-        (WRR_REQUESTS + OPEN_DOWNLOADS) as u64,
+        (WRR_REQUESTS + OPEN_CONNECTIONS) as u64,
         "{stats}"
     );
     let save = list(&binary, &topo, &["--save"]);

@@ -4,7 +4,6 @@
 //! overloaded; then wlc picks (and lblcr adds the pick to the set). An lblcr
 //! set unchanged for the expiration time drops its most loaded server.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     BackendSet, FlowKey, LBLCR_SET_MAX, LocalityEntry, LocalityKey, LocalityMember, ServiceInfo,
 };
@@ -113,7 +112,7 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, replicated: boo
         service_id: svc.service_id,
         daddr: flow.dst,
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = crate::clock::now_ns();
     match LOCALITY.get_ptr_mut(&key) {
         Some(entry) => {
             // SAFETY: map value pointer; racing CPUs may both update an entry,

@@ -510,7 +510,8 @@ impl Dataplane {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns.
+/// CLOCK_MONOTONIC in nanoseconds: the clock the data plane stamps entries with
+/// (at tick resolution there, so its stamps lag this by at most a tick).
 pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
