@@ -103,43 +103,22 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> 
     };
     match hash {
         Hash::Destination => available(set, &table.buckets, dh_bucket(u32::from_be(flow.dst))),
-        Hash::Maglev => {
-            let first = mh_hash(saddr, sport, MH_HASH1_KEY, 0) % MH_TABLE_SIZE;
+        Hash::Maglev | Hash::Source => {
+            let (first, size) = if hash == Hash::Maglev {
+                (
+                    mh_hash(saddr, sport, MH_HASH1_KEY, 0) % MH_TABLE_SIZE,
+                    MH_TABLE_SIZE,
+                )
+            } else {
+                (sh_bucket(saddr, sport, 0), DH_SH_TABLE_SIZE)
+            };
             let found = available(set, &table.buckets, first);
             if found.is_some() || svc.sched_flags & SCHED_FLAG_FALLBACK == 0 {
                 return found;
             }
-            // ip_vs_mh_get_fallback: rehash with every offset from the first
-            // bucket until a server is available.
-            fallback(
-                set,
-                &table.buckets,
-                hash,
-                saddr,
-                sport,
-                first,
-                MH_TABLE_SIZE,
-            )
-        }
-        Hash::Source => {
-            let first = sh_bucket(saddr, sport, 0);
-            if svc.sched_flags & SCHED_FLAG_FALLBACK == 0 {
-                return available(set, &table.buckets, first);
-            }
-            // ip_vs_sh_get_fallback: the hashed bucket, then the hash of
-            // every offset from it, until a server is available.
-            if let Some(real_id) = available(set, &table.buckets, first) {
-                return Some(real_id);
-            }
-            fallback(
-                set,
-                &table.buckets,
-                hash,
-                saddr,
-                sport,
-                first,
-                DH_SH_TABLE_SIZE,
-            )
+            // ip_vs_sh_get_fallback / ip_vs_mh_get_fallback: rehash with
+            // every offset from the first bucket until a server is available.
+            fallback(set, &table.buckets, hash, saddr, sport, first, size)
         }
     }
 }

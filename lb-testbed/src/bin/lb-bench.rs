@@ -413,6 +413,7 @@ mod xdp_bench {
     use std::process::{Command, Output};
 
     const SECONDS: &str = "3";
+    const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
 
     fn run_cmd(args: &[&str]) -> Option<Output> {
         Command::new(args[0]).args(&args[1..]).output().ok()
@@ -422,6 +423,9 @@ mod xdp_bench {
         if run_cmd(&["xdp-bench", "--help"]).is_none() {
             return vec!["xdp-bench is not installed (xdp-tools)".to_string()];
         }
+        // libxdp makes its lock directory in bpffs; leave none behind.
+        let libxdp_dir = std::path::Path::new(LIBXDP_DIR);
+        let had_libxdp_dir = libxdp_dir.exists();
         let ns = format!("lbxb{}", std::process::id());
         let setup: [&[&str]; 4] = [
             &["ip", "netns", "add", &ns],
@@ -475,6 +479,10 @@ mod xdp_bench {
             out.push("xdp-bench not run: no namespace with a veth pair could be made".to_string());
         }
         let _ = run_cmd(&["ip", "netns", "del", &ns]);
+        if !had_libxdp_dir {
+            // Only when empty: then it is the one xdp-bench just made.
+            let _ = std::fs::remove_dir(libxdp_dir);
+        }
         out
     }
 }
