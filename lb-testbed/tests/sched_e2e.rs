@@ -162,6 +162,17 @@ fn schedulers_persistence_and_listing_end_to_end() {
         "{save}"
     );
 
+    // --json: the same table for tooling.
+    let json: serde_json::Value =
+        serde_json::from_str(&list(&binary, &topo, &["--json"])).expect("list --json is JSON");
+    assert_eq!(json["services"][0]["scheduler"], "wrr", "{json}");
+    assert_eq!(json["services"][0]["dests"][0]["weight"], 3, "{json}");
+    assert_eq!(
+        json["services"][0]["traffic"]["conns"],
+        (WRR_REQUESTS + OPEN_CONNECTIONS) as u64,
+        "{json}"
+    );
+
     // sh: one client, one server, whatever the connection.
     let text = config(&topo, "sh", [1, 1], 0, "");
     run_agent(&mut topo, &binary, "sh.toml", &text);

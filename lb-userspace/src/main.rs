@@ -108,6 +108,10 @@ enum Command {
         /// The table as ipvsadm commands (ipvsadm -S -n).
         #[arg(long, short = 'S', conflicts_with = "connection")]
         save: bool,
+        /// JSON for tooling instead of ipvsadm's layout (the table with its
+        /// totals, or with --rate its rates, or with -c the connections).
+        #[arg(long, conflicts_with = "save")]
+        json: bool,
         /// Where the running agent pinned its maps.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_path: PathBuf,
@@ -178,14 +182,26 @@ fn run(cli: Cli) -> Result<()> {
             rate,
             exact,
             save,
+            json,
             pin_path,
         }) => {
             use stats::{list, save, snapshot, traffic};
             let out = if connection {
-                list::format_connections(&snapshot::read_connections(&pin_path)?)
+                let conns = snapshot::read_connections(&pin_path)?;
+                if json {
+                    serde_json::to_string_pretty(&conns)? + "\n"
+                } else {
+                    list::format_connections(&conns)
+                }
             } else if rate {
                 let table = snapshot::read_rates(&pin_path, RATE_INTERVAL)?;
-                traffic::format_traffic(&table, traffic::Kind::Rate, exact)
+                if json {
+                    serde_json::to_string_pretty(&table)? + "\n"
+                } else {
+                    traffic::format_traffic(&table, traffic::Kind::Rate, exact)
+                }
+            } else if json {
+                serde_json::to_string_pretty(&snapshot::read_table(&pin_path)?)? + "\n"
             } else {
                 let table = snapshot::read_table(&pin_path)?;
                 if totals {

@@ -4,16 +4,25 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use lb_common::ForwardKind;
 
+use serde::Serialize;
+
 use super::traffic::Traffic;
+
+/// ForwardKind in JSON: ipvsadm's name for it.
+fn forward_json<S: serde::Serializer>(kind: &ForwardKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(forward_name(*kind))
+}
 
 /// ipvsadm's version line: we print what ipvsadm 1.2.1 prints, so scripts
 /// that parse it keep working.
 pub const IPVS_VERSION: &str = "1.2.1";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestView {
     pub ip: Ipv4Addr,
     pub port: u16,
+    /// Route, Masq or Tunnel, as ipvsadm's Forward column.
+    #[serde(serialize_with = "forward_json")]
     pub forward: ForwardKind,
     pub weight: u32,
     pub active_conns: u64,
@@ -22,7 +31,7 @@ pub struct DestView {
     pub traffic: Traffic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceView {
     /// "TCP" or "UDP".
     pub protocol: &'static str,
@@ -54,7 +63,7 @@ impl ServiceView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableView {
     /// Size of the connection (flow) table, ipvsadm's "size=".
     pub conn_table_size: u32,
@@ -62,7 +71,7 @@ pub struct TableView {
 }
 
 /// One line of `ipvsadm -L -c -n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnView {
     pub protocol: &'static str,
     /// Seconds until the connection expires.
@@ -215,6 +224,18 @@ TCP  172.16.122.100:80 rr
              pro expire state       source             virtual            destination\n\
              TCP 14:59  ESTABLISHED 172.16.122.50:40000 172.16.122.100:80  172.16.122.193:80\n"
         );
+    }
+
+    #[test]
+    fn json_for_tooling() {
+        let json = serde_json::to_value(seed_table()).unwrap();
+        let svc = &json["services"][0];
+        assert_eq!(svc["vip"], "172.16.122.100");
+        assert_eq!(svc["scheduler"], "rr");
+        assert_eq!(svc["dests"][1]["ip"], "172.16.122.195");
+        assert_eq!(svc["dests"][1]["forward"], "Route");
+        assert_eq!(svc["dests"][1]["active_conns"], 0);
+        assert_eq!(json["conn_table_size"], 4096);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::list::{IPVS_VERSION, TableView};
 
 /// What ipvsadm --stats shows of a service or destination; the same
 /// fields per second for --rate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Traffic {
     pub conns: u64,
     pub in_packets: u64,
