@@ -57,6 +57,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
     let flow = &pkt.flow;
+    let globals = LB_GLOBALS.get(0).ok_or(())?;
     let service_key = ServiceKey {
         vip: flow.dst,
         port: flow.dport,
@@ -66,18 +67,13 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: the agent replaces service entries whole (map update), never in place.
     let mut found = unsafe { SERVICES.get(&service_key) };
     let mut service_key = service_key;
-    if found.is_none()
-        && LB_GLOBALS
-            .get(0)
-            .is_some_and(|g| g.flags & GLOBAL_FLAG_PORT0 != 0)
-    {
+    if found.is_none() && globals.flags & GLOBAL_FLAG_PORT0 != 0 {
         // An all-ports (port 0) persistent service of this VIP.
         service_key.port = 0;
         found = unsafe { SERVICES.get(&service_key) };
     }
     let Some(svc) = found else {
         // Not for a service; with NAT services it may be a real server's reply.
-        let globals = LB_GLOBALS.get(0).ok_or(())?;
         if globals.flags & GLOBAL_FLAG_NAT != 0
             && let Some(action) = forward::nat::reply(ctx, &pkt, globals)?
         {
@@ -120,7 +116,6 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
 
-    let globals = LB_GLOBALS.get(0).ok_or(())?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
     account(&REAL_STATS, real_id, bytes, new_conn);

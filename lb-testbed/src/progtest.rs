@@ -147,13 +147,7 @@ impl ProgTest {
     /// Changes a real server's configured weight, as a config reload would.
     pub fn set_weight(&mut self, index: usize, weight: u32) -> Result<()> {
         self.service.reals[index].weight = weight;
-        let real_id = self.service.reals[index].real_id;
-        let healthy = self
-            .health
-            .iter()
-            .find(|(id, _)| *id == real_id)
-            .is_none_or(|(_, h)| *h);
-        self.set_health(real_id, healthy)
+        self.write_service()
     }
 
     /// Loads the program with `service` written, both reals resolved.
@@ -182,7 +176,13 @@ impl ProgTest {
     pub fn set_health(&mut self, real_id: u32, healthy: bool) -> Result<()> {
         self.health.retain(|(id, _)| *id != real_id);
         self.health.push((real_id, healthy));
-        let health = self.health.clone();
+        self.write_service()
+    }
+
+    /// Writes the service and its reals as the agent would for the health
+    /// last set (a real never set is healthy).
+    fn write_service(&mut self) -> Result<()> {
+        let health = &self.health;
         let state = service_state(&self.service, |id| RealStatus {
             mac_known: true,
             healthy: health

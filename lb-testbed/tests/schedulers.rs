@@ -33,12 +33,16 @@ struct Harness {
 
 impl Harness {
     fn new(scheduler: SchedulerKind, weights: &[u32]) -> Self {
-        let t = ProgTest::with_service(service_with(scheduler, weights)).unwrap();
-        let dests = weights
+        Self::with_service(service_with(scheduler, weights))
+    }
+
+    fn with_service(service: lb_userspace::dataplane::plan::PlannedService) -> Self {
+        let dests = service
+            .reals
             .iter()
-            .enumerate()
-            .map(|(i, w)| Dest::new(real_ip(i), PORT, *w))
+            .map(|r| Dest::new(r.ip, r.port, r.weight))
             .collect();
+        let t = ProgTest::with_service(service).unwrap();
         Self {
             t,
             dests,
@@ -479,8 +483,7 @@ fn sh_and_mh_fallback_skip_an_inhibited_server_and_match_ipvs() {
             // inhibit_on_failure: a failed server stays with weight 0 (and
             // keeps its last weight: its buckets do not move).
             svc.inhibit_on_failure = true;
-            let mut h = Harness::new(scheduler, &weights);
-            h.t = ProgTest::with_service(svc).unwrap();
+            let mut h = Harness::with_service(svc);
             h.t.set_health(2, false).unwrap();
             h.dests[1].weight = 0;
             let fallback = flags & SCHED_FLAG_FALLBACK != 0;

@@ -39,12 +39,24 @@ enum Mode {
 }
 
 fn time_xdp(prog: &mut Xdp, frame: &[u8], repeat: u32, mode: Mode) -> Result<f64> {
+    time_xdp_ctx(prog, frame, repeat, mode, None)
+}
+
+/// As `time_xdp`, with an xdp_md context (e.g. the ingress interface).
+fn time_xdp_ctx(
+    prog: &mut Xdp,
+    frame: &[u8],
+    repeat: u32,
+    mode: Mode,
+    ctx_in: Option<&[u8]>,
+) -> Result<f64> {
     let attrs = match mode {
         Mode::Repeat => TestRunAttrs::new(),
         Mode::LiveFrames => TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
     };
     let r = prog.test_run(TestRunOptions {
         data_in: Some(frame),
+        ctx_in,
         repeat,
         attrs,
         ..TestRunOptions::default()
@@ -674,14 +686,7 @@ mod live_veth {
 
     fn time(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Result<f64> {
         let ctx = ctx(frame, ifindex);
-        let r = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx),
-            repeat,
-            attrs: TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
-            ..TestRunOptions::default()
-        })?;
-        Ok(r.duration.as_nanos() as f64)
+        time_xdp_ctx(prog, frame, repeat, Mode::LiveFrames, Some(&ctx))
     }
 
     pub fn bench(

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
@@ -340,33 +340,20 @@ impl Dataplane {
                 ));
                 continue;
             }
-            let fd = map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd();
-            let Some(gone): Option<PersistEntry> =
-                bpf_sys::lookup_and_delete(fd, &key).context("removing a template")?
-            else {
-                continue;
-            };
-            if !expired(&gone) && self.persist_map()?.insert(key, gone, BPF_NOEXIST).is_ok() {
-                // A new connection used it meanwhile: it stays.
-                continue;
+            // A new connection may use it meanwhile: then it stays.
+            if let Some(gone) =
+                self.remove_unless_live(map_names::PERSIST, &key, |t| !expired(t))?
+            {
+                self.conns
+                    .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
             }
-            self.conns
-                .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
         }
-        let mut map = self.persist_map()?;
+        let mut map = self.hash_map_mut::<PersistKey, PersistEntry>(map_names::PERSIST)?;
         for (key, t) in rearm {
             // BPF_EXIST: re-arm only a template the data plane still has.
             let _ = map.insert(key, t, BPF_EXIST);
         }
         Ok(())
-    }
-
-    fn persist_map(&mut self) -> Result<HashMap<&mut MapData, PersistKey, PersistEntry>> {
-        Ok(HashMap::try_from(
-            self.ebpf
-                .map_mut(map_names::PERSIST)
-                .ok_or_else(|| anyhow!("no persist map"))?,
-        )?)
     }
 
     /// lblc/lblcr entries unused for the expiration time go (IPVS's
@@ -384,11 +371,7 @@ impl Dataplane {
             })
             .map(|(k, _)| k)
             .collect();
-        let mut map: HashMap<_, LocalityKey, LocalityEntry> = HashMap::try_from(
-            self.ebpf
-                .map_mut(map_names::LOCALITY)
-                .ok_or_else(|| anyhow!("no locality map"))?,
-        )?;
+        let mut map = self.hash_map_mut::<LocalityKey, LocalityEntry>(map_names::LOCALITY)?;
         for key in &stale {
             let _ = map.remove(key);
         }
@@ -404,29 +387,51 @@ impl Dataplane {
     }
 
     fn expire_flow(&mut self, key: &FlowKey, globals: &LbGlobals, now: u64) -> Result<bool> {
-        let fd = map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd();
-        let Some(entry): Option<FlowEntry> =
-            bpf_sys::lookup_and_delete(fd, key).context("removing an expired flow")?
-        else {
+        let gone = self.remove_unless_live(map_names::FLOW_TABLE, key, |e: &FlowEntry| {
+            e.remaining_ns(globals.timeout_s(e.state), now).is_some()
+        })?;
+        let Some(entry) = gone else {
             return Ok(false);
         };
-        if entry
-            .remaining_ns(globals.timeout_s(entry.state), now)
-            .is_some()
-        {
-            // Refreshed between the scan and the delete: put it back.
-            let mut flows: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
-                self.ebpf
-                    .map_mut(map_names::FLOW_TABLE)
-                    .ok_or_else(|| anyhow!("no flow table"))?,
-            )?;
-            if flows.insert(key, entry, BPF_NOEXIST).is_ok() {
-                return Ok(false);
-            }
-        }
         self.conns
             .add(entry.real_id, bpf_sys::Counter::of_state(entry.state), -1);
         Ok(true)
+    }
+
+    /// Removes an expired entry with BPF_MAP_LOOKUP_AND_DELETE_ELEM and
+    /// returns it as it was when it went, to be taken off the counters.
+    /// None when it was gone already, or when `live` says a packet
+    /// refreshed it between the scan and the delete: it is then put back
+    /// (BPF_NOEXIST: if the data plane made a new entry meanwhile, that one
+    /// stays and the old one counts as gone).
+    fn remove_unless_live<K: Pod + Default, V: Pod + Default>(
+        &mut self,
+        name: &str,
+        key: &K,
+        live: impl Fn(&V) -> bool,
+    ) -> Result<Option<V>> {
+        let fd = map_data(&self.ebpf, name)?.fd().as_fd();
+        let Some(gone): Option<V> = bpf_sys::lookup_and_delete(fd, key)
+            .with_context(|| format!("removing an expired entry of {name}"))?
+        else {
+            return Ok(None);
+        };
+        if live(&gone)
+            && self
+                .hash_map_mut::<K, V>(name)?
+                .insert(key, gone, BPF_NOEXIST)
+                .is_ok()
+        {
+            return Ok(None);
+        }
+        Ok(Some(gone))
+    }
+
+    /// A hash map still in the object, for writing.
+    fn hash_map_mut<K: Pod, V: Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {
+        Ok(HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(
+            || anyhow!("map {name} missing from the object"),
+        )?)?)
     }
 
     /// A real server's (active, inactive) connection counts, as the
@@ -441,11 +446,7 @@ impl Dataplane {
         &mut self,
         flows: impl IntoIterator<Item = (FlowKey, FlowEntry)>,
     ) -> Result<()> {
-        let mut map: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(
-            self.ebpf
-                .map_mut(map_names::FLOW_TABLE)
-                .ok_or_else(|| anyhow!("no flow table"))?,
-        )?;
+        let mut map = self.hash_map_mut::<FlowKey, FlowEntry>(map_names::FLOW_TABLE)?;
         for (key, entry) in flows {
             map.insert(key, entry, 0)
                 .context("filling the flow table")?;
