@@ -9,5 +9,7 @@ pub mod neighbours;
 pub mod netlink;
 pub mod notify;
 pub mod realserver;
+pub mod runtime_files;
 pub mod stats;
+pub mod status;
 pub mod vrrp;

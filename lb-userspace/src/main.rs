@@ -9,7 +9,7 @@ use lb_userspace::{
     agent::{self, AgentOptions},
     config,
     dataplane::{DEFAULT_PIN_DIR, plan},
-    realserver, stats,
+    realserver, runtime_files, stats,
 };
 
 /// An XDP replacement for LVS (ipvsadm) + keepalived.
@@ -45,6 +45,9 @@ struct RunArgs {
     #[arg(long, default_value_t = lb_common::FLOW_TABLE_DEFAULT_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=MAX_FLOW_TABLE_SIZE))]
     flow_table_size: u32,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A sanity bound: 64M connections is ~6 GiB of kernel memory.
@@ -86,6 +89,21 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Make the running agent re-read its config (SIGHUP) and apply only
+    /// the difference; prints what changed, or why the file was refused.
+    Reload {
+        /// Where the running agent pinned its maps (names the agent).
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_path: PathBuf,
+    },
+    /// The running agent's VRRP states, checker states and map fill.
+    Status {
+        /// JSON for tooling.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_path: PathBuf,
     },
     /// The virtual server table of the running agent, as `ipvsadm -L -n`.
     List {
@@ -148,6 +166,10 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long `reload` waits for the agent's verdict (a changed VRRP
+/// instance takes up to a few seconds to leave cleanly).
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How long `list --rate` measures.
 const RATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -163,6 +185,20 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Reload { pin_path }) => {
+            let outcome = runtime_files::request_reload(&pin_path, RELOAD_TIMEOUT)?;
+            println!("{outcome}");
+            Ok(())
+        }
+        Some(Command::Status { json, pin_path }) => {
+            let status = runtime_files::read_status(&pin_path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(())
+        }
         Some(Command::Realserver { action }) => {
             init_tracing(log::LevelFilter::Info);
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -239,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                 pin_dir: run.pin_path,
                 log_level: run.log_level,
                 flow_table_size: run.flow_table_size,
+                metrics_listen: run.metrics_listen,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -16,6 +16,19 @@ impl MacTracker {
         }
     }
 
+    /// Tracks exactly `reals` (after a reload): ids that stay with the same
+    /// address keep their MAC, new ones start unresolved.
+    pub fn retrack(&mut self, reals: impl IntoIterator<Item = (u32, Ipv4Addr)>) {
+        let mut old = std::mem::take(&mut self.reals);
+        self.reals = reals
+            .into_iter()
+            .map(|(id, ip)| {
+                let mac = old.remove(&id).filter(|(old_ip, _)| *old_ip == ip);
+                (id, (ip, mac.and_then(|(_, mac)| mac)))
+            })
+            .collect();
+    }
+
     pub fn mac(&self, real_id: u32) -> Option<[u8; 6]> {
         self.reals.get(&real_id).and_then(|(_, mac)| *mac)
     }
@@ -77,5 +90,12 @@ mod tests {
         // Entries aged out of the kernel table keep their MAC.
         assert!(t.update(&HashMap::new()).is_empty());
         assert_eq!(t.mac(2), Some([2; 6]));
+        // A reload keeps what it can: id 1 stays, id 2 now names another
+        // address, id 3 is new.
+        t.retrack([(1, RS1), (2, RS1), (3, RS2)]);
+        assert_eq!(t.mac(1), Some([7; 6]));
+        assert_eq!(t.mac(2), None);
+        assert_eq!(t.mac(3), None);
+        assert_eq!(t.unresolved(), vec![RS1, RS2]);
     }
 }

@@ -5,6 +5,7 @@ pub mod bpf_sys;
 pub mod plan;
 pub mod preflight;
 pub mod sched_tables;
+pub mod stable_ids;
 mod writer;
 
 pub use writer::ConnTimeouts;
@@ -92,47 +93,13 @@ pub struct Dataplane {
     links: Vec<XdpLinkId>,
     /// The per-server connection counters, shared with the data plane.
     conns: bpf_sys::SharedConns,
+    /// Connections the flow table holds.
+    flow_capacity: u32,
+    /// Flows left after the last expiry sweep.
+    flows_at_sweep: u64,
     // Declared last: dropped after the maps and the link.
     pins: Option<PinDir>,
-    lock: Option<AgentLock>,
-}
-
-/// Where the per-pin-path lock files live.
-const LOCK_DIR: &str = "/run/lb-userspace";
-
-/// An exclusive flock held for the agent's life: the kernel drops it when
-/// the process dies, however it dies.
-struct AgentLock {
-    _flock: nix::fcntl::Flock<fs::File>,
-    path: PathBuf,
-}
-
-impl Drop for AgentLock {
-    fn drop(&mut self) {
-        // Still held here, so no other agent can be between lock and use.
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-impl AgentLock {
-    fn acquire(pin_dir: &Path) -> Result<Self> {
-        fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
-        let name = pin_dir.to_string_lossy().replace('/', "_");
-        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
-        let file =
-            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(|flock| Self {
-                _flock: flock,
-                path,
-            })
-            .map_err(|(_, e)| {
-                anyhow!(
-                    "another lb-userspace is running with --pin-path {} ({e}); stop it first",
-                    pin_dir.display()
-                )
-            })
-    }
+    lock: Option<crate::runtime_files::AgentLock>,
 }
 
 impl Dataplane {
@@ -156,6 +123,8 @@ impl Dataplane {
             active_slots: StdHashMap::new(),
             links: Vec::new(),
             conns,
+            flow_capacity: opts.flow_table_size,
+            flows_at_sweep: 0,
             pins: None,
             lock: None,
         })
@@ -198,7 +167,7 @@ impl Dataplane {
     /// directory is removed when self is dropped. A lock file tells a
     /// running agent (refused) from pins a killed one left (removed).
     pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
-        self.lock = Some(AgentLock::acquire(dir)?);
+        self.lock = Some(crate::runtime_files::AgentLock::acquire(dir)?);
         if dir.exists() {
             warn!(
                 "removing {}: left by an agent that did not stop cleanly",
@@ -286,6 +255,7 @@ impl Dataplane {
                 live.push((key, entry));
             }
         }
+        self.flows_at_sweep = live.len() as u64;
         self.sweep_templates(&live, now)?;
         self.sweep_locality(timeouts.locality_expiration, now)?;
         Ok(removed)
@@ -474,6 +444,11 @@ impl Dataplane {
             }
         }
         out
+    }
+
+    /// (flows after the last sweep, flow-table capacity).
+    pub fn flow_fill(&self) -> (u64, u32) {
+        (self.flows_at_sweep, self.flow_capacity)
     }
 
     /// A real server's count of persistence templates.

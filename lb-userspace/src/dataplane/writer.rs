@@ -3,10 +3,11 @@
 //! not in use, then the service entry flipped to that slot in one update.
 
 use anyhow::{Context as _, Result};
-use aya::maps::DevMapHash;
+use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LookupTable, REAL_FLAG_ACTIVE,
     REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState, SchedulerKind, ServiceInfo,
+    TrafficStats, map_names,
 };
 
 use std::net::Ipv4Addr;
@@ -161,6 +162,51 @@ impl Dataplane {
             .reals
             .set(real.real_id, entry, 0)
             .with_context(|| format!("writing real server {} (id {})", real.ip, real.real_id))
+    }
+
+    /// Removes a service: its packets go to the kernel from now on (IPVS:
+    /// ipvsadm -D). Its flows are not looked at again and expire.
+    pub fn remove_service(&mut self, svc: &PlannedService) -> Result<()> {
+        match self.maps()?.services.remove(&svc.key()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("removing service {}:{}", svc.vip, svc.port));
+            }
+        }
+        self.active_slots.remove(&svc.service_id);
+        Ok(())
+    }
+
+    /// Zeroes the traffic statistics of ids given to new services and real
+    /// servers (an id may have served something removed earlier).
+    pub fn reset_stats(&mut self, service_ids: &[u32], real_ids: &[u32]) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting CPUs")?;
+        let zero = || PerCpuValues::try_from(vec![TrafficStats::default(); cpus]);
+        for (name, ids) in [
+            (map_names::SERVICE_STATS, service_ids),
+            (map_names::REAL_STATS, real_ids),
+        ] {
+            let mut stats: PerCpuArray<_, TrafficStats> = PerCpuArray::try_from(
+                self.ebpf
+                    .map_mut(name)
+                    .ok_or_else(|| anyhow::anyhow!("no {name} map"))?,
+            )?;
+            for &id in ids {
+                stats
+                    .set(id, zero()?, 0)
+                    .with_context(|| format!("zeroing {name}[{id}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any flow or persistence template still refers to a real
+    /// server (so its id must not go to a new one).
+    pub fn real_busy(&self, real_id: u32) -> bool {
+        self.real_conns(real_id) != (0, 0) || self.real_templates(real_id) != 0
     }
 
     /// Writes the service with `backends` (in scheduling order) into the

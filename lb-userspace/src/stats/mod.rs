@@ -3,6 +3,7 @@
 //! --stats / --rate (traffic.rs), -S (save.rs).
 
 pub mod list;
+pub mod metrics;
 pub mod save;
 pub mod snapshot;
 pub mod traffic;

@@ -155,6 +155,14 @@ pub fn read_rates(pin_dir: &Path, interval: std::time::Duration) -> Result<Table
     Ok(after)
 }
 
+/// The data plane's counters (what it did with packets, and why), summed
+/// over CPUs.
+pub fn read_counters(pin_dir: &Path) -> Result<[u64; lb_common::counters::COUNTER_COUNT as usize]> {
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(open(pin_dir, pin_names::COUNTERS)?)?;
+    crate::dataplane::sum_counters(&counters).context("reading the counters")
+}
+
 fn open(pin_dir: &Path, name: &str) -> Result<Map> {
     let path = pin_dir.join(name);
     let data = MapData::from_pin(&path).with_context(|| {

@@ -14,23 +14,32 @@ use aya::programs::XdpMode;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
-    task::JoinSet,
 };
 use tracing::{debug, info, warn};
+
+mod checkers;
+mod publish;
+mod reload;
+mod vrrp_set;
+
+use checkers::{Checkers, Health, label, service_label};
+use vrrp_set::VrrpSet;
 
 use crate::{
     backends::{RealStatus, ServiceState, service_state},
     config::{self, Config, Protocol},
     dataplane::{
         ConnTimeouts, Dataplane, LoadOptions,
-        plan::{self, Plan, PlannedReal, PlannedService},
+        plan::{self, Plan, PlannedReal},
         preflight,
     },
-    health::{self, runner::HealthEvent, state::Transition},
+    health::{runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
-    netlink::{self, Netlink},
+    netlink::{self, LinkInfo, Netlink},
     notify::SmtpAlerts,
-    vrrp::instance::{self as vrrp_instance, InstanceConfig, StateChange},
+    stats::metrics,
+    status::{AgentStatus, Reloads},
+    vrrp::instance::{InstanceConfig, StateChange},
     vrrp::state::State as VrrpRunState,
 };
 
@@ -50,10 +59,6 @@ const FLOW_SWEEP: Duration = Duration::from_secs(1);
 const SWEEP_DUTY_DIVISOR: u32 = 10;
 /// VRRP state changes waiting for the agent.
 const VRRP_EVENT_QUEUE: usize = 64;
-/// How long VRRP instances get at shutdown to send priority 0 and remove
-/// their VIPs.
-const VRRP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
-
 pub struct AgentOptions {
     /// The interface clients reach the VIPs on.
     pub iface: String,
@@ -65,6 +70,8 @@ pub struct AgentOptions {
     pub log_level: log::LevelFilter,
     /// Connections the flow table holds (IPVS's connection table size).
     pub flow_table_size: u32,
+    /// Where to serve Prometheus metrics (GET /metrics), if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Logs what the maps cost at their configured sizes (kernel memlock).
@@ -88,20 +95,19 @@ fn report_memory(dp: &Dataplane) {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Health as the checkers last reported it.
-#[derive(Debug, Clone, Copy)]
-struct Health {
-    healthy: bool,
-    weight: Option<u32>,
-    /// TCP_CHECK, HTTP_GET, MISC_CHECK, or "none".
-    checker: &'static str,
-}
-
 /// What the agent owns while running.
 struct Agent {
+    config_path: PathBuf,
+    pin_dir: PathBuf,
+    /// The interface VRRP instances default to.
+    iface: String,
+    link: LinkInfo,
+    inside: Option<LinkInfo>,
+    nl: Netlink,
     plan: Plan,
     macs: MacTracker,
     health: HashMap<u32, Health>,
+    checkers: Checkers,
     /// real id -> index of its service in plan.services
     service_of: HashMap<u32, usize>,
     /// service id -> the state last written to the maps
@@ -116,17 +122,52 @@ struct Agent {
     master_vips: HashSet<Ipv4Addr>,
     /// service id -> standby flag last written
     applied_standby: HashMap<u32, bool>,
+    /// Reloads done and refused.
+    reloads: Reloads,
+    /// vrrp_instance name -> (state, transitions) as last reported.
+    vrrp_states: HashMap<String, (VrrpRunState, u64)>,
+    /// real id -> up/down transitions.
+    transitions: HashMap<u32, u64>,
+    /// The status last published, and where it goes.
+    published: Option<AgentStatus>,
+    status_tx: watch::Sender<AgentStatus>,
+}
+
+/// The connection timeouts of a config (ipvsadm's defaults where unset).
+fn conn_timeouts(config: &Config) -> ConnTimeouts {
+    config
+        .timeouts
+        .as_ref()
+        .map_or_else(ConnTimeouts::default, |t| ConnTimeouts {
+            tcp: t.tcp.0 as u32,
+            tcpfin: t.tcpfin.0 as u32,
+            udp: t.udp.0 as u32,
+            ..ConnTimeouts::default()
+        })
+}
+
+/// The VIPs the instances govern.
+fn governed(instances: &[InstanceConfig]) -> HashSet<Ipv4Addr> {
+    instances
+        .iter()
+        .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
+        .collect()
+}
+
+/// Plans a config, or says why this version cannot serve it.
+fn plan_of(config: &Config, path: &std::path::Path) -> Result<Plan> {
+    plan::plan(config).map_err(|e| {
+        anyhow!(
+            "{}: this version cannot serve it:\n  {}",
+            path.display(),
+            e.join("\n  ")
+        )
+    })
 }
 
 pub async fn run(opts: AgentOptions) -> Result<()> {
     let config = config::load(&opts.config_path).map_err(|e| anyhow!("{e}"))?;
-    let plan = plan::plan(&config).map_err(|e| {
-        anyhow!(
-            "{}: this version cannot serve it:\n  {}",
-            opts.config_path.display(),
-            e.join("\n  ")
-        )
-    })?;
+    let plan = plan_of(&config, &opts.config_path)?;
     for note in config::not_acted_on(&config) {
         warn!("not acted on yet: {note}");
     }
@@ -147,17 +188,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         ),
         None => None,
     };
-    // The real servers live behind the inside interface when there is one.
-    let reals_link = inside.unwrap_or(link);
     let instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
-    let governed_vips: HashSet<Ipv4Addr> = instances
-        .iter()
-        .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
-        .collect();
+    let governed_vips = governed(&instances);
     warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
-    resolve_initial_macs(&nl, reals_link.index, &mut macs).await?;
+    // The real servers live behind the inside interface when there is one.
+    resolve_initial_macs(&nl, inside.unwrap_or(link).index, &mut macs).await?;
 
     info!("loading the XDP program");
     let mut dp = Dataplane::load(&LoadOptions {
@@ -167,45 +204,37 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     report_memory(&dp);
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
-    let tun_src = match config.global.tunnel_source {
-        Some(configured) => configured,
-        None => tunnel_source(&nl, &link, &plan, &governed_vips).await?,
-    };
-    let flags = crate::dataplane::plan::global_flags(&plan.services);
-    let timeouts = config
-        .timeouts
-        .as_ref()
-        .map_or_else(ConnTimeouts::default, |t| ConnTimeouts {
-            tcp: t.tcp.0 as u32,
-            tcpfin: t.tcpfin.0 as u32,
-            udp: t.udp.0 as u32,
-            ..ConnTimeouts::default()
-        });
-    dp.set_globals(&link, inside.as_ref(), tun_src, flags, timeouts)?;
+    let tun_src = tunnel_source_of(&config, &nl, &link, &plan, &governed_vips).await?;
+    let timeouts = conn_timeouts(&config);
+    dp.set_globals(
+        &link,
+        inside.as_ref(),
+        tun_src,
+        plan::global_flags(&plan.services),
+        timeouts,
+    )?;
     let ports: Vec<u32> = std::iter::once(link.index)
         .chain(inside.map(|l| l.index))
         .collect();
     dp.set_tx_ports(&ports)?;
 
     let (events_tx, mut events) = mpsc::channel(HEALTH_EVENT_QUEUE);
-    let health = start_checkers(&config, &plan, &events_tx);
-    drop(events_tx);
-    let service_of = plan
-        .services
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| {
-            s.reals
-                .iter()
-                .chain(s.sorry.iter())
-                .map(move |r| (r.real_id, i))
-        })
-        .collect();
+    let mut checkers = Checkers::new(events_tx);
+    let mut health = HashMap::new();
+    checkers.sync(&config, &plan, &mut health);
+    let (status_tx, status_rx) = watch::channel(AgentStatus::default());
     let mut agent = Agent {
+        config_path: opts.config_path.clone(),
+        pin_dir: opts.pin_dir.clone(),
+        iface: opts.iface.clone(),
+        link,
+        inside,
+        nl: nl.clone(),
+        service_of: service_index(&plan),
         plan,
         macs,
         health,
-        service_of,
+        checkers,
         applied: HashMap::new(),
         dp,
         alerts,
@@ -213,6 +242,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         governed_vips,
         master_vips: HashSet::new(),
         applied_standby: HashMap::new(),
+        reloads: Reloads::default(),
+        vrrp_states: HashMap::new(),
+        transitions: HashMap::new(),
+        published: None,
+        status_tx,
     };
     for real in agent.plan.reals() {
         agent
@@ -220,7 +254,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             .write_real(real, agent.macs.mac(real.real_id), false)?;
     }
     for i in 0..agent.plan.services.len() {
-        agent.apply_service(i)?;
+        agent.apply_service(i, false)?;
     }
     // Attach last: the first packet already sees the whole configuration.
     for iface in std::iter::once(&opts.iface).chain(&opts.inside_iface) {
@@ -239,37 +273,18 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     info!("maps pinned in {}; ready", opts.pin_dir.display());
 
     let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
-    let (stop_vrrp, stop_rx) = watch::channel(false);
-    let mut vrrp_tasks = JoinSet::new();
-    for cfg in instances {
-        info!(
-            "vrrp_instance {}: vrid {} priority {} on {} ({})",
-            cfg.name, cfg.vrid, cfg.params.priority, cfg.iface, cfg.local_addr
-        );
-        vrrp_tasks.spawn(vrrp_instance::run(
-            cfg,
-            nl.clone(),
-            vrrp_tx.clone(),
-            stop_rx.clone(),
-        ));
+    let mut vrrp = VrrpSet::new(nl, vrrp_tx);
+    vrrp.sync(instances).await;
+    agent.publish(&vrrp);
+    if let Some(addr) = opts.metrics_listen {
+        let listener = metrics::bind(addr).await?;
+        info!("metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, opts.pin_dir.clone(), status_rx));
     }
-    drop(vrrp_tx);
 
-    let result = agent
-        .serve(
-            &nl,
-            reals_link.index,
-            &mut events,
-            &mut vrrp_states,
-            &mut vrrp_tasks,
-        )
-        .await;
+    let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
     // Leave VRRP cleanly (priority 0, VIPs removed) before the data plane goes.
-    let _ = stop_vrrp.send(true);
-    let _ = tokio::time::timeout(VRRP_SHUTDOWN_TIMEOUT, async {
-        while vrrp_tasks.join_next().await.is_some() {}
-    })
-    .await;
+    vrrp.stop_all().await;
     agent.dp.detach().context("detaching the XDP program")?;
     drop(agent);
     info!(
@@ -279,62 +294,27 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     result
 }
 
-/// Spawns one checker task per real server that has a checker; returns the
-/// initial health of every real server (alpha: checked ones start down).
-fn start_checkers(
-    config: &Config,
-    plan: &Plan,
-    events: &mpsc::Sender<HealthEvent>,
-) -> HashMap<u32, Health> {
-    let mut health = HashMap::new();
-    for (svc, vs) in plan.services.iter().zip(&config.virtual_server) {
-        let vs = vs.get_ref();
-        for real in svc.reals.iter().chain(svc.sorry.iter()) {
-            let checker = real
-                .rs_index
-                .and_then(|i| health::checker_for(vs, vs.real_server[i].get_ref()));
-            let (healthy, kind) = match checker {
-                Some((checker, timing)) => {
-                    let kind = checker.kind();
-                    info!(
-                        "{} of {}: {} every {:?}",
-                        label(real),
-                        service_label(svc),
-                        checker.kind(),
-                        timing.delay_loop
-                    );
-                    tokio::spawn(health::runner::run(
-                        real.real_id,
-                        checker,
-                        timing,
-                        vs.alpha,
-                        events.clone(),
-                    ));
-                    (!vs.alpha, kind)
-                }
-                // keepalived: a real server without checker is always up.
-                None => (true, "none"),
-            };
-            health.insert(
-                real.real_id,
-                Health {
-                    healthy,
-                    weight: None,
-                    checker: kind,
-                },
-            );
-        }
-    }
-    health
+/// real id -> index of its service in plan.services.
+fn service_index(plan: &Plan) -> HashMap<u32, usize> {
+    plan.services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.reals
+                .iter()
+                .chain(s.sorry.iter())
+                .map(move |r| (r.real_id, i))
+        })
+        .collect()
 }
 
 impl Agent {
-    fn status(&self, real_id: u32) -> RealStatus {
-        let h = self.health.get(&real_id).copied().unwrap_or(Health {
-            healthy: true,
-            weight: None,
-            checker: "none",
-        });
+    fn real_status(&self, real_id: u32) -> RealStatus {
+        let h = self
+            .health
+            .get(&real_id)
+            .copied()
+            .unwrap_or(Health::UNCHECKED);
         RealStatus {
             mac_known: self.macs.mac(real_id).is_some(),
             healthy: h.healthy,
@@ -342,13 +322,20 @@ impl Agent {
         }
     }
 
+    /// The interface the real servers are reached on.
+    fn reals_ifindex(&self) -> u32 {
+        self.inside.unwrap_or(self.link).index
+    }
+
     /// Writes service `index`'s new state in an order that never lets a
     /// packet meet a half-done change: servers that join are activated
     /// before the set flips to include them; servers that leave are
     /// deactivated (their flows rescheduled) only after it flipped.
-    fn apply_service(&mut self, index: usize) -> Result<()> {
+    /// `settings_changed`: a reload changed the service itself (scheduler,
+    /// mode, persistence, weights): rewrite it even if its set did not change.
+    fn apply_service(&mut self, index: usize, settings_changed: bool) -> Result<()> {
         let svc = self.plan.services[index].clone();
-        let new = service_state(&svc, |id| self.status(id));
+        let new = service_state(&svc, |id| self.real_status(id));
         let old = self
             .applied
             .get(&svc.service_id)
@@ -357,13 +344,14 @@ impl Agent {
         let reals: Vec<&PlannedReal> = svc.reals.iter().chain(svc.sorry.iter()).collect();
         for real in reals
             .iter()
-            .filter(|r| new.is_active(r.real_id) && !old.is_active(r.real_id))
+            .filter(|r| new.is_active(r.real_id) && (settings_changed || !old.is_active(r.real_id)))
         {
             self.dp
                 .write_real(real, self.macs.mac(real.real_id), true)?;
         }
         let standby = self.governed_vips.contains(&svc.vip) && !self.master_vips.contains(&svc.vip);
-        if new.backends != old.backends
+        if settings_changed
+            || new.backends != old.backends
             || !self.applied.contains_key(&svc.service_id)
             || self.applied_standby.get(&svc.service_id) != Some(&standby)
         {
@@ -372,7 +360,7 @@ impl Agent {
         }
         for real in reals
             .iter()
-            .filter(|r| !new.is_active(r.real_id) && old.is_active(r.real_id))
+            .filter(|r| !new.is_active(r.real_id) && (settings_changed || old.is_active(r.real_id)))
         {
             self.dp
                 .write_real(real, self.macs.mac(real.real_id), false)?;
@@ -397,17 +385,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs until SIGINT/SIGTERM.
+    /// Runs until SIGINT/SIGTERM; SIGHUP reloads the config.
     async fn serve(
         &mut self,
-        nl: &Netlink,
-        ifindex: u32,
         events: &mut mpsc::Receiver<HealthEvent>,
         vrrp_states: &mut mpsc::Receiver<StateChange>,
-        vrrp_tasks: &mut JoinSet<Result<()>>,
+        vrrp: &mut VrrpSet,
     ) -> Result<()> {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut sweep = tokio::time::interval(FLOW_SWEEP);
         // A sweep of a very large table may take a good part of a second:
@@ -418,6 +405,21 @@ impl Agent {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()) }
+                _ = sighup.recv() => {
+                    info!("SIGHUP: reloading {}", self.config_path.display());
+                    match self.reload(vrrp).await {
+                        Ok(summary) => {
+                            info!("reloaded {}: {summary}", self.config_path.display());
+                            self.reloads.ok += 1;
+                            self.reloads.last = Some(format!("ok: {summary}"));
+                        }
+                        Err(e) => {
+                            warn!("reload refused, still running the previous configuration: {e:#}");
+                            self.reloads.failed += 1;
+                            self.reloads.last = Some(format!("refused: {e:#}"));
+                        }
+                    }
+                }
                 Some(event) = events.recv() => {
                     if let Err(e) = self.on_health_event(event) {
                         warn!("applying a health change failed: {e:#}");
@@ -428,14 +430,7 @@ impl Agent {
                         warn!("applying a VRRP state change failed: {e:#}");
                     }
                 }
-                Some(done) = vrrp_tasks.join_next() => {
-                    // An instance only ends by itself on a start-up error.
-                    return match done {
-                        Ok(Err(e)) => Err(e),
-                        Ok(Ok(())) => Ok(()),
-                        Err(e) => Err(anyhow!("a VRRP instance task failed: {e}")),
-                    };
-                }
+                e = vrrp.failed() => return Err(e),
                 _ = sweep.tick(), if tokio::time::Instant::now() >= next_sweep => {
                     let started = tokio::time::Instant::now();
                     match self.dp.sweep_expired(self.timeouts) {
@@ -446,17 +441,23 @@ impl Agent {
                     next_sweep = started + started.elapsed() * SWEEP_DUTY_DIVISOR;
                 }
                 _ = refresh.tick() => {
-                    if let Err(e) = self.refresh_macs(nl, ifindex).await {
+                    if let Err(e) = self.refresh_macs().await {
                         warn!("neighbour refresh failed: {e:#}");
                     }
                 }
             }
+            self.publish(vrrp);
         }
     }
 
     /// MASTER: serve the instance's VIPs; any other state: pass them.
     fn on_vrrp_change(&mut self, change: StateChange) -> Result<()> {
         let master = change.state == VrrpRunState::Master;
+        let entry = self
+            .vrrp_states
+            .entry(change.instance.clone())
+            .or_insert((change.state, 0));
+        *entry = (change.state, entry.1 + 1);
         for vip in &change.vips {
             if master {
                 self.master_vips.insert(*vip);
@@ -482,7 +483,7 @@ impl Agent {
             .filter(|&i| change.vips.contains(&self.plan.services[i].vip))
             .collect();
         for index in affected {
-            self.apply_service(index)?;
+            self.apply_service(index, false)?;
         }
         Ok(())
     }
@@ -496,12 +497,14 @@ impl Agent {
             return Ok(());
         };
         let (real_label, svc_label) = (label(real), service_label(svc));
-        let h = self.health.entry(event.real_id).or_insert(Health {
-            healthy: true,
-            weight: None,
-            checker: "none",
-        });
+        let h = self
+            .health
+            .entry(event.real_id)
+            .or_insert(Health::UNCHECKED);
         let checker = h.checker;
+        if event.transition.is_some() {
+            *self.transitions.entry(event.real_id).or_default() += 1;
+        }
         match event.transition {
             Some(Transition::Down) => {
                 h.healthy = false;
@@ -537,17 +540,18 @@ impl Agent {
             h.weight = Some(weight);
             info!("{real_label} of {svc_label}: weight {weight} (misc_dynamic)");
         }
-        self.apply_service(index)
+        self.apply_service(index, false)
     }
 
     /// Re-reads the neighbour table; rewrites reals whose MAC changed and
     /// the state of their services (a newly resolved server starts getting
     /// traffic). Unresolved servers are probed again.
-    async fn refresh_macs(&mut self, nl: &Netlink, ifindex: u32) -> Result<()> {
+    async fn refresh_macs(&mut self) -> Result<()> {
         for ip in self.macs.unresolved() {
             let _ = netlink::probe(ip);
         }
-        let changed = self.macs.update(&nl.ipv4_neighbours(ifindex).await?);
+        let neighbours = self.nl.ipv4_neighbours(self.reals_ifindex()).await?;
+        let changed = self.macs.update(&neighbours);
         if changed.is_empty() {
             return Ok(());
         }
@@ -576,9 +580,23 @@ impl Agent {
             }
         }
         for index in services {
-            self.apply_service(index)?;
+            self.apply_service(index, false)?;
         }
         Ok(())
+    }
+}
+
+/// `[global] tunnel_source`, or the interface's own address.
+async fn tunnel_source_of(
+    config: &Config,
+    nl: &Netlink,
+    link: &LinkInfo,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
+    match config.global.tunnel_source {
+        Some(configured) => Ok(configured),
+        None => tunnel_source(nl, link, plan, governed).await,
     }
 }
 
@@ -586,7 +604,7 @@ impl Agent {
 /// Only services with lb_kind TUN need one.
 async fn tunnel_source(
     nl: &Netlink,
-    link: &crate::netlink::LinkInfo,
+    link: &LinkInfo,
     plan: &Plan,
     governed: &HashSet<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
@@ -642,23 +660,12 @@ async fn resolve_vrrp_instances(
     Ok(out)
 }
 
-fn label(real: &PlannedReal) -> String {
-    match real.rs_index {
-        Some(_) => format!("real server {}:{}", real.ip, real.port),
-        None => format!("sorry server {}:{}", real.ip, real.port),
-    }
-}
-
 /// keepalived's way of naming a server in mails: [ip]:tcp:port.
 fn keepalived_name(ip: Ipv4Addr, protocol: Protocol, port: u16) -> String {
     format!(
         "[{ip}]:{}:{port}",
         protocol.ipvsadm_name().to_ascii_lowercase()
     )
-}
-
-fn service_label(svc: &PlannedService) -> String {
-    format!("virtual server {}:{}", svc.vip, svc.port)
 }
 
 async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker) -> Result<()> {

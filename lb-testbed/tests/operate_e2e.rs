@@ -1,0 +1,260 @@
+//! Operating the agent end to end, as root, in namespaces (the seed's DR
+//! topology, real nginx, real curl, the real agent): a reload that adds a
+//! server and changes weights while a long download runs through the VIP
+//! (the download must arrive whole: no connection dropped, no flow moved),
+//! VRRP must not flap, a bad file must change nothing and be reported with
+//! its line:column, `status` must show it all, and the metrics endpoint
+//! must answer a real scrape.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use lb_testbed::{
+    netns::exec_in,
+    topology::{Host, LB_IP, Topology, VIP, agent_binary, wait_until},
+};
+
+const BIG_FILE: &str = "/4m.bin";
+const BIG_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// The download reads this much, then pauses: it lasts a few seconds.
+const READ_CHUNK: usize = 64 * 1024;
+const READ_PAUSE: Duration = Duration::from_millis(40);
+/// The client's socket buffer (the kernel doubles it): ~800 KB/s at
+/// READ_PAUSE, so the 4 MB download lasts about five seconds.
+const RECEIVE_BUFFER: usize = 16 * 1024;
+/// Bounds of the download.
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(10);
+/// wrr at 3:1 after the reload: exactly 30:10 over 40 requests.
+const WRR_REQUESTS: usize = 40;
+const METRICS_PORT: u16 = 9100;
+
+/// Reproducible, incompressible content (xorshift).
+fn big_data() -> Vec<u8> {
+    let mut data = Vec::with_capacity(BIG_FILE_BYTES);
+    let mut x: u32 = 0x9e37_79b9;
+    while data.len() < BIG_FILE_BYTES {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data
+}
+
+/// GETs `path` through the VIP from the client's namespace, reading slowly
+/// (a thread of ours enters the namespace); returns the body.
+fn slow_download(topo: &Topology, path: &'static str) -> std::thread::JoinHandle<Vec<u8>> {
+    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    std::thread::spawn(move || {
+        let netns = fs::File::open(&ns).unwrap();
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // A small receive window: the server can only send as fast as we
+        // read, so the connection carries data across the reload.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket.set_recv_buffer_size(RECEIVE_BUFFER).unwrap();
+        socket
+            .connect_timeout(&SocketAddr::from((VIP, 80)).into(), CONNECT_TIMEOUT)
+            .unwrap();
+        let mut conn: TcpStream = socket.into();
+        conn.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: {VIP}\r\n\r\n").unwrap();
+        let started = Instant::now();
+        let mut response = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        while started.elapsed() < DOWNLOAD_DEADLINE {
+            let n = conn.read(&mut chunk).expect("the download broke off");
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(READ_PAUSE);
+        }
+        let body_at = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("no HTTP header")
+            + 4;
+        response.split_off(body_at)
+    })
+}
+
+fn cli(binary: &Path, topo: &Topology, args: &[&str]) -> Output {
+    Command::new(binary)
+        .args(args)
+        .arg("--pin-path")
+        .arg(topo.pin_dir())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The seed's lb.toml with wrr and the given real servers (ip, weight).
+fn config(topo: &Topology, reals: &[(&str, u32)]) -> String {
+    let seed = topo.seed_config();
+    let head_end = seed.find("  [[virtual_server.real_server]]").unwrap();
+    let mut out = seed[..head_end].replace("lb_algo = \"rr\"", "lb_algo = \"wrr\"");
+    for (ip, weight) in reals {
+        out += &format!(
+            "  [[virtual_server.real_server]]\n  ip = \"{ip}\"\n  port = 80\n  weight = {weight}\n\
+             \x20   [virtual_server.real_server.tcp_check]\n    connect_timeout = 3\n\n"
+        );
+    }
+    out
+}
+
+#[test]
+fn reload_status_and_metrics_end_to_end() {
+    let mut topo = Topology::create(&format!("lbo{}", std::process::id())).unwrap();
+    let binary = agent_binary().unwrap();
+    let data = big_data();
+    fs::write(
+        topo.files_dir().join(BIG_FILE.trim_start_matches('/')),
+        &data,
+    )
+    .unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    let path = topo
+        .write_config("lb.toml", &config(&topo, &[("172.16.122.193", 1)]))
+        .unwrap();
+    let metrics = format!("{LB_IP}:{METRICS_PORT}");
+    topo.start_agent(&binary, &path, &["--metrics-listen", &metrics])
+        .unwrap();
+    topo.wait_for_master(Host::Lb).unwrap();
+    assert_eq!(topo.curl_vip().unwrap(), "hello rs1");
+
+    // A long download through the VIP, established before the reload.
+    let download = slow_download(&topo, BIG_FILE);
+    let established = wait_until(WAIT, || {
+        topo.list(&binary)
+            .unwrap()
+            .contains("172.16.122.193:80            Route   1      1 ")
+    });
+    assert!(established.is_some(), "{}", topo.list(&binary).unwrap());
+
+    // The balancer knows rs2's MAC already (as after any earlier traffic),
+    // so rs2 serves from the moment the reload adds it.
+    exec_in(
+        &topo.ns(Host::Lb),
+        &["ping", "-c", "1", "-W", "2", "172.16.122.195"],
+    )
+    .unwrap();
+    // Reload: rs2 joins, weights become 3:1. rs2 comes first in the new
+    // file: ids by position would hand rs1's connection to rs2.
+    fs::write(
+        &path,
+        config(&topo, &[("172.16.122.195", 1), ("172.16.122.193", 3)]),
+    )
+    .unwrap();
+    let out = cli(&binary, &topo, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("1 real servers added"),
+        "{}",
+        text(&out.stdout)
+    );
+    let body = download
+        .join()
+        .expect("the download through the VIP failed");
+    assert_eq!(body.len(), data.len(), "the download was cut short");
+    assert!(body == data, "the download arrived corrupted");
+
+    // The new weights are in force: wrr 3:1.
+    let answers: Vec<String> = (0..WRR_REQUESTS)
+        .map(|_| topo.curl_vip().unwrap())
+        .collect();
+    let rs1 = answers.iter().filter(|a| *a == "hello rs1").count();
+    assert_eq!((rs1, WRR_REQUESTS - rs1), (30, 10), "{answers:?}");
+    // VRRP did not flap: still master, entered MASTER once.
+    let log = topo.agent_log();
+    assert_eq!(log.matches("entering MASTER state").count(), 1, "{log}");
+    assert!(topo.holds_vip(Host::Lb));
+
+    // A bad file changes nothing and says where it is wrong.
+    fs::write(&path, "[[virtual_server]]\nvip = \"not an address\"\n").unwrap();
+    let out = cli(&binary, &topo, &["reload"]);
+    assert!(!out.status.success(), "a bad file was accepted");
+    assert!(
+        text(&out.stderr).contains("lb.toml:2:7"),
+        "no line:column in: {}",
+        text(&out.stderr)
+    );
+    let list = topo.list(&binary).unwrap();
+    assert!(
+        list.contains("172.16.122.193:80            Route   3 "),
+        "{list}"
+    );
+    assert!(
+        list.contains("172.16.122.195:80            Route   1 "),
+        "{list}"
+    );
+    assert_eq!(topo.curl_vip_parallel(10).unwrap(), vec!["200"; 10]);
+
+    // status: VRRP, checkers, reloads, fill.
+    let out = cli(&binary, &topo, &["status"]);
+    let status = text(&out.stdout);
+    assert!(out.status.success(), "{status}{}", text(&out.stderr));
+    for expected in [
+        "reloads: 1 ok, 1 refused",
+        "VI_1         MASTER  vrid 51 ",
+        "172.16.122.195:80     TCP_CHECK  UP   serving  weight 1 ",
+        "flows",
+    ] {
+        assert!(
+            status.contains(expected),
+            "missing {expected:?} in\n{status}"
+        );
+    }
+
+    // A real scrape from the client.
+    let url = format!("http://{metrics}/metrics");
+    let scrape = exec_in(
+        &topo.ns(Host::Client),
+        &["curl", "-sf", "--max-time", "5", &url],
+    )
+    .unwrap();
+    let scraped = text(&scrape.stdout);
+    for expected in [
+        r#"lb_reloads_total{result="ok"} 1"#,
+        r#"lb_reloads_total{result="refused"} 1"#,
+        r#"lb_vrrp_state{instance="VI_1",state="MASTER"} 1"#,
+        r#"lb_real_weight{protocol="TCP",vip="172.16.122.100",port="80",real="172.16.122.193",real_port="80"} 3"#,
+        r#"lb_real_healthy{protocol="TCP",service="172.16.122.100:80",real="172.16.122.195",real_port="80",checker="TCP_CHECK"} 1"#,
+        r#"lb_dataplane_packets_total{reason="flow_new"}"#,
+        r#"lb_map_capacity{map="flow_table"} 65536"#,
+    ] {
+        assert!(
+            scraped.contains(expected),
+            "missing {expected} in\n{scraped}"
+        );
+    }
+    let conns: u64 = scraped
+        .lines()
+        .find(|l| l.starts_with("lb_service_connections_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(conns > WRR_REQUESTS as u64, "{scraped}");
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
