@@ -105,6 +105,12 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_path: PathBuf,
     },
+    /// Convert a keepalived.conf to lb.toml (on stdout); a warning on
+    /// stderr for each keyword that cannot be carried over.
+    ImportKeepalived {
+        /// keepalived.conf (its includes are read too).
+        file: PathBuf,
+    },
     /// The virtual server table of the running agent, as `ipvsadm -L -n`.
     List {
         /// Numeric output (addresses and ports are always printed numerically).
@@ -185,6 +191,14 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::ImportKeepalived { file }) => {
+            let imported = config::keepalived::import(&file)?;
+            for warning in &imported.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", imported.toml);
+            Ok(())
+        }
         Some(Command::Reload { pin_path }) => {
             let outcome = runtime_files::request_reload(&pin_path, RELOAD_TIMEOUT)?;
             println!("{outcome}");
@@ -255,7 +269,7 @@ fn run(cli: Cli) -> Result<()> {
             let run = cli.run;
             let (Some(iface), Some(config)) = (run.iface.first().cloned(), run.config) else {
                 return Err(anyhow!(
-                    "usage: lb-userspace --iface IFACE --config FILE (or a subcommand: check, list; see --help)"
+                    "usage: lb-userspace --iface IFACE --config FILE (or a subcommand: check, list, reload, status, import-keepalived, realserver; see --help)"
                 ));
             };
             if run.iface.len() > 2 {

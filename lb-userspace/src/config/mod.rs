@@ -1,6 +1,7 @@
 //! lb.toml: schema, parsing and validation. Errors name the file, line and
 //! column and what was expected; a file with any error is refused whole.
 
+pub mod keepalived;
 mod schema;
 mod validate;
 mod values;
