@@ -111,6 +111,9 @@ enum Command {
         /// keepalived.conf (its includes are read too).
         file: PathBuf,
     },
+    /// The man page (roff) of this CLI, for packaging.
+    #[command(hide = true)]
+    Manpage,
     /// The virtual server table of the running agent, as `ipvsadm -L -n`.
     List {
         /// Numeric output (addresses and ports are always printed numerically).
@@ -172,6 +175,9 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// System administration commands.
+const MAN_SECTION: &str = "8";
+
 /// How long `reload` waits for the agent's verdict (a changed VRRP
 /// instance takes up to a few seconds to leave cleanly).
 const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -191,6 +197,13 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Manpage) => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command())
+                .section(MAN_SECTION)
+                .render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Some(Command::ImportKeepalived { file }) => {
             let imported = config::keepalived::import(&file)?;
             for warning in &imported.warnings {

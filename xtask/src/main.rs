@@ -1,8 +1,9 @@
-//! cargo xtask setup|build|test|demo|bench
+//! cargo xtask setup|build|test|demo|bench|package
 //!
 //! This crate must build on a fresh machine before anything else is there:
 //! it depends on std, anyhow and clap only, and installs the rest (`setup`).
 
+mod package;
 mod setup;
 
 use std::process::Command;
@@ -28,6 +29,13 @@ enum Cmd {
     Test,
     /// setup, build, then replay the seed's walk-through in network namespaces.
     Demo,
+    /// setup, then a Debian package of the agent (target/package/*.deb):
+    /// binary, systemd unit, /etc/lb/lb.toml, man page.
+    Package {
+        /// Also install it with dpkg -i into a scratch root and check it.
+        #[arg(long)]
+        verify: bool,
+    },
     /// setup, then measure ns/packet of the balancer next to no-op XDP programs;
     /// writes target/bench/{report.md,results.json,chart.png}.
     Bench {
@@ -124,7 +132,17 @@ fn main() -> Result<()> {
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
             // The end-to-end tests run the real lb-userspace binary.
             cargo(&["build", "--bins"])?;
-            cargo_test()
+            cargo_test()?;
+            // The package: built, installed with dpkg -i (scratch root), checked.
+            package::verify(&package::build()?)
+        }
+        Cmd::Package { verify } => {
+            setup::run()?;
+            let deb = package::build()?;
+            if verify {
+                package::verify(&deb)?;
+            }
+            Ok(())
         }
         Cmd::Demo => {
             setup::run()?;
