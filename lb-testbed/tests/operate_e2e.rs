@@ -4,7 +4,8 @@
 //! (the download must arrive whole: no connection dropped, no flow moved),
 //! VRRP must not flap, a bad file must change nothing and be reported with
 //! its line:column, `status` must show it all, and the metrics endpoint
-//! must answer a real scrape.
+//! must answer a real scrape. The agent runs with only the capabilities the
+//! packaged systemd unit gives it.
 
 use std::{
     fs,
@@ -119,10 +120,48 @@ fn config(topo: &Topology, reals: &[(&str, u32)]) -> String {
     out
 }
 
+/// The capabilities the packaged systemd unit leaves the agent
+/// (CapabilityBoundingSet), in setpriv's spelling: "-all,+bpf,...".
+fn unit_bounding_set() -> String {
+    let unit = fs::read_to_string(
+        lb_testbed::topology::configs_dir().join("../packaging/lb-userspace.service"),
+    )
+    .unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("no CapabilityBoundingSet in the unit");
+    std::iter::once("-all".to_string())
+        .chain(
+            caps.split_whitespace()
+                .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_ascii_lowercase())),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The agent as the systemd unit runs it: root, but only the unit's
+/// capabilities (setpriv drops the rest from the bounding set).
+fn agent_with_unit_capabilities(topo: &Topology) -> std::path::PathBuf {
+    let wrapper = topo.workdir().join("lb-userspace-unit-caps");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set {} -- {} \"$@\"\n",
+            unit_bounding_set(),
+            agent_binary().unwrap().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 #[test]
 fn reload_status_and_metrics_end_to_end() {
     let mut topo = Topology::create(&format!("lbo{}", std::process::id())).unwrap();
-    let binary = agent_binary().unwrap();
+    let binary = agent_with_unit_capabilities(&topo);
     let data = big_data();
     fs::write(
         topo.files_dir().join(BIG_FILE.trim_start_matches('/')),
