@@ -122,3 +122,83 @@ fn seed_dr_round_robin_end_to_end() {
         topo.pin_dir().display()
     );
 }
+
+/// Bytes of the UDP datagram the client's kernel must fragment (MTU 1500).
+const FRAGMENTED_DATAGRAM: usize = 3000;
+/// NOP NOP NOP EOL: the smallest IP options field.
+const IP_OPTIONS_NOPS: [u8; 4] = [1, 1, 1, 0];
+
+/// The data plane's policy for fragments and IP options (documented in
+/// tests/hostile.rs): passed to the balancer's own kernel, never forwarded.
+/// A SYN with IP options to the VIP is answered by the balancer's kernel
+/// (which owns the VIP and has no listener: refused), not by nginx on a
+/// real server; a datagram the client fragments is counted fragment by
+/// fragment and never creates a flow.
+#[test]
+fn fragments_and_ip_options_go_to_the_balancers_kernel() {
+    use std::net::{SocketAddr, UdpSocket};
+    let mut topo = Topology::create(&format!("lbfr{}", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    let binary = agent_binary().unwrap();
+    let udp = "\n[[virtual_server]]\nvip = \"172.16.122.100\"\nport = 53\nprotocol = \"UDP\"\n\
+               lb_algo = \"rr\"\nlb_kind = \"DR\"\n  [[virtual_server.real_server]]\n  ip = \"172.16.122.193\"\n  port = 53\n";
+    let config = topo
+        .write_config("lb.toml", &(topo.seed_config() + udp))
+        .unwrap();
+    topo.start_agent(&binary, &config, &[]).unwrap();
+    topo.wait_for_master(Host::Lb).unwrap();
+    assert_eq!(topo.curl_vip().unwrap(), "hello rs1");
+    let before = topo.counters(Host::Lb).unwrap();
+
+    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let vip = lb_testbed::topology::VIP;
+    let syn_with_options = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        let netns = fs::File::open(&ns).unwrap();
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        // SAFETY: a plain setsockopt on our own socket with a live buffer.
+        let rc = unsafe {
+            nix::libc::setsockopt(
+                socket.as_raw_fd(),
+                nix::libc::IPPROTO_IP,
+                nix::libc::IP_OPTIONS,
+                IP_OPTIONS_NOPS.as_ptr().cast(),
+                IP_OPTIONS_NOPS.len() as nix::libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt IP_OPTIONS");
+        let connected =
+            socket.connect_timeout(&SocketAddr::from((vip, 80)).into(), Duration::from_secs(3));
+        let refused =
+            matches!(&connected, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        udp.send_to(&[0u8; FRAGMENTED_DATAGRAM], (vip, 53)).unwrap();
+        (refused, connected.is_ok())
+    });
+    let (refused, connected) = syn_with_options.join().unwrap();
+    assert!(
+        refused && !connected,
+        "a SYN with IP options must reach the balancer's kernel (refused), not a real server"
+    );
+    let counted = wait_until(Duration::from_secs(5), || {
+        let now = topo.counters(Host::Lb).unwrap();
+        let delta = |i: u32| now[i as usize] - before[i as usize];
+        delta(lb_common::counters::PASS_IP_OPTIONS) >= 1
+            && delta(lb_common::counters::PASS_FRAGMENT) >= 2
+    });
+    let now = topo.counters(Host::Lb).unwrap();
+    assert!(counted.is_some(), "before {before:?}\nafter {now:?}");
+    assert_eq!(
+        now[lb_common::counters::FLOW_NEW as usize],
+        before[lb_common::counters::FLOW_NEW as usize],
+        "fragments or options created a flow"
+    );
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
