@@ -57,6 +57,9 @@ const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// Longest election in our configs: 3 x advert_int 1 s + skew, with slack.
 const VRRP_MASTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capabilities the agent keeps after attaching (privileges.rs):
+/// CAP_NET_ADMIN, CAP_NET_RAW, and CAP_BPF where the kernel needs it.
+pub const AGENT_KEPT_CAPS: u64 = 1 << 12 | 1 << 13 | 1 << 39;
 /// curl's own limit per request.
 pub const CURL_MAX_TIME_SECS: &str = "5";
 
@@ -397,6 +400,23 @@ impl Topology {
             .iter()
             .find(|(h, _)| *h == host)
             .map(|(_, c)| c.id())
+    }
+
+    /// A capability field ("CapEff", "CapPrm", "CapBnd"...) of every thread
+    /// of the agent on `host`, as masks.
+    pub fn agent_thread_caps(&self, host: Host, field: &str) -> Result<Vec<u64>> {
+        let pid = self.agent_pid(host).context("no agent running")?;
+        let mut out = Vec::new();
+        for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+            let status = fs::read_to_string(task?.path().join("status"))?;
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{field}:")))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .with_context(|| format!("no {field} in /proc/{pid}/task/*/status"))?;
+            out.push(mask);
+        }
+        Ok(out)
     }
 
     /// The next VRRP packet seen on `host`'s interface (IPv4 header

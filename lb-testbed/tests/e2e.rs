@@ -27,6 +27,25 @@ fn seed_dr_round_robin_end_to_end() {
     topo.start_agent(&binary, &config, &[]).unwrap();
     // The seed's vrrp_instance is MASTER: the agent takes the VIP itself.
     topo.wait_for_master(Host::Lb).unwrap();
+    // Only root may open the pinned maps.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(topo.pin_dir()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode,
+        lb_userspace::dataplane::PIN_DIR_MODE,
+        "pin dir mode {mode:o}"
+    );
+    // Started as full root; once attached every thread keeps only what it
+    // still uses, the bounding set included (no script gets more back).
+    for field in ["CapPrm", "CapEff", "CapInh", "CapAmb", "CapBnd"] {
+        for mask in topo.agent_thread_caps(Host::Lb, field).unwrap() {
+            assert_eq!(
+                mask & !lb_testbed::topology::AGENT_KEPT_CAPS,
+                0,
+                "{field} {mask:#x}"
+            );
+        }
+    }
 
     // Section 5.4: successive curls alternate between the two servers.
     let answers: Vec<String> = (0..SEQUENTIAL_CURLS)

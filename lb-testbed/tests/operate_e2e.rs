@@ -18,7 +18,7 @@ use std::{
 
 use lb_testbed::{
     netns::exec_in,
-    topology::{Host, LB_IP, Topology, VIP, agent_binary, wait_until},
+    topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, VIP, agent_binary, wait_until},
 };
 
 const BIG_FILE: &str = "/4m.bin";
@@ -178,6 +178,13 @@ fn reload_status_and_metrics_end_to_end() {
         .unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
     assert_eq!(topo.curl_vip().unwrap(), "hello rs1");
+    // Attached: every thread of the agent is down to what it still uses
+    // (the bounding set is the unit's; the agent lacks CAP_SETPCAP there).
+    for field in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        for mask in topo.agent_thread_caps(Host::Lb, field).unwrap() {
+            assert_eq!(mask & !AGENT_KEPT_CAPS, 0, "{field} {mask:#x}");
+        }
+    }
 
     // A long download through the VIP, established before the reload.
     let download = slow_download(&topo, BIG_FILE);

@@ -8,6 +8,7 @@ pub mod health;
 pub mod neighbours;
 pub mod netlink;
 pub mod notify;
+pub mod privileges;
 pub mod realserver;
 pub mod runtime_files;
 pub mod stats;

@@ -304,8 +304,11 @@ fn run(cli: Cli) -> Result<()> {
                 flow_table_size: run.flow_table_size,
                 metrics_listen: run.metrics_listen,
             };
-            tokio::runtime::Builder::new_multi_thread()
+            // One runtime thread: capabilities are per thread, and the agent
+            // drops what it no longer needs after attaching (privileges.rs).
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_start(lb_userspace::privileges::on_thread_start)
                 .build()?
                 .block_on(agent::run(opts))
         }

@@ -281,6 +281,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         info!("metrics on http://{addr}/metrics");
         tokio::spawn(metrics::serve(listener, opts.pin_dir.clone(), status_rx));
     }
+    // Loaded, attached, pinned, listening: the rest needs far less.
+    let probe_fd = agent.dp.map_fd(lb_common::map_names::REAL_CONNS)?;
+    crate::privileges::drop_unneeded(move || {
+        // SAFETY: the map (and its fd) lives as long as the agent.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(probe_fd) };
+        crate::dataplane::bpf_sys::lookup_all::<u32, lb_common::RealConns>(fd).is_ok()
+    })?;
 
     let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
     // Leave VRRP cleanly (priority 0, VIPs removed) before the data plane goes.

@@ -103,9 +103,54 @@ pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Reads, parses and validates an lb.toml file.
+/// Permission bits that let others change a file (or replace it in its
+/// directory).
+const GROUP_WRITE: u32 = 0o020;
+const OTHER_WRITE: u32 = 0o002;
+const STICKY: u32 = 0o1000;
+
+/// As sshd's StrictModes: a config that others may write is refused, since
+/// whoever can change it steers the traffic. Refused: a world-writable
+/// file, a group-writable one whose group is not root, and a file in a
+/// world-writable directory without the sticky bit.
+pub fn check_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the config file: {e}"))?;
+    let mode = meta.mode();
+    if mode & OTHER_WRITE != 0 || (mode & GROUP_WRITE != 0 && meta.gid() != 0) {
+        return Err(format!(
+            "refused: writable by others (mode {:03o}); run chmod go-w on it",
+            mode & 0o777
+        ));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::metadata(dir)
+        && d.mode() & OTHER_WRITE != 0
+        && d.mode() & STICKY == 0
+    {
+        return Err(format!(
+            "refused: its directory {} is writable by everyone (anyone could replace the file)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads, parses and validates an lb.toml file (refused when others may
+/// write it: check_permissions).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let origin = path.display().to_string();
+    check_permissions(path).map_err(|message| {
+        ConfigErrors(vec![ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            message,
+        }])
+    })?;
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             origin: origin.clone(),

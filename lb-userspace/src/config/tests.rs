@@ -281,3 +281,30 @@ fn tunnel_source_is_an_optional_global_address() {
         "IPv4",
     );
 }
+
+#[test]
+fn config_files_others_may_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("lb-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, include_str!("../../../configs/seed-dr.toml")).unwrap();
+    let with_mode = |mode| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        super::load(&path).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(with_mode(0o644), Ok(()));
+    assert_eq!(with_mode(0o600), Ok(()));
+    let err = with_mode(0o666).unwrap_err();
+    assert!(
+        err.contains("refused: writable by others (mode 666); run chmod go-w"),
+        "{err}"
+    );
+    // A directory anyone may write into (and replace the file in).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = super::load(&path).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("is writable by everyone"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -39,6 +39,8 @@ pub static BASELINES_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "lb";
 /// Where the running agent pins its maps (lb-toml.md).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+/// Mode of the pin directory: owner only.
+pub const PIN_DIR_MODE: u32 = 0o700;
 /// aya-log's level knob inside the object (aya_log_ebpf::macro_support).
 const AYA_LOG_LEVEL_GLOBAL: &str = "AYA_LOG_LEVEL";
 
@@ -175,7 +177,10 @@ impl Dataplane {
             );
             fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // 0700: the maps steer traffic; only root may open them.
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), PIN_DIR_MODE)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         self.pins = Some(PinDir(dir.to_path_buf()));
         for (object_name, pin_name) in map_names::PINNED {
             let map = self
@@ -444,6 +449,12 @@ impl Dataplane {
             }
         }
         out
+    }
+
+    /// The raw fd of one of the program's maps (for a probe that must run
+    /// on another thread; valid while the Dataplane lives).
+    pub fn map_fd(&self, name: &str) -> Result<std::os::fd::RawFd> {
+        Ok(map_data(&self.ebpf, name)?.fd().as_fd().as_raw_fd())
     }
 
     /// (flows after the last sweep, flow-table capacity).

@@ -208,11 +208,14 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<Vec<Node>> {
-        let dir = std::env::temp_dir().join(format!("lb-tree-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("lb-tree-{}-{}", std::process::id(), text.len()));
         fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("t{}.conf", text.len()));
+        let path = dir.join("keepalived.conf");
         fs::write(&path, text).unwrap();
-        read(&path)
+        let nodes = read(&path);
+        fs::remove_dir_all(&dir).unwrap();
+        nodes
     }
 
     #[test]
