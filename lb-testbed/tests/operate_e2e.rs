@@ -304,3 +304,70 @@ fn reload_status_and_metrics_end_to_end() {
     assert!(conns > WRR_REQUESTS as u64, "{scraped}");
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
 }
+
+/// Hitless restart: an agent stopped with --keep-dataplane leaves the
+/// program forwarding and the maps pinned; the next agent adopts them
+/// (bpf_link_update swaps its program in). A download through the VIP
+/// that runs across the restart arrives whole, the counters go on, and a
+/// plain SIGTERM afterwards still removes everything.
+#[test]
+fn hitless_restart_keeps_connections_and_counters() {
+    use lb_common::counters::FLOW_NEW;
+    let mut topo = Topology::create(&format!("lbh{}", std::process::id())).unwrap();
+    let binary = agent_binary().unwrap();
+    let data = big_data();
+    fs::write(
+        topo.files_dir().join(BIG_FILE.trim_start_matches('/')),
+        &data,
+    )
+    .unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    let path = topo.write_config("lb.toml", &topo.seed_config()).unwrap();
+    topo.start_agent(&binary, &path, &["--keep-dataplane"])
+        .unwrap();
+    topo.wait_for_master(Host::Lb).unwrap();
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+
+    let download = slow_download(&topo, BIG_FILE);
+    let established = wait_until(WAIT, || {
+        topo.list(&binary)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("Route   1      1 "))
+    });
+    assert!(established.is_some(), "{}", topo.list(&binary).unwrap());
+    let new_flows = topo.counters(Host::Lb).unwrap()[FLOW_NEW as usize];
+
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+    // Nobody at the wheel: the program still balances, the maps stay.
+    assert!(
+        topo.lb_has_xdp().unwrap(),
+        "the program left with the agent"
+    );
+    assert!(topo.pin_dir().join("flow_table").exists());
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+    assert!(topo.holds_vip(Host::Lb), "the VIP left with the agent");
+
+    topo.start_agent(&binary, &path, &[]).unwrap();
+    let log = topo.agent_log();
+    assert!(log.contains("adopting the data plane"), "{log}");
+    assert!(log.contains("replaced in place"), "{log}");
+    let body = download
+        .join()
+        .expect("the download broke across the restart");
+    assert_eq!(body.len(), data.len(), "the download was cut short");
+    assert!(body == data, "the download arrived corrupted");
+    // The counters went on from where they were.
+    assert!(topo.counters(Host::Lb).unwrap()[FLOW_NEW as usize] > new_flows);
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+    assert!(topo.holds_vip(Host::Lb));
+
+    // Without --keep-dataplane a stop still removes everything.
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+    assert!(
+        !topo.lb_has_xdp().unwrap(),
+        "the program outlived a plain stop"
+    );
+    assert!(!topo.pin_dir().exists(), "pins outlived a plain stop");
+}

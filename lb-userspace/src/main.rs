@@ -48,6 +48,11 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT leave the XDP program forwarding and the maps
+    /// pinned; the next agent started with the same --pin-path adopts them
+    /// (hitless restart: connections and counters survive).
+    #[arg(long)]
+    keep_dataplane: bool,
 }
 
 /// A sanity bound: 64M connections is ~6 GiB of kernel memory.
@@ -303,6 +308,7 @@ fn run(cli: Cli) -> Result<()> {
                 log_level: run.log_level,
                 flow_table_size: run.flow_table_size,
                 metrics_listen: run.metrics_listen,
+                keep_dataplane: run.keep_dataplane,
             };
             // One runtime thread: capabilities are per thread, and the agent
             // drops what it no longer needs after attaching (privileges.rs).

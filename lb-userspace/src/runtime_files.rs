@@ -25,6 +25,37 @@ fn lock_path(pin_dir: &Path) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{}.lock", stem(pin_dir)))
 }
 
+fn handover_path(pin_dir: &Path) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{}.handover.json", stem(pin_dir)))
+}
+
+/// `--keep-dataplane`: what the next agent needs to adopt the data plane.
+pub fn write_handover(pin_dir: &Path, contents: &[u8]) -> Result<()> {
+    fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let path = handover_path(pin_dir);
+    fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The handover a previous agent left, if any.
+pub fn read_handover(pin_dir: &Path) -> Result<Option<Vec<u8>>> {
+    let path = handover_path(pin_dir);
+    match fs::read(&path) {
+        Ok(contents) => Ok(Some(contents)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+pub fn remove_handover(pin_dir: &Path) -> Result<()> {
+    let path = handover_path(pin_dir);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn status_path(pin_dir: &Path) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{}.status.json", stem(pin_dir)))
 }

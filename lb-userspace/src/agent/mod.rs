@@ -18,11 +18,13 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 mod checkers;
+mod handover;
 mod publish;
 mod reload;
 mod vrrp_set;
 
 use checkers::{Checkers, Health, label, service_label};
+use handover::Handover;
 use vrrp_set::VrrpSet;
 
 use crate::{
@@ -31,7 +33,7 @@ use crate::{
     dataplane::{
         ConnTimeouts, Dataplane, LoadOptions,
         plan::{self, Plan, PlannedReal},
-        preflight,
+        preflight, stable_ids,
     },
     health::{runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
@@ -72,6 +74,9 @@ pub struct AgentOptions {
     pub flow_table_size: u32,
     /// Where to serve Prometheus metrics (GET /metrics), if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// At SIGTERM/SIGINT leave the program attached and the maps pinned
+    /// for the next agent (hitless restart).
+    pub keep_dataplane: bool,
 }
 
 /// Logs what the maps cost at their configured sizes (kernel memlock).
@@ -167,7 +172,7 @@ fn plan_of(config: &Config, path: &std::path::Path) -> Result<Plan> {
 
 pub async fn run(opts: AgentOptions) -> Result<()> {
     let config = config::load(&opts.config_path).map_err(|e| anyhow!("{e}"))?;
-    let plan = plan_of(&config, &opts.config_path)?;
+    let fresh_plan = plan_of(&config, &opts.config_path)?;
     for note in config::not_acted_on(&config) {
         warn!("not acted on yet: {note}");
     }
@@ -188,19 +193,47 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         ),
         None => None,
     };
-    let instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
+    let mut instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
     let governed_vips = governed(&instances);
+
+    // A previous agent that left with --keep-dataplane: adopt its maps and
+    // links (hitless restart) instead of starting empty.
+    let handover = Handover::read(&opts.pin_dir)?.filter(|_| opts.pin_dir.exists());
+    if let Some(h) = &handover {
+        info!(
+            "adopting the data plane the previous agent left running ({} services, flows and counters kept)",
+            h.services.len()
+        );
+    }
+    info!("loading the XDP program");
+    let mut dp = Dataplane::load(&LoadOptions {
+        log_level: opts.log_level,
+        flow_table_size: opts.flow_table_size,
+        adopt_pins: handover.as_ref().map(|_| opts.pin_dir.clone()),
+    })?;
+    // Adopting: every service and server still configured keeps its id.
+    let plan = match &handover {
+        Some(h) => stable_ids::keep_ids(fresh_plan, &h.id_plan(), |id| dp.real_busy(id))
+            .map_err(|e| anyhow!("{}: {e}", opts.config_path.display()))?,
+        None => fresh_plan,
+    };
+    // The VIPs the previous agent was master for stay served; their
+    // instances resume as master.
+    let resumed: HashSet<Ipv4Addr> = handover
+        .iter()
+        .flat_map(|h| h.master_vips.iter().copied())
+        .filter(|v| governed_vips.contains(v))
+        .collect();
+    for instance in &mut instances {
+        if !instance.vips.is_empty() && instance.vips.iter().all(|(v, _)| resumed.contains(v)) {
+            instance.params.start_as_master = true;
+        }
+    }
     warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
     // The real servers live behind the inside interface when there is one.
     resolve_initial_macs(&nl, inside.unwrap_or(link).index, &mut macs).await?;
-
-    info!("loading the XDP program");
-    let mut dp = Dataplane::load(&LoadOptions {
-        log_level: opts.log_level,
-        flow_table_size: opts.flow_table_size,
-    })?;
     report_memory(&dp);
     dp.start_logger();
     dp.pin_maps(&opts.pin_dir)?;
@@ -240,7 +273,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         alerts,
         timeouts,
         governed_vips,
-        master_vips: HashSet::new(),
+        master_vips: resumed,
         applied_standby: HashMap::new(),
         reloads: Reloads::default(),
         vrrp_states: HashMap::new(),
@@ -248,18 +281,30 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         published: None,
         status_tx,
     };
-    for real in agent.plan.reals() {
-        agent
-            .dp
-            .write_real(real, agent.macs.mac(real.real_id), false)?;
+    let adopting = agent.dp.adopted();
+    if !adopting {
+        for real in agent.plan.reals() {
+            agent
+                .dp
+                .write_real(real, agent.macs.mac(real.real_id), false)?;
+        }
     }
+    // Adopting, the maps are live: every server and service is rewritten in
+    // place, servers activated before any set names them (no flow of a
+    // server that stays is ever sent elsewhere).
     for i in 0..agent.plan.services.len() {
-        agent.apply_service(i, false)?;
+        agent.apply_service(i, adopting)?;
     }
     // Attach last: the first packet already sees the whole configuration.
     for iface in std::iter::once(&opts.iface).chain(&opts.inside_iface) {
-        agent.dp.attach(iface, opts.xdp_mode)?;
+        if adopting {
+            agent.dp.adopt_link(iface)?;
+        } else {
+            agent.dp.attach(iface, opts.xdp_mode)?;
+        }
     }
+    // Adopted, or stale (its pins were gone): the handover is spent.
+    Handover::done(&opts.pin_dir)?;
     for svc in &agent.plan.services {
         info!(
             "serving {:?} {}:{} ({} real servers, {})",
@@ -290,6 +335,27 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     })?;
 
     let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
+    if opts.keep_dataplane {
+        // Hitless restart: VRRP goes silent without giving up (no priority
+        // 0, VIPs stay), the program and maps stay, the next agent adopts them.
+        vrrp.abandon();
+        agent
+            .dp
+            .keep_running_after_exit()
+            .context("keeping the data plane for the next agent")?;
+        Handover::of(
+            &agent.plan,
+            opts.flow_table_size,
+            agent.master_vips.iter().copied().collect(),
+        )
+        .write(&opts.pin_dir)?;
+        drop(agent);
+        info!(
+            "stopped (--keep-dataplane): the XDP program keeps forwarding on {}; the next agent adopts it",
+            opts.iface
+        );
+        return result;
+    }
     // Leave VRRP cleanly (priority 0, VIPs removed) before the data plane goes.
     vrrp.stop_all().await;
     agent.dp.detach().context("detaching the XDP program")?;

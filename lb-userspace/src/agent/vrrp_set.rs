@@ -132,6 +132,13 @@ impl VrrpSet {
         out
     }
 
+    /// Ends every instance without a word (hitless restart): no priority
+    /// 0, the VIPs stay where they are for the next agent.
+    pub fn abandon(&mut self) {
+        self.tasks.abort_all();
+        self.running.clear();
+    }
+
     /// Stops every instance (shutdown).
     pub async fn stop_all(&mut self) {
         for running in self.running.values() {

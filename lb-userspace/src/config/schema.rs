@@ -115,7 +115,7 @@ fn default_quorum() -> Bounded<1, 65535> {
     Bounded(1)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,

@@ -16,11 +16,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use lb_common::{
     BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, LocalityEntry, LocalityKey,
@@ -39,6 +43,8 @@ pub static BASELINES_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "lb";
 /// Where the running agent pins its maps (lb-toml.md).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+/// Pinned XDP links (hitless restart) are named this + the interface.
+pub const LINK_PIN_PREFIX: &str = "link_";
 /// Mode of the pin directory: owner only.
 pub const PIN_DIR_MODE: u32 = 0o700;
 /// aya-log's level knob inside the object (aya_log_ebpf::macro_support).
@@ -50,6 +56,9 @@ pub struct LoadOptions {
     pub log_level: log::LevelFilter,
     /// Entries of the flow table.
     pub flow_table_size: u32,
+    /// Hitless restart: use the maps a previous agent left pinned in this
+    /// directory (flows, counters, everything) instead of new ones.
+    pub adopt_pins: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -57,6 +66,7 @@ impl Default for LoadOptions {
         Self {
             log_level: log::LevelFilter::Info,
             flow_table_size: FLOW_TABLE_DEFAULT_SIZE,
+            adopt_pins: None,
         }
     }
 }
@@ -92,7 +102,10 @@ pub struct Dataplane {
     maps: Option<WritableMaps>,
     /// service id -> backend-set slot in use.
     active_slots: StdHashMap<u32, u32>,
-    links: Vec<XdpLinkId>,
+    /// (interface, link) of each attachment.
+    links: Vec<(String, XdpLinkId)>,
+    /// The maps are a previous agent's (hitless restart).
+    adopted: bool,
     /// The per-server connection counters, shared with the data plane.
     conns: bpf_sys::SharedConns,
     /// Connections the flow table holds.
@@ -109,20 +122,55 @@ impl Dataplane {
     /// runs here). Nothing is attached or pinned yet.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let level = aya_log_level(opts.log_level);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(map_names::FLOW_TABLE, opts.flow_table_size)
-            .override_global(AYA_LOG_LEVEL_GLOBAL, &level, true)
+            .override_global(AYA_LOG_LEVEL_GLOBAL, &level, true);
+        if let Some(dir) = &opts.adopt_pins {
+            for (object_name, pin_name) in map_names::PINNED {
+                loader.map_pin_path(object_name, dir.join(pin_name));
+            }
+        }
+        let mut ebpf = loader
             .load(LB_OBJECT)
             .context("loading the lb BPF object (maps) into the kernel")?;
+        if opts.adopt_pins.is_some() {
+            let pinned = map_data(&ebpf, map_names::FLOW_TABLE)?
+                .info()
+                .context("reading the pinned flow table")?
+                .max_entries();
+            if pinned != opts.flow_table_size {
+                bail!(
+                    "the running data plane's flow table holds {pinned} connections: restart with \
+                     --flow-table-size {pinned} to keep its connections (or stop it without \
+                     --keep-dataplane first)"
+                );
+            }
+        }
         program_of(&mut ebpf)?
             .load()
             .context("loading the lb XDP program (verifier)")?;
         let conns = bpf_sys::SharedConns::map(map_data(&ebpf, map_names::REAL_CONNS)?.fd().as_fd())
             .context("mapping the real_conns counters")?;
+        // The backend-set slots in use: a write goes to the other one.
+        let active_slots = if opts.adopt_pins.is_some() {
+            let services: HashMap<&MapData, ServiceKey, ServiceInfo> = HashMap::try_from(
+                ebpf.map(map_names::SERVICES)
+                    .ok_or_else(|| anyhow!("no services map"))?,
+            )?;
+            services
+                .iter()
+                .filter_map(|item| item.ok())
+                .map(|(_, info)| (info.service_id, info.backend_set))
+                .collect()
+        } else {
+            StdHashMap::new()
+        };
         Ok(Self {
             ebpf,
             maps: None,
-            active_slots: StdHashMap::new(),
+            active_slots,
+            adopted: opts.adopt_pins.is_some(),
             links: Vec::new(),
             conns,
             flow_capacity: opts.flow_table_size,
@@ -170,6 +218,11 @@ impl Dataplane {
     /// running agent (refused) from pins a killed one left (removed).
     pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
         self.lock = Some(crate::runtime_files::AgentLock::acquire(dir)?);
+        if self.adopted {
+            // The loader opened the pinned maps; they stay where they are.
+            self.pins = Some(PinDir(dir.to_path_buf()));
+            return Ok(());
+        }
         if dir.exists() {
             warn!(
                 "removing {}: left by an agent that did not stop cleanly",
@@ -199,8 +252,65 @@ impl Dataplane {
         let link = program
             .attach(iface, mode)
             .map_err(|e| attach_error(iface, mode, e))?;
-        self.links.push(link);
+        self.links.push((iface.to_string(), link));
         info!("XDP program attached to {iface} ({})", mode_name(mode));
+        Ok(())
+    }
+
+    /// Hitless restart: takes over the link a previous agent left pinned on
+    /// `iface` and swaps this program in atomically (bpf_link_update): no
+    /// packet meets no program.
+    pub fn adopt_link(&mut self, iface: &str) -> Result<()> {
+        let path = self.link_pin(iface)?;
+        let pinned = PinnedLink::from_pin(&path)
+            .with_context(|| format!("opening the pinned XDP link {}", path.display()))?;
+        let fd_link = pinned
+            .unpin()
+            .with_context(|| format!("unpinning {}", path.display()))?;
+        let link = XdpLink::try_from(fd_link).context("the pinned link is not an XDP link")?;
+        let id = program_of(&mut self.ebpf)?
+            .attach_to_link(link)
+            .with_context(|| format!("replacing the program on {iface} (bpf_link_update)"))?;
+        self.links.push((iface.to_string(), id));
+        info!("XDP program on {iface} replaced in place (hitless restart)");
+        Ok(())
+    }
+
+    /// Whether this data plane adopted a previous agent's maps.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn link_pin(&self, iface: &str) -> Result<PathBuf> {
+        let dir = self
+            .pins
+            .as_ref()
+            .map(|p| p.0.clone())
+            .ok_or_else(|| anyhow!("maps not pinned"))?;
+        Ok(dir.join(format!("{LINK_PIN_PREFIX}{iface}")))
+    }
+
+    /// `--keep-dataplane` at exit: pins each XDP link next to the maps and
+    /// leaves the maps pinned, so the program keeps forwarding with the
+    /// last state until the next agent adopts it. Needs bpf_link (Linux
+    /// 5.9+; netlink attachments cannot be handed over).
+    pub fn keep_running_after_exit(&mut self) -> Result<()> {
+        for (iface, id) in std::mem::take(&mut self.links) {
+            let path = self.link_pin(&iface)?;
+            let link = program_of(&mut self.ebpf)?.take_link(id)?;
+            let fd_link = FdLink::try_from(link).map_err(|_| {
+                anyhow!(
+                    "{iface}: attached through netlink, not bpf_link: cannot be kept after exit"
+                )
+            })?;
+            fd_link
+                .pin(&path)
+                .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+        }
+        // Keep the pins: the directory is the next agent's to adopt.
+        if let Some(pins) = self.pins.take() {
+            std::mem::forget(pins);
+        }
         Ok(())
     }
 
@@ -469,7 +579,7 @@ impl Dataplane {
 
     /// Detaches the program from every interface (the pins stay until drop).
     pub fn detach(&mut self) -> Result<()> {
-        for link in std::mem::take(&mut self.links) {
+        for (_, link) in std::mem::take(&mut self.links) {
             program_of(&mut self.ebpf)?.detach(link)?;
         }
         Ok(())
