@@ -120,9 +120,22 @@ fn swap_state(ptr: *mut FlowEntry, next: impl Fn(u8) -> u8) -> Option<(u8, u8)> 
     swapped.then_some((from, to))
 }
 
+/// What became of a new connection's entry.
+pub enum Inserted {
+    /// Remembered with the server chosen.
+    Tracked,
+    /// Another CPU created it this instant: its server is the connection's.
+    Raced(u32),
+    /// The table is full: the connection goes untracked.
+    Full,
+}
+
+/// -EEXIST from a BPF_NOEXIST insert: the key is already there.
+const EEXIST: i32 = 17;
+
 /// Remembers the server chosen for a new connection and counts it.
 #[inline(always)]
-pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
+pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> Inserted {
     let state = first_state(flow, tcp_flags);
     let entry = FlowEntry {
         real_id,
@@ -132,13 +145,22 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
         _pad: [0; 7],
     };
     count(counters::FLOW_NEW);
-    if FLOW_TABLE.insert(flow, entry, BPF_NOEXIST).is_err() {
-        // Full (or created by another CPU this instant): forwarded untracked.
-        count(counters::FLOW_INSERT_FAILED);
-        return;
+    match FLOW_TABLE.insert(flow, entry, BPF_NOEXIST) {
+        Ok(()) => {
+            let (a, i) = weight_of(state);
+            conns_add(real_id, a, i);
+            Inserted::Tracked
+        }
+        Err(e) if e == -EEXIST => match FLOW_TABLE.get_ptr_mut(flow) {
+            // SAFETY: a map value pointer, read once.
+            Some(ptr) => Inserted::Raced(unsafe { (*ptr).real_id }),
+            None => Inserted::Full,
+        },
+        Err(_) => {
+            count(counters::FLOW_INSERT_FAILED);
+            Inserted::Full
+        }
     }
-    let (a, i) = weight_of(state);
-    conns_add(real_id, a, i);
 }
 
 /// Reschedules a stale entry in place onto `real_id`: its old server's

@@ -100,14 +100,26 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
                 count(counters::DROP_NO_REAL);
                 return Ok(xdp_action::XDP_DROP);
             };
-            let real_id = persist::remember(svc, template, real_id);
-            let real = REALS.get(real_id).ok_or(())?;
+            let mut real_id = persist::remember(svc, template, real_id);
             match found {
                 Lookup::Stale(entry) => {
                     conntrack::reuse(entry, flow, svc.service_id, real_id, pkt.tcp_flags)
                 }
-                _ => conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags),
+                _ => match conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags) {
+                    conntrack::Inserted::Tracked => {}
+                    conntrack::Inserted::Raced(theirs) => real_id = theirs,
+                    // Full table: every packet of an untracked connection
+                    // is "new", so it must land where the others did: the
+                    // flow's hash picks the server (a persistent service's
+                    // template already pins it). Established flows are
+                    // never evicted for it.
+                    conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
+                        real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id)
+                    }
+                    conntrack::Inserted::Full => {}
+                },
             }
+            let real = REALS.get(real_id).ok_or(())?;
             debug!(
                 ctx,
                 "service {}: new flow -> real {}", svc.service_id, real_id

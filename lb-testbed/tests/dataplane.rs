@@ -792,3 +792,58 @@ fn the_sweep_reads_a_table_in_batches_and_removes_every_expired_flow() {
             .is_some()
     );
 }
+
+/// Connections the flow table holds in the pressure tests.
+const SMALL_TABLE: u32 = 8;
+
+/// A full flow table (a SYN flood, or more connections than configured):
+/// established flows keep their servers (nothing is evicted), and a
+/// connection that finds no room is forwarded untracked to the server its
+/// flow hashes to, every packet alike, even with rr (which would otherwise
+/// alternate per packet). The counters say so.
+#[test]
+fn a_full_flow_table_evicts_nothing_and_keeps_untracked_connections_together() {
+    let opts = lb_userspace::dataplane::LoadOptions {
+        flow_table_size: SMALL_TABLE,
+        ..Default::default()
+    };
+    let mut t = ProgTest::with_service_and(seed_service([1, 1]), &opts).unwrap();
+    let established: Vec<(u16, [u8; 6])> = (0..SMALL_TABLE as u16)
+        .map(|i| (50000 + i, forwarded_to(&mut t, &syn(50000 + i).frame())))
+        .collect();
+    assert_eq!(
+        t.counters().unwrap()[counters::FLOW_INSERT_FAILED as usize],
+        0
+    );
+    // Full now. Untracked connections: each packet goes where the first did.
+    let mut seen = std::collections::HashSet::new();
+    for sport in 51000..51032u16 {
+        let first = forwarded_to(&mut t, &syn(sport).frame());
+        seen.insert(first);
+        for _ in 0..4 {
+            let ack = Ipv4Packet::tcp(CLIENT, sport, VIP, PORT, TCP_ACK, b"x").frame();
+            assert_eq!(
+                forwarded_to(&mut t, &ack),
+                first,
+                "untracked flow {sport} moved"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2, "the flow hash spreads over both servers");
+    // The established flows kept their servers.
+    for (sport, mac) in &established {
+        let ack = Ipv4Packet::tcp(CLIENT, *sport, VIP, PORT, TCP_ACK, b"x").frame();
+        assert_eq!(
+            forwarded_to(&mut t, &ack),
+            *mac,
+            "established flow {sport} moved"
+        );
+    }
+    let c = t.counters().unwrap();
+    assert_eq!(c[counters::FLOW_INSERT_FAILED as usize], 32 * 5);
+    // A quiesced server gets no untracked connection either.
+    t.set_weight(0, 0).unwrap();
+    for sport in 52000..52016u16 {
+        assert_eq!(forwarded_to(&mut t, &syn(sport).frame()), RS2_MAC);
+    }
+}

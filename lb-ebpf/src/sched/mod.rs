@@ -39,3 +39,53 @@ pub fn schedule(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
         SchedulerKind::Lblcr => locality::pick(svc, set, flow, true),
     }
 }
+
+/// A stable choice for a connection the flow table cannot hold: the flow's
+/// hash over the set, skipping quiesced (weight 0) servers. The same flow
+/// gets the same server while the set stays the same.
+#[inline(always)]
+pub fn by_flow_hash(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
+    let set = BACKEND_SETS.get(svc.backend_set)?;
+    if set.count == 0 {
+        return None;
+    }
+    let hash = lb_common::sched_hash::mh_hash(
+        u32::from_be(flow.src) ^ u32::from_be(flow.dst).rotate_left(16),
+        u16::from_be(flow.sport) ^ u16::from_be(flow.dport),
+        lb_common::MH_HASH1_KEY,
+        u32::from(flow.proto),
+    );
+    let mut probe = FirstLive {
+        set,
+        start: hash.checked_rem(set.count)?,
+        found: None,
+    };
+    scan::scan(set.count, &mut probe);
+    probe.found
+}
+
+/// The first server with a weight at or after `start`, wrapping around.
+struct FirstLive<'a> {
+    set: &'a lb_common::BackendSet,
+    start: u32,
+    found: Option<u32>,
+}
+
+impl scan::Visit for FirstLive<'_> {
+    #[inline(always)]
+    fn visit(&mut self, offset: u32) -> bool {
+        let mut idx = self.start + offset;
+        if idx >= self.set.count {
+            idx -= self.set.count;
+        }
+        // black_box: keeps the index a plain bounds-checked scalar (the
+        // compiler's merged range checks lose the verifier).
+        if let Some(b) = scan::backend_at(self.set, core::hint::black_box(idx))
+            && b.weight > 0
+        {
+            self.found = Some(b.real_id);
+            return false;
+        }
+        true
+    }
+}
