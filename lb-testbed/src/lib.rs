@@ -3,6 +3,7 @@
 //! namespaces (demo and end-to-end tests).
 
 pub mod bench_report;
+pub mod download;
 pub mod netns;
 pub mod packet;
 pub mod progtest;

@@ -9,89 +9,21 @@
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
     path::Path,
     process::{Command, Output},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lb_testbed::{
+    download::{BIG_FILE, serve_big_file, slow_download},
     netns::exec_in,
-    topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, VIP, agent_binary, wait_until},
+    topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, agent_binary, wait_until},
 };
 
-const BIG_FILE: &str = "/4m.bin";
-const BIG_FILE_BYTES: usize = 4 * 1024 * 1024;
-/// The download reads this much, then pauses: it lasts a few seconds.
-const READ_CHUNK: usize = 64 * 1024;
-const READ_PAUSE: Duration = Duration::from_millis(40);
-/// The client's socket buffer (the kernel doubles it): ~800 KB/s at
-/// READ_PAUSE, so the 4 MB download lasts about five seconds.
-const RECEIVE_BUFFER: usize = 16 * 1024;
-/// Bounds of the download.
-const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(10);
 /// wrr at 3:1 after the reload: exactly 30:10 over 40 requests.
 const WRR_REQUESTS: usize = 40;
 const METRICS_PORT: u16 = 9100;
-
-/// Reproducible, incompressible content (xorshift).
-fn big_data() -> Vec<u8> {
-    let mut data = Vec::with_capacity(BIG_FILE_BYTES);
-    let mut x: u32 = 0x9e37_79b9;
-    while data.len() < BIG_FILE_BYTES {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data
-}
-
-/// GETs `path` through the VIP from the client's namespace, reading slowly
-/// (a thread of ours enters the namespace); returns the body.
-fn slow_download(topo: &Topology, path: &'static str) -> std::thread::JoinHandle<Vec<u8>> {
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
-    std::thread::spawn(move || {
-        let netns = fs::File::open(&ns).unwrap();
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // A small receive window: the server can only send as fast as we
-        // read, so the connection carries data across the reload.
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .unwrap();
-        socket.set_recv_buffer_size(RECEIVE_BUFFER).unwrap();
-        socket
-            .connect_timeout(&SocketAddr::from((VIP, 80)).into(), CONNECT_TIMEOUT)
-            .unwrap();
-        let mut conn: TcpStream = socket.into();
-        conn.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        write!(conn, "GET {path} HTTP/1.0\r\nHost: {VIP}\r\n\r\n").unwrap();
-        let started = Instant::now();
-        let mut response = Vec::new();
-        let mut chunk = vec![0u8; READ_CHUNK];
-        while started.elapsed() < DOWNLOAD_DEADLINE {
-            let n = conn.read(&mut chunk).expect("the download broke off");
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&chunk[..n]);
-            std::thread::sleep(READ_PAUSE);
-        }
-        let body_at = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("no HTTP header")
-            + 4;
-        response.split_off(body_at)
-    })
-}
 
 fn cli(binary: &Path, topo: &Topology, args: &[&str]) -> Output {
     Command::new(binary)
@@ -162,12 +94,7 @@ fn agent_with_unit_capabilities(topo: &Topology) -> std::path::PathBuf {
 fn reload_status_and_metrics_end_to_end() {
     let mut topo = Topology::create(&format!("lbo{}", std::process::id())).unwrap();
     let binary = agent_with_unit_capabilities(&topo);
-    let data = big_data();
-    fs::write(
-        topo.files_dir().join(BIG_FILE.trim_start_matches('/')),
-        &data,
-    )
-    .unwrap();
+    let data = serve_big_file(&topo);
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     let path = topo
@@ -315,12 +242,7 @@ fn hitless_restart_keeps_connections_and_counters() {
     use lb_common::counters::FLOW_NEW;
     let mut topo = Topology::create(&format!("lbh{}", std::process::id())).unwrap();
     let binary = agent_binary().unwrap();
-    let data = big_data();
-    fs::write(
-        topo.files_dir().join(BIG_FILE.trim_start_matches('/')),
-        &data,
-    )
-    .unwrap();
+    let data = serve_big_file(&topo);
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     let path = topo.write_config("lb.toml", &topo.seed_config()).unwrap();
