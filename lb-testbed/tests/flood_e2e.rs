@@ -66,7 +66,7 @@ fn flood(topo: &Topology) -> std::thread::JoinHandle<(u64, f64)> {
                 if socket.send_to(p, &to).is_ok() {
                     sent += 1;
                 }
-                if sent % 4096 == 0 && started.elapsed() >= FLOOD_TIME {
+                if sent.is_multiple_of(4096) && started.elapsed() >= FLOOD_TIME {
                     break 'flood;
                 }
             }

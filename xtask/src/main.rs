@@ -1,8 +1,9 @@
-//! cargo xtask setup|build|test|demo|bench|package
+//! cargo xtask setup|build|test|demo|bench|package|fuzz
 //!
 //! This crate must build on a fresh machine before anything else is there:
 //! it depends on std, anyhow and clap only, and installs the rest (`setup`).
 
+mod fuzz;
 mod package;
 mod setup;
 
@@ -29,6 +30,13 @@ enum Cmd {
     Test,
     /// setup, build, then replay the seed's walk-through in network namespaces.
     Demo,
+    /// setup, then each fuzz target (lb.toml, keepalived.conf, VRRP
+    /// adverts) for a while, from the seed corpus in fuzz/corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// setup, then a Debian package of the agent (target/package/*.deb):
     /// binary, systemd unit, /etc/lb/lb.toml, man page.
     Package {
@@ -134,7 +142,15 @@ fn main() -> Result<()> {
             cargo(&["build", "--bins"])?;
             cargo_test()?;
             // The package: built, installed with dpkg -i (scratch root), checked.
-            package::verify(&package::build()?)
+            package::verify(&package::build()?)?;
+            // Each parser of untrusted input, fuzzed briefly.
+            setup::cargo_fuzz()?;
+            fuzz::run(fuzz::CI_SECONDS)
+        }
+        Cmd::Fuzz { seconds } => {
+            setup::run()?;
+            setup::cargo_fuzz()?;
+            fuzz::run(seconds)
         }
         Cmd::Package { verify } => {
             setup::run()?;

@@ -224,3 +224,22 @@ fn bpffs() -> Result<()> {
         Command::new("mount").args(["-t", "bpf", "bpf", BPFFS_DIR]),
     )
 }
+
+/// cargo-fuzz (libFuzzer driver) for `cargo xtask fuzz`; runs on nightly.
+pub fn cargo_fuzz() -> Result<()> {
+    let step = Step::start("cargo-fuzz");
+    if run_ok(Command::new("cargo-fuzz").arg("--version")) {
+        step.ok("present");
+        return Ok(());
+    }
+    step.ok("cargo install cargo-fuzz (about a minute)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    run_checked(
+        &step,
+        Command::new(cargo).args(["install", "--locked", "cargo-fuzz"]),
+    )?;
+    if !run_ok(Command::new("cargo-fuzz").arg("--version")) {
+        bail!("setup step 'cargo-fuzz': installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}

@@ -121,6 +121,11 @@ impl Dataplane {
     /// Loads the object and the `lb` program into the kernel (the verifier
     /// runs here). Nothing is attached or pinned yet.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
+        if LB_OBJECT.is_empty() {
+            bail!(
+                "this binary was built without its XDP programs (LB_SKIP_EBPF, for fuzzing): rebuild without it"
+            );
+        }
         let level = aya_log_level(opts.log_level);
         let mut loader = EbpfLoader::new();
         loader

@@ -17,9 +17,17 @@ pub struct Imported {
 }
 
 pub fn import(path: &Path) -> Result<Imported> {
-    let nodes = tree::read(path)?;
+    convert_nodes(&tree::read(path)?, path)
+}
+
+/// As `import`, for text already read (includes relative to `include_base`).
+pub fn import_text(text: &str, origin: &Path, include_base: &Path) -> Result<Imported> {
+    convert_nodes(&tree::parse(text, origin, include_base)?, origin)
+}
+
+fn convert_nodes(nodes: &[tree::Node], path: &Path) -> Result<Imported> {
     let mut converter = convert::Converter::default();
-    let table = converter.convert(&nodes);
+    let table = converter.convert(nodes);
     let mut body = toml::to_string(&table).context("writing lb.toml")?;
     if !body.ends_with('\n') {
         body.push('\n');

@@ -103,6 +103,13 @@ fn expand_include(pattern: &str, base: &Path) -> Result<Vec<PathBuf>> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !file_pattern.contains(['*', '?']) {
+        // Only regular files: `include /dev/zero` must not read forever.
+        if !path.is_file() {
+            bail!(
+                "include {pattern}: {} is not a regular file",
+                path.display()
+            );
+        }
         return Ok(vec![path]);
     }
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -110,6 +117,7 @@ fn expand_include(pattern: &str, base: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("include {pattern}: reading {}", dir.display()))?
         .filter_map(|e| e.ok())
         .filter(|e| glob_match(file_pattern.as_bytes(), e.file_name().as_encoded_bytes()))
+        .filter(|e| e.path().is_file())
         .map(|e| e.path())
         .collect();
     out.sort();
@@ -130,10 +138,19 @@ fn read_nested(path: &Path, depth: usize) -> Result<Vec<Node>> {
     }
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let toks = tokens(&text);
+    parse_nested(&text, path, base, depth)
+}
+
+/// Statements of `text` (named `origin` in messages); includes are read
+/// relative to `base`.
+pub fn parse(text: &str, origin: &Path, base: &Path) -> Result<Vec<Node>> {
+    parse_nested(text, origin, base, 0)
+}
+
+fn parse_nested(text: &str, origin: &Path, base: &Path, depth: usize) -> Result<Vec<Node>> {
+    let toks = tokens(text);
     let mut pos = 0;
-    let nodes = parse_block(&toks, &mut pos, path, base, depth, None)?;
-    Ok(nodes)
+    parse_block(&toks, &mut pos, origin, base, depth, None)
 }
 
 /// Parses statements until the end of input or the `}` closing a block
