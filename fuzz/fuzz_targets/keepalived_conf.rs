@@ -21,11 +21,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(imported) = lb_userspace::config::keepalived::import_text(
-        text,
-        Path::new("fuzz.conf"),
-        empty_dir(),
-    ) {
+    if let Ok(imported) =
+        lb_userspace::config::keepalived::import_text(text, Path::new("fuzz.conf"), empty_dir())
+    {
         toml::from_str::<toml::Table>(&imported.toml).expect("the importer wrote invalid TOML");
     }
 });

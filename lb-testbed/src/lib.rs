@@ -9,4 +9,5 @@ pub mod packet;
 pub mod progtest;
 pub mod sched_model;
 pub mod smtp_sink;
+pub mod soak;
 pub mod topology;

@@ -1,4 +1,4 @@
-//! cargo xtask setup|build|test|demo|bench|package|fuzz
+//! cargo xtask setup|build|test|demo|bench|package|fuzz|soak
 //!
 //! This crate must build on a fresh machine before anything else is there:
 //! it depends on std, anyhow and clap only, and installs the rest (`setup`).
@@ -30,6 +30,12 @@ enum Cmd {
     Test,
     /// setup, build, then replay the seed's walk-through in network namespaces.
     Demo,
+    /// setup, build, then the two-balancer topology under load with faults
+    /// injected on a schedule for N minutes (the test runs one round).
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// setup, then each fuzz target (lb.toml, keepalived.conf, VRRP
     /// adverts) for a while, from the seed corpus in fuzz/corpus.
     Fuzz {
@@ -146,6 +152,22 @@ fn main() -> Result<()> {
             // Each parser of untrusted input, fuzzed briefly.
             setup::cargo_fuzz()?;
             fuzz::run(fuzz::CI_SECONDS)
+        }
+        Cmd::Soak { minutes } => {
+            setup::run()?;
+            cargo(&["build", "--bins"])?;
+            let minutes = minutes.to_string();
+            cargo(&[
+                "run",
+                "--quiet",
+                "-p",
+                "lb-testbed",
+                "--bin",
+                "lb-soak",
+                "--",
+                "--minutes",
+                &minutes,
+            ])
         }
         Cmd::Fuzz { seconds } => {
             setup::run()?;
