@@ -524,9 +524,10 @@ mod schedulers {
     ];
 
     /// Every packet a new flow: the flow table holds one entry and is full
-    /// with another flow, so each run misses, schedules, and fails to
-    /// insert (counted, forwarded untracked). Connection counters stay put,
-    /// so the scheduler sees the same state on every run.
+    /// with another flow, so each run misses, schedules, fails to insert
+    /// and takes the flow-hash fallback (counted, forwarded untracked): the
+    /// path of a SYN flood, an upper bound of a new flow's cost. Connection
+    /// counters stay put, so the scheduler sees the same state every run.
     fn new_flow_program(kind: SchedulerKind, backends: usize) -> Result<ProgTest> {
         let mut t = ProgTest::with_service_and(
             service_with(kind, &vec![1; backends]),
@@ -566,7 +567,9 @@ mod schedulers {
             eprintln!("  {} measured", kind.name());
         }
         results.notes.push(format!(
-            "costliest new flow: {} with {} backends, {:.1}x XDP_TX",
+            "costliest new flow: {} with {} backends, {:.1}x XDP_TX (every new-flow row is the \
+             full-table path: scheduling, a failed insert and the flow-hash fallback, what each \
+             SYN of a flood costs)",
             worst.1, worst.2, worst.0
         ));
         Ok(())
