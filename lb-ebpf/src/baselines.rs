@@ -1,5 +1,7 @@
 //! The no-op programs xdp-bench runs, as the limit our balancer is measured
-//! against in the same run: drop, pass, and tx with a MAC swap.
+//! against in the same run: drop, pass, and tx with a MAC swap. And a SYN
+//! generator for floods (xdp-trafficgen's way: run in BPF_PROG_TEST_RUN's
+//! live-frames mode on a veth, each frame gets a new source address).
 //! `xdp_pass` also serves the veth peers of a test topology: a veth delivers
 //! XDP_TX frames only if its peer runs an XDP program in native mode.
 #![no_std]
@@ -8,7 +10,14 @@
 #[path = "runtime.rs"]
 mod runtime;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+#[path = "csum.rs"]
+#[allow(dead_code)]
+mod csum;
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::generated::bpf_get_prandom_u32, macros::xdp,
+    programs::XdpContext,
+};
 
 /// Destination + source MAC, the bytes the tx baseline swaps.
 const ETH_ADDRS_LEN: usize = 12;
@@ -39,6 +48,42 @@ pub fn xdp_tx(ctx: XdpContext) -> u32 {
         swapped[..ETH_ALEN].copy_from_slice(&orig[ETH_ALEN..]);
         swapped[ETH_ALEN..].copy_from_slice(&orig[..ETH_ALEN]);
         *macs = swapped;
+    }
+    xdp_action::XDP_TX
+}
+
+/// Where the IPv4 header starts (Ethernet, no VLAN tag).
+const ETH_HLEN: usize = 14;
+/// Offsets in the IPv4 header (no options) and the TCP header after it.
+const IP_CHECK_OFF: usize = 10;
+const IP_SADDR_OFF: usize = 12;
+const IPV4_HLEN: usize = 20;
+const TCP_CHECK_OFF: usize = 16;
+/// Flood sources: 198.18.0.0/15, the benchmarking range (RFC 2544).
+const FLOOD_NET: u32 = 0xc612_0000;
+const FLOOD_HOST_MASK: u32 = 0x0001_ffff;
+
+/// The flood generator: the frame is a TCP SYN in IPv4 (no options); each
+/// run gives it a random source in FLOOD_NET, fixes both checksums
+/// incrementally and sends it out (XDP_TX), a new connection every frame.
+#[xdp]
+pub fn xdp_syn_gen(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + ETH_HLEN + IPV4_HLEN + TCP_CHECK_OFF + 2 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let ip = start + ETH_HLEN;
+    // SAFETY: every access is inside the bounds checked above.
+    unsafe {
+        let saddr = (ip + IP_SADDR_OFF) as *mut u32;
+        let ip_check = (ip + IP_CHECK_OFF) as *mut u16;
+        let tcp_check = (ip + IPV4_HLEN + TCP_CHECK_OFF) as *mut u16;
+        let old = saddr.read_unaligned();
+        let new = (FLOOD_NET | (bpf_get_prandom_u32() & FLOOD_HOST_MASK)).to_be();
+        saddr.write_unaligned(new);
+        ip_check.write_unaligned(csum::replace4(ip_check.read_unaligned(), old, new));
+        // The TCP checksum covers the source address (pseudo-header).
+        tcp_check.write_unaligned(csum::replace4(tcp_check.read_unaligned(), old, new));
     }
     xdp_action::XDP_TX
 }

@@ -242,8 +242,9 @@ impl Topology {
     }
 
     /// A veth delivers XDP_TX frames only if its peer runs a native XDP
-    /// program: give the switch side of the balancer's link an xdp_pass.
-    fn attach_xdp_pass_on_switch_port(&self, host: Host) -> Result<()> {
+    /// program: give the switch side of `host`'s link an xdp_pass (done
+    /// for the balancers; a traffic generator on the client needs it too).
+    pub fn attach_xdp_pass_on_switch_port(&self, host: Host) -> Result<()> {
         self.attach_xdp_pass(&format!("v-{}", host.short()))
     }
 
@@ -392,6 +393,22 @@ impl Topology {
                 .status();
         }
         stop_child(&mut child, signal, AGENT_STOP_TIMEOUT).map(|_| ())
+    }
+
+    /// The MAC address of `host`'s interface.
+    pub fn mac(&self, host: Host) -> Result<[u8; 6]> {
+        let out = ip(&["-n", &self.ns(host), "link", "show", HOST_IFACE])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let word = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .context("no link/ether in `ip link show`")?;
+        let mut mac = [0u8; 6];
+        for (byte, hex) in mac.iter_mut().zip(word.split(':')) {
+            *byte = u8::from_str_radix(hex, 16)?;
+        }
+        Ok(mac)
     }
 
     /// The pid of the agent running on `host`.
