@@ -624,9 +624,13 @@ impl Topology {
             {
                 return Ok(());
             }
-            if let Some((_, child)) = self.agents.iter_mut().find(|(h, _)| *h == host)
+            if let Some((_, child)) = self.agents.iter_mut().rev().find(|(h, _)| *h == host)
                 && let Ok(Some(status)) = child.try_wait()
             {
+                // Gone: not the agent of `host` any more.
+                if let Some(pos) = self.agents.iter().rposition(|(h, _)| *h == host) {
+                    self.agents.remove(pos);
+                }
                 bail!("the agent exited ({status}) during start-up:\n{log}");
             }
             sleep(POLL);

@@ -271,6 +271,21 @@ fn hitless_restart_keeps_connections_and_counters() {
     assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
     assert!(topo.holds_vip(Host::Lb), "the VIP left with the agent");
 
+    // An agent that cannot adopt (another flow-table size) refuses to
+    // start and changes nothing: the program still forwards.
+    let refused = topo.start_agent(&binary, &path, &["--flow-table-size", "1024"]);
+    assert!(refused.is_err(), "a mismatched flow table was adopted");
+    assert!(
+        topo.agent_log()
+            .contains("restart with --flow-table-size 65536")
+    );
+    assert!(
+        topo.lb_has_xdp().unwrap(),
+        "a refused adoption removed the program"
+    );
+    assert!(topo.pin_dir().join("flow_table").exists());
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+
     topo.start_agent(&binary, &path, &[]).unwrap();
     let log = topo.agent_log();
     assert!(log.contains("adopting the data plane"), "{log}");

@@ -303,6 +303,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             agent.dp.attach(iface, opts.xdp_mode)?;
         }
     }
+    agent.dp.adoption_complete();
     // Adopted, or stale (its pins were gone): the handover is spent.
     Handover::done(&opts.pin_dir)?;
     for svc in &agent.plan.services {

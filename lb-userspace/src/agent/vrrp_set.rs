@@ -67,7 +67,11 @@ impl VrrpSet {
             released.extend(self.stop(&name).await);
         }
         for cfg in wanted {
-            let settings = format!("{cfg:?}");
+            // The initial state is for starting only (a resumed master has
+            // it forced): a reload that only differs there changes nothing.
+            let mut comparable = cfg.clone();
+            comparable.params.start_as_master = false;
+            let settings = format!("{comparable:?}");
             match self.running.get(&cfg.name) {
                 Some(r) if r.settings == settings => continue,
                 Some(_) => {

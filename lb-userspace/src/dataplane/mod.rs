@@ -106,6 +106,8 @@ pub struct Dataplane {
     links: Vec<(String, XdpLinkId)>,
     /// The maps are a previous agent's (hitless restart).
     adopted: bool,
+    /// Their directory, until the adoption is complete.
+    adopting_dir: Option<PathBuf>,
     /// The per-server connection counters, shared with the data plane.
     conns: bpf_sys::SharedConns,
     /// Connections the flow table holds.
@@ -176,6 +178,7 @@ impl Dataplane {
             maps: None,
             active_slots,
             adopted: opts.adopt_pins.is_some(),
+            adopting_dir: None,
             links: Vec::new(),
             conns,
             flow_capacity: opts.flow_table_size,
@@ -224,8 +227,10 @@ impl Dataplane {
     pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
         self.lock = Some(crate::runtime_files::AgentLock::acquire(dir)?);
         if self.adopted {
-            // The loader opened the pinned maps; they stay where they are.
-            self.pins = Some(PinDir(dir.to_path_buf()));
+            // The loader opened the pinned maps; they stay where they are,
+            // and nobody removes them until the adoption is complete: a
+            // failed start leaves the previous program forwarding.
+            self.adopting_dir = Some(dir.to_path_buf());
             return Ok(());
         }
         if dir.exists() {
@@ -291,8 +296,17 @@ impl Dataplane {
             .pins
             .as_ref()
             .map(|p| p.0.clone())
+            .or_else(|| self.adopting_dir.clone())
             .ok_or_else(|| anyhow!("maps not pinned"))?;
         Ok(dir.join(format!("{LINK_PIN_PREFIX}{iface}")))
+    }
+
+    /// Every link adopted: from now on the pins are this agent's (removed
+    /// at a plain stop, as always).
+    pub fn adoption_complete(&mut self) {
+        if let Some(dir) = self.adopting_dir.take() {
+            self.pins = Some(PinDir(dir));
+        }
     }
 
     /// `--keep-dataplane` at exit: pins each XDP link next to the maps and
