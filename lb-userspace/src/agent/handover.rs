@@ -5,15 +5,21 @@
 //! reload does). The VIPs it was VRRP master for are served on from the
 //! first moment, and their instances resume as master.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{collections::HashSet, net::Ipv4Addr, path::Path};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use crate::{
     config::Protocol,
-    dataplane::plan::{Plan, PlannedReal, PlannedService},
+    dataplane::{
+        Dataplane, LoadOptions,
+        plan::{Plan, PlannedReal, PlannedService},
+        stable_ids,
+    },
     runtime_files,
+    vrrp::instance::InstanceConfig,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +125,49 @@ impl Handover {
     pub fn done(pin_dir: &Path) -> Result<()> {
         runtime_files::remove_handover(pin_dir)
     }
+}
+
+/// Loads the data plane: fresh, or, when a previous agent left it running
+/// with --keep-dataplane, on its pinned maps. Returns it with the plan (ids
+/// kept when adopting) and the VIPs to go on serving as master; their
+/// instances resume as master.
+pub(super) fn load_or_adopt(
+    opts: &super::AgentOptions,
+    fresh_plan: Plan,
+    governed_vips: &HashSet<Ipv4Addr>,
+    instances: &mut [InstanceConfig],
+) -> Result<(Dataplane, Plan, HashSet<Ipv4Addr>)> {
+    let handover = Handover::read(&opts.pin_dir)?.filter(|_| opts.pin_dir.exists());
+    if let Some(h) = &handover {
+        info!(
+            "adopting the data plane the previous agent left running ({} services, flows and counters kept)",
+            h.services.len()
+        );
+    }
+    info!("loading the XDP program");
+    let dp = Dataplane::load(&LoadOptions {
+        log_level: opts.log_level,
+        flow_table_size: opts.flow_table_size,
+        adopt_pins: handover.as_ref().map(|_| opts.pin_dir.clone()),
+    })?;
+    let Some(handover) = handover else {
+        return Ok((dp, fresh_plan, HashSet::new()));
+    };
+    // Every service and server still configured keeps its id.
+    let plan = stable_ids::keep_ids(fresh_plan, &handover.id_plan(), |id| dp.real_busy(id))
+        .map_err(|e| anyhow!("{}: {e}", opts.config_path.display()))?;
+    let resumed: HashSet<Ipv4Addr> = handover
+        .master_vips
+        .iter()
+        .copied()
+        .filter(|v| governed_vips.contains(v))
+        .collect();
+    for instance in instances {
+        if !instance.vips.is_empty() && instance.vips.iter().all(|(v, _)| resumed.contains(v)) {
+            instance.params.start_as_master = true;
+        }
+    }
+    Ok((dp, plan, resumed))
 }
 
 #[cfg(test)]

@@ -31,9 +31,9 @@ use crate::{
     backends::{RealStatus, ServiceState, service_state},
     config::{self, Config, Protocol},
     dataplane::{
-        ConnTimeouts, Dataplane, LoadOptions,
+        ConnTimeouts, Dataplane,
         plan::{self, Plan, PlannedReal},
-        preflight, stable_ids,
+        preflight,
     },
     health::{runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
@@ -196,39 +196,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let mut instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
     let governed_vips = governed(&instances);
 
-    // A previous agent that left with --keep-dataplane: adopt its maps and
-    // links (hitless restart) instead of starting empty.
-    let handover = Handover::read(&opts.pin_dir)?.filter(|_| opts.pin_dir.exists());
-    if let Some(h) = &handover {
-        info!(
-            "adopting the data plane the previous agent left running ({} services, flows and counters kept)",
-            h.services.len()
-        );
-    }
-    info!("loading the XDP program");
-    let mut dp = Dataplane::load(&LoadOptions {
-        log_level: opts.log_level,
-        flow_table_size: opts.flow_table_size,
-        adopt_pins: handover.as_ref().map(|_| opts.pin_dir.clone()),
-    })?;
-    // Adopting: every service and server still configured keeps its id.
-    let plan = match &handover {
-        Some(h) => stable_ids::keep_ids(fresh_plan, &h.id_plan(), |id| dp.real_busy(id))
-            .map_err(|e| anyhow!("{}: {e}", opts.config_path.display()))?,
-        None => fresh_plan,
-    };
-    // The VIPs the previous agent was master for stay served; their
-    // instances resume as master.
-    let resumed: HashSet<Ipv4Addr> = handover
-        .iter()
-        .flat_map(|h| h.master_vips.iter().copied())
-        .filter(|v| governed_vips.contains(v))
-        .collect();
-    for instance in &mut instances {
-        if !instance.vips.is_empty() && instance.vips.iter().all(|(v, _)| resumed.contains(v)) {
-            instance.params.start_as_master = true;
-        }
-    }
+    let (mut dp, plan, resumed) =
+        handover::load_or_adopt(&opts, fresh_plan, &governed_vips, &mut instances)?;
     warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
@@ -281,42 +250,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         published: None,
         status_tx,
     };
-    let adopting = agent.dp.adopted();
-    if !adopting {
-        for real in agent.plan.reals() {
-            agent
-                .dp
-                .write_real(real, agent.macs.mac(real.real_id), false)?;
-        }
-    }
-    // Adopting, the maps are live: every server and service is rewritten in
-    // place, servers activated before any set names them (no flow of a
-    // server that stays is ever sent elsewhere).
-    for i in 0..agent.plan.services.len() {
-        agent.apply_service(i, adopting)?;
-    }
-    // Attach last: the first packet already sees the whole configuration.
-    for iface in std::iter::once(&opts.iface).chain(&opts.inside_iface) {
-        if adopting {
-            agent.dp.adopt_link(iface)?;
-        } else {
-            agent.dp.attach(iface, opts.xdp_mode)?;
-        }
-    }
-    agent.dp.adoption_complete();
-    // Adopted, or stale (its pins were gone): the handover is spent.
-    Handover::done(&opts.pin_dir)?;
-    for svc in &agent.plan.services {
-        info!(
-            "serving {:?} {}:{} ({} real servers, {})",
-            svc.protocol,
-            svc.vip,
-            svc.port,
-            svc.reals.len(),
-            svc.scheduler.name()
-        );
-    }
-    info!("maps pinned in {}; ready", opts.pin_dir.display());
+    agent.go_live(&opts)?;
 
     let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
     let mut vrrp = VrrpSet::new(nl, vrrp_tx);
@@ -336,35 +270,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     })?;
 
     let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
-    if opts.keep_dataplane {
-        // Hitless restart: VRRP goes silent without giving up (no priority
-        // 0, VIPs stay), the program and maps stay, the next agent adopts them.
-        vrrp.abandon();
-        agent
-            .dp
-            .keep_running_after_exit()
-            .context("keeping the data plane for the next agent")?;
-        Handover::of(
-            &agent.plan,
-            opts.flow_table_size,
-            agent.master_vips.iter().copied().collect(),
-        )
-        .write(&opts.pin_dir)?;
-        drop(agent);
-        info!(
-            "stopped (--keep-dataplane): the XDP program keeps forwarding on {}; the next agent adopts it",
-            opts.iface
-        );
-        return result;
-    }
-    // Leave VRRP cleanly (priority 0, VIPs removed) before the data plane goes.
-    vrrp.stop_all().await;
-    agent.dp.detach().context("detaching the XDP program")?;
-    drop(agent);
-    info!(
-        "stopped: XDP program detached from {}, pins removed",
-        opts.iface
-    );
+    agent.leave(vrrp, &opts).await?;
     result
 }
 
@@ -383,6 +289,81 @@ fn service_index(plan: &Plan) -> HashMap<u32, usize> {
 }
 
 impl Agent {
+    /// Writes the configuration into the maps, then attaches (or, adopting,
+    /// swaps the program into the previous agent's links): the first packet
+    /// already sees the whole configuration.
+    fn go_live(&mut self, opts: &AgentOptions) -> Result<()> {
+        let adopting = self.dp.adopted();
+        if !adopting {
+            for real in self.plan.reals() {
+                self.dp
+                    .write_real(real, self.macs.mac(real.real_id), false)?;
+            }
+        }
+        // Adopting, the maps are live: every server and service is
+        // rewritten in place, servers activated before any set names them
+        // (no flow of a server that stays is ever sent elsewhere).
+        for i in 0..self.plan.services.len() {
+            self.apply_service(i, adopting)?;
+        }
+        for iface in std::iter::once(&opts.iface).chain(&opts.inside_iface) {
+            if adopting {
+                self.dp.adopt_link(iface)?;
+            } else {
+                self.dp.attach(iface, opts.xdp_mode)?;
+            }
+        }
+        self.dp.adoption_complete();
+        // Adopted, or stale (its pins were gone): the handover is spent.
+        Handover::done(&opts.pin_dir)?;
+        for svc in &self.plan.services {
+            info!(
+                "serving {:?} {}:{} ({} real servers, {})",
+                svc.protocol,
+                svc.vip,
+                svc.port,
+                svc.reals.len(),
+                svc.scheduler.name()
+            );
+        }
+        info!("maps pinned in {}; ready", opts.pin_dir.display());
+        Ok(())
+    }
+
+    /// At SIGTERM/SIGINT. `--keep-dataplane`: VRRP goes silent without
+    /// giving up (no priority 0, VIPs stay), program and maps stay, and a
+    /// handover tells the next agent the ids. Otherwise VRRP leaves cleanly
+    /// (priority 0, VIPs removed) before the program is detached and the
+    /// pins go.
+    async fn leave(mut self, mut vrrp: VrrpSet, opts: &AgentOptions) -> Result<()> {
+        if opts.keep_dataplane {
+            vrrp.abandon();
+            self.dp
+                .keep_running_after_exit()
+                .context("keeping the data plane for the next agent")?;
+            Handover::of(
+                &self.plan,
+                opts.flow_table_size,
+                self.master_vips.iter().copied().collect(),
+            )
+            .write(&opts.pin_dir)?;
+            drop(self);
+            info!(
+                "stopped (--keep-dataplane): the XDP program keeps forwarding on {}; the next agent adopts it",
+                opts.iface
+            );
+            return Ok(());
+        }
+        vrrp.stop_all().await;
+        self.dp.detach().context("detaching the XDP program")?;
+        drop(self);
+        info!(
+            "stopped: XDP program detached from {}, pins removed",
+            opts.iface
+        );
+        Ok(())
+    }
+
     fn real_status(&self, real_id: u32) -> RealStatus {
         let h = self
             .health
