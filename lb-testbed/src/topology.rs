@@ -128,6 +128,16 @@ pub fn destroy(prefix: &str) {
         let _ = fs::remove_dir_all(pin_dir_of(prefix, host));
     }
     let _ = fs::remove_file(pass_pin_of(prefix));
+    // What agents left in the runtime directory (a handover after a failed
+    // test, a lock or status after a kill).
+    let tag = format!("_{prefix}-");
+    if let Ok(entries) = fs::read_dir(lb_userspace::runtime_files::RUN_DIR) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().contains(&tag) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 fn pin_dir_of(prefix: &str, host: Host) -> PathBuf {
