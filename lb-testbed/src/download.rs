@@ -24,6 +24,8 @@ const RECEIVE_BUFFER: usize = 16 * 1024;
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the balancer gets to list a new download.
+const LISTED_WAIT: Duration = Duration::from_secs(10);
 
 /// The content of BIG_FILE: reproducible, incompressible (xorshift).
 pub fn big_data() -> Vec<u8> {
@@ -41,10 +43,9 @@ pub fn big_data() -> Vec<u8> {
 /// GETs `path` through the VIP from the client's namespace, reading slowly
 /// (a thread of ours enters the namespace); returns the body.
 pub fn slow_download(topo: &Topology, path: &'static str) -> std::thread::JoinHandle<Vec<u8>> {
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let ns = topo.ns(Host::Client);
     std::thread::spawn(move || {
-        let netns = fs::File::open(&ns).unwrap();
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        crate::netns::enter(&ns).unwrap();
         // A small receive window: the server can only send as fast as we
         // read, so the connection carries data across the reload.
         let socket = socket2::Socket::new(
@@ -90,4 +91,17 @@ pub fn serve_big_file(topo: &Topology) -> Vec<u8> {
     )
     .expect("writing the big file");
     data
+}
+
+/// Waits (bounded) until the balancer lists the download as one
+/// ESTABLISHED connection of a weight-1 DR server (`list -n`: ActiveConn 1);
+/// panics with the listing if it never does.
+pub fn wait_until_listed_active(topo: &Topology, binary: &std::path::Path) {
+    let listed = crate::topology::wait_until(LISTED_WAIT, || {
+        topo.list(binary)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("Route   1      1 "))
+    });
+    assert!(listed.is_some(), "{}", topo.list(binary).unwrap());
 }

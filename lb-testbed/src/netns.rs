@@ -34,6 +34,16 @@ pub fn exec_in(ns: &str, args: &[&str]) -> Result<Output> {
     run("ip", &full)
 }
 
+/// Moves the calling thread into network namespace `ns` (for sockets a
+/// test opens from inside a host of the topology; run it on a thread of
+/// its own: the thread stays there).
+pub fn enter(ns: &str) -> Result<()> {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {ns}"))
+}
+
 /// The nsenter arguments that enter `ns`'s network namespace only, keeping
 /// the host's /sys (and so its bpffs), unlike `ip netns exec`.
 pub fn nsenter_net(ns: &str) -> String {

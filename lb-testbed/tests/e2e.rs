@@ -170,12 +170,11 @@ fn fragments_and_ip_options_go_to_the_balancers_kernel() {
     assert_eq!(topo.curl_vip().unwrap(), "hello rs1");
     let before = topo.counters(Host::Lb).unwrap();
 
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let ns = topo.ns(Host::Client);
     let vip = lb_testbed::topology::VIP;
     let syn_with_options = std::thread::spawn(move || {
         use std::os::fd::AsRawFd as _;
-        let netns = fs::File::open(&ns).unwrap();
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        lb_testbed::netns::enter(&ns).unwrap();
         let socket = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::STREAM,

@@ -17,7 +17,7 @@ use std::{
 
 use lb_common::counters::{FLOW_INSERT_FAILED, FLOW_NEW};
 use lb_testbed::{
-    download::{BIG_FILE, serve_big_file, slow_download},
+    download::{BIG_FILE, serve_big_file, slow_download, wait_until_listed_active},
     packet::{Ipv4Packet, TCP_SYN},
     topology::{Host, Topology, VIP, agent_binary, wait_until},
 };
@@ -48,11 +48,10 @@ fn flood_packets() -> Vec<Vec<u8>> {
 
 /// Floods from the client's namespace for FLOOD_TIME; (SYNs sent, seconds).
 fn flood(topo: &Topology) -> std::thread::JoinHandle<(u64, f64)> {
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let ns = topo.ns(Host::Client);
     let packets = flood_packets();
     std::thread::spawn(move || {
-        let netns = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        lb_testbed::netns::enter(&ns).unwrap();
         let socket = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::RAW,
@@ -89,13 +88,7 @@ fn a_syn_flood_from_many_sources_breaks_no_established_connection() {
     topo.wait_for_master(Host::Lb).unwrap();
 
     let download = slow_download(&topo, BIG_FILE);
-    let established = wait_until(WAIT, || {
-        topo.list(&binary)
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("Route   1      1 "))
-    });
-    assert!(established.is_some(), "{}", topo.list(&binary).unwrap());
+    wait_until_listed_active(&topo, &binary);
     let before = topo.counters(Host::Lb).unwrap();
 
     let flooding = flood(&topo);
@@ -180,14 +173,13 @@ const LIVE_BATCH: u32 = 64;
 /// (frames, seconds).
 fn live_flood(topo: &Topology) -> (u64, f64) {
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let ns = topo.ns(Host::Client);
     let mut frame = Ipv4Packet::tcp(Host::Client.ip(), 1024, VIP, 80, TCP_SYN, b"");
     frame.dst_mac = topo.mac(Host::Lb).unwrap();
     frame.src_mac = topo.mac(Host::Client).unwrap();
     let frame = frame.frame();
     std::thread::spawn(move || {
-        let netns = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        lb_testbed::netns::enter(&ns).unwrap();
         let ifindex = nix::net::if_::if_nametoindex(lb_testbed::topology::HOST_IFACE).unwrap();
         let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::BASELINES_OBJECT).unwrap();
         let prog: &mut Xdp = ebpf.program_mut("xdp_syn_gen").unwrap().try_into().unwrap();

@@ -15,7 +15,7 @@ use std::{
 };
 
 use lb_testbed::{
-    download::{BIG_FILE, serve_big_file, slow_download},
+    download::{BIG_FILE, serve_big_file, slow_download, wait_until_listed_active},
     netns::exec_in,
     topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, agent_binary, wait_until},
 };
@@ -252,13 +252,7 @@ fn hitless_restart_keeps_connections_and_counters() {
     assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
 
     let download = slow_download(&topo, BIG_FILE);
-    let established = wait_until(WAIT, || {
-        topo.list(&binary)
-            .unwrap()
-            .lines()
-            .any(|l| l.contains("Route   1      1 "))
-    });
-    assert!(established.is_some(), "{}", topo.list(&binary).unwrap());
+    wait_until_listed_active(&topo, &binary);
     let new_flows = topo.counters(Host::Lb).unwrap()[FLOW_NEW as usize];
 
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());

@@ -4,7 +4,6 @@
 //! the test ends, pass or fail.
 
 use std::{
-    fs,
     net::{SocketAddr, TcpStream},
     process::Command,
     time::Duration,
@@ -70,11 +69,10 @@ fn active_conns(list_n: &str) -> u64 {
 /// `n` TCP connections to the VIP opened from the client's namespace (a
 /// thread of ours enters it to connect); they stay ESTABLISHED until dropped.
 fn hold_connections(topo: &Topology, n: usize) -> Vec<TcpStream> {
-    let ns = format!("/var/run/netns/{}", topo.ns(Host::Client));
+    let ns = topo.ns(Host::Client);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let netns = fs::File::open(&ns).unwrap();
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            lb_testbed::netns::enter(&ns).unwrap();
             (0..n)
                 .map(|_| {
                     TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), CONNECT_TIMEOUT)

@@ -78,7 +78,7 @@ impl Agent {
         set_globals(&mut self.dp, both)?;
         self.timeouts = timeouts;
         self.dp
-            .reset_stats(&diff.changed_services_new(&old_plan), &diff.added_reals)?;
+            .reset_stats(&diff.added_services, &diff.added_reals)?;
         for svc in old_plan
             .services
             .iter()
@@ -122,17 +122,5 @@ impl Agent {
         }
         set_globals(&mut self.dp, plan::global_flags(&self.plan.services))?;
         Ok(ReloadSummary(diff))
-    }
-}
-
-impl PlanDiff {
-    /// Ids of services that are new (not in `old`): their statistics start
-    /// from zero.
-    fn changed_services_new(&self, old: &plan::Plan) -> Vec<u32> {
-        self.changed_services
-            .iter()
-            .copied()
-            .filter(|id| !old.services.iter().any(|s| s.service_id == *id))
-            .collect()
     }
 }

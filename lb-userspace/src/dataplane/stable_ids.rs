@@ -93,6 +93,8 @@ pub struct PlanDiff {
     pub removed_services: Vec<u32>,
     /// Services that are new or whose settings changed (to be rewritten).
     pub changed_services: Vec<u32>,
+    /// Of those, the new ones (their statistics start from zero).
+    pub added_services: Vec<u32>,
     /// Real servers (of services that stay or go) no longer in the plan.
     pub removed_reals: Vec<u32>,
     /// Real servers that are new in the plan.
@@ -129,6 +131,13 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
                 .iter()
                 .filter(|s| old_by_id.get(&s.service_id) != Some(s))
                 .map(|s| s.service_id)
+                .collect(),
+        ),
+        added_services: sorted(
+            new.services
+                .iter()
+                .map(|s| s.service_id)
+                .filter(|id| !old_by_id.contains_key(id))
                 .collect(),
         ),
         removed_reals: sorted(old_reals.difference(&new_reals).copied().collect()),
@@ -190,6 +199,7 @@ mod tests {
         assert_eq!(d.added_reals, vec![3]);
         assert!(d.removed_reals.is_empty());
         assert_eq!(d.changed_services, vec![0]);
+        assert!(d.added_services.is_empty());
         assert!(d.removed_services.is_empty());
     }
 
@@ -225,6 +235,7 @@ mod tests {
         let d = diff(&old, &new);
         assert_eq!(d.removed_services, vec![0]);
         assert_eq!(d.changed_services, vec![1]);
+        assert_eq!(d.added_services, vec![1]);
         assert_eq!(new.services[0].service_id, 1);
         // A new service is a new destination for each of its servers.
         assert_eq!(d.removed_reals, vec![1, 2]);

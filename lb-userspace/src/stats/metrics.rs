@@ -19,7 +19,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::{list::TableView, snapshot};
+use super::{list::TableView, snapshot, traffic::Traffic};
 use crate::status::AgentStatus;
 
 /// The path Prometheus scrapes.
@@ -56,6 +56,50 @@ where
     f
 }
 
+/// Packets and bytes (by direction) and connections of one kind of thing
+/// (virtual services, real servers): `lb_<kind>_packets` and so on.
+struct TrafficFamilies {
+    packets: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    conns: Family<Labels, Counter>,
+}
+
+impl TrafficFamilies {
+    fn register(r: &mut Registry, kind: &str, what: &str) -> Self {
+        Self {
+            packets: family(
+                r,
+                &format!("{kind}_packets"),
+                &format!("Packets per {what} and direction"),
+            ),
+            bytes: family(
+                r,
+                &format!("{kind}_bytes"),
+                &format!("Bytes per {what} and direction"),
+            ),
+            conns: family(
+                r,
+                &format!("{kind}_connections"),
+                &format!("Connections scheduled per {what}"),
+            ),
+        }
+    }
+
+    /// One thing's traffic under `base` labels (+ direction).
+    fn record(&self, base: &Labels, t: &Traffic) {
+        for (dir, packets, bytes) in [
+            ("in", t.in_packets, t.in_bytes),
+            ("out", t.out_packets, t.out_bytes),
+        ] {
+            let mut l = base.clone();
+            l.push(("direction".into(), dir.into()));
+            self.packets.get_or_create(&l).inc_by(packets);
+            self.bytes.get_or_create(&l).inc_by(bytes);
+        }
+        self.conns.get_or_create(base).inc_by(t.conns);
+    }
+}
+
 /// The metrics text for one scrape.
 pub fn render(
     table: &TableView,
@@ -63,32 +107,8 @@ pub fn render(
     status: &AgentStatus,
 ) -> Result<String> {
     let mut r = Registry::with_prefix("lb");
-    let packets = family::<Counter>(
-        &mut r,
-        "service_packets",
-        "Packets per virtual service and direction",
-    );
-    let bytes = family::<Counter>(
-        &mut r,
-        "service_bytes",
-        "Bytes per virtual service and direction",
-    );
-    let conns = family::<Counter>(
-        &mut r,
-        "service_connections",
-        "Connections scheduled per virtual service",
-    );
-    let rpackets = family::<Counter>(
-        &mut r,
-        "real_packets",
-        "Packets per real server and direction",
-    );
-    let rbytes = family::<Counter>(&mut r, "real_bytes", "Bytes per real server and direction");
-    let rconns = family::<Counter>(
-        &mut r,
-        "real_connections",
-        "Connections scheduled per real server",
-    );
+    let services = TrafficFamilies::register(&mut r, "service", "virtual service");
+    let reals = TrafficFamilies::register(&mut r, "real", "real server");
     let active = family::<Gauge>(
         &mut r,
         "real_active_connections",
@@ -101,46 +121,17 @@ pub fn render(
     );
     let weight = family::<Gauge>(&mut r, "real_weight", "Weight in the backend set");
     for svc in &table.services {
-        let s = [
+        let service = labels(&[
             ("protocol", svc.protocol.to_string()),
             ("vip", svc.vip.to_string()),
             ("port", svc.port.to_string()),
-        ];
-        let t = &svc.traffic;
-        for (dir, p, b) in [
-            ("in", t.in_packets, t.in_bytes),
-            ("out", t.out_packets, t.out_bytes),
-        ] {
-            let l = labels(&[
-                s[0].clone(),
-                s[1].clone(),
-                s[2].clone(),
-                ("direction", dir.into()),
-            ]);
-            packets.get_or_create(&l).inc_by(p);
-            bytes.get_or_create(&l).inc_by(b);
-        }
-        conns.get_or_create(&labels(&s)).inc_by(t.conns);
+        ]);
+        services.record(&service, &svc.traffic);
         for d in &svc.dests {
-            let base = [
-                s[0].clone(),
-                s[1].clone(),
-                s[2].clone(),
-                ("real", d.ip.to_string()),
-                ("real_port", d.port.to_string()),
-            ];
-            let t = &d.traffic;
-            for (dir, p, b) in [
-                ("in", t.in_packets, t.in_bytes),
-                ("out", t.out_packets, t.out_bytes),
-            ] {
-                let mut l = labels(&base);
-                l.push(("direction".into(), dir.into()));
-                rpackets.get_or_create(&l).inc_by(p);
-                rbytes.get_or_create(&l).inc_by(b);
-            }
-            let l = labels(&base);
-            rconns.get_or_create(&l).inc_by(t.conns);
+            let mut l = service.clone();
+            l.push(("real".into(), d.ip.to_string()));
+            l.push(("real_port".into(), d.port.to_string()));
+            reals.record(&l, &d.traffic);
             active.get_or_create(&l).set(d.active_conns as i64);
             inactive.get_or_create(&l).set(d.inactive_conns as i64);
             weight.get_or_create(&l).set(i64::from(d.weight));
