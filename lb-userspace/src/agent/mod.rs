@@ -270,6 +270,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     })?;
 
     let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
+    // Nobody applies state changes any more: instances leaving must not
+    // wait for an answer.
+    drop(vrrp_states);
     agent.leave(vrrp, &opts).await?;
     result
 }
@@ -480,9 +483,14 @@ impl Agent {
                         warn!("applying a health change failed: {e:#}");
                     }
                 }
-                Some(change) = vrrp_states.recv() => {
+                Some(mut change) = vrrp_states.recv() => {
+                    let applied = change.applied.take();
                     if let Err(e) = self.on_vrrp_change(change) {
                         warn!("applying a VRRP state change failed: {e:#}");
+                    }
+                    // Applied (or failed): the instance may move the VIPs now.
+                    if let Some(applied) = applied {
+                        let _ = applied.send(());
                     }
                 }
                 e = vrrp.failed() => return Err(e),

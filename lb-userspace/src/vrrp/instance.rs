@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{
@@ -27,6 +27,9 @@ use crate::{
 
 /// How often track_interface links (and our own) are polled.
 const LINK_POLL: Duration = Duration::from_secs(1);
+/// How long a state change waits for the agent to apply it to the data
+/// plane before the VIPs are added or removed anyway.
+const DATA_PLANE_APPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Dropped-packet logs: at most one per reason per this interval.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const CENTIS_PER_SEC: f64 = 100.0;
@@ -184,11 +187,14 @@ pub fn validate(
 }
 
 /// A state the instance entered, for the agent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StateChange {
     pub instance: String,
     pub state: State,
     pub vips: Vec<Ipv4Addr>,
+    /// Fired by the agent once the data plane serves (or stops serving)
+    /// the VIPs: the instance waits for it before it touches the addresses.
+    pub applied: Option<oneshot::Sender<()>>,
 }
 
 struct Runner {
@@ -394,12 +400,17 @@ impl Runner {
             state,
             self.machine.priority(),
         );
+        let (applied, done) = oneshot::channel();
         let change = StateChange {
             instance: self.cfg.name.clone(),
             state,
             vips: self.cfg.vips.iter().map(|(a, _)| *a).collect(),
+            applied: Some(applied),
         };
-        let _ = self.states.send(change).await;
+        if self.states.send(change).await.is_ok() {
+            // Bounded: a busy agent must not hold VRRP's timers hostage.
+            let _ = tokio::time::timeout(DATA_PLANE_APPLY_TIMEOUT, done).await;
+        }
     }
 }
 
