@@ -1,7 +1,8 @@
 //! The no-op programs xdp-bench runs, as the limit our balancer is measured
-//! against in the same run: drop, pass, and tx with a MAC swap. And a SYN
-//! generator for floods (xdp-trafficgen's way: run in BPF_PROG_TEST_RUN's
-//! live-frames mode on a veth, each frame gets a new source address).
+//! against in the same run: drop, pass, and tx with a MAC swap. And a traffic
+//! generator for floods and live benchmarks (xdp-trafficgen's way: run in
+//! BPF_PROG_TEST_RUN's live-frames mode on a veth, each frame gets a new
+//! source address).
 //! `xdp_pass` also serves the veth peers of a test topology: a veth delivers
 //! XDP_TX frames only if its peer runs an XDP program in native mode.
 #![no_std]
@@ -18,6 +19,7 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_get_prandom_u32, macros::xdp,
     programs::XdpContext,
 };
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// Destination + source MAC, the bytes the tx baseline swaps.
 const ETH_ADDRS_LEN: usize = 12;
@@ -54,36 +56,54 @@ pub fn xdp_tx(ctx: XdpContext) -> u32 {
 
 /// Where the IPv4 header starts (Ethernet, no VLAN tag).
 const ETH_HLEN: usize = 14;
-/// Offsets in the IPv4 header (no options) and the TCP header after it.
+/// Offsets in the IPv4 header (no options) and the TCP / UDP header after it.
+const IP_PROTO_OFF: usize = 9;
 const IP_CHECK_OFF: usize = 10;
 const IP_SADDR_OFF: usize = 12;
 const IPV4_HLEN: usize = 20;
 const TCP_CHECK_OFF: usize = 16;
+const UDP_CHECK_OFF: usize = 6;
+/// A UDP checksum of zero means "none"; a computed zero is sent as this.
+const UDP_CHECK_ZERO: u16 = 0xffff;
 /// Flood sources: 198.18.0.0/15, the benchmarking range (RFC 2544).
 const FLOOD_NET: u32 = 0xc612_0000;
 const FLOOD_HOST_MASK: u32 = 0x0001_ffff;
 
-/// The flood generator: the frame is a TCP SYN in IPv4 (no options); each
-/// run gives it a random source in FLOOD_NET, fixes both checksums
-/// incrementally and sends it out (XDP_TX), a new connection every frame.
+/// The traffic generator: the frame is TCP or UDP in IPv4 (no options);
+/// each run gives it a random source in FLOOD_NET, fixes the checksums
+/// incrementally and sends it out (XDP_TX): a SYN frame makes a SYN flood,
+/// a new connection every frame; a UDP frame, datagrams from many clients.
 #[xdp]
-pub fn xdp_syn_gen(ctx: XdpContext) -> u32 {
+pub fn xdp_flood_gen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
+    // The TCP checksum is the furthest field written (UDP's is before it).
     if start + ETH_HLEN + IPV4_HLEN + TCP_CHECK_OFF + 2 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
     let ip = start + ETH_HLEN;
     // SAFETY: every access is inside the bounds checked above.
     unsafe {
+        let proto = *((ip + IP_PROTO_OFF) as *const u8);
         let saddr = (ip + IP_SADDR_OFF) as *mut u32;
         let ip_check = (ip + IP_CHECK_OFF) as *mut u16;
-        let tcp_check = (ip + IPV4_HLEN + TCP_CHECK_OFF) as *mut u16;
         let old = saddr.read_unaligned();
         let new = (FLOOD_NET | (bpf_get_prandom_u32() & FLOOD_HOST_MASK)).to_be();
         saddr.write_unaligned(new);
         ip_check.write_unaligned(csum::replace4(ip_check.read_unaligned(), old, new));
-        // The TCP checksum covers the source address (pseudo-header).
-        tcp_check.write_unaligned(csum::replace4(tcp_check.read_unaligned(), old, new));
+        // The L4 checksum covers the source address (pseudo-header).
+        if proto == IPPROTO_TCP {
+            let check = (ip + IPV4_HLEN + TCP_CHECK_OFF) as *mut u16;
+            check.write_unaligned(csum::replace4(check.read_unaligned(), old, new));
+        } else if proto == IPPROTO_UDP {
+            let check = (ip + IPV4_HLEN + UDP_CHECK_OFF) as *mut u16;
+            let stored = check.read_unaligned();
+            if stored != 0 {
+                let fixed = csum::replace4(stored, old, new);
+                check.write_unaligned(if fixed == 0 { UDP_CHECK_ZERO } else { fixed });
+            }
+        } else {
+            return xdp_action::XDP_ABORTED;
+        }
     }
     xdp_action::XDP_TX
 }

@@ -30,7 +30,11 @@ use conntrack::Lookup;
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 use persist::Template;
 
+// inline(always): the macro's entry point calls this function; left to
+// LLVM it stays a BPF-to-BPF call (a call, a return and a stack frame per
+// packet).
 #[xdp]
+#[inline(always)]
 pub fn lb(ctx: XdpContext) -> u32 {
     match process_packet(&ctx) {
         Ok(action) => action,

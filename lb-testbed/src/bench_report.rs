@@ -28,6 +28,17 @@ pub struct MapMemory {
     pub bytes: u64,
 }
 
+/// The running agent's resident memory with a full flow table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentMemory {
+    pub flows: u32,
+    /// VmRSS before any flow.
+    pub idle_rss_kib: u64,
+    /// VmRSS and VmHWM after sweeps over every flow.
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Results {
     /// uname -r and the CPU model: ratios travel, absolute times do not.
@@ -36,6 +47,8 @@ pub struct Results {
     pub quick: bool,
     pub measurements: Vec<Measurement>,
     pub maps: Vec<MapMemory>,
+    #[serde(default)]
+    pub agent_memory: Option<AgentMemory>,
     /// What running the real xdp-bench gave (or why it could not run).
     pub xdp_bench: Vec<String>,
     pub notes: Vec<String>,
@@ -63,6 +76,10 @@ impl Results {
     }
 }
 
+const KIB_PER_MIB: f64 = 1024.0;
+/// Mpps = packets per microsecond = NS_PER_US / (ns per packet).
+const NS_PER_US: f64 = 1e3;
+
 /// The tables, as markdown (also what the bench prints).
 pub fn markdown(r: &Results) -> String {
     let mut out = String::new();
@@ -70,21 +87,28 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "kernel {}, CPU {}{}. ns/packet are medians of interleaved rounds \
-         through BPF_PROG_TEST_RUN; only the ratios compare across machines.\n",
+         (BPF_PROG_TEST_RUN's timing; wall time for the live pipeline); only the \
+         ratios compare across machines.\n",
         r.kernel,
         r.cpu,
         if r.quick { ", quick run" } else { "" }
     );
     for section in r.sections() {
         let _ = writeln!(out, "## {section}\n");
-        let _ = writeln!(out, "| path | ns/packet | ratio |");
-        let _ = writeln!(out, "|---|---:|---:|");
+        let _ = writeln!(out, "| path | ns/packet | Mpps, one core | ratio |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
         for m in r.measurements.iter().filter(|m| m.section == section) {
             let ratio = match (&m.baseline, m.ratio) {
                 (Some(b), Some(x)) => format!("{x:.2}x {b}"),
                 _ => "-".to_string(),
             };
-            let _ = writeln!(out, "| {} | {:.1} | {ratio} |", m.name, m.ns);
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.2} | {ratio} |",
+                m.name,
+                m.ns,
+                NS_PER_US / m.ns
+            );
         }
         out.push('\n');
     }
@@ -97,6 +121,19 @@ pub fn markdown(r: &Results) -> String {
         }
         let total: u64 = r.maps.iter().map(|m| m.bytes).sum();
         let _ = writeln!(out, "| total | | {total} |\n");
+    }
+    if let Some(a) = &r.agent_memory {
+        let _ = writeln!(out, "## Agent memory (lb-userspace, resident)\n");
+        let _ = writeln!(out, "| flows | resident MiB | peak MiB |");
+        let _ = writeln!(out, "|---:|---:|---:|");
+        let _ = writeln!(out, "| 0 | {:.1} | |", a.idle_rss_kib as f64 / KIB_PER_MIB);
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} |\n",
+            a.flows,
+            a.rss_kib as f64 / KIB_PER_MIB,
+            a.peak_kib as f64 / KIB_PER_MIB
+        );
     }
     let _ = writeln!(out, "## xdp-bench\n");
     for line in &r.xdp_bench {
@@ -230,7 +267,8 @@ mod tests {
         let r = results(2.0);
         let md = markdown(&r);
         assert!(md.contains("## hits\n"), "{md}");
-        assert!(md.contains("| DR | 20.0 | 2.00x XDP_TX |"), "{md}");
+        // 20 ns per packet: 50 Mpps on one core.
+        assert!(md.contains("| DR | 20.0 | 50.00 | 2.00x XDP_TX |"), "{md}");
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Results>(&text).unwrap(), r);
     }

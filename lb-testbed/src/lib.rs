@@ -11,3 +11,4 @@ pub mod sched_model;
 pub mod smtp_sink;
 pub mod soak;
 pub mod topology;
+pub mod trafficgen;

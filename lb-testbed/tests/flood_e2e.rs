@@ -166,13 +166,10 @@ fn a_syn_flood_from_many_sources_breaks_no_established_connection() {
 
 /// SYNs the live-frames generator sends.
 const LIVE_FLOOD_FRAMES: u32 = 2_000_000;
-/// Frames per live-frames batch (xdp-trafficgen's default).
-const LIVE_BATCH: u32 = 64;
 
-/// Runs the SYN generator in live-frames mode on the client's interface:
-/// (frames, seconds).
+/// Runs the traffic generator on a SYN in live-frames mode on the client's
+/// interface: (frames, seconds).
 fn live_flood(topo: &Topology) -> (u64, f64) {
-    use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
     let ns = topo.ns(Host::Client);
     let mut frame = Ipv4Packet::tcp(Host::Client.ip(), 1024, VIP, 80, TCP_SYN, b"");
     frame.dst_mac = topo.mac(Host::Lb).unwrap();
@@ -181,27 +178,11 @@ fn live_flood(topo: &Topology) -> (u64, f64) {
     std::thread::spawn(move || {
         lb_testbed::netns::enter(&ns).unwrap();
         let ifindex = nix::net::if_::if_nametoindex(lb_testbed::topology::HOST_IFACE).unwrap();
-        let mut ebpf = aya::Ebpf::load(lb_userspace::dataplane::BASELINES_OBJECT).unwrap();
-        let prog: &mut Xdp = ebpf.program_mut("xdp_syn_gen").unwrap().try_into().unwrap();
-        prog.load().unwrap();
-        // xdp_md: data_end = the frame's length, ingress = the client's eth0.
-        let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect();
-        let started = Instant::now();
-        prog.test_run(TestRunOptions {
-            data_in: Some(&frame),
-            ctx_in: Some(&ctx),
-            repeat: LIVE_FLOOD_FRAMES,
-            attrs: TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
-            ..TestRunOptions::default()
-        })
-        .unwrap();
-        (
-            u64::from(LIVE_FLOOD_FRAMES),
-            started.elapsed().as_secs_f64(),
-        )
+        let took = lb_testbed::trafficgen::TrafficGen::load()
+            .unwrap()
+            .send(ifindex, &frame, LIVE_FLOOD_FRAMES)
+            .unwrap();
+        (u64::from(LIVE_FLOOD_FRAMES), took.as_secs_f64())
     })
     .join()
     .unwrap()

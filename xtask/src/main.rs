@@ -193,6 +193,15 @@ fn main() -> Result<()> {
             update_baseline,
         } => {
             setup::run()?;
+            // The agent whose memory the bench measures with 1M flows.
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "lb-userspace",
+                "--bin",
+                "lb-userspace",
+            ])?;
             let mut args = vec![
                 "run",
                 "--quiet",

@@ -1,0 +1,194 @@
+//! The agent's resident memory with a full flow table: the real agent
+//! (target/release/lb-userspace) runs in a namespace of our own with a
+//! 1M-entry flow table; the bench fills the pinned table with 1M live
+//! connections and reads the agent's VmRSS / VmHWM once its expiry sweeps
+//! have walked them (its status reports the flows).
+
+use super::*;
+use lb_common::{FlowEntry, FlowKey, conntrack::S_ESTABLISHED};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const FLOWS: u32 = 1 << 20;
+const IFACE: &str = "lbm0";
+const PEER: &str = "lbm1";
+const AGENT: &str = "target/release/lb-userspace";
+/// One service, one real server, no checker: the agent idles but for its
+/// sweeps. Addresses of TEST-NET-2, inside the namespace only.
+const CONFIG: &str = r#"
+[[virtual_server]]
+vip = "198.51.100.100"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+  [[virtual_server.real_server]]
+  ip = "198.51.100.2"
+  port = 80
+  weight = 1
+"#;
+const IFACE_ADDR: &str = "198.51.100.1/24";
+/// Bounds of the waits: the agent's start, its sweeps of 1M flows, its exit.
+const START_WAIT: Duration = Duration::from_secs(20);
+const SWEEP_WAIT: Duration = Duration::from_secs(60);
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(200);
+/// Sweeps to let pass once the agent counts every flow (the sweep's own
+/// memory is the peak).
+const SWEEPS_SEEN: u32 = 2;
+
+/// "VmRSS:" or "VmHWM:" of a process, in KiB.
+fn kib_of(pid: u32, field: &str) -> u64 {
+    read_trimmed(&format!("/proc/{pid}/status"))
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status()?;
+    if !status.success() {
+        return Err(anyhow!("{cmd:?} failed"));
+    }
+    Ok(())
+}
+
+/// Flows the agent last counted (its status file), if it published one.
+fn flows_counted(pin: &Path) -> Option<u64> {
+    let out = Command::new(AGENT)
+        .args(["status", "--json", "--pin-path"])
+        .arg(pin)
+        .output()
+        .ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    status["fill"]["flows"].as_u64()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            return Err(anyhow!("{what}: not within {limit:?}"));
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+pub fn bench(results: &mut bench_report::Results) -> Result<()> {
+    if !Path::new(AGENT).exists() {
+        return Err(anyhow!(
+            "{AGENT} is not built (cargo xtask bench builds it)"
+        ));
+    }
+    let ns = format!("lbam{}", std::process::id());
+    let pin = PathBuf::from(format!("/sys/fs/bpf/lbam{}", std::process::id()));
+    let config = std::env::temp_dir().join(format!("lbam{}.toml", std::process::id()));
+    std::fs::write(&config, CONFIG)?;
+    run(Command::new("ip").args(["netns", "add", &ns]))?;
+    let mut agent: Option<Child> = None;
+    let measured = (|| -> Result<()> {
+        run(Command::new("ip").args([
+            "-n", &ns, "link", "add", IFACE, "type", "veth", "peer", "name", PEER,
+        ]))?;
+        run(Command::new("ip").args(["-n", &ns, "addr", "add", IFACE_ADDR, "dev", IFACE]))?;
+        for dev in [IFACE, PEER] {
+            run(Command::new("ip").args(["-n", &ns, "link", "set", dev, "up"]))?;
+        }
+        // nsenter, not ip netns exec: the agent pins in the host's bpffs.
+        let child = agent.insert(
+            Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{ns}"))
+                .arg(AGENT)
+                .args(["--iface", IFACE, "--log-level", "warn", "--config"])
+                .arg(&config)
+                .arg("--pin-path")
+                .arg(&pin)
+                .args(["--flow-table-size", &FLOWS.to_string()])
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        let pid = child.id();
+        wait_for("the agent's status", START_WAIT, || {
+            flows_counted(&pin).is_some()
+        })?;
+        let idle = kib_of(pid, "VmRSS:");
+        eprintln!("  agent running (pid {pid}); filling its flow table with {FLOWS} flows");
+        let filled = Instant::now();
+        fill(&pin)?;
+        let fill_took = filled.elapsed();
+        // The agent counts every flow in a sweep; wait for that, then for
+        // more sweeps: the peak is the sweep's.
+        for _ in 0..SWEEPS_SEEN {
+            wait_for("a sweep counting every flow", SWEEP_WAIT, || {
+                flows_counted(&pin).is_some_and(|n| n >= u64::from(FLOWS))
+            })?;
+            // The next sweep publishes again; forget this one's count.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let (rss, hwm) = (kib_of(pid, "VmRSS:"), kib_of(pid, "VmHWM:"));
+        results.agent_memory = Some(bench_report::AgentMemory {
+            flows: FLOWS,
+            idle_rss_kib: idle,
+            rss_kib: rss,
+            peak_kib: hwm,
+        });
+        results.notes.push(format!(
+            "agent with {FLOWS} flows: resident {:.1} MiB (peak {:.1} MiB, idle with no flow {:.1} MiB); \
+             the flows themselves are kernel memory (FLOW_TABLE below). Filling the table from \
+             user space took {:.1} s",
+            mib(rss),
+            mib(hwm),
+            mib(idle),
+            fill_took.as_secs_f64(),
+        ));
+        Ok(())
+    })();
+    if let Some(mut child) = agent {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let exited = wait_for("the agent's exit", EXIT_WAIT, || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = std::fs::remove_dir_all(&pin);
+    let _ = std::fs::remove_file(&config);
+    measured
+}
+
+/// FLOWS established connections, last seen now, in the agent's pinned
+/// flow table.
+fn fill(pin: &Path) -> Result<()> {
+    let data = aya::maps::MapData::from_pin(pin.join(lb_common::pin_names::FLOW_TABLE))
+        .context("opening the agent's pinned FLOW_TABLE")?;
+    let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+    let entry = FlowEntry {
+        real_id: 1,
+        service_id: 0,
+        last_seen_ns: now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
+        state: S_ESTABLISHED,
+        _pad: [0; 7],
+    };
+    for i in 0..FLOWS {
+        let client = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        table.insert(tcp_flow_key(client, 1000), entry, 0)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Live forwarding through a veth pair, in a namespace of our own, on one
+//! core: the bench thread is pinned to the CPU it runs on, and the veths'
+//! receive work (NAPI) runs in that CPU's softirqs.
+//!
+//! One flow: the program itself runs in BPF_PROG_TEST_RUN's live-frames
+//! mode as if each frame arrived on `lbv0` (what xdp-trafficgen does);
+//! XDP_TX sends it out of lbv0 to its peer `lbv1`, where an XDP_DROP program
+//! (native mode: veth delivers XDP_TX only to a peer with an XDP program) is
+//! the sink. Mpps = 1000 / ns per packet.
+//!
+//! Many sources: the traffic generator (lb_testbed::trafficgen) sends TCP
+//! SYNs or UDP datagrams from 131,072 source addresses out of lbv0; the
+//! program under test, attached to lbv1, forwards them (XDP_TX) back to
+//! lbv0, whose XDP_DROP is the sink. The same pipeline with the no-op
+//! XDP_TX in the balancer's place is the limit; ns per forwarded frame =
+//! the run's wall time / frames that reached the sink.
+
+use super::*;
+use aya::programs::XdpMode;
+use lb_testbed::trafficgen::{TrafficGen, xdp_md};
+use lb_userspace::{config::Protocol, dataplane::LoadOptions};
+use nix::{sched::CpuSet, unistd::Pid};
+use std::{fs::File, process::Command};
+
+const GEN: &str = "lbv0";
+const SINK: &str = "lbv1";
+/// Distinct sources the generator draws from (198.18.0.0/15).
+const SOURCES: u32 = 1 << 17;
+/// Room for every generated flow: the pipeline measures forwarding, not
+/// the full-table path.
+const PIPELINE_FLOW_TABLE: u32 = 2 * SOURCES;
+/// Frames per pipeline run, --quick or not: each run of the generator
+/// sets up its page pool, which shorter runs do not amortise (100,000
+/// frames measured twice the per-frame time of 1M).
+const PIPELINE_FRAMES: u32 = 1_000_000;
+/// An UDP payload that makes the frame as long as the TCP ones (60 bytes,
+/// 64 on the wire).
+const UDP_PAYLOAD: [u8; 18] = [0; 18];
+
+/// Frames an XDP_DROP program on `iface` consumed (ethtool -S: veth's
+/// rx_queue_N_xdp_drops), summed over queues.
+fn xdp_drops(iface: &str) -> u64 {
+    let Ok(out) = Command::new("ethtool").args(["-S", iface]).output() else {
+        return 0;
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("xdp_drops"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+        .sum()
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let status = Command::new("ip").args(args).status()?;
+    if !status.success() {
+        return Err(anyhow!("ip {} failed", args.join(" ")));
+    }
+    Ok(())
+}
+
+fn time(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Result<f64> {
+    let ctx = xdp_md(frame.len(), ifindex);
+    time_xdp_ctx(prog, frame, repeat, Mode::LiveFrames, Some(&ctx))
+}
+
+/// Runs `f` on this thread pinned to the CPU it is on; the old affinity
+/// comes back afterwards.
+fn on_one_core<T>(f: impl FnOnce(usize) -> Result<T>) -> Result<T> {
+    let me = Pid::from_raw(0);
+    let before = nix::sched::sched_getaffinity(me)?;
+    let cpu = nix::sched::sched_getcpu()?;
+    let mut one = CpuSet::new();
+    one.set(cpu)?;
+    nix::sched::sched_setaffinity(me, &one)?;
+    let out = f(cpu);
+    nix::sched::sched_setaffinity(me, &before)?;
+    out
+}
+
+pub fn bench(
+    budget: &Budget,
+    baselines: &mut Baselines,
+    dr: &mut ProgTest,
+    hit: &[u8],
+    miss: &[u8],
+    results: &mut bench_report::Results,
+) -> Result<()> {
+    let ns = format!("lbtp{}", std::process::id());
+    ip(&["netns", "add", &ns])?;
+    let outcome = (|| -> Result<()> {
+        ip(&[
+            "-n", &ns, "link", "add", GEN, "type", "veth", "peer", "name", SINK,
+        ])?;
+        ip(&["-n", &ns, "link", "set", GEN, "up"])?;
+        ip(&["-n", &ns, "link", "set", SINK, "up"])?;
+        // This thread enters the namespace: interface indexes, the
+        // attach and the live frames all resolve in it.
+        let netns = File::open(format!("/var/run/netns/{ns}"))?;
+        let host = File::open("/proc/self/ns/net")?;
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let measured = on_one_core(|cpu| {
+            results.notes.push(format!(
+                "live forwarding: the bench thread pinned to CPU {cpu}; the veths' receive work runs in its softirqs: every Mpps figure is one core's"
+            ));
+            one_flow(budget, baselines, dr, hit, miss, results)?;
+            many_sources(budget, baselines, results)
+        });
+        nix::sched::setns(&host, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        measured
+    })();
+    let _ = ip(&["netns", "del", &ns]);
+    outcome
+}
+
+fn one_flow(
+    budget: &Budget,
+    baselines: &mut Baselines,
+    dr: &mut ProgTest,
+    hit: &[u8],
+    miss: &[u8],
+    results: &mut bench_report::Results,
+) -> Result<()> {
+    const SECTION: &str = "Live forwarding through a veth pair, one flow (one core, live frames)";
+    let gen_index = nix::net::if_::if_nametoindex(GEN)?;
+    let sink = baselines.prog("xdp_drop")?;
+    let link = sink.attach(SINK, XdpMode::Driver)?;
+    let (mut tx, mut pass, mut lb_hit, mut lb_miss) = (vec![], vec![], vec![], vec![]);
+    let sunk_before = xdp_drops(SINK);
+    for _ in 0..budget.rounds {
+        tx.push(time(
+            baselines.prog("xdp_tx")?,
+            hit,
+            gen_index,
+            budget.repeat,
+        )?);
+        pass.push(time(
+            baselines.prog("xdp_pass")?,
+            miss,
+            gen_index,
+            budget.repeat,
+        )?);
+        lb_hit.push(time(dr.dp.program()?, hit, gen_index, budget.repeat)?);
+        lb_miss.push(time(dr.dp.program()?, miss, gen_index, budget.repeat)?);
+    }
+    // What XDP_TX sent (the baseline's and the balancer's) reached the sink.
+    let sent = 2 * budget.rounds as u64 * u64::from(budget.repeat);
+    let sunk = xdp_drops(SINK).saturating_sub(sunk_before);
+    baselines.prog("xdp_drop")?.detach(link)?;
+    let (tx, pass) = (median(&mut tx), median(&mut pass));
+    let (lb_hit, lb_miss) = (median(&mut lb_hit), median(&mut lb_miss));
+    results.push(SECTION, "baseline XDP_TX out of the veth", tx, None);
+    results.push(
+        SECTION,
+        "lb: DR forward out of the veth",
+        lb_hit,
+        Some(("XDP_TX veth", tx)),
+    );
+    results.push(SECTION, "baseline XDP_PASS to the stack", pass, None);
+    results.push(
+        SECTION,
+        "lb: not a service, to the stack",
+        lb_miss,
+        Some(("XDP_PASS veth", pass)),
+    );
+    results.notes.push(format!(
+        "live forwarding, one flow: the sink veth's XDP program received {sunk} of the {sent} frames sent with XDP_TX"
+    ));
+    results.notes.push(format!(
+        "live forwarding, one flow, one core: lb DR {:.2} Mpps vs no-op XDP_TX {:.2} Mpps ({:.0}% of the limit); \
+         non-service traffic {:.2} Mpps vs XDP_PASS {:.2} Mpps",
+        1e3 / lb_hit,
+        1e3 / tx,
+        100.0 * tx / lb_hit,
+        1e3 / lb_miss,
+        1e3 / pass,
+    ));
+    Ok(())
+}
+
+/// One run of the many-sources pipeline with `prog` on lbv1: (wall ns,
+/// frames that reached the sink on lbv0).
+fn pipeline(
+    traffic: &mut TrafficGen,
+    prog: &mut Xdp,
+    frame: &[u8],
+    count: u32,
+) -> Result<(f64, u64)> {
+    let gen_index = nix::net::if_::if_nametoindex(GEN)?;
+    let link = prog.attach(SINK, XdpMode::Driver)?;
+    let before = xdp_drops(GEN);
+    let took = traffic.send(gen_index, frame, count);
+    let sunk = xdp_drops(GEN).saturating_sub(before);
+    prog.detach(link)?;
+    Ok((took?.as_nanos() as f64, sunk))
+}
+
+/// A balancer with the seed's service over `protocol`, its flow table big
+/// enough for every source.
+fn pipeline_balancer(protocol: Protocol) -> Result<ProgTest> {
+    let mut service = seed_service([1, 1]);
+    service.protocol = protocol;
+    ProgTest::with_service_and(
+        service,
+        &LoadOptions {
+            flow_table_size: PIPELINE_FLOW_TABLE,
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// A many-sources case: the frame the generator varies and what the
+/// balancer does with it.
+struct Case<'a> {
+    name: &'a str,
+    frame: &'a [u8],
+    /// The no-op program in the balancer's place.
+    baseline: &'static str,
+    udp: bool,
+    /// Forwarded to the sink (else passed to lbv1's stack, which drops it:
+    /// then ns are per frame sent).
+    forwarded: bool,
+}
+
+/// ns per frame of one pipeline run.
+fn per_frame(case: &Case, wall_ns: f64, sunk: u64, sent: u32) -> Result<f64> {
+    if !case.forwarded {
+        return Ok(wall_ns / f64::from(sent));
+    }
+    if sunk == 0 {
+        return Err(anyhow!("{}: no frame reached the sink", case.name));
+    }
+    Ok(wall_ns / sunk as f64)
+}
+
+fn many_sources(
+    budget: &Budget,
+    baselines: &mut Baselines,
+    results: &mut bench_report::Results,
+) -> Result<()> {
+    const SECTION: &str = "Live forwarding, 131,072 sources (generator -> veth -> program -> veth -> sink, all on one core)";
+    let mut traffic = TrafficGen::load()?;
+    let mut tcp_lb = pipeline_balancer(Protocol::Tcp)?;
+    let mut udp_lb = pipeline_balancer(Protocol::Udp)?;
+    let syn = Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_SYN, &[0u8; 6]).frame();
+    let udp = Ipv4Packet::udp(CLIENT, 40000, VIP, PORT, &UDP_PAYLOAD).frame();
+    let not_service = Ipv4Packet::tcp(CLIENT, 40000, VIP, 22, TCP_SYN, &[0u8; 6]).frame();
+    let cases = [
+        Case {
+            name: "TCP SYN",
+            frame: &syn,
+            baseline: "xdp_tx",
+            udp: false,
+            forwarded: true,
+        },
+        Case {
+            name: "UDP",
+            frame: &udp,
+            baseline: "xdp_tx",
+            udp: true,
+            forwarded: true,
+        },
+        Case {
+            name: "not a service, to the stack",
+            frame: &not_service,
+            baseline: "xdp_pass",
+            udp: false,
+            forwarded: false,
+        },
+    ];
+    let sink = baselines.prog("xdp_drop")?.attach(GEN, XdpMode::Driver)?;
+    let measured = (|| -> Result<()> {
+        for case in &cases {
+            let (mut base, mut ours) = (vec![], vec![]);
+            let (mut sent, mut sunk) = (0u64, 0u64);
+            for _ in 0..budget.rounds {
+                let prog = baselines.prog(case.baseline)?;
+                let (ns, n) = pipeline(&mut traffic, prog, case.frame, PIPELINE_FRAMES)?;
+                base.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
+                let lb = if case.udp { &mut udp_lb } else { &mut tcp_lb };
+                let (ns, n) =
+                    pipeline(&mut traffic, lb.dp.program()?, case.frame, PIPELINE_FRAMES)?;
+                ours.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
+                sent += u64::from(PIPELINE_FRAMES);
+                sunk += n;
+            }
+            let (base, ours) = (median(&mut base), median(&mut ours));
+            let label = format!("{} pipeline", case.baseline);
+            results.push(
+                SECTION,
+                &format!("{} in the balancer's place, {}", case.baseline, case.name),
+                base,
+                None,
+            );
+            results.push(
+                SECTION,
+                &format!("lb, {}", case.name),
+                ours,
+                Some((&label, base)),
+            );
+            let delivered = if case.forwarded {
+                format!(
+                    "; {:.1}% of the frames lb forwarded reached the sink",
+                    100.0 * sunk as f64 / sent as f64
+                )
+            } else {
+                String::new()
+            };
+            results.notes.push(format!(
+                "many sources, {}: lb's own cost in the pipeline {:.0} ns/frame (pipeline {:.2} Mpps vs {:.2} Mpps \
+                 with {} in its place){delivered}",
+                case.name,
+                ours - base,
+                1e3 / ours,
+                1e3 / base,
+                case.baseline,
+            ));
+            eprintln!("  live, many sources: {} measured", case.name);
+        }
+        Ok(())
+    })();
+    baselines.prog("xdp_drop")?.detach(sink)?;
+    measured
+}

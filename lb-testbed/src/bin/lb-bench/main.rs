@@ -1,0 +1,429 @@
+//! `cargo xtask bench`: nanoseconds per packet through BPF_PROG_TEST_RUN, of
+//! the balancer's paths next to xdp-bench's no-op programs, measured side by
+//! side in the same run (rounds interleaved, median reported), with the
+//! ratio to the matching baseline. Machines differ: only the ratios travel.
+//!
+//! Two kernel modes: plain repeat (the program reruns on the buffer the last
+//! run left, fine for paths that leave the frame as they found it: DR only
+//! rewrites MACs to fixed values) and live frames (every frame starts from
+//! the original bytes, needed for TUN, which grows the frame).
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+};
+use lb_testbed::{bench_report, packet::*, progtest::*};
+use lb_userspace::dataplane::BASELINES_OBJECT;
+
+mod agent_memory;
+mod flow_fill;
+mod live_veth;
+mod schedulers;
+mod xdp_bench;
+
+struct Budget {
+    rounds: usize,
+    repeat: u32,
+}
+
+const FULL: Budget = Budget {
+    rounds: 9,
+    repeat: 1_000_000,
+};
+const QUICK: Budget = Budget {
+    rounds: 3,
+    repeat: 100_000,
+};
+/// Frames per batch in live-frames mode (xdp-trafficgen's default is 64).
+const LIVE_BATCH: u32 = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Repeat,
+    LiveFrames,
+}
+
+fn time_xdp(prog: &mut Xdp, frame: &[u8], repeat: u32, mode: Mode) -> Result<f64> {
+    time_xdp_ctx(prog, frame, repeat, mode, None)
+}
+
+/// As `time_xdp`, with an xdp_md context (e.g. the ingress interface).
+fn time_xdp_ctx(
+    prog: &mut Xdp,
+    frame: &[u8],
+    repeat: u32,
+    mode: Mode,
+    ctx_in: Option<&[u8]>,
+) -> Result<f64> {
+    let attrs = match mode {
+        Mode::Repeat => TestRunAttrs::new(),
+        Mode::LiveFrames => TestRunAttrs::new().xdp_live_frames(LIVE_BATCH),
+    };
+    let r = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in,
+        repeat,
+        attrs,
+        ..TestRunOptions::default()
+    })?;
+    // The kernel reports the mean duration of one run.
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// Medians of `rounds` interleaved timings of `prog` and its `baseline` on
+/// `frame` (plain repeat): (program ns, baseline ns).
+fn time_pair(
+    budget: &Budget,
+    baseline: &mut Xdp,
+    prog: &mut ProgTest,
+    frame: &[u8],
+) -> Result<(f64, f64)> {
+    let (mut lb, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..budget.rounds {
+        base.push(time_xdp(baseline, frame, budget.repeat, Mode::Repeat)?);
+        lb.push(time_xdp(
+            prog.dp.program()?,
+            frame,
+            budget.repeat,
+            Mode::Repeat,
+        )?);
+    }
+    Ok((median(&mut lb), median(&mut base)))
+}
+
+struct Baselines(Ebpf);
+
+impl Baselines {
+    fn load() -> Result<Self> {
+        let mut ebpf =
+            Ebpf::load(BASELINES_OBJECT).context("loading the baselines (needs root)")?;
+        for name in ["xdp_drop", "xdp_pass", "xdp_tx"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("no {name}"))?
+                .try_into()?;
+            p.load()?;
+        }
+        Ok(Self(ebpf))
+    }
+    fn prog(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self
+            .0
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("no {name}"))?
+            .try_into()?)
+    }
+}
+
+/// Which program a row runs.
+#[derive(Clone, Copy)]
+enum Target {
+    Baseline(&'static str),
+    Dr,
+    Tun,
+    Nat,
+}
+
+struct Row {
+    name: &'static str,
+    /// How a ratio names this row when it is the baseline.
+    label: &'static str,
+    target: Target,
+    mode: Mode,
+    frame: Frame,
+    /// Index of the baseline row this one is compared with.
+    baseline: Option<usize>,
+    samples: Vec<f64>,
+}
+
+#[derive(Clone, Copy)]
+enum Frame {
+    /// An ACK of an established flow to the VIP.
+    Hit,
+    /// TCP to the VIP's SSH port: not a service.
+    Miss,
+    /// A real server's reply to a NAT'ed flow.
+    NatReply,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn row(
+    name: &'static str,
+    label: &'static str,
+    target: Target,
+    mode: Mode,
+    frame: Frame,
+    baseline: Option<usize>,
+) -> Row {
+    Row {
+        name,
+        label,
+        target,
+        mode,
+        frame,
+        baseline,
+        samples: Vec::new(),
+    }
+}
+
+/// Where the report goes (relative to the workspace root, where xtask runs us).
+const OUT_DIR: &str = "target/bench";
+/// The committed results `--check` compares with.
+const BASELINE: &str = "bench/baseline.json";
+/// `--check` fails when a ratio got this much worse.
+const TOLERANCE: f64 = 0.25;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let budget = if quick { QUICK } else { FULL };
+    let mut results = bench_report::Results {
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        cpu: cpu_model(),
+        quick,
+        ..Default::default()
+    };
+    let mut baselines = Baselines::load()?;
+    let mut dr = ProgTest::seed()?;
+    let mut tun_service = seed_service([1, 1]);
+    tun_service.forward = lb_common::ForwardKind::Tun;
+    let mut tun = ProgTest::with_service(tun_service)?;
+    let mut nat_service = seed_service([1, 1]);
+    nat_service.forward = lb_common::ForwardKind::Nat;
+    let mut nat = ProgTest::with_service(nat_service)?;
+
+    let hit = Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_ACK, &[0u8; 6]).frame();
+    let miss = Ipv4Packet::tcp(CLIENT, 40000, VIP, 22, TCP_ACK, &[0u8; 6]).frame();
+    let mut nat_reply = Ipv4Packet::tcp(RS1, PORT, CLIENT, 40000, TCP_ACK, &[0u8; 6]);
+    nat_reply.dst_mac = LB_MAC;
+    let nat_reply = nat_reply.frame();
+    // Prime the flow in every flow table: the rows time flow-table hits
+    // (and, for NAT, the reply of a known flow).
+    for t in [&mut dr, &mut tun, &mut nat] {
+        let (verdict, _) = t.run(&hit)?;
+        if verdict != XDP_TX {
+            return Err(anyhow!("priming the flow failed: verdict {verdict}"));
+        }
+    }
+
+    use Frame::*;
+    use Mode::*;
+    use Target::*;
+    let mut rows = [
+        row(
+            "baseline XDP_DROP (xdp-bench drop)",
+            "XDP_DROP",
+            Baseline("xdp_drop"),
+            Repeat,
+            Hit,
+            None,
+        ),
+        row(
+            "baseline XDP_PASS",
+            "XDP_PASS",
+            Baseline("xdp_pass"),
+            Repeat,
+            Hit,
+            None,
+        ),
+        row(
+            "baseline XDP_TX, MAC swap (xdp-bench tx)",
+            "XDP_TX",
+            Baseline("xdp_tx"),
+            Repeat,
+            Hit,
+            None,
+        ),
+        row("lb: DR, flow-table hit", "DR", Dr, Repeat, Hit, Some(2)),
+        row(
+            "lb: not a service (XDP_PASS)",
+            "lb pass",
+            Dr,
+            Repeat,
+            Miss,
+            Some(1),
+        ),
+        row(
+            "baseline XDP_TX, live frames",
+            "XDP_TX live",
+            Baseline("xdp_tx"),
+            LiveFrames,
+            Hit,
+            None,
+        ),
+        row(
+            "lb: DR, flow-table hit, live frames",
+            "DR live",
+            Dr,
+            LiveFrames,
+            Hit,
+            Some(5),
+        ),
+        row(
+            "lb: TUN, flow-table hit, live frames",
+            "TUN live",
+            Tun,
+            LiveFrames,
+            Hit,
+            Some(5),
+        ),
+        row(
+            "lb: NAT forward, flow-table hit, live frames",
+            "NAT live",
+            Nat,
+            LiveFrames,
+            Hit,
+            Some(5),
+        ),
+        row(
+            "lb: NAT reply, live frames",
+            "NAT reply live",
+            Nat,
+            LiveFrames,
+            NatReply,
+            Some(5),
+        ),
+    ];
+    println!(
+        "measuring {} rounds x {} runs per path (BPF_PROG_TEST_RUN, rounds interleaved)",
+        budget.rounds, budget.repeat
+    );
+    for round in 0..budget.rounds {
+        for r in rows.iter_mut() {
+            let frame = match r.frame {
+                Hit => &hit,
+                Miss => &miss,
+                NatReply => &nat_reply,
+            };
+            let prog = match r.target {
+                Baseline(name) => baselines.prog(name)?,
+                Dr => dr.dp.program()?,
+                Tun => tun.dp.program()?,
+                Nat => nat.dp.program()?,
+            };
+            match time_xdp(prog, frame, budget.repeat, r.mode) {
+                Ok(ns) => r.samples.push(ns),
+                Err(e) if r.mode == LiveFrames => {
+                    if round == 0 {
+                        eprintln!("  {}: live frames not available here ({e})", r.name);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        eprintln!("  round {}/{} done", round + 1, budget.rounds);
+    }
+    let medians: Vec<Option<f64>> = rows
+        .iter_mut()
+        .map(|r| (!r.samples.is_empty()).then(|| median(&mut r.samples)))
+        .collect();
+    const HITS: &str = "Flow-table hits and baselines";
+    for (r, m) in rows.iter().zip(&medians) {
+        let Some(m) = m else {
+            results.notes.push(format!(
+                "{}: not measured (live frames unavailable)",
+                r.name
+            ));
+            continue;
+        };
+        let base = r
+            .baseline
+            .and_then(|b| medians[b].map(|bm| (rows[b].label, bm)));
+        results.push(HITS, r.name, *m, base);
+    }
+    results.notes.push(
+        "targets: DR flow hit <= 1.5x XDP_TX; every scheduler's new flow with 256 backends <= 5x XDP_TX"
+            .to_string(),
+    );
+    schedulers::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
+    flow_fill::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
+    if let Err(e) = live_veth::bench(&budget, &mut baselines, &mut dr, &hit, &miss, &mut results) {
+        results
+            .notes
+            .push(format!("live forwarding through veth not measured: {e:#}"));
+    }
+    // A fresh load: every map is still in the object (the agent takes some
+    // out once it writes them).
+    results.maps = lb_userspace::dataplane::Dataplane::load(&Default::default())?
+        .map_memory()
+        .into_iter()
+        .map(|(name, max_entries, bytes)| bench_report::MapMemory {
+            name,
+            max_entries,
+            bytes,
+        })
+        .collect();
+    if let Err(e) = agent_memory::bench(&mut results) {
+        results.notes.push(format!(
+            "agent memory with a full flow table not measured: {e:#}"
+        ));
+    }
+    results.xdp_bench = xdp_bench::run();
+    write_outputs(&results, &args)
+}
+
+/// report.md, results.json and chart.png under OUT_DIR; then the baseline
+/// update or check the flags ask for.
+fn write_outputs(results: &bench_report::Results, args: &[String]) -> Result<()> {
+    let flag = |f: &str| args.iter().any(|a| a == f);
+    let out = std::path::Path::new(OUT_DIR);
+    std::fs::create_dir_all(out)?;
+    let report = bench_report::markdown(results);
+    std::fs::write(out.join("report.md"), &report)?;
+    bench_report::write_json(results, &out.join("results.json"))?;
+    if let Err(e) = bench_report::draw_chart(results, &out.join("chart.png")) {
+        eprintln!("chart.png not drawn: {e:#}");
+    }
+    println!("\n{report}");
+    println!("written: {OUT_DIR}/report.md, results.json, chart.png");
+    let baseline = std::path::Path::new(BASELINE);
+    if flag("--update-baseline") {
+        std::fs::create_dir_all("bench")?;
+        bench_report::write_json(results, baseline)?;
+        println!("baseline updated: {BASELINE} (commit it)");
+    }
+    if flag("--check") {
+        let then = bench_report::read_json(baseline)?;
+        let worse = bench_report::regressions(results, &then, TOLERANCE);
+        if !worse.is_empty() {
+            return Err(anyhow!(
+                "ratios more than {:.0}% worse than {BASELINE}:\n  {}",
+                TOLERANCE * 100.0,
+                worse.join("\n  ")
+            ));
+        }
+        println!(
+            "check: no ratio more than {:.0}% worse than {BASELINE}",
+            TOLERANCE * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// A /proc/self/status field in KiB.
+fn vm_kib(field: &str) -> u64 {
+    read_trimmed("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    read_trimmed("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,98 @@
+//! The real xdp-bench, when the kernel lets it run: `xdp-bench drop` and
+//! `tx` for a few seconds on one end of a veth pair in a namespace of our
+//! own. Debian's 1.3.1 needs tracepoints this kernel lacks; then the
+//! report says so instead of failing.
+
+use std::process::{Command, Output};
+
+const SECONDS: &str = "3";
+const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
+
+fn run_cmd(args: &[&str]) -> Option<Output> {
+    Command::new(args[0]).args(&args[1..]).output().ok()
+}
+
+pub fn run() -> Vec<String> {
+    if run_cmd(&["xdp-bench", "--help"]).is_none() {
+        return vec!["xdp-bench is not installed (xdp-tools)".to_string()];
+    }
+    // libxdp makes its lock directory in bpffs; leave none behind.
+    let libxdp_dir = std::path::Path::new(LIBXDP_DIR);
+    let had_libxdp_dir = libxdp_dir.exists();
+    let ns = format!("lbxb{}", std::process::id());
+    let setup: [&[&str]; 4] = [
+        &["ip", "netns", "add", &ns],
+        &[
+            "ip", "-n", &ns, "link", "add", "xb0", "type", "veth", "peer", "name", "xb1",
+        ],
+        &["ip", "-n", &ns, "link", "set", "xb0", "up"],
+        &["ip", "-n", &ns, "link", "set", "xb1", "up"],
+    ];
+    let mut out = Vec::new();
+    if setup
+        .iter()
+        .all(|c| run_cmd(c).is_some_and(|o| o.status.success()))
+    {
+        for mode in ["drop", "tx"] {
+            // nsenter, not ip netns exec: libxdp needs the host's bpffs.
+            let net = format!("--net=/var/run/netns/{ns}");
+            let text = run_cmd(&[
+                "nsenter",
+                &net,
+                "timeout",
+                SECONDS,
+                "xdp-bench",
+                mode,
+                "xb0",
+            ])
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_default();
+            let reason = failure_reason(&text);
+            let summary = text
+                .lines()
+                .rfind(|l| l.contains("rx/s") || l.contains("pkt/s"));
+            out.push(match summary {
+                Some(line) => format!(
+                    "xdp-bench {mode} ran (idle veth, no traffic generator): {}",
+                    line.trim()
+                ),
+                None => format!("xdp-bench {mode} could not run here: {reason}"),
+            });
+        }
+    } else {
+        out.push("xdp-bench not run: no namespace with a veth pair could be made".to_string());
+    }
+    let _ = run_cmd(&["ip", "netns", "del", &ns]);
+    if !had_libxdp_dir {
+        // Only when empty: then it is the one xdp-bench just made.
+        let _ = std::fs::remove_dir(libxdp_dir);
+    }
+    out
+}
+
+/// Why xdp-bench failed, in one line: the missing tracepoint when that is
+/// it (libxdp's other complaints, e.g. about its dispatcher, come first
+/// and are not the cause), else its last error line.
+fn failure_reason(output: &str) -> String {
+    const MISSING_TRACEPOINT: &str = "failed to find kernel BTF type ID of 'xdp_redirect_map";
+    if output.contains(MISSING_TRACEPOINT) {
+        return "this kernel lacks the xdp_redirect_map tracepoints its statistics need"
+            .to_string();
+    }
+    output
+        .lines()
+        .rfind(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("fail") || l.contains("error")
+        })
+        .or_else(|| output.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
+}
