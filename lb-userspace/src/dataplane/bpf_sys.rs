@@ -40,6 +40,22 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
     map: BorrowedFd<'_>,
 ) -> io::Result<Vec<(K, V)>> {
     let mut out = Vec::new();
+    for_each_batch(map, |keys: &[K], values: &[V]| -> io::Result<()> {
+        out.extend(keys.iter().copied().zip(values.iter().copied()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// As `lookup_all`, handing each batch to `visit` instead of keeping it:
+/// the memory is one batch's however large the map (a million flows read
+/// whole were 40 MB, twice over while the vector grew). `visit` may delete
+/// entries it was given: the batch token is a bucket index, and those
+/// buckets were read.
+pub fn for_each_batch<K: Copy + Default, V: Copy + Default, E: From<io::Error>>(
+    map: BorrowedFd<'_>,
+    mut visit: impl FnMut(&[K], &[V]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut keys = vec![K::default(); BATCH];
     let mut values = vec![V::default(); BATCH];
     // The hash map's batch token is a bucket index.
@@ -74,14 +90,14 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
         } else {
             let err = io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::ENOENT) {
-                return Err(err);
+                return Err(err.into());
             }
             true
         };
         let n = (attr.count as usize).min(BATCH);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        visit(&keys[..n], &values[..n])?;
         if done {
-            return Ok(out);
+            return Ok(());
         }
         token_in = token_out;
         first = false;

@@ -373,35 +373,60 @@ impl Dataplane {
     pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
         let globals = timeouts.as_globals();
         let now = monotonic_ns();
-        let flows: Vec<(FlowKey, FlowEntry)> =
-            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd())
-                .context("reading the flow table")?;
-        let mut removed = 0;
-        let mut live = Vec::with_capacity(flows.len());
-        for (key, entry) in flows {
-            if entry
-                .remaining_ns(globals.timeout_s(entry.state), now)
-                .is_none()
-                && self.expire_flow(&key, &globals, now)?
-            {
-                removed += 1;
-            } else {
-                live.push((key, entry));
-            }
-        }
-        self.flows_at_sweep = live.len() as u64;
-        self.sweep_templates(&live, now)?;
+        let templates: Vec<(PersistKey, PersistEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd())
+                .context("reading the persistence templates")?;
+        // (service, client network mask) of every template: the live
+        // connections under one keep it.
+        let masks: HashSet<(u32, u32)> = templates
+            .iter()
+            .map(|(_, t)| (t.service_id, t.mask))
+            .collect();
+        let mut controlled: HashSet<(u32, u32)> = HashSet::new();
+        let (mut removed, mut live) = (0, 0u64);
+        // The flows are walked batch by batch, never held whole (a million
+        // would be 40 MB): an fd of its own, as expiring flows needs self.
+        let flow_table = map_data(&self.ebpf, map_names::FLOW_TABLE)?
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()?;
+        bpf_sys::for_each_batch(
+            flow_table.as_fd(),
+            |keys: &[FlowKey], entries: &[FlowEntry]| -> Result<()> {
+                for (key, entry) in keys.iter().zip(entries) {
+                    if entry
+                        .remaining_ns(globals.timeout_s(entry.state), now)
+                        .is_none()
+                        && self.expire_flow(key, &globals, now)?
+                    {
+                        removed += 1;
+                        continue;
+                    }
+                    live += 1;
+                    for (service, mask) in masks.iter().filter(|(s, _)| *s == entry.service_id) {
+                        controlled.insert((*service, key.src & mask));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .context("sweeping the flow table")?;
+        self.flows_at_sweep = live;
+        self.sweep_templates(templates, &controlled, now)?;
         self.sweep_locality(timeouts.locality_expiration, now)?;
         Ok(removed)
     }
 
     /// Persistence templates live while a connection they made lives, and
     /// persistence_timeout after the last one (IPVS re-arms a template whose
-    /// timer fires while it still controls connections).
-    fn sweep_templates(&mut self, live: &[(FlowKey, FlowEntry)], now: u64) -> Result<()> {
-        let templates: Vec<(PersistKey, PersistEntry)> =
-            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd())
-                .context("reading the persistence templates")?;
+    /// timer fires while it still controls connections). `controlled`:
+    /// (service, client network) of every live connection.
+    fn sweep_templates(
+        &mut self,
+        templates: Vec<(PersistKey, PersistEntry)>,
+        controlled: &HashSet<(u32, u32)>,
+        now: u64,
+    ) -> Result<()> {
         if templates.is_empty() {
             return Ok(());
         }
@@ -411,20 +436,6 @@ impl Dataplane {
             .iter()
             .filter_map(|item| item.ok())
             .map(|(_, info)| (info.service_id, info.persist_timeout_s))
-            .collect();
-        // (service, client network) of every live connection, per mask in use.
-        let masks: HashSet<(u32, u32)> = templates
-            .iter()
-            .map(|(_, t)| (t.service_id, t.mask))
-            .collect();
-        let controlled: HashSet<(u32, u32)> = live
-            .iter()
-            .flat_map(|(k, e)| {
-                masks
-                    .iter()
-                    .filter(move |(svc, _)| *svc == e.service_id)
-                    .map(move |(svc, mask)| (*svc, k.src & mask))
-            })
             .collect();
         let mut rearm = Vec::new();
         for (key, t) in templates {
