@@ -145,6 +145,18 @@ pub fn read_status(pin_dir: &Path) -> Result<AgentStatus> {
     serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// Removes what an agent that could not exit cleanly (SIGKILL) left for
+/// `pin_dir`: lock, status, handover. Only once no agent runs with it.
+pub fn remove_leftovers(pin_dir: &Path) {
+    for path in [
+        lock_path(pin_dir),
+        status_path(pin_dir),
+        handover_path(pin_dir),
+    ] {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// How often `reload` looks for the agent's answer.
 const RELOAD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 

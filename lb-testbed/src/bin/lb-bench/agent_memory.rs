@@ -63,13 +63,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Flows the agent last counted (its status file), if it published one.
 fn flows_counted(pin: &Path) -> Option<u64> {
-    let out = Command::new(AGENT)
-        .args(["status", "--json", "--pin-path"])
-        .arg(pin)
-        .output()
-        .ok()?;
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    status["fill"]["flows"].as_u64()
+    lb_userspace::runtime_files::read_status(pin)
+        .ok()
+        .map(|s| s.fill.flows)
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
@@ -163,6 +159,7 @@ pub fn bench(results: &mut bench_report::Results) -> Result<()> {
         if exited.is_err() {
             let _ = child.kill();
             let _ = child.wait();
+            lb_userspace::runtime_files::remove_leftovers(&pin);
         }
     }
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
