@@ -96,3 +96,28 @@ fn failure_reason(output: &str) -> String {
         .trim()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+
+    #[test]
+    fn the_missing_tracepoint_is_named_before_libxdp_s_other_complaints() {
+        // What Debian's xdp-bench 1.3.1 prints on this kernel (abridged).
+        let output = "  libbpf: prog 'xdp_pass': BPF program load failed: Operation not permitted\n\
+             libbpf: prog 'tp_xdp_redirect_map_err': failed to find kernel BTF type ID of 'xdp_redirect_map_err': -3\n\
+             Failed to attach XDP program: No such process\n";
+        assert_eq!(
+            failure_reason(output),
+            "this kernel lacks the xdp_redirect_map tracepoints its statistics need"
+        );
+    }
+
+    #[test]
+    fn otherwise_the_last_error_line_says_why() {
+        let output = "Loading...\nCouldn't attach: error -22\nbye\n";
+        assert_eq!(failure_reason(output), "Couldn't attach: error -22");
+        assert_eq!(failure_reason("just this\n"), "just this");
+        assert_eq!(failure_reason(""), "no output");
+    }
+}
