@@ -25,7 +25,8 @@ pub const DROP_NO_REAL_MAC: u32 = 7;
 pub const FLOW_HIT: u32 = 8;
 /// Flow-table miss: the scheduler chose a server and a flow was inserted.
 pub const FLOW_NEW: u32 = 9;
-/// The flow table refused an insert (the packet is still forwarded).
+/// The flow table refused an insert, or was full a moment ago on this CPU
+/// and none was tried (the packet is still forwarded, untracked).
 pub const FLOW_INSERT_FAILED: u32 = 10;
 /// Packets forwarded with XDP_TX.
 pub const TX: u32 = 11;

@@ -10,7 +10,7 @@ use lb_common::{
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
-use crate::maps::{FLOW_TABLE, REALS, conns_add, count};
+use crate::maps::{FLOW_TABLE, FLOW_TABLE_FULL_UNTIL, REALS, conns_add, count};
 
 /// The low byte of FlowEntry's state word.
 const STATE_MASK: u64 = 0xff;
@@ -132,19 +132,51 @@ pub enum Inserted {
 
 /// -EEXIST from a BPF_NOEXIST insert: the key is already there.
 const EEXIST: i32 = 17;
+/// -E2BIG from an insert: the table holds max_entries.
+const E2BIG: i32 = 7;
+
+/// After an insert found the table full, this CPU tries none for this
+/// long. A failed insert is the costliest step of a new connection (the
+/// preallocated table searches every CPU's free list before it gives up:
+/// a third of a new flow's time here), and in a flood against a full table
+/// it would be every SYN's. Entries only go in the agent's sweep (once a
+/// second), so the table stays full meanwhile anyway. The coarse clock
+/// moves by ticks: in effect one attempt per CPU per tick.
+const FULL_BACKOFF_NS: u64 = 1_000_000;
+
+/// Whether this CPU saw the table full less than FULL_BACKOFF_NS ago.
+#[inline(always)]
+fn recently_full(now: u64) -> bool {
+    FLOW_TABLE_FULL_UNTIL
+        .get(0)
+        .is_some_and(|until| now < *until)
+}
+
+#[inline(always)]
+fn note_full(now: u64) {
+    if let Some(until) = FLOW_TABLE_FULL_UNTIL.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *until = now + FULL_BACKOFF_NS };
+    }
+}
 
 /// Remembers the server chosen for a new connection and counts it.
 #[inline(always)]
 pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> Inserted {
     let state = first_state(flow, tcp_flags);
+    let now = crate::clock::now_ns();
+    count(counters::FLOW_NEW);
+    if recently_full(now) {
+        count(counters::FLOW_INSERT_FAILED);
+        return Inserted::Full;
+    }
     let entry = FlowEntry {
         real_id,
         service_id,
-        last_seen_ns: crate::clock::now_ns(),
+        last_seen_ns: now,
         state,
         _pad: [0; 7],
     };
-    count(counters::FLOW_NEW);
     match FLOW_TABLE.insert(flow, entry, BPF_NOEXIST) {
         Ok(()) => {
             let (a, i) = weight_of(state);
@@ -156,7 +188,10 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> I
             Some(ptr) => Inserted::Raced(unsafe { (*ptr).real_id }),
             None => Inserted::Full,
         },
-        Err(_) => {
+        Err(e) => {
+            if e == -E2BIG {
+                note_full(now);
+            }
             count(counters::FLOW_INSERT_FAILED);
             Inserted::Full
         }

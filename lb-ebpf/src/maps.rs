@@ -89,6 +89,12 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse, { FLOW_TABLE_DEFAULT_SIZ
 #[btf_map]
 pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 
+/// Single entry, per CPU: until when (data-plane clock) this CPU tries no
+/// flow insert, the table having been full (conntrack::insert). Not
+/// pinned: a hint, lost harmlessly with the program.
+#[btf_map]
+pub static FLOW_TABLE_FULL_UNTIL: PerCpuArray<u64, 1> = PerCpuArray::new();
+
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]
 pub static LB_GLOBALS: Array<LbGlobals, 1> = Array::new();

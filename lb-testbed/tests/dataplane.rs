@@ -796,6 +796,67 @@ fn the_sweep_reads_a_table_in_batches_and_removes_every_expired_flow() {
 /// Connections the flow table holds in the pressure tests.
 const SMALL_TABLE: u32 = 8;
 
+/// A data plane whose SMALL_TABLE flow table is full of established-to-be
+/// connections from ports 50000...
+fn full_flow_table() -> ProgTest {
+    let opts = lb_userspace::dataplane::LoadOptions {
+        flow_table_size: SMALL_TABLE,
+        ..Default::default()
+    };
+    let mut t = ProgTest::with_service_and(seed_service([1, 1]), &opts).unwrap();
+    for i in 0..SMALL_TABLE as u16 {
+        forwarded_to(&mut t, &syn(50000 + i).frame());
+    }
+    t
+}
+
+/// The data plane's clock (bpf_ktime_get_coarse_ns) as user space reads it.
+fn coarse_now() -> std::time::Duration {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).unwrap();
+    std::time::Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
+
+/// A CPU whose insert found the table full tries none until the coarse
+/// clock's next tick (a failed insert is a new flow's costliest step, and
+/// only the agent's sweep frees room): a slot freed meanwhile stays free
+/// for that tick, then the next new connection takes it.
+#[test]
+fn a_cpu_that_found_the_table_full_tries_no_insert_until_the_next_tick() {
+    // Fresh tables until both packets fall within one tick.
+    const ATTEMPTS: usize = 10;
+    // Longer than the backoff (1 ms) plus a tick at any HZ.
+    const PAST_THE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(30);
+    // The backoff is per CPU: every packet runs on this one.
+    let me = nix::unistd::Pid::from_raw(0);
+    let mut one = nix::sched::CpuSet::new();
+    one.set(nix::sched::sched_getcpu().unwrap()).unwrap();
+    nix::sched::sched_setaffinity(me, &one).unwrap();
+    let tracked = |t: &ProgTest, sport| {
+        t.dp.flow_entry(&tcp_flow_key(CLIENT, sport))
+            .unwrap()
+            .is_some()
+    };
+    for _ in 0..ATTEMPTS {
+        let mut t = full_flow_table();
+        let tick = coarse_now();
+        forwarded_to(&mut t, &syn(51000).frame());
+        assert!(!tracked(&t, 51000), "the table was full");
+        assert!(t.dp.remove_flow(&tcp_flow_key(CLIENT, 50000)).unwrap());
+        forwarded_to(&mut t, &syn(52000).frame());
+        if coarse_now() != tick {
+            continue;
+        }
+        assert!(!tracked(&t, 52000), "an insert was tried within the tick");
+        let c = t.counters().unwrap();
+        assert_eq!(c[counters::FLOW_INSERT_FAILED as usize], 2);
+        std::thread::sleep(PAST_THE_BACKOFF);
+        forwarded_to(&mut t, &syn(53000).frame());
+        assert!(tracked(&t, 53000), "the freed slot stayed unused");
+        return;
+    }
+    panic!("the coarse clock ticked within each of {ATTEMPTS} attempts");
+}
+
 /// A full flow table (a SYN flood, or more connections than configured):
 /// established flows keep their servers (nothing is evicted), and a
 /// connection that finds no room is forwarded untracked to the server its
