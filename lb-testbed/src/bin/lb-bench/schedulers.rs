@@ -23,9 +23,10 @@ const ALL: [SchedulerKind; 14] = [
 ];
 
 /// Every packet a new flow: the flow table holds one entry and is full
-/// with another flow, so each run misses, schedules, fails to insert
-/// and takes the flow-hash fallback (counted, forwarded untracked): the
-/// path of a SYN flood, an upper bound of a new flow's cost. Connection
+/// with another flow, so each run misses, schedules, finds the table full
+/// (after the first failed insert this CPU tries none until the clock's
+/// next tick) and takes the flow-hash fallback (counted, forwarded
+/// untracked): the path of a SYN flood against a full table. Connection
 /// counters stay put, so the scheduler sees the same state every run.
 fn new_flow_program(kind: SchedulerKind, backends: usize) -> Result<ProgTest> {
     let mut t = ProgTest::with_service_and(
@@ -68,8 +69,8 @@ pub fn bench(
     }
     results.notes.push(format!(
         "costliest new flow: {} with {} backends, {:.1}x XDP_TX (every new-flow row is the \
-         full-table path: scheduling, a failed insert and the flow-hash fallback, what each \
-         SYN of a flood costs)",
+         full-table path: scheduling, the table-full check and the flow-hash fallback, what \
+         each SYN of a flood against a full table costs)",
         worst.1, worst.2, worst.0
     ));
     Ok(())
