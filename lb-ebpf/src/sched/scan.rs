@@ -14,8 +14,9 @@ pub trait Visit {
 
 /// Indexes one bpf_loop turn visits. Each turn is a call of the callback
 /// subprogram, which cost as much as the visit itself (a profile of lc over
-/// 256 backends spent half its time in the loop and the call): eight visits
-/// per turn amortise it. The callback is still verified once.
+/// 256 backends spent half its time in the loop and the call): two visits
+/// per turn halve that. Four or eight exceed the verifier's budget (the
+/// visitor's best-so-far differs on every path, so no state is pruned).
 const VISITS_PER_TURN: u32 = 2;
 
 /// What the callback needs: the visitor and where to stop.

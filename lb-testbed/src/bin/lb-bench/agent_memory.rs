@@ -40,15 +40,6 @@ const POLL: Duration = Duration::from_millis(200);
 /// memory is the peak).
 const SWEEPS_SEEN: u32 = 2;
 
-/// "VmRSS:" or "VmHWM:" of a process, in KiB.
-fn kib_of(pid: u32, field: &str) -> u64 {
-    read_trimmed(&format!("/proc/{pid}/status"))
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -116,7 +107,7 @@ pub fn bench(results: &mut bench_report::Results) -> Result<()> {
         wait_for("the agent's status", START_WAIT, || {
             flows_counted(&pin).is_some()
         })?;
-        let idle = kib_of(pid, "VmRSS:");
+        let idle = status_kib(&pid.to_string(), "VmRSS:");
         eprintln!("  agent running (pid {pid}); filling its flow table with {FLOWS} flows");
         let filled = Instant::now();
         fill(&pin)?;
@@ -130,7 +121,10 @@ pub fn bench(results: &mut bench_report::Results) -> Result<()> {
             // The next sweep publishes again; forget this one's count.
             std::thread::sleep(Duration::from_secs(1));
         }
-        let (rss, hwm) = (kib_of(pid, "VmRSS:"), kib_of(pid, "VmHWM:"));
+        let (rss, hwm) = (
+            status_kib(&pid.to_string(), "VmRSS:"),
+            status_kib(&pid.to_string(), "VmHWM:"),
+        );
         results.agent_memory = Some(bench_report::AgentMemory {
             flows: FLOWS,
             idle_rss_kib: idle,

@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use lb_testbed::{bench_report, packet::*, progtest::*};
+use lb_testbed::{bench_report, packet::*, progtest::*, trafficgen::LIVE_BATCH};
 use lb_userspace::dataplane::BASELINES_OBJECT;
 
 mod agent_memory;
@@ -35,8 +35,6 @@ const QUICK: Budget = Budget {
     rounds: 3,
     repeat: 100_000,
 };
-/// Frames per batch in live-frames mode (xdp-trafficgen's default is 64).
-const LIVE_BATCH: u32 = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -407,7 +405,12 @@ fn write_outputs(results: &bench_report::Results, args: &[String]) -> Result<()>
 
 /// A /proc/self/status field in KiB.
 fn vm_kib(field: &str) -> u64 {
-    read_trimmed("/proc/self/status")
+    status_kib("self", field)
+}
+
+/// A /proc/PROCESS/status field ("VmRSS:", "VmHWM:") in KiB (0 if absent).
+fn status_kib(process: &str, field: &str) -> u64 {
+    read_trimmed(&format!("/proc/{process}/status"))
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
