@@ -27,6 +27,19 @@ pub fn ip(args: &[&str]) -> Result<Output> {
     run("ip", args)
 }
 
+/// A new namespace `ns` holding a veth pair `a` <-> `b`, both up. On error
+/// the namespace may exist: the caller deletes it (destroy_namespace).
+pub fn create_with_veth(ns: &str, a: &str, b: &str) -> Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip(&[
+        "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b,
+    ])?;
+    for dev in [a, b] {
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
 /// Runs `args` inside namespace `ns` with `ip netns exec` (own /sys view).
 pub fn exec_in(ns: &str, args: &[&str]) -> Result<Output> {
     let mut full = vec!["netns", "exec", ns];

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
 use lb_userspace::{
     backends::{RealStatus, service_state},
@@ -127,6 +127,61 @@ pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
     }
 }
 
+/// Filler clients: 10.0.0.0 + i, port FILLER_PORT.
+const FILLER_NET: u32 = 0x0a00_0000;
+const FILLER_PORT: u16 = 1000;
+
+/// The flow of the `i`-th filler client: distinct connections to fill a
+/// flow table with, none of them the test's own (CLIENT).
+pub fn filler_flow_key(i: u32) -> lb_common::FlowKey {
+    tcp_flow_key(Ipv4Addr::from(FILLER_NET + i), FILLER_PORT)
+}
+
+/// A flow of the seed service (id 0; any config's first service) on its
+/// first real server (id 1) in TCP `state`, last seen at `last_seen_ns` (the data plane's clock).
+pub fn seed_flow_entry(state: u8, last_seen_ns: u64) -> lb_common::FlowEntry {
+    lb_common::FlowEntry {
+        real_id: 1,
+        service_id: 0,
+        last_seen_ns,
+        state,
+        _pad: [0; 7],
+    }
+}
+
+/// Runs `frame` once through `prog` (BPF_PROG_TEST_RUN, not live):
+/// (verdict, output frame), with `room` bytes more than the input for what
+/// the program may add.
+pub fn run_once(prog: &mut Xdp, frame: &[u8], room: usize) -> Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + room];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out))
+}
+
+/// Runs `f` on this thread pinned to the CPU it is on (its argument); the
+/// old affinity comes back afterwards. BPF_PROG_TEST_RUN runs on the
+/// calling CPU: per-CPU state and timings stay on one.
+pub fn on_one_core<T>(f: impl FnOnce(usize) -> Result<T>) -> Result<T> {
+    use nix::{
+        sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity},
+        unistd::Pid,
+    };
+    let me = Pid::from_raw(0);
+    let before = sched_getaffinity(me)?;
+    let cpu = sched_getcpu()?;
+    let mut one = CpuSet::new();
+    one.set(cpu)?;
+    sched_setaffinity(me, &one)?;
+    let out = f(cpu);
+    sched_setaffinity(me, &before)?;
+    out
+}
+
 impl ProgTest {
     /// Writes the globals (the test interface, the service's flags) with
     /// these timeouts (ipvsadm --set, lblc(r) expiration).
@@ -204,14 +259,7 @@ impl ProgTest {
 
     /// Runs one frame: (verdict, output frame).
     pub fn run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let mut out = vec![0u8; frame.len() + OUT_HEADROOM];
-        let result = self.dp.program()?.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        run_once(self.dp.program()?, frame, OUT_HEADROOM)
     }
 
     pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {

@@ -763,19 +763,13 @@ fn wrr_with_every_weight_zero_drops() {
 
 #[test]
 fn the_sweep_reads_a_table_in_batches_and_removes_every_expired_flow() {
-    use lb_common::{FlowEntry, conntrack::S_CLOSE};
+    use lb_common::conntrack::S_CLOSE;
     // More flows than one BPF_MAP_LOOKUP_BATCH call returns.
     const FLOWS: u32 = 10_000;
     let mut t = ProgTest::seed().unwrap();
-    let key = |i: u32| tcp_flow_key(Ipv4Addr::from(0x0a00_0000 + i), 1000);
+    let key = filler_flow_key;
     // CLOSE, last seen at boot: expired (CLOSE lives 10 s).
-    let stale = FlowEntry {
-        real_id: 1,
-        service_id: 0,
-        last_seen_ns: 0,
-        state: S_CLOSE,
-        _pad: [0; 7],
-    };
+    let stale = seed_flow_entry(S_CLOSE, 0);
     t.dp.insert_flows((0..FLOWS).map(|i| (key(i), stale)))
         .unwrap();
     // One live flow stays.
@@ -826,35 +820,34 @@ fn a_cpu_that_found_the_table_full_tries_no_insert_until_the_next_tick() {
     const ATTEMPTS: usize = 10;
     // Longer than the backoff (1 ms) plus a tick at any HZ.
     const PAST_THE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(30);
-    // The backoff is per CPU: every packet runs on this one.
-    let me = nix::unistd::Pid::from_raw(0);
-    let mut one = nix::sched::CpuSet::new();
-    one.set(nix::sched::sched_getcpu().unwrap()).unwrap();
-    nix::sched::sched_setaffinity(me, &one).unwrap();
     let tracked = |t: &ProgTest, sport| {
         t.dp.flow_entry(&tcp_flow_key(CLIENT, sport))
             .unwrap()
             .is_some()
     };
-    for _ in 0..ATTEMPTS {
-        let mut t = full_flow_table();
-        let tick = coarse_now();
-        forwarded_to(&mut t, &syn(51000).frame());
-        assert!(!tracked(&t, 51000), "the table was full");
-        assert!(t.dp.remove_flow(&tcp_flow_key(CLIENT, 50000)).unwrap());
-        forwarded_to(&mut t, &syn(52000).frame());
-        if coarse_now() != tick {
-            continue;
+    // The backoff is per CPU: every packet runs on this one.
+    on_one_core(|_| {
+        for _ in 0..ATTEMPTS {
+            let mut t = full_flow_table();
+            let tick = coarse_now();
+            forwarded_to(&mut t, &syn(51000).frame());
+            assert!(!tracked(&t, 51000), "the table was full");
+            assert!(t.dp.remove_flow(&tcp_flow_key(CLIENT, 50000)).unwrap());
+            forwarded_to(&mut t, &syn(52000).frame());
+            if coarse_now() != tick {
+                continue;
+            }
+            assert!(!tracked(&t, 52000), "an insert was tried within the tick");
+            let c = t.counters().unwrap();
+            assert_eq!(c[counters::FLOW_INSERT_FAILED as usize], 2);
+            std::thread::sleep(PAST_THE_BACKOFF);
+            forwarded_to(&mut t, &syn(53000).frame());
+            assert!(tracked(&t, 53000), "the freed slot stayed unused");
+            return Ok(());
         }
-        assert!(!tracked(&t, 52000), "an insert was tried within the tick");
-        let c = t.counters().unwrap();
-        assert_eq!(c[counters::FLOW_INSERT_FAILED as usize], 2);
-        std::thread::sleep(PAST_THE_BACKOFF);
-        forwarded_to(&mut t, &syn(53000).frame());
-        assert!(tracked(&t, 53000), "the freed slot stayed unused");
-        return;
-    }
-    panic!("the coarse clock ticked within each of {ATTEMPTS} attempts");
+        panic!("the coarse clock ticked within each of {ATTEMPTS} attempts");
+    })
+    .unwrap();
 }
 
 /// A full flow table (a SYN flood, or more connections than configured):

@@ -1,11 +1,15 @@
 //! The agent's resident memory with a full flow table: the real agent
-//! (target/release/lb-userspace) runs in a namespace of our own with a
+//! (target/release/lb-userspace, next to the bench) runs in a namespace of our own with a
 //! 1M-entry flow table; the bench fills the pinned table with 1M live
 //! connections and reads the agent's VmRSS / VmHWM once its expiry sweeps
 //! have walked them (its status reports the flows).
 
 use super::*;
 use lb_common::{FlowEntry, FlowKey, conntrack::S_ESTABLISHED};
+use lb_testbed::{
+    netns,
+    topology::{agent_binary, wait_until},
+};
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -15,7 +19,6 @@ use std::{
 const FLOWS: u32 = 1 << 20;
 const IFACE: &str = "lbm0";
 const PEER: &str = "lbm1";
-const AGENT: &str = "target/release/lb-userspace";
 /// One service, one real server, no checker: the agent idles but for its
 /// sweeps. Addresses of TEST-NET-2, inside the namespace only.
 const CONFIG: &str = r#"
@@ -35,21 +38,12 @@ const IFACE_ADDR: &str = "198.51.100.1/24";
 const START_WAIT: Duration = Duration::from_secs(20);
 const SWEEP_WAIT: Duration = Duration::from_secs(60);
 const EXIT_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(200);
 /// Sweeps to let pass once the agent counts every flow (the sweep's own
 /// memory is the peak).
 const SWEEPS_SEEN: u32 = 2;
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status()?;
-    if !status.success() {
-        return Err(anyhow!("{cmd:?} failed"));
-    }
-    Ok(())
 }
 
 /// Flows the agent last counted (its status file), if it published one.
@@ -59,42 +53,33 @@ fn flows_counted(pin: &Path) -> Option<u64> {
         .map(|s| s.fill.flows)
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let started = Instant::now();
-    while !done() {
-        if started.elapsed() > limit {
-            return Err(anyhow!("{what}: not within {limit:?}"));
-        }
-        std::thread::sleep(POLL);
-    }
-    Ok(())
+fn wait_for(what: &str, limit: Duration, done: impl FnMut() -> bool) -> Result<()> {
+    wait_until(limit, done)
+        .map(|_| ())
+        .ok_or_else(|| anyhow!("{what}: not within {limit:?}"))
 }
 
 pub fn bench(results: &mut bench_report::Results) -> Result<()> {
-    if !Path::new(AGENT).exists() {
+    let agent_path = agent_binary()?;
+    if !agent_path.exists() {
         return Err(anyhow!(
-            "{AGENT} is not built (cargo xtask bench builds it)"
+            "{} is not built (cargo xtask bench builds it)",
+            agent_path.display()
         ));
     }
     let ns = format!("lbam{}", std::process::id());
     let pin = PathBuf::from(format!("/sys/fs/bpf/lbam{}", std::process::id()));
     let config = std::env::temp_dir().join(format!("lbam{}.toml", std::process::id()));
     std::fs::write(&config, CONFIG)?;
-    run(Command::new("ip").args(["netns", "add", &ns]))?;
     let mut agent: Option<Child> = None;
     let measured = (|| -> Result<()> {
-        run(Command::new("ip").args([
-            "-n", &ns, "link", "add", IFACE, "type", "veth", "peer", "name", PEER,
-        ]))?;
-        run(Command::new("ip").args(["-n", &ns, "addr", "add", IFACE_ADDR, "dev", IFACE]))?;
-        for dev in [IFACE, PEER] {
-            run(Command::new("ip").args(["-n", &ns, "link", "set", dev, "up"]))?;
-        }
+        netns::create_with_veth(&ns, IFACE, PEER)?;
+        netns::ip(&["-n", &ns, "addr", "add", IFACE_ADDR, "dev", IFACE])?;
         // nsenter, not ip netns exec: the agent pins in the host's bpffs.
         let child = agent.insert(
             Command::new("nsenter")
-                .arg(format!("--net=/var/run/netns/{ns}"))
-                .arg(AGENT)
+                .arg(netns::nsenter_net(&ns))
+                .arg(&agent_path)
                 .args(["--iface", IFACE, "--log-level", "warn", "--config"])
                 .arg(&config)
                 .arg("--pin-path")
@@ -156,7 +141,7 @@ pub fn bench(results: &mut bench_report::Results) -> Result<()> {
             lb_userspace::runtime_files::remove_leftovers(&pin);
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    netns::destroy_namespace(&ns);
     let _ = std::fs::remove_dir_all(&pin);
     let _ = std::fs::remove_file(&config);
     measured
@@ -170,16 +155,13 @@ fn fill(pin: &Path) -> Result<()> {
     let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
-    let entry = FlowEntry {
-        real_id: 1,
-        service_id: 0,
-        last_seen_ns: now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
-        state: S_ESTABLISHED,
-        _pad: [0; 7],
-    };
+    // The config's one service and real server get ids 0 and 1, as the seed's.
+    let entry = seed_flow_entry(
+        S_ESTABLISHED,
+        now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
+    );
     for i in 0..FLOWS {
-        let client = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-        table.insert(tcp_flow_key(client, 1000), entry, 0)?;
+        table.insert(filler_flow_key(i), entry, 0)?;
     }
     Ok(())
 }

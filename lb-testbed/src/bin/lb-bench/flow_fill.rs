@@ -1,7 +1,7 @@
 //! Flow-table hits with the table filled to 1K, 100K and 1M flows.
 
 use super::*;
-use lb_common::{FlowEntry, conntrack::S_ESTABLISHED};
+use lb_common::conntrack::S_ESTABLISHED;
 use lb_userspace::dataplane::LoadOptions;
 
 const FILLS: [u32; 3] = [1_000, 100_000, 1_000_000];
@@ -25,19 +25,8 @@ pub fn bench(
         )?;
         // The measured flow, then fill - 1 others.
         t.run(frame)?;
-        let entry = FlowEntry {
-            real_id: 1,
-            service_id: 0,
-            last_seen_ns: 0,
-            state: S_ESTABLISHED,
-            _pad: [0; 7],
-        };
-        t.dp.insert_flows((1..fill).map(|i| {
-            (
-                tcp_flow_key(std::net::Ipv4Addr::from(0x0a00_0000 + i), 1000),
-                entry,
-            )
-        }))?;
+        let entry = seed_flow_entry(S_ESTABLISHED, 0);
+        t.dp.insert_flows((1..fill).map(|i| (filler_flow_key(i), entry)))?;
         let (lb, base) = time_pair(budget, xdp_tx, &mut t, frame)?;
         results.push(
             SECTION,

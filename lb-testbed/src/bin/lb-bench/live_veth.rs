@@ -17,9 +17,12 @@
 
 use super::*;
 use aya::programs::XdpMode;
-use lb_testbed::trafficgen::{TrafficGen, xdp_md};
+use lb_testbed::{
+    netns,
+    progtest::on_one_core,
+    trafficgen::{TrafficGen, xdp_md},
+};
 use lb_userspace::{config::Protocol, dataplane::LoadOptions};
-use nix::{sched::CpuSet, unistd::Pid};
 use std::{fs::File, process::Command};
 
 const GEN: &str = "lbv0";
@@ -50,31 +53,9 @@ fn xdp_drops(iface: &str) -> u64 {
         .sum()
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let status = Command::new("ip").args(args).status()?;
-    if !status.success() {
-        return Err(anyhow!("ip {} failed", args.join(" ")));
-    }
-    Ok(())
-}
-
 fn time(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Result<f64> {
     let ctx = xdp_md(frame.len(), ifindex);
     time_xdp_ctx(prog, frame, repeat, Mode::LiveFrames, Some(&ctx))
-}
-
-/// Runs `f` on this thread pinned to the CPU it is on; the old affinity
-/// comes back afterwards.
-fn on_one_core<T>(f: impl FnOnce(usize) -> Result<T>) -> Result<T> {
-    let me = Pid::from_raw(0);
-    let before = nix::sched::sched_getaffinity(me)?;
-    let cpu = nix::sched::sched_getcpu()?;
-    let mut one = CpuSet::new();
-    one.set(cpu)?;
-    nix::sched::sched_setaffinity(me, &one)?;
-    let out = f(cpu);
-    nix::sched::sched_setaffinity(me, &before)?;
-    out
 }
 
 pub fn bench(
@@ -86,13 +67,8 @@ pub fn bench(
     results: &mut bench_report::Results,
 ) -> Result<()> {
     let ns = format!("lbtp{}", std::process::id());
-    ip(&["netns", "add", &ns])?;
     let outcome = (|| -> Result<()> {
-        ip(&[
-            "-n", &ns, "link", "add", GEN, "type", "veth", "peer", "name", SINK,
-        ])?;
-        ip(&["-n", &ns, "link", "set", GEN, "up"])?;
-        ip(&["-n", &ns, "link", "set", SINK, "up"])?;
+        netns::create_with_veth(&ns, GEN, SINK)?;
         // This thread enters the namespace: interface indexes, the
         // attach and the live frames all resolve in it.
         let netns = File::open(format!("/var/run/netns/{ns}"))?;
@@ -108,7 +84,7 @@ pub fn bench(
         nix::sched::setns(&host, nix::sched::CloneFlags::CLONE_NEWNET)?;
         measured
     })();
-    let _ = ip(&["netns", "del", &ns]);
+    netns::destroy_namespace(&ns);
     outcome
 }
 

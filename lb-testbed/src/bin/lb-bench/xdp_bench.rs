@@ -3,6 +3,7 @@
 //! own. Debian's 1.3.1 needs tracepoints this kernel lacks; then the
 //! report says so instead of failing.
 
+use lb_testbed::netns;
 use std::process::{Command, Output};
 
 const SECONDS: &str = "3";
@@ -20,22 +21,11 @@ pub fn run() -> Vec<String> {
     let libxdp_dir = std::path::Path::new(LIBXDP_DIR);
     let had_libxdp_dir = libxdp_dir.exists();
     let ns = format!("lbxb{}", std::process::id());
-    let setup: [&[&str]; 4] = [
-        &["ip", "netns", "add", &ns],
-        &[
-            "ip", "-n", &ns, "link", "add", "xb0", "type", "veth", "peer", "name", "xb1",
-        ],
-        &["ip", "-n", &ns, "link", "set", "xb0", "up"],
-        &["ip", "-n", &ns, "link", "set", "xb1", "up"],
-    ];
     let mut out = Vec::new();
-    if setup
-        .iter()
-        .all(|c| run_cmd(c).is_some_and(|o| o.status.success()))
-    {
+    if netns::create_with_veth(&ns, "xb0", "xb1").is_ok() {
         for mode in ["drop", "tx"] {
             // nsenter, not ip netns exec: libxdp needs the host's bpffs.
-            let net = format!("--net=/var/run/netns/{ns}");
+            let net = netns::nsenter_net(&ns);
             let text = run_cmd(&[
                 "nsenter",
                 &net,
@@ -68,7 +58,7 @@ pub fn run() -> Vec<String> {
     } else {
         out.push("xdp-bench not run: no namespace with a veth pair could be made".to_string());
     }
-    let _ = run_cmd(&["ip", "netns", "del", &ns]);
+    netns::destroy_namespace(&ns);
     if !had_libxdp_dir {
         // Only when empty: then it is the one xdp-bench just made.
         let _ = std::fs::remove_dir(libxdp_dir);
