@@ -76,10 +76,15 @@ enum RealserverAction {
         #[arg(long)]
         iface: Option<String>,
     },
-    /// Restores exactly what start changed — rs.sh stop. Idempotent.
+    /// Restores exactly what start changed — rs.sh stop. Idempotent. Takes
+    /// start's flags; what start recorded decides.
     Stop {
         #[arg(long)]
         vip: std::net::Ipv4Addr,
+        #[arg(long, value_enum)]
+        mode: Option<realserver::Mode>,
+        #[arg(long)]
+        iface: Option<String>,
     },
 }
 
@@ -240,7 +245,9 @@ fn run(cli: Cli) -> Result<()> {
                 RealserverAction::Start { vip, mode, iface } => {
                     rt.block_on(realserver::start(vip, mode, iface.as_deref()))
                 }
-                RealserverAction::Stop { vip } => rt.block_on(realserver::stop(vip)),
+                RealserverAction::Stop { vip, mode, iface } => {
+                    rt.block_on(realserver::stop(vip, mode, iface.as_deref()))
+                }
             }
         }
         Some(Command::List {

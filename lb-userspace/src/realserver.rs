@@ -57,6 +57,36 @@ pub struct SavedState {
     pub vip_added: bool,
     /// sysctl key (path under /proc/sys) -> value before start.
     pub sysctls: BTreeMap<String, String>,
+    /// The network namespace's cookie (unique while the host runs, never
+    /// reused, unlike the inode number in the file's name). None in files
+    /// written before it was recorded.
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
+}
+
+/// Whose is a state file that `start` finds under this namespace's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// This namespace started the VIP and has not stopped it.
+    StartedHere,
+    /// Written in a network namespace that is gone and whose inode number
+    /// this one reuses: its cookie differs from ours.
+    GoneNamespace,
+    /// An older file without a cookie whose VIP is no longer on lo.
+    Stale,
+}
+
+impl Leftover {
+    /// Two live namespaces never share an inode number, and a cookie is
+    /// never reused: a different cookie is proof the writer is gone.
+    pub fn classify(saved_cookie: Option<u64>, our_cookie: Option<u64>, vip_on_lo: bool) -> Self {
+        match (saved_cookie, our_cookie) {
+            (Some(saved), Some(ours)) if saved == ours => Self::StartedHere,
+            (Some(_), Some(_)) => Self::GoneNamespace,
+            _ if vip_on_lo => Self::StartedHere,
+            _ => Self::Stale,
+        }
+    }
 }
 
 /// The sysctls (path under /proc/sys, value) `start` sets for `mode`.
@@ -148,6 +178,25 @@ fn netns_id() -> String {
         .map_or_else(|| "0".to_string(), |n| n.to_string())
 }
 
+/// SO_NETNS_COOKIE of a socket in this network namespace (Linux 5.14+).
+fn netns_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie and len are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
+}
+
 fn state_path(vip: Ipv4Addr) -> PathBuf {
     Path::new(STATE_DIR).join(format!("realserver-{}-{vip}.toml", netns_id()))
 }
@@ -175,19 +224,26 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         .link(LOOPBACK)
         .await?
         .ok_or_else(|| anyhow!("no loopback interface"))?;
-    if state_file.exists() {
-        if nl.ipv4_addresses(lo.index).await?.contains(&vip) {
-            bail!(
+    let cookie = netns_cookie();
+    if let Ok(text) = fs::read_to_string(&state_file) {
+        let saved_cookie = toml::from_str::<SavedState>(&text)
+            .ok()
+            .and_then(|s| s.netns_cookie);
+        let vip_on_lo = nl.ipv4_addresses(lo.index).await?.contains(&vip);
+        match Leftover::classify(saved_cookie, cookie, vip_on_lo) {
+            Leftover::StartedHere => bail!(
                 "realserver already started for {vip} ({}): run `lb-userspace realserver stop --vip {vip}` first",
                 state_file.display()
-            );
+            ),
+            Leftover::GoneNamespace => warn!(
+                "ignoring {}: left by a network namespace that is gone (this one reuses its inode number)",
+                state_file.display()
+            ),
+            Leftover::Stale => warn!(
+                "ignoring {}: left by an earlier start whose VIP {vip} is no longer on lo",
+                state_file.display()
+            ),
         }
-        // Namespace ids are reused: a file whose VIP is gone from lo was
-        // left by a network namespace that no longer exists.
-        warn!(
-            "ignoring {}: left by a network namespace that is gone",
-            state_file.display()
-        );
         fs::remove_file(&state_file)
             .with_context(|| format!("removing {}", state_file.display()))?;
     }
@@ -202,6 +258,7 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         iface: iface.map(str::to_string),
         vip_added: !had_vip,
         sysctls: saved,
+        netns_cookie: cookie,
     };
     let undo = |state: &SavedState| {
         sysctls.restore(&state.sysctls);
@@ -211,8 +268,8 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         return Err(e);
     }
     if mode == Mode::Tun
-        && let (Some(name), Some(_)) = (iface, link)
-        && let Err(e) = attach_decap(name, vip)
+        && let (Some(name), Some(link)) = (iface, link)
+        && let Err(e) = attach_decap(name, link.index, vip)
     {
         if state.vip_added {
             let _ = nl.del_address(lo.index, vip.into()).await;
@@ -222,22 +279,40 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
     }
     fs::write(&state_file, toml::to_string(&state)?)
         .with_context(|| format!("writing {}", state_file.display()))?;
-    println!(
-        "RealServer Start OK ({vip}, {})",
-        if mode == Mode::Dr { "dr" } else { "tun" }
-    );
+    println!("RealServer Start OK ({vip}, {})", mode_name(mode));
     Ok(())
 }
 
-pub async fn stop(vip: Ipv4Addr) -> Result<()> {
+/// `mode` and `iface` are what the operator typed (the same flags as
+/// start); what start recorded decides. Without a record, `--mode tun
+/// --iface IF` still removes the VIP from rs_decap on IF (a leftover).
+pub async fn stop(vip: Ipv4Addr, mode: Option<Mode>, iface: Option<&str>) -> Result<()> {
     preflight::check_privileges()?;
     let state_file = state_path(vip);
     let Ok(text) = fs::read_to_string(&state_file) else {
+        if mode == Some(Mode::Tun)
+            && let Some(iface) = iface
+        {
+            detach_decap(iface, vip)?;
+        }
         println!("RealServer {vip} not started: nothing to stop");
         return Ok(());
     };
     let state: SavedState =
         toml::from_str(&text).with_context(|| format!("reading {}", state_file.display()))?;
+    if mode.is_some_and(|m| m != state.mode)
+        || iface.is_some_and(|i| state.iface.as_deref() != Some(i))
+    {
+        warn!(
+            "{vip} was started with --mode {}{}: stopping what start did",
+            mode_name(state.mode),
+            state
+                .iface
+                .as_deref()
+                .map(|i| format!(" --iface {i}"))
+                .unwrap_or_default()
+        );
+    }
     if state.mode == Mode::Tun
         && let Some(iface) = &state.iface
     {
@@ -258,11 +333,46 @@ pub async fn stop(vip: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Dr => "dr",
+        Mode::Tun => "tun",
+    }
+}
+
+/// Whether the rs_decap link pinned in `dir` is attached to interface
+/// `ifindex`. A pin left by a deleted namespace whose inode number this
+/// one reuses, or by an interface deleted and created again, holds a
+/// defunct link (attached nowhere): taking it for an attachment would
+/// leave the interface without decapsulation.
+fn decap_attached(dir: &Path, ifindex: u32) -> bool {
+    crate::dataplane::bpf_sys::pinned_xdp_link_ifindex(&dir.join(rs_decap_names::LINK_PIN))
+        .is_ok_and(|attached| attached == ifindex)
+}
+
 /// Loads rs_decap on `iface` (once per interface) and adds `vip` to its map.
-fn attach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
+fn attach_decap(iface: &str, ifindex: u32, vip: Ipv4Addr) -> Result<()> {
     preflight::check_bpffs(&decap_pin_dir(iface))?;
     let dir = decap_pin_dir(iface);
     let map_pin = dir.join(rs_decap_names::RS_VIPS_PIN);
+    // VIPs started here (state files with our cookie) whose decapsulation
+    // a defunct pin held: they go into the new map too.
+    let mut carried = Vec::new();
+    if dir.exists() && !decap_attached(&dir, ifindex) {
+        warn!(
+            "{}: a defunct rs_decap pin (its interface or namespace is gone); replacing it",
+            dir.display()
+        );
+        if let Ok(old) = open_decap_vips(&map_pin) {
+            carried = old
+                .keys()
+                .filter_map(Result::ok)
+                .map(|key| Ipv4Addr::from(key.to_ne_bytes()))
+                .filter(|old_vip| *old_vip != vip && tun_started_here(*old_vip, iface))
+                .collect();
+        }
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     if !map_pin.exists() {
         let mut ebpf = Ebpf::load(RS_DECAP_OBJECT).context("loading rs_decap")?;
         let prog: &mut Xdp = ebpf
@@ -284,10 +394,31 @@ fn attach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
             .context("pinning RS_VIPS")?;
         info!("rs_decap attached to {iface}");
     }
-    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&map_pin)?)?;
-    let mut vips: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(map)?;
-    vips.insert(u32::from_ne_bytes(vip.octets()), 1, 0)?;
+    let mut vips = open_decap_vips(&map_pin)?;
+    for vip in carried.into_iter().chain([vip]) {
+        vips.insert(u32::from_ne_bytes(vip.octets()), 1, 0)?;
+    }
     Ok(())
+}
+
+/// rs_decap's VIP map, from its pin.
+fn open_decap_vips(map_pin: &Path) -> Result<BpfHashMap<aya::maps::MapData, u32, u8>> {
+    let data = aya::maps::MapData::from_pin(map_pin)
+        .with_context(|| format!("opening {}", map_pin.display()))?;
+    Ok(BpfHashMap::try_from(aya::maps::Map::from_map_data(data)?)?)
+}
+
+/// `vip` was started here (this namespace's cookie) in tun mode on `iface`.
+fn tun_started_here(vip: Ipv4Addr, iface: &str) -> bool {
+    fs::read_to_string(state_path(vip))
+        .ok()
+        .and_then(|text| toml::from_str::<SavedState>(&text).ok())
+        .is_some_and(|state| {
+            state.mode == Mode::Tun
+                && state.iface.as_deref() == Some(iface)
+                && state.netns_cookie.is_some()
+                && state.netns_cookie == netns_cookie()
+        })
 }
 
 /// Removes `vip` from rs_decap's map; detaches it when no VIP is left.
@@ -297,8 +428,7 @@ fn detach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
     if !map_pin.exists() {
         return Ok(());
     }
-    let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&map_pin)?)?;
-    let mut vips: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(map)?;
+    let mut vips = open_decap_vips(&map_pin)?;
     let _ = vips.remove(&u32::from_ne_bytes(vip.octets()));
     if vips.keys().next().is_none() {
         let link_pin = dir.join(rs_decap_names::LINK_PIN);
@@ -388,8 +518,30 @@ mod tests {
             iface: Some("eth0".into()),
             vip_added: true,
             sysctls: BTreeMap::from([("net/ipv4/conf/lo/arp_ignore".to_string(), "0".to_string())]),
+            netns_cookie: Some(4097),
         };
         let text = toml::to_string(&state).unwrap();
         assert_eq!(toml::from_str::<SavedState>(&text).unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_file_is_ours_only_when_the_cookies_agree() {
+        use Leftover::*;
+        // Same cookie: this namespace started it, even if the VIP was taken off lo.
+        assert_eq!(Leftover::classify(Some(9), Some(9), false), StartedHere);
+        assert_eq!(Leftover::classify(Some(9), Some(9), true), StartedHere);
+        // Another cookie under our inode number: its namespace is gone.
+        assert_eq!(Leftover::classify(Some(9), Some(10), true), GoneNamespace);
+        assert_eq!(Leftover::classify(Some(9), Some(10), false), GoneNamespace);
+        // Files without a cookie: the VIP on lo is all there is to go by.
+        assert_eq!(Leftover::classify(None, Some(10), true), StartedHere);
+        assert_eq!(Leftover::classify(None, Some(10), false), Stale);
+    }
+
+    #[test]
+    fn a_file_without_a_cookie_still_reads() {
+        let text = "vip = \"172.16.122.100\"\nmode = \"dr\"\nvip_added = true\n[sysctls]\n";
+        let state: SavedState = toml::from_str(text).unwrap();
+        assert_eq!(state.netns_cookie, None);
     }
 }

@@ -773,16 +773,20 @@ async fn warn_about_missing_vips(
     let Ok(addrs) = nl.ipv4_addresses(ifindex).await else {
         return;
     };
-    let mut vips: Vec<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
-    vips.dedup();
-    for vip in vips
-        .into_iter()
-        .filter(|v| !addrs.contains(v) && !governed.contains(v))
-    {
+    for vip in unowned_vips(plan, &addrs, governed) {
         warn!(
             "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
         );
     }
+}
+
+/// The services' VIPs, each once, that are neither an address of the
+/// interface nor managed by a vrrp_instance.
+fn unowned_vips(plan: &Plan, addrs: &[Ipv4Addr], governed: &HashSet<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let vips: std::collections::BTreeSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
+    vips.into_iter()
+        .filter(|v| !addrs.contains(v) && !governed.contains(v))
+        .collect()
 }
 
 pub fn fmt_mac(mac: [u8; 6]) -> String {
@@ -790,4 +794,50 @@ pub fn fmt_mac(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::parse, dataplane::plan::plan};
+
+    #[test]
+    fn a_vip_of_several_services_is_warned_about_once() {
+        // Two VIPs, the first one's services not adjacent in the plan.
+        let text = r#"
+[[virtual_server]]
+vip = "10.0.0.1"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 80
+[[virtual_server]]
+vip = "10.0.0.2"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 80
+[[virtual_server]]
+vip = "10.0.0.1"
+port = 443
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 443
+"#;
+        let plan = plan(&parse("vips", text).unwrap()).unwrap();
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let b = Ipv4Addr::new(10, 0, 0, 2);
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);
+        assert_eq!(unowned_vips(&plan, &[b], &HashSet::new()), [a]);
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a])), [b]);
+    }
 }

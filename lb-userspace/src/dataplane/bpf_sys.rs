@@ -1,6 +1,7 @@
-//! The two kernel interfaces aya 0.14 does not wrap: BPF_MAP_LOOKUP_AND_DELETE_ELEM
-//! (remove a flow and learn the state it had at that instant) and mmap of an
-//! array map (atomic adds on the counters the data plane shares).
+//! The kernel interfaces aya 0.14 does not wrap: BPF_MAP_LOOKUP_AND_DELETE_ELEM
+//! (remove a flow and learn the state it had at that instant), mmap of an
+//! array map (atomic adds on the counters the data plane shares) and the
+//! interface a pinned XDP link is attached to (aya's LinkInfo hides it).
 
 use std::{
     io,
@@ -14,6 +15,15 @@ use lb_common::{MAX_REALS, RealConns};
 /// bpf(2) command numbers (uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// Size of `struct bpf_link_info` as of Linux 6.x, with room to spare (the
+/// kernel fills at most what it knows and what we ask for).
+const LINK_INFO_LEN: usize = 128;
+/// Offset of the type-specific union in `struct bpf_link_info` (type, id,
+/// prog_id, then the union, 8-byte aligned); for XDP links it starts with
+/// the interface index.
+const LINK_INFO_UNION_OFFSET: usize = 16;
 /// Entries asked for per BPF_MAP_LOOKUP_BATCH call: large enough for any
 /// hash bucket (the kernel answers ENOSPC when a bucket does not fit).
 const BATCH: usize = 4096;
@@ -147,6 +157,78 @@ pub fn lookup_and_delete<K: Copy, V: Copy + Default>(
     } else {
         Err(err)
     }
+}
+
+/// The `BPF_OBJ_GET` part of `union bpf_attr`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+}
+
+/// The `BPF_OBJ_GET_INFO_BY_FD` part of `union bpf_attr`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface index a pinned XDP link is attached to; 0 once its device
+/// is gone (the kernel detaches an XDP link when its interface, or the
+/// network namespace holding it, is deleted, and the link lives on,
+/// defunct, as long as it is pinned).
+pub fn pinned_xdp_link_ifindex(pin: &std::path::Path) -> io::Result<u32> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let get = ObjGetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    // SAFETY: attr points at a NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGetAttr,
+            size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us; closed on drop.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = [0u8; LINK_INFO_LEN];
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: LINK_INFO_LEN as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points at a writable buffer of info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let at = LINK_INFO_UNION_OFFSET;
+    Ok(u32::from_ne_bytes([
+        info[at],
+        info[at + 1],
+        info[at + 2],
+        info[at + 3],
+    ]))
 }
 
 /// The fields of RealConns.
