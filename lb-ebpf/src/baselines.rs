@@ -7,19 +7,16 @@
 //! XDP_TX frames only if its peer runs an XDP program in native mode.
 #![no_std]
 #![no_main]
-
-#[path = "runtime.rs"]
-mod runtime;
-
-#[path = "csum.rs"]
-#[allow(dead_code)]
-mod csum;
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_get_prandom_u32, macros::xdp,
     programs::XdpContext,
 };
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP};
+use lb_ebpf::csum;
+
+lb_ebpf::license!();
 
 /// Destination + source MAC, the bytes the tx baseline swaps.
 const ETH_ADDRS_LEN: usize = 12;

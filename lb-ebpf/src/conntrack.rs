@@ -10,7 +10,10 @@ use lb_common::{
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
-use crate::maps::{FLOW_TABLE, FLOW_TABLE_FULL_UNTIL, REALS, conns_add, count};
+use crate::{
+    kernel::{BPF_NOEXIST, E2BIG, EEXIST},
+    maps::{FLOW_TABLE, FLOW_TABLE_FULL_UNTIL, REALS, conns_add, count},
+};
 
 /// The low byte of FlowEntry's state word.
 const STATE_MASK: u64 = 0xff;
@@ -20,9 +23,8 @@ const CAS_ATTEMPTS: u32 = 3;
 /// Not an IPVS state: an entry being rescheduled by one CPU.
 const STATE_CLAIMED: u8 = 0xff;
 
-/// BPF_NOEXIST: create only. The caller knows the key is absent; if another
-/// CPU created it meanwhile, that CPU counted it.
-const BPF_NOEXIST: u64 = 1;
+// Inserts are BPF_NOEXIST: the caller knows the key is absent; if another
+// CPU created it meanwhile, that CPU counted it.
 
 /// What the flow table knows of a packet's connection.
 pub enum Lookup {
@@ -105,6 +107,7 @@ fn swap_state(ptr: *mut FlowEntry, next: impl Fn(u8) -> u8) -> Option<(u8, u8)> 
     // 7 padding bytes: the word is inside the value. Little-endian: the
     // state is its low byte.
     let word = unsafe { &raw mut (*ptr).state } as *mut u64;
+    // SAFETY: `word` is inside the map value (above).
     let current = unsafe { core::ptr::read_volatile(word) };
     let from = (current & STATE_MASK) as u8;
     let to = next(from);
@@ -112,6 +115,7 @@ fn swap_state(ptr: *mut FlowEntry, next: impl Fn(u8) -> u8) -> Option<(u8, u8)> 
         return Some((from, to));
     }
     let wanted = (current & !STATE_MASK) | to as u64;
+    // SAFETY: as above; BPF has an atomic compare-and-exchange of 8 bytes.
     let (_, swapped) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
             word, current, wanted,
@@ -129,11 +133,6 @@ pub enum Inserted {
     /// The table is full: the connection goes untracked.
     Full,
 }
-
-/// -EEXIST from a BPF_NOEXIST insert: the key is already there.
-const EEXIST: i32 = 17;
-/// -E2BIG from an insert: the table holds max_entries.
-const E2BIG: i32 = 7;
 
 /// After an insert found the table full, this CPU tries none for this
 /// long. A failed insert is the costliest step of a new connection (the

@@ -6,11 +6,12 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use lb_common::IPPROTO_ICMP;
+use lb_common::{IPPROTO_ICMP, counters};
 
 use crate::{
     csum,
-    parse::{ICMP_HEADER_LEN, IPV4_VERSION_IHL, L4Packet, ptr_at},
+    header::{Abort, header, header_mut},
+    parse::{ICMP_HEADER_LEN, IPV4_VERSION_IHL, L4Packet},
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -22,25 +23,19 @@ const TTL: u8 = 64;
 /// Turns the frame into an ICMP fragmentation-needed error back to its
 /// sender, from the address it was sent to, announcing `mtu`; XDP_TX.
 #[inline(always)]
-pub fn frag_needed(ctx: &XdpContext, pkt: &L4Packet, mtu: u16) -> Result<u32, ()> {
+pub fn frag_needed(ctx: &XdpContext, pkt: &L4Packet, mtu: u16) -> Result<u32, Abort> {
     // What the error quotes, saved before the frame is cut.
-    let quoted: *const [u8; QUOTED_LEN] = ptr_at(ctx, pkt.l3_off)?;
-    let quoted = unsafe { *quoted };
+    let quoted: [u8; QUOTED_LEN] = *header(ctx, pkt.l3_off)?;
     let new_len = pkt.l3_off + Ipv4Hdr::LEN + ICMP_HEADER_LEN + QUOTED_LEN;
     let cur_len = ctx.data_end() - ctx.data();
-    // SAFETY: the helper only moves the frame's end; pointers are taken anew.
+    // SAFETY: the helper only moves the frame's end; headers are taken anew.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, new_len as i32 - cur_len as i32) } != 0 {
-        return Err(());
+        return Err(Abort(counters::ABORT_ADJUST));
     }
 
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    unsafe {
-        let (src, dst) = ((*eth).src_addr, (*eth).dst_addr);
-        (*eth).dst_addr = src;
-        (*eth).src_addr = dst;
-    }
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
-    let ip = unsafe { &mut *ip };
+    let eth: &mut EthHdr = header_mut(ctx, 0)?;
+    core::mem::swap(&mut eth.src_addr, &mut eth.dst_addr);
+    let ip: &mut Ipv4Hdr = header_mut(ctx, pkt.l3_off)?;
     let (client, vip) = (ip.src_addr, ip.dst_addr);
     ip.vihl = IPV4_VERSION_IHL;
     ip.tos = 0;
@@ -54,8 +49,7 @@ pub fn frag_needed(ctx: &XdpContext, pkt: &L4Packet, mtu: u16) -> Result<u32, ()
     ip.dst_addr = client;
     ip.check = csum::ipv4_header(ip).to_be_bytes();
 
-    let icmp: *mut [u8; ICMP_HEADER_LEN + QUOTED_LEN] = ptr_at(ctx, pkt.l3_off + Ipv4Hdr::LEN)?;
-    let icmp = unsafe { &mut *icmp };
+    let icmp: &mut [u8; ICMP_HEADER_LEN + QUOTED_LEN] = header_mut(ctx, pkt.l3_off + Ipv4Hdr::LEN)?;
     icmp[0] = ICMP_DEST_UNREACH;
     icmp[1] = ICMP_FRAG_NEEDED;
     icmp[2] = 0;

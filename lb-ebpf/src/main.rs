@@ -7,28 +7,30 @@
 // atomic_xadd: per-server connection counters shared by all CPUs.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod clock;
 mod conntrack;
-mod csum;
 mod forward;
 mod icmp;
 mod maps;
-mod parse;
 mod persist;
-mod runtime;
 mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use lb_common::{
-    ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, REAL_FLAG_MAC_VALID, SERVICE_FLAG_STANDBY,
-    ServiceKey, counters,
+    FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
+    SERVICE_FLAG_STANDBY, ServiceInfo, ServiceKey, counters,
 };
+// The shared modules, under the names the modules of this binary use.
+use lb_ebpf::{csum, header, header::Abort, kernel, parse};
 
 use conntrack::Lookup;
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 use persist::Template;
+
+lb_ebpf::license!();
 
 // inline(always): the macro's entry point calls this function; left to
 // LLVM it stays a BPF-to-BPF call (a call, a return and a stack frame per
@@ -38,12 +40,15 @@ use persist::Template;
 pub fn lb(ctx: XdpContext) -> u32 {
     match process_packet(&ctx) {
         Ok(action) => action,
-        Err(()) => xdp_action::XDP_ABORTED,
+        Err(Abort(reason)) => {
+            count(reason);
+            xdp_action::XDP_ABORTED
+        }
     }
 }
 
 #[inline(always)]
-fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
+fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     let pkt = match parse::parse_l4(ctx) {
         Ok(pkt) => pkt,
         Err(reason) => {
@@ -61,22 +66,8 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
     let flow = &pkt.flow;
-    let globals = LB_GLOBALS.get(0).ok_or(())?;
-    let service_key = ServiceKey {
-        vip: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
-    };
-    // SAFETY: the agent replaces service entries whole (map update), never in place.
-    let mut found = unsafe { SERVICES.get(&service_key) };
-    let mut service_key = service_key;
-    if found.is_none() && globals.flags & GLOBAL_FLAG_PORT0 != 0 {
-        // An all-ports (port 0) persistent service of this VIP.
-        service_key.port = 0;
-        found = unsafe { SERVICES.get(&service_key) };
-    }
-    let Some(svc) = found else {
+    let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
+    let Some((svc, service_key)) = find_service(flow, globals) else {
         // Not for a service; with NAT services it may be a real server's reply.
         if globals.flags & GLOBAL_FLAG_NAT != 0
             && let Some(action) = forward::nat::reply(ctx, &pkt, globals)?
@@ -93,43 +84,13 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
 
     let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
         Lookup::Hit(real_id, real) => (real_id, real, false),
-        found => {
-            let template = persist::lookup(svc, &service_key, flow);
-            let chosen = match template {
-                Template::Valid(real_id) => Some(real_id),
-                _ => sched::schedule(svc, flow),
-            };
-            let Some(real_id) = chosen else {
-                debug!(ctx, "service {}: no real server available", svc.service_id);
+        found => match schedule_new_flow(ctx, svc, &service_key, flow, pkt.tcp_flags, found)? {
+            Some((real_id, real)) => (real_id, real, true),
+            None => {
                 count(counters::DROP_NO_REAL);
                 return Ok(xdp_action::XDP_DROP);
-            };
-            let mut real_id = persist::remember(svc, template, real_id);
-            match found {
-                Lookup::Stale(entry) => {
-                    conntrack::reuse(entry, flow, svc.service_id, real_id, pkt.tcp_flags)
-                }
-                _ => match conntrack::insert(flow, svc.service_id, real_id, pkt.tcp_flags) {
-                    conntrack::Inserted::Tracked => {}
-                    conntrack::Inserted::Raced(theirs) => real_id = theirs,
-                    // Full table: every packet of an untracked connection
-                    // is "new", so it must land where the others did: the
-                    // flow's hash picks the server (a persistent service's
-                    // template already pins it). Established flows are
-                    // never evicted for it.
-                    conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
-                        real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id)
-                    }
-                    conntrack::Inserted::Full => {}
-                },
             }
-            let real = REALS.get(real_id).ok_or(())?;
-            debug!(
-                ctx,
-                "service {}: new flow -> real {}", svc.service_id, real_id
-            );
-            (real_id, real, true)
-        }
+        },
     };
 
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -137,13 +98,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
     account(&REAL_STATS, real_id, bytes, new_conn);
 
     let action = match ForwardKind::from_u8(svc.forward) {
-        Some(ForwardKind::Dr) => {
-            if real.flags & REAL_FLAG_MAC_VALID == 0 {
-                count(counters::DROP_NO_REAL_MAC);
-                return Ok(xdp_action::XDP_DROP);
-            }
-            forward::dr::forward(ctx, real, globals)?
-        }
+        Some(ForwardKind::Dr) => forward::dr::forward(ctx, real, globals)?,
         Some(ForwardKind::Tun) => forward::tun::forward(ctx, &pkt, real, globals)?,
         Some(ForwardKind::Nat) => forward::nat::forward(
             ctx,
@@ -153,10 +108,81 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, ()> {
             new_conn,
             (svc.service_id, real_id),
         )?,
-        None => xdp_action::XDP_PASS,
+        None => {
+            count(counters::PASS_UNKNOWN_FORWARD);
+            return Ok(xdp_action::XDP_PASS);
+        }
     };
     if action == xdp_action::XDP_TX {
         count(counters::TX);
     }
     Ok(action)
+}
+
+/// The service of the packet's (VIP, port, protocol), else the VIP's
+/// all-ports (port 0) persistent service; with the key it was found under.
+#[inline(always)]
+fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<(&'static ServiceInfo, ServiceKey)> {
+    let mut key = ServiceKey {
+        vip: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent replaces service entries whole (map update), never in place.
+    if let Some(svc) = unsafe { SERVICES.get(&key) } {
+        return Some((svc, key));
+    }
+    if globals.flags & GLOBAL_FLAG_PORT0 == 0 {
+        return None;
+    }
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { SERVICES.get(&key) }.map(|svc| (svc, key))
+}
+
+/// A packet whose connection the flow table does not hold (or holds for a
+/// server that is gone): its persistence template or the scheduler picks
+/// the server, and the connection goes into the table. None when the
+/// service has no server to give.
+#[inline(always)]
+fn schedule_new_flow(
+    ctx: &XdpContext,
+    svc: &ServiceInfo,
+    service_key: &ServiceKey,
+    flow: &FlowKey,
+    tcp_flags: u8,
+    found: Lookup,
+) -> Result<Option<(u32, &'static RealServer)>, Abort> {
+    let template = persist::lookup(svc, service_key, flow);
+    let chosen = match template {
+        Template::Valid(real_id) => Some(real_id),
+        _ => sched::schedule(svc, flow),
+    };
+    let Some(real_id) = chosen else {
+        debug!(ctx, "service {}: no real server available", svc.service_id);
+        return Ok(None);
+    };
+    let mut real_id = persist::remember(svc, template, real_id);
+    match found {
+        Lookup::Stale(entry) => conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags),
+        _ => match conntrack::insert(flow, svc.service_id, real_id, tcp_flags) {
+            conntrack::Inserted::Tracked => {}
+            conntrack::Inserted::Raced(theirs) => real_id = theirs,
+            // Full table: every packet of an untracked connection is "new",
+            // so it must land where the others did: the flow's hash picks
+            // the server (a persistent service's template already pins it).
+            // Established flows are never evicted for it.
+            conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
+                real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id)
+            }
+            conntrack::Inserted::Full => {}
+        },
+    }
+    let real = REALS.get(real_id).ok_or(Abort(counters::ABORT_MAP))?;
+    debug!(
+        ctx,
+        "service {}: new flow -> real {}", svc.service_id, real_id
+    );
+    Ok(Some((real_id, real)))
 }

@@ -113,9 +113,9 @@ pub fn count(counter: u32) {
 #[inline(always)]
 pub fn conns_add(real_id: u32, active: i64, inactive: i64) {
     if let Some(c) = REAL_CONNS.get_ptr_mut(real_id) {
-        // SAFETY: a map value pointer, valid and aligned for the program's run.
         // The BPF target has no atomic types with read-modify-write in
         // core; the intrinsic compiles to the BPF atomic add instruction.
+        // SAFETY: a map value pointer, valid and aligned for the program's run.
         unsafe {
             if active != 0 {
                 atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(&raw mut (*c).active, active);

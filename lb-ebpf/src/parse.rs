@@ -1,12 +1,13 @@
 //! Bounds-checked packet parsing (Katran's pckt_parsing.h).
 //!
-//! Every header access goes through `ptr_at`, which proves to the verifier
+//! Every header access goes through `header`, which proves to the verifier
 //! that the bytes lie inside the frame. Parsing never modifies the packet.
 
 use aya_ebpf::programs::XdpContext;
-use core::mem::size_of;
 use lb_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+
+use crate::header::{OutOfBounds, header};
 
 /// EtherTypes as they sit in the frame (network byte order).
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
@@ -28,30 +29,16 @@ const TCP_FLAGS_OFFSET: usize = 13;
 /// Minimum TCP header length, in 32-bit words.
 const TCP_MIN_DOFF_WORDS: u16 = 5;
 
-/// A pointer to a `T` at `offset` bytes into the frame, or Err when the frame
-/// is too short. The only place where packet pointers are computed.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + size_of::<T>() > end {
-        return Err(());
-    }
-    Ok((start + offset) as *mut T)
-}
-
 /// Ethernet with at most one 802.1Q tag: (EtherType, offset of the L3
 /// header). Err when the frame is too short for what it announces.
 #[inline(always)]
-pub fn parse_l2(ctx: &XdpContext) -> Result<(u16, usize), ()> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked the bounds.
-    let ether_type = unsafe { (*eth).ether_type };
+pub fn parse_l2(ctx: &XdpContext) -> Result<(u16, usize), OutOfBounds> {
+    let ether_type = header::<EthHdr>(ctx, 0)?.ether_type;
     if ether_type != ETH_P_8021Q {
         return Ok((ether_type, EthHdr::LEN));
     }
-    let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
-    Ok((unsafe { (*vlan).ether_type }, VLAN_TAGGED_L3_OFF))
+    let vlan: &VlanHdr = header(ctx, EthHdr::LEN)?;
+    Ok((vlan.ether_type, VLAN_TAGGED_L3_OFF))
 }
 
 /// What the balancer needs from a TCP/UDP-over-IPv4 frame.
@@ -82,8 +69,7 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
         return Err(counters::PASS_NOT_IPV4);
     }
 
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
-    let ip = unsafe { &*ip };
+    let ip: &Ipv4Hdr = header(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
     if ip.version() != 4 || ip.ihl() < IPV4_MIN_IHL_WORDS * 4 {
         return Err(counters::PASS_MALFORMED);
     }
@@ -103,19 +89,17 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
     let mut tcp_flags = 0;
     let (sport, dport) = match ip.proto {
         IPPROTO_TCP => {
-            let tcp: *const TcpHdr = ptr_at(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
-            let tcp = unsafe { &*tcp };
+            let tcp: &TcpHdr = header(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
             let doff = tcp.doff();
             if doff < TCP_MIN_DOFF_WORDS || l4_off + doff as usize * 4 > l3_off + tot_len {
                 return Err(counters::PASS_MALFORMED);
             }
-            // SAFETY: byte 13 of the TCP header, within the checked header.
-            tcp_flags = unsafe { *(tcp as *const TcpHdr as *const u8).add(TCP_FLAGS_OFFSET) };
+            tcp_flags = *header::<u8>(ctx, l4_off + TCP_FLAGS_OFFSET)
+                .map_err(|_| counters::PASS_MALFORMED)?;
             (tcp.source, tcp.dest)
         }
         IPPROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
-            let udp = unsafe { &*udp };
+            let udp: &UdpHdr = header(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
             (udp.src, udp.dst)
         }
         _ => return Err(counters::PASS_NOT_TCP_UDP),
@@ -165,8 +149,7 @@ pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
     if ether_type != ETH_P_IP {
         return None;
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).ok()?;
-    let ip = unsafe { &*ip };
+    let ip: &Ipv4Hdr = header(ctx, l3_off).ok()?;
     if ip.proto != IPPROTO_ICMP
         || ip.ihl() != IPV4_MIN_IHL_WORDS * 4
         || u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0
@@ -174,23 +157,21 @@ pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
         return None;
     }
     let icmp_off = l3_off + Ipv4Hdr::LEN;
-    let icmp_type: *const u8 = ptr_at(ctx, icmp_off).ok()?;
+    let icmp_type: &u8 = header(ctx, icmp_off).ok()?;
     if !matches!(
-        unsafe { *icmp_type },
+        *icmp_type,
         ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
     ) {
         return None;
     }
     let inner_off = icmp_off + ICMP_HEADER_LEN;
-    let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off).ok()?;
-    let inner = unsafe { &*inner };
+    let inner: &Ipv4Hdr = header(ctx, inner_off).ok()?;
     if inner.ihl() != IPV4_MIN_IHL_WORDS * 4
         || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP)
     {
         return None;
     }
-    let ports: *const [u8; QUOTED_PORTS_LEN] = ptr_at(ctx, inner_off + Ipv4Hdr::LEN).ok()?;
-    let ports = unsafe { *ports };
+    let ports: [u8; QUOTED_PORTS_LEN] = *header(ctx, inner_off + Ipv4Hdr::LEN).ok()?;
     Some(IcmpError {
         l3_off,
         icmp_off,

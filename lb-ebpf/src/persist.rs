@@ -7,10 +7,10 @@
 
 use lb_common::{FlowKey, PersistEntry, PersistKey, REAL_FLAG_ACTIVE, ServiceInfo, ServiceKey};
 
-use crate::maps::{PERSIST, REALS, persistent_add};
-
-/// BPF_NOEXIST: create only.
-const BPF_NOEXIST: u64 = 1;
+use crate::{
+    kernel::BPF_NOEXIST,
+    maps::{PERSIST, REALS, persistent_add},
+};
 
 /// What the client's template says.
 pub enum Template {

@@ -4,13 +4,7 @@
 //! Everything else passes untouched.
 #![no_std]
 #![no_main]
-
-#[path = "runtime.rs"]
-mod runtime;
-
-#[path = "parse.rs"]
-#[allow(dead_code)]
-mod parse;
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -20,8 +14,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{IPPROTO_IPIP, MAX_RS_VIPS, RsDecapCounter};
+use lb_ebpf::{
+    header::{OutOfBounds, header, header_mut},
+    parse::{ETH_P_IP, IPV4_FRAG_MASK, IPV4_MIN_IHL_WORDS, VLAN_TAGGED_L3_OFF, parse_l2},
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
-use parse::{ETH_P_IP, IPV4_FRAG_MASK, IPV4_MIN_IHL_WORDS, VLAN_TAGGED_L3_OFF, parse_l2, ptr_at};
+
+lb_ebpf::license!();
 
 /// VIP (network byte order) -> 1: the VIPs this real server serves.
 #[btf_map]
@@ -45,21 +44,20 @@ pub fn rs_decap(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
+fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
     let (ether_type, l3_off) = parse_l2(ctx)?;
     if ether_type != ETH_P_IP {
         return Ok(xdp_action::XDP_PASS);
     }
-    let outer: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
-    let outer = unsafe { &*outer };
+    let outer: &Ipv4Hdr = header(ctx, l3_off)?;
     if outer.proto != IPPROTO_IPIP
         || outer.ihl() != IPV4_MIN_IHL_WORDS * 4
         || u16::from_be_bytes(outer.frags) & IPV4_FRAG_MASK != 0
     {
         return Ok(xdp_action::XDP_PASS);
     }
-    let inner: *const Ipv4Hdr = ptr_at(ctx, l3_off + Ipv4Hdr::LEN)?;
-    let inner_dst = u32::from_ne_bytes(unsafe { (*inner).dst_addr });
+    let inner: &Ipv4Hdr = header(ctx, l3_off + Ipv4Hdr::LEN)?;
+    let inner_dst = u32::from_ne_bytes(inner.dst_addr);
     // SAFETY: read-only lookup of a plain value.
     if unsafe { RS_VIPS.get(&inner_dst) }.is_none() {
         count(RsDecapCounter::NotLocalVip);
@@ -67,22 +65,19 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ()> {
     }
     // Drop the outer header: move the start forward by its length and write
     // the (unchanged) Ethernet and VLAN headers again in front of the inner one.
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let eth_copy = unsafe { *eth };
+    let eth_copy = *header::<EthHdr>(ctx, 0)?;
     let vlan_copy = if l3_off == VLAN_TAGGED_L3_OFF {
-        let vlan: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
-        Some(unsafe { *vlan })
+        Some(*header::<VlanHdr>(ctx, EthHdr::LEN)?)
     } else {
         None
     };
+    // SAFETY: the helper only moves the packet's start; headers are taken anew.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, Ipv4Hdr::LEN as i32) } != 0 {
         return Ok(xdp_action::XDP_PASS);
     }
-    let new_eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    unsafe { *new_eth = eth_copy };
+    *header_mut::<EthHdr>(ctx, 0)? = eth_copy;
     if let Some(v) = vlan_copy {
-        let new_vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
-        unsafe { *new_vlan = v };
+        *header_mut::<VlanHdr>(ctx, EthHdr::LEN)? = v;
     }
     count(RsDecapCounter::Decapsulated);
     Ok(xdp_action::XDP_PASS)

@@ -129,28 +129,45 @@ fn check_forwarded(input: &[u8], out: &[u8]) -> Result<(), String> {
     }
 }
 
-fn drop_counts(t: &ProgTest) -> u64 {
+/// The sum of the counters whose names `matches` accepts.
+fn counted(t: &ProgTest, matches: fn(&str) -> bool) -> u64 {
     let c = t.counters().unwrap();
-    [
-        counters::DROP_NO_REAL,
-        counters::DROP_NO_REAL_MAC,
-        counters::DROP_TUN_TOO_BIG,
-    ]
-    .iter()
-    .map(|&i| c[i as usize])
-    .sum()
+    counters::COUNTER_NAMES
+        .iter()
+        .zip(c)
+        .filter(|(name, _)| matches(name))
+        .map(|(_, n)| n)
+        .sum()
 }
 
-/// Runs one frame and checks the invariant.
+fn is_pass(name: &str) -> bool {
+    name.starts_with("pass_")
+}
+
+fn is_drop(name: &str) -> bool {
+    name.starts_with("drop_")
+}
+
+/// A frame sent on: XDP_TX and redirects, NAT's rewritten replies.
+fn is_sent(name: &str) -> bool {
+    matches!(name, "tx" | "redirect" | "nat_reply" | "nat_icmp")
+}
+
+/// Runs one frame and checks the invariant: PASS leaves the frame as it
+/// was, a forward is well formed, and every verdict bumps a counter that
+/// says why (pass_*, drop_*, tx/redirect/nat_*).
 fn check_frame(t: &mut ProgTest, frame: &[u8]) -> Result<(), String> {
-    let drops_before = drop_counts(t);
+    let before = [is_pass, is_drop, is_sent].map(|class| counted(t, class));
     let (verdict, out) = t.run(frame).map_err(|e| format!("test run failed: {e}"))?;
+    let bumped = |i: usize, class: fn(&str) -> bool| counted(t, class) > before[i];
     match verdict {
-        XDP_PASS if out == frame => Ok(()),
-        XDP_PASS => Err("PASS with a modified frame".into()),
-        XDP_DROP if drop_counts(t) > drops_before => Ok(()),
+        XDP_PASS if out != frame => Err("PASS with a modified frame".into()),
+        XDP_PASS if bumped(0, is_pass) => Ok(()),
+        XDP_PASS => Err("PASS without a pass-reason counter".into()),
+        XDP_DROP if bumped(1, is_drop) => Ok(()),
         XDP_DROP => Err("DROP without a drop-reason counter".into()),
-        XDP_TX | XDP_REDIRECT => check_forwarded(frame, &out),
+        XDP_TX | XDP_REDIRECT if bumped(2, is_sent) => check_forwarded(frame, &out),
+        XDP_TX | XDP_REDIRECT => Err("forwarded without a counter".into()),
         other => Err(format!("verdict {other}")),
     }
 }

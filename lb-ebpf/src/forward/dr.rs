@@ -3,19 +3,24 @@
 //! the client directly.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{LbGlobals, RealServer};
+use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
 use network_types::eth::EthHdr;
 
-use crate::parse::ptr_at;
+use crate::{
+    header::{Abort, header_mut},
+    maps::count,
+};
 
-/// Destination MAC := the real server's, source MAC := the interface's; XDP_TX.
+/// Destination MAC := the real server's, source MAC := the interface's;
+/// XDP_TX. Dropped (counted) while the server's MAC is not resolved yet.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, real: &RealServer, globals: &LbGlobals) -> Result<u32, ()> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked the bounds.
-    unsafe {
-        (*eth).dst_addr = real.mac;
-        (*eth).src_addr = globals.iface_mac;
+pub fn forward(ctx: &XdpContext, real: &RealServer, globals: &LbGlobals) -> Result<u32, Abort> {
+    if real.flags & REAL_FLAG_MAC_VALID == 0 {
+        count(counters::DROP_NO_REAL_MAC);
+        return Ok(xdp_action::XDP_DROP);
     }
+    let eth: &mut EthHdr = header_mut(ctx, 0)?;
+    eth.dst_addr = real.mac;
+    eth.src_addr = globals.iface_mac;
     Ok(xdp_action::XDP_TX)
 }

@@ -10,12 +10,12 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 use crate::{
     csum,
     forward::nexthop,
+    header::{Abort, header, header_mut},
+    kernel::BPF_ANY,
     maps::{NAT_REVERSE, REAL_STATS, SERVICE_STATS, account_out, count},
-    parse::{IcmpError, L4Packet, ptr_at},
+    parse::{IcmpError, L4Packet},
 };
 
-/// BPF_ANY: create or replace.
-const BPF_ANY: u64 = 0;
 /// UDP: a zero checksum means "none" and stays zero; a computed zero is sent
 /// as all ones.
 const UDP_NO_CHECKSUM: [u8; 2] = [0; 2];
@@ -29,9 +29,8 @@ enum End {
 
 /// Rewrites one end's address and port, fixing the IPv4 and L4 checksums.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> Result<(), ()> {
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
-    let ip = unsafe { &mut *ip };
+fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> Result<(), Abort> {
+    let ip: &mut Ipv4Hdr = header_mut(ctx, pkt.l3_off)?;
     let old_addr = u32::from_ne_bytes(if end == End::Source {
         ip.src_addr
     } else {
@@ -43,8 +42,7 @@ fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> 
         End::Destination => ip.dst_addr = addr.to_ne_bytes(),
     }
     if pkt.flow.proto == IPPROTO_TCP {
-        let tcp: *mut TcpHdr = ptr_at(ctx, pkt.l4_off)?;
-        let tcp = unsafe { &mut *tcp };
+        let tcp: &mut TcpHdr = header_mut(ctx, pkt.l4_off)?;
         let field = if end == End::Source {
             &mut tcp.source
         } else {
@@ -55,8 +53,7 @@ fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> 
         let check = csum::replace4(u16::from_ne_bytes(tcp.check), old_addr, addr);
         tcp.check = csum::replace2(check, old_port, port).to_ne_bytes();
     } else {
-        let udp: *mut UdpHdr = ptr_at(ctx, pkt.l4_off)?;
-        let udp = unsafe { &mut *udp };
+        let udp: &mut UdpHdr = header_mut(ctx, pkt.l4_off)?;
         let field = if end == End::Source {
             &mut udp.src
         } else {
@@ -85,19 +82,17 @@ fn send(
     src_mac: [u8; 6],
     ifindex: u32,
     globals: &LbGlobals,
-) -> Result<u32, ()> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    unsafe {
-        (*eth).dst_addr = dst_mac;
-        (*eth).src_addr = src_mac;
-    }
+) -> Result<u32, Abort> {
+    let eth: &mut EthHdr = header_mut(ctx, 0)?;
+    eth.dst_addr = dst_mac;
+    eth.src_addr = src_mac;
     Ok(nexthop::transmit(ctx, ifindex, globals))
 }
 
 /// Sends a rewritten reply back out where the client's packets came in
 /// (two-armed: the outside interface), to the client's next hop.
 #[inline(always)]
-fn to_client(ctx: &XdpContext, back: &NatReverse, globals: &LbGlobals) -> Result<u32, ()> {
+fn to_client(ctx: &XdpContext, back: &NatReverse, globals: &LbGlobals) -> Result<u32, Abort> {
     let src_mac = if back.client_ifindex == globals.inside_ifindex {
         globals.inside_mac
     } else {
@@ -116,7 +111,7 @@ pub fn forward(
     globals: &LbGlobals,
     new_flow: bool,
     (service_id, real_id): (u32, u32),
-) -> Result<u32, ()> {
+) -> Result<u32, Abort> {
     let Some(hop) = nexthop::lookup(ctx, globals, pkt.flow.src, real, pkt.ip_len) else {
         count(counters::DROP_NO_REAL_MAC);
         return Ok(xdp_action::XDP_DROP);
@@ -128,7 +123,7 @@ pub fn forward(
         real.port
     };
     if new_flow {
-        let eth: *const EthHdr = ptr_at(ctx, 0)?;
+        let client_mac = header::<EthHdr>(ctx, 0)?.src_addr;
         let reply = FlowKey {
             src: real.ip,
             dst: pkt.flow.src,
@@ -141,7 +136,7 @@ pub fn forward(
             vip: pkt.flow.dst,
             vport: pkt.flow.dport,
             _pad: 0,
-            client_mac: unsafe { (*eth).src_addr },
+            client_mac,
             _pad2: [0; 2],
             client_ifindex: nexthop::ingress(ctx, globals),
             real_id,
@@ -157,7 +152,7 @@ pub fn forward(
 /// A real server's reply: real:port -> client becomes VIP:vport -> client.
 /// None when the packet is no NAT reply (it is then passed).
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &L4Packet, globals: &LbGlobals) -> Result<Option<u32>, ()> {
+pub fn reply(ctx: &XdpContext, pkt: &L4Packet, globals: &LbGlobals) -> Result<Option<u32>, Abort> {
     // SAFETY: entries are replaced whole, never written in place.
     let Some(back) = (unsafe { NAT_REVERSE.get(&pkt.flow) }) else {
         return Ok(None);
@@ -187,7 +182,7 @@ pub fn icmp_reply(
     ctx: &XdpContext,
     err: &IcmpError,
     globals: &LbGlobals,
-) -> Result<Option<u32>, ()> {
+) -> Result<Option<u32>, Abort> {
     // The reply direction of the quoted packet is the nat_reverse key.
     let key = FlowKey {
         src: err.inner.dst,
@@ -204,26 +199,23 @@ pub fn icmp_reply(
     let back = *back;
 
     // The quoted header: destination and port back to VIP:vport.
-    let inner: *mut Ipv4Hdr = ptr_at(ctx, err.inner_off)?;
-    let inner = unsafe { &mut *inner };
+    let inner: &mut Ipv4Hdr = header_mut(ctx, err.inner_off)?;
     let old_inner_check = u16::from_ne_bytes(inner.check);
     let new_inner_check = csum::replace4(old_inner_check, err.inner.dst, back.vip);
     inner.dst_addr = back.vip.to_ne_bytes();
     inner.check = new_inner_check.to_ne_bytes();
-    let dport: *mut [u8; 2] = ptr_at(ctx, err.inner_off + Ipv4Hdr::LEN + 2)?;
-    unsafe { *dport = back.vport.to_ne_bytes() };
+    *header_mut::<[u8; 2]>(ctx, err.inner_off + Ipv4Hdr::LEN + 2)? = back.vport.to_ne_bytes();
 
     // The ICMP checksum covers the quoted bytes just changed.
-    let icmp_check: *mut [u8; 2] = ptr_at(ctx, err.icmp_off + 2)?;
-    let mut check = u16::from_ne_bytes(unsafe { *icmp_check });
+    let icmp_check: &mut [u8; 2] = header_mut(ctx, err.icmp_off + 2)?;
+    let mut check = u16::from_ne_bytes(*icmp_check);
     check = csum::replace4(check, err.inner.dst, back.vip);
     check = csum::replace2(check, old_inner_check, new_inner_check);
     check = csum::replace2(check, err.inner.dport, back.vport);
-    unsafe { *icmp_check = check.to_ne_bytes() };
+    *icmp_check = check.to_ne_bytes();
 
     // From the real server, the error now comes from the VIP.
-    let outer: *mut Ipv4Hdr = ptr_at(ctx, err.l3_off)?;
-    let outer = unsafe { &mut *outer };
+    let outer: &mut Ipv4Hdr = header_mut(ctx, err.l3_off)?;
     let outer_src = u32::from_ne_bytes(outer.src_addr);
     if outer_src == err.inner.dst {
         outer.check =

@@ -28,6 +28,7 @@ pub fn lookup(
     real: &RealServer,
     tot_len: u16,
 ) -> Option<NextHop> {
+    // SAFETY: bpf_fib_lookup is plain integers and arrays: all zeroes is valid.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
     p.ifindex = globals.ifindex;

@@ -10,9 +10,10 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 use crate::{
     csum,
     forward::nexthop,
+    header::{Abort, header, header_mut},
     icmp,
     maps::count,
-    parse::{IPV4_DF, IPV4_VERSION_IHL, L4Packet, VLAN_TAGGED_L3_OFF, ptr_at},
+    parse::{IPV4_DF, IPV4_VERSION_IHL, L4Packet, VLAN_TAGGED_L3_OFF},
 };
 
 const OUTER_TTL: u8 = 64;
@@ -23,7 +24,7 @@ pub fn forward(
     pkt: &L4Packet,
     real: &RealServer,
     globals: &LbGlobals,
-) -> Result<u32, ()> {
+) -> Result<u32, Abort> {
     let outer_len = pkt.ip_len as usize + Ipv4Hdr::LEN;
     if outer_len > globals.mtu as usize {
         // Never send what the next hop must drop. With DF, tell the client
@@ -41,35 +42,29 @@ pub fn forward(
         return Ok(xdp_action::XDP_DROP);
     };
     // Keep the L2 headers that are there now, to write them again in front.
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let ether_type = unsafe { (*eth).ether_type };
+    let ether_type = header::<EthHdr>(ctx, 0)?.ether_type;
     let vlan = if pkt.l3_off == VLAN_TAGGED_L3_OFF {
-        let v: *const VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
-        Some(unsafe { *v })
+        Some(*header::<VlanHdr>(ctx, EthHdr::LEN)?)
     } else {
         None
     };
 
-    // SAFETY: the helper only moves the packet's start; pointers are taken anew.
+    // SAFETY: the helper only moves the packet's start; headers are taken anew.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv4Hdr::LEN as i32)) } != 0 {
-        return Err(());
+        return Err(Abort(counters::ABORT_ADJUST));
     }
-    let new_eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    unsafe {
-        (*new_eth).dst_addr = hop.dst_mac;
-        (*new_eth).src_addr = hop.src_mac;
-        (*new_eth).ether_type = ether_type;
-    }
+    let new_eth: &mut EthHdr = header_mut(ctx, 0)?;
+    new_eth.dst_addr = hop.dst_mac;
+    new_eth.src_addr = hop.src_mac;
+    new_eth.ether_type = ether_type;
     let l3_off = match vlan {
         Some(v) => {
-            let new_vlan: *mut VlanHdr = ptr_at(ctx, EthHdr::LEN)?;
-            unsafe { *new_vlan = v };
+            *header_mut::<VlanHdr>(ctx, EthHdr::LEN)? = v;
             VLAN_TAGGED_L3_OFF
         }
         None => EthHdr::LEN,
     };
-    let outer: *mut Ipv4Hdr = ptr_at(ctx, l3_off)?;
-    let outer = unsafe { &mut *outer };
+    let outer: &mut Ipv4Hdr = header_mut(ctx, l3_off)?;
     outer.vihl = IPV4_VERSION_IHL;
     outer.tos = pkt.tos;
     outer.tot_len = (outer_len as u16).to_be_bytes();

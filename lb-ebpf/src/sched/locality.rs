@@ -12,10 +12,11 @@ use super::{
     least::{self, Cost},
     scan::{Visit, backend_at, scan},
 };
-use crate::maps::{LB_GLOBALS, LOCALITY, conns_of};
+use crate::{
+    kernel::BPF_ANY,
+    maps::{LB_GLOBALS, LOCALITY, conns_of},
+};
 
-/// BPF_ANY: create or replace.
-const BPF_ANY: u64 = 0;
 const NS_PER_S: u64 = 1_000_000_000;
 /// Not found / none yet.
 const NONE: u32 = u32::MAX;

@@ -48,6 +48,7 @@ pub fn pick(service_id: u32, set: &BackendSet) -> Option<u32> {
     };
     scan(count, &mut v);
     let idx = v.found?;
+    // SAFETY: the same map value pointer, still valid.
     unsafe { (*state).rr_next = (idx + 1).checked_rem(count)? };
     Some(set.backends.get(idx as usize)?.real_id)
 }

@@ -40,6 +40,8 @@ pub fn scan<V: Visit>(n: u32, v: &mut V) {
     }
 }
 
+/// # Safety
+/// `ctx` must be the `Batch<V>` that `scan` handed to bpf_loop.
 unsafe extern "C" fn callback<V: Visit>(turn: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the Batch `scan` passed, alive for the whole loop.
     let batch = unsafe { &mut *(ctx as *mut Batch<V>) };

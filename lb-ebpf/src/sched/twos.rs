@@ -78,6 +78,7 @@ pub fn pick(set: &BackendSet) -> Option<u32> {
     // its get_random_u32() % total_weight. (checked_rem: the verifier
     // rejects the panic path of a plain `%`.)
     let span = total.total.wrapping_add(1);
+    // SAFETY: helper calls without arguments.
     let (r1, r2) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
     let mut d = Draws {
         set,
