@@ -126,6 +126,40 @@ fn count_before(text: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// clippy over the data plane (lb-ebpf, not a default member): nightly,
+/// for the BPF target, its own target directory so the host build's cache
+/// stays warm. Among its lints: every unsafe block says why it is sound.
+fn clippy_ebpf() -> Result<()> {
+    let target_dir = workspace_root().join("target").join("ebpf-clippy");
+    let target_dir = target_dir.to_str().context("non-UTF-8 target directory")?;
+    println!("==> cargo clippy (lb-ebpf, bpfel-unknown-none)");
+    let status = Command::new("rustup")
+        .args([
+            "run",
+            setup::NIGHTLY,
+            "cargo",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--lib",
+            "--bins",
+            "--target-dir",
+            target_dir,
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(workspace_root().join("lb-ebpf"))
+        .status()
+        .context("running cargo clippy for lb-ebpf")?;
+    if !status.success() {
+        bail!("clippy found problems in lb-ebpf ({status})");
+    }
+    Ok(())
+}
+
 fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -144,6 +178,7 @@ fn main() -> Result<()> {
             setup::run()?;
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            clippy_ebpf()?;
             // The end-to-end tests run the real lb-userspace binary.
             cargo(&["build", "--bins"])?;
             cargo_test()?;

@@ -29,7 +29,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libfreetype-dev",
     "fonts-dejavu-core",
 ];
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
+/// What the BPF build (rust-src) and the data plane's lint run (clippy) need.
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 const BPFFS_DIR: &str = "/sys/fs/bpf";
@@ -139,7 +141,7 @@ fn debian_packages() -> Result<()> {
 }
 
 fn nightly_rust_src() -> Result<()> {
-    let step = Step::start("nightly toolchain with rust-src");
+    let step = Step::start("nightly toolchain with rust-src and clippy");
     let has_nightly = run_ok(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--version"]));
     if !has_nightly {
         step.ok("installing the nightly toolchain");
@@ -153,24 +155,25 @@ fn nightly_rust_src() -> Result<()> {
             Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]),
         )?;
     }
+    // rust-src: build-std for the BPF target; clippy: the data plane's lints.
     let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.starts_with("rust-src"))
-        })
-        .unwrap_or(false);
-    if installed {
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
+    if missing.is_empty() {
         step.ok("present");
         return Ok(());
     }
-    step.ok("adding rust-src");
-    run_checked(
-        &step,
-        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]),
-    )
+    step.ok(&format!("adding {}", missing.join(", ")));
+    let mut args = vec!["component", "add"];
+    args.extend(&missing);
+    args.extend(["--toolchain", NIGHTLY]);
+    run_checked(&step, Command::new("rustup").args(args))
 }
 
 fn bpf_linker() -> Result<()> {
