@@ -4,6 +4,12 @@
 
 use crate::consts::MAX_BACKENDS_PER_SERVICE;
 
+/// An IPv4 address as its four octets, in packet order. An array rather
+/// than a u32: `bpftool map dump` prints it as [172,16,122,100] instead of
+/// a host-order integer, and neither side converts byte order (the data
+/// plane copies it from the header as it is).
+pub type Ipv4Octets = [u8; 4];
+
 /// Names of the rs_decap program's objects (ELF) and pins.
 pub mod rs_decap_names {
     pub const PROGRAM: &str = "rs_decap";
@@ -75,8 +81,8 @@ pub mod map_names {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
-    /// Virtual IPv4 address, network byte order.
-    pub vip: u32,
+    /// Virtual IPv4 address.
+    pub vip: Ipv4Octets,
     /// Virtual port, network byte order.
     pub port: u16,
     /// IPPROTO_TCP or IPPROTO_UDP.
@@ -168,8 +174,8 @@ impl Default for BackendSet {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealServer {
-    /// IPv4 address, network byte order.
-    pub ip: u32,
+    /// IPv4 address.
+    pub ip: Ipv4Octets,
     /// Port, network byte order (NAT may map to another port than the VIP's).
     pub port: u16,
     /// REAL_FLAG_* bits.
@@ -191,10 +197,10 @@ pub const REAL_FLAG_MAC_VALID: u16 = 1 << 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    /// Source IPv4, network byte order.
-    pub src: u32,
-    /// Destination IPv4 (the VIP), network byte order.
-    pub dst: u32,
+    /// Source IPv4.
+    pub src: Ipv4Octets,
+    /// Destination IPv4 (the VIP).
+    pub dst: Ipv4Octets,
     /// Source port, network byte order.
     pub sport: u16,
     /// Destination port, network byte order.
@@ -289,8 +295,8 @@ impl Default for LookupTable {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LocalityKey {
     pub service_id: u32,
-    /// The packet's destination address (network byte order).
-    pub daddr: u32,
+    /// The packet's destination address.
+    pub daddr: Ipv4Octets,
 }
 
 /// One server of a locality entry: its real id, and where it was in the
@@ -321,9 +327,9 @@ pub struct LocalityEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PersistKey {
-    /// saddr & persistence_granularity (network byte order).
-    pub client_net: u32,
-    pub vip: u32,
+    /// saddr & persistence_granularity.
+    pub client_net: Ipv4Octets,
+    pub vip: Ipv4Octets,
     /// The service's port (0 for an all-ports service), network order.
     pub vport: u16,
     pub proto: u8,
@@ -417,8 +423,8 @@ pub struct LbGlobals {
     pub iface_mac: [u8; 6],
     /// The interface's MTU: TUN packets that would exceed it are not sent.
     pub mtu: u16,
-    /// Outer source address of TUN packets (network byte order).
-    pub tun_src: u32,
+    /// Outer source address of TUN packets.
+    pub tun_src: Ipv4Octets,
     /// The interface's index (for bpf_fib_lookup).
     pub ifindex: u32,
     /// GLOBAL_FLAG_* bits.
@@ -450,8 +456,8 @@ pub const GLOBAL_FLAG_PORT0: u32 = 1 << 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NatReverse {
-    /// The virtual address and port the client talked to (network order).
-    pub vip: u32,
+    /// The virtual address and port the client talked to (port in network order).
+    pub vip: Ipv4Octets,
     pub vport: u16,
     pub _pad: u16,
     /// Link-layer source of the client's packets: the next hop back to it.

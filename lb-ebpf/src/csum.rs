@@ -1,5 +1,6 @@
 //! Checksum helpers (Katran's csum_helpers.h).
 
+use lb_common::Ipv4Octets;
 use network_types::ip::Ipv4Hdr;
 
 /// Folds a 32-bit one's-complement sum to 16 bits.
@@ -45,4 +46,10 @@ pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
 pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
     let check = replace2(check, old as u16, new as u16);
     replace2(check, (old >> 16) as u16, (new >> 16) as u16)
+}
+
+/// `replace4` for an IPv4 address as it sits in the packet.
+#[inline(always)]
+pub fn replace_addr(check: u16, old: Ipv4Octets, new: Ipv4Octets) -> u16 {
+    replace4(check, u32::from_ne_bytes(old), u32::from_ne_bytes(new))
 }

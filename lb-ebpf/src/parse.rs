@@ -107,8 +107,8 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
 
     Ok(L4Packet {
         flow: FlowKey {
-            src: u32::from_ne_bytes(ip.src_addr),
-            dst: u32::from_ne_bytes(ip.dst_addr),
+            src: ip.src_addr,
+            dst: ip.dst_addr,
             sport: u16::from_ne_bytes(sport),
             dport: u16::from_ne_bytes(dport),
             proto: ip.proto,
@@ -177,8 +177,8 @@ pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
         icmp_off,
         inner_off,
         inner: FlowKey {
-            src: u32::from_ne_bytes(inner.src_addr),
-            dst: u32::from_ne_bytes(inner.dst_addr),
+            src: inner.src_addr,
+            dst: inner.dst_addr,
             sport: u16::from_ne_bytes([ports[0], ports[1]]),
             dport: u16::from_ne_bytes([ports[2], ports[3]]),
             proto: inner.proto,

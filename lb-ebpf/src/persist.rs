@@ -30,7 +30,7 @@ pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Templa
         return Template::None;
     }
     let key = PersistKey {
-        client_net: flow.src & svc.persist_mask,
+        client_net: (u32::from_ne_bytes(flow.src) & svc.persist_mask).to_ne_bytes(),
         vip: service.vip,
         vport: service.port,
         proto: service.proto,

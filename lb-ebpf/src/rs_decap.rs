@@ -16,7 +16,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use lb_common::{IPPROTO_IPIP, MAX_RS_VIPS, RsDecapCounter};
+use lb_common::{IPPROTO_IPIP, Ipv4Octets, MAX_RS_VIPS, RsDecapCounter};
 use lb_ebpf::{
     header::{OutOfBounds, header, header_mut},
     parse::{ETH_P_IP, IPV4_FRAG_MASK, IPV4_MIN_IHL_WORDS, VLAN_TAGGED_L3_OFF, parse_l2},
@@ -25,9 +25,9 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, vlan::VlanHdr};
 
 lb_ebpf::license!();
 
-/// VIP (network byte order) -> 1: the VIPs this real server serves.
+/// VIP -> 1: the VIPs this real server serves.
 #[btf_map]
-static RS_VIPS: HashMap<u32, u8, { MAX_RS_VIPS as usize }> = HashMap::new();
+static RS_VIPS: HashMap<Ipv4Octets, u8, { MAX_RS_VIPS as usize }> = HashMap::new();
 
 /// Packets decapsulated / IPIP packets passed because not for a local VIP.
 #[btf_map]
@@ -60,7 +60,7 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
         return Ok(xdp_action::XDP_PASS);
     }
     let inner: &Ipv4Hdr = header(ctx, l3_off + Ipv4Hdr::LEN)?;
-    let inner_dst = u32::from_ne_bytes(inner.dst_addr);
+    let inner_dst = inner.dst_addr;
     // SAFETY: read-only lookup of a plain value.
     if unsafe { RS_VIPS.get(&inner_dst) }.is_none() {
         count(RsDecapCounter::NotLocalVip);

@@ -10,7 +10,7 @@ use lb_userspace::{
     backends::{RealStatus, service_state},
     config::Protocol,
     dataplane::{
-        ConnTimeouts, Dataplane, LoadOptions,
+        AppliedService, ConnTimeouts, Dataplane, LoadOptions,
         plan::{PlannedReal, PlannedService},
     },
     netlink::LinkInfo,
@@ -54,6 +54,10 @@ pub struct ProgTest {
     pub service: PlannedService,
     /// (real id, healthy) as last set.
     health: Vec<(u32, bool)>,
+    /// Not VRRP master for the VIP (packets passed to the kernel).
+    standby: bool,
+    /// What the maps hold for the service, as the agent would track it.
+    applied: Option<AppliedService>,
 }
 
 /// The seed's virtual service: VIP:80 TCP rr DR over RS1, RS2 (weights given).
@@ -118,8 +122,8 @@ pub fn real_ip(index: usize) -> Ipv4Addr {
 /// The flow-table key of a client -> VIP:PORT TCP packet.
 pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
     lb_common::FlowKey {
-        src: u32::from_ne_bytes(src.octets()),
-        dst: u32::from_ne_bytes(VIP.octets()),
+        src: src.octets(),
+        dst: VIP.octets(),
         sport: sport.to_be(),
         dport: PORT.to_be(),
         proto: lb_common::IPPROTO_TCP,
@@ -202,7 +206,14 @@ impl ProgTest {
     /// Changes a real server's configured weight, as a config reload would.
     pub fn set_weight(&mut self, index: usize, weight: u32) -> Result<()> {
         self.service.reals[index].weight = weight;
-        self.write_service()
+        self.write_service(true)
+    }
+
+    /// Makes the service standby (this balancer not VRRP master for its
+    /// VIP) or not, as the agent does on a VRRP transition.
+    pub fn set_standby(&mut self, standby: bool) -> Result<()> {
+        self.standby = standby;
+        self.write_service(false)
     }
 
     /// Loads the program with `service` written, both reals resolved.
@@ -218,11 +229,11 @@ impl ProgTest {
             dp,
             service,
             health: Vec::new(),
+            standby: false,
+            applied: None,
         };
         t.set_timeouts(ConnTimeouts::default())?;
-        for real_id in [1, 2] {
-            t.set_health(real_id, true)?;
-        }
+        t.write_service(true)?;
         Ok(t)
     }
 
@@ -231,26 +242,36 @@ impl ProgTest {
     pub fn set_health(&mut self, real_id: u32, healthy: bool) -> Result<()> {
         self.health.retain(|(id, _)| *id != real_id);
         self.health.push((real_id, healthy));
-        self.write_service()
+        self.write_service(false)
     }
 
-    /// Writes the service and its reals as the agent would for the health
-    /// last set (a real never set is healthy).
-    fn write_service(&mut self) -> Result<()> {
+    /// Writes the service and its reals through the agent's own write order
+    /// (Dataplane::apply_service) for the health last set (a real never set
+    /// is healthy). `settings_changed`: the service itself changed.
+    fn write_service(&mut self, settings_changed: bool) -> Result<()> {
         let health = &self.health;
-        let state = service_state(&self.service, |id| RealStatus {
-            mac_known: true,
-            healthy: health
-                .iter()
-                .find(|(i, _)| *i == id)
-                .is_none_or(|(_, h)| *h),
-            weight_override: None,
-        });
-        for (i, real) in self.service.reals.iter().enumerate() {
-            self.dp
-                .write_real(real, Some(real_mac(i)), state.is_active(real.real_id))?;
-        }
-        self.dp.write_service(&self.service, &state.backends, false)
+        let new = AppliedService {
+            state: service_state(&self.service, |id| RealStatus {
+                mac_known: true,
+                healthy: health
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .is_none_or(|(_, h)| *h),
+                weight_override: None,
+            }),
+            standby: self.standby,
+        };
+        let reals = &self.service.reals;
+        let mac_of = |id: u32| reals.iter().position(|r| r.real_id == id).map(real_mac);
+        self.dp.apply_service(
+            &self.service,
+            self.applied.as_ref(),
+            &new,
+            settings_changed,
+            mac_of,
+        )?;
+        self.applied = Some(new);
+        Ok(())
     }
 
     pub fn seed() -> Result<Self> {

@@ -511,10 +511,7 @@ impl Topology {
     /// The data plane's global counters (lb_common::counters) on `host`,
     /// read from its pinned map.
     pub fn counters(&self, host: Host) -> Result<Vec<u64>> {
-        let path = self.pin_dir_on(host).join(lb_common::pin_names::COUNTERS);
-        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(&path)?)?;
-        let array = aya::maps::PerCpuArray::try_from(map)?;
-        Ok(lb_userspace::dataplane::sum_counters(&array)?.to_vec())
+        Ok(lb_userspace::stats::snapshot::read_counters(&self.pin_dir_on(host))?.to_vec())
     }
 
     /// Starts a slow download of `path` from the service on the client (an

@@ -260,17 +260,11 @@ fn flows_of_a_removed_server_move_to_a_live_one() {
 fn a_standby_service_is_passed_to_the_kernel() {
     // Not VRRP master for the VIP: the packets go to the kernel untouched.
     let mut t = ProgTest::seed().unwrap();
-    let backends = [lb_common::Backend {
-        real_id: 1,
-        weight: 1,
-    }];
-    t.dp.write_service(&t.service.clone(), &backends, true)
-        .unwrap();
+    t.set_standby(true).unwrap();
     assert_passes_unmodified(&mut t, "SYN to a standby VIP", &syn(48000).frame());
     assert_eq!(t.counters().unwrap()[counters::PASS_STANDBY as usize], 1);
-    // Master again: balanced.
-    t.dp.write_service(&t.service.clone(), &backends, false)
-        .unwrap();
+    // Master again: balanced (rr: the first server).
+    t.set_standby(false).unwrap();
     assert_eq!(forwarded_to(&mut t, &syn(48001).frame()), RS1_MAC);
 }
 
@@ -356,10 +350,10 @@ fn rs_decap(vips: &[Ipv4Addr]) -> aya::Ebpf {
     let mut ebpf = aya::Ebpf::load(lb_userspace::realserver::RS_DECAP_OBJECT).unwrap();
     let prog: &mut aya::programs::Xdp = ebpf.program_mut("rs_decap").unwrap().try_into().unwrap();
     prog.load().unwrap();
-    let mut map: aya::maps::HashMap<_, u32, u8> =
+    let mut map: aya::maps::HashMap<_, lb_common::Ipv4Octets, u8> =
         aya::maps::HashMap::try_from(ebpf.map_mut("RS_VIPS").unwrap()).unwrap();
     for vip in vips {
-        map.insert(u32::from_ne_bytes(vip.octets()), 1, 0).unwrap();
+        map.insert(vip.octets(), 1, 0).unwrap();
     }
     ebpf
 }
@@ -635,8 +629,8 @@ fn tcp_states_follow_ipvs_input_only_table() {
     use lb_common::conntrack::*;
     let mut t = ProgTest::seed().unwrap();
     let key = lb_common::FlowKey {
-        src: u32::from_ne_bytes(CLIENT.octets()),
-        dst: u32::from_ne_bytes(VIP.octets()),
+        src: CLIENT.octets(),
+        dst: VIP.octets(),
         sport: 49000u16.to_be(),
         dport: PORT.to_be(),
         proto: IPPROTO_TCP,

@@ -119,6 +119,9 @@ fn seed_dr_round_robin_end_to_end() {
         dump.contains("\"backend_set\"") && dump.contains("\"vip\""),
         "{dump}"
     );
+    // Addresses read as addresses: four octets, not a host-order integer.
+    let compact: String = dump.split_whitespace().collect();
+    assert!(compact.contains("\"vip\":[172,16,122,100]"), "{dump}");
 
     // Stop: the interface is clean and the pins are gone.
     assert!(

@@ -65,6 +65,14 @@ impl MacTracker {
     }
 }
 
+/// A MAC as `ip` prints it (aa:bb:cc:dd:ee:ff).
+pub fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

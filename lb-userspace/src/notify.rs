@@ -2,7 +2,7 @@
 //! notification_email, through smtp_server, sent from a task of its own so
 //! a slow or dead mail server never delays a health check or a map update.
 
-use std::time::Duration;
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use lettre::{
@@ -11,7 +11,7 @@ use lettre::{
 };
 use tracing::{info, warn};
 
-use crate::config::Global;
+use crate::config::{Global, Protocol};
 
 const SMTP_DEFAULT_PORT: u16 = 25;
 /// keepalived's smtp_connect_timeout default.
@@ -149,6 +149,14 @@ impl SmtpAlerts {
             .context("talking to smtp_server")?;
         Ok(())
     }
+}
+
+/// keepalived's way of naming a server in mails: [ip]:tcp:port.
+pub fn keepalived_name(ip: Ipv4Addr, protocol: Protocol, port: u16) -> String {
+    format!(
+        "[{ip}]:{}:{port}",
+        protocol.ipvsadm_name().to_ascii_lowercase()
+    )
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ fn attach_decap(iface: &str, ifindex: u32, vip: Ipv4Addr) -> Result<()> {
             carried = old
                 .keys()
                 .filter_map(Result::ok)
-                .map(|key| Ipv4Addr::from(key.to_ne_bytes()))
+                .map(Ipv4Addr::from)
                 .filter(|old_vip| *old_vip != vip && tun_started_here(*old_vip, iface))
                 .collect();
         }
@@ -396,13 +396,15 @@ fn attach_decap(iface: &str, ifindex: u32, vip: Ipv4Addr) -> Result<()> {
     }
     let mut vips = open_decap_vips(&map_pin)?;
     for vip in carried.into_iter().chain([vip]) {
-        vips.insert(u32::from_ne_bytes(vip.octets()), 1, 0)?;
+        vips.insert(vip.octets(), 1, 0)?;
     }
     Ok(())
 }
 
 /// rs_decap's VIP map, from its pin.
-fn open_decap_vips(map_pin: &Path) -> Result<BpfHashMap<aya::maps::MapData, u32, u8>> {
+fn open_decap_vips(
+    map_pin: &Path,
+) -> Result<BpfHashMap<aya::maps::MapData, lb_common::Ipv4Octets, u8>> {
     let data = aya::maps::MapData::from_pin(map_pin)
         .with_context(|| format!("opening {}", map_pin.display()))?;
     Ok(BpfHashMap::try_from(aya::maps::Map::from_map_data(data)?)?)
@@ -429,7 +431,7 @@ fn detach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
         return Ok(());
     }
     let mut vips = open_decap_vips(&map_pin)?;
-    let _ = vips.remove(&u32::from_ne_bytes(vip.octets()));
+    let _ = vips.remove(&vip.octets());
     if vips.keys().next().is_none() {
         let link_pin = dir.join(rs_decap_names::LINK_PIN);
         if link_pin.exists() {

@@ -4,7 +4,7 @@
 //! virtual port back as source. Checksums are updated incrementally.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{FlowKey, IPPROTO_TCP, LbGlobals, NatReverse, RealServer, counters};
+use lb_common::{FlowKey, IPPROTO_TCP, Ipv4Octets, LbGlobals, NatReverse, RealServer, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
@@ -29,17 +29,23 @@ enum End {
 
 /// Rewrites one end's address and port, fixing the IPv4 and L4 checksums.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> Result<(), Abort> {
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &L4Packet,
+    end: End,
+    addr: Ipv4Octets,
+    port: u16,
+) -> Result<(), Abort> {
     let ip: &mut Ipv4Hdr = header_mut(ctx, pkt.l3_off)?;
-    let old_addr = u32::from_ne_bytes(if end == End::Source {
+    let old_addr = if end == End::Source {
         ip.src_addr
     } else {
         ip.dst_addr
-    });
-    ip.check = csum::replace4(u16::from_ne_bytes(ip.check), old_addr, addr).to_ne_bytes();
+    };
+    ip.check = csum::replace_addr(u16::from_ne_bytes(ip.check), old_addr, addr).to_ne_bytes();
     match end {
-        End::Source => ip.src_addr = addr.to_ne_bytes(),
-        End::Destination => ip.dst_addr = addr.to_ne_bytes(),
+        End::Source => ip.src_addr = addr,
+        End::Destination => ip.dst_addr = addr,
     }
     if pkt.flow.proto == IPPROTO_TCP {
         let tcp: &mut TcpHdr = header_mut(ctx, pkt.l4_off)?;
@@ -50,7 +56,7 @@ fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> 
         };
         let old_port = u16::from_ne_bytes(*field);
         *field = port.to_ne_bytes();
-        let check = csum::replace4(u16::from_ne_bytes(tcp.check), old_addr, addr);
+        let check = csum::replace_addr(u16::from_ne_bytes(tcp.check), old_addr, addr);
         tcp.check = csum::replace2(check, old_port, port).to_ne_bytes();
     } else {
         let udp: &mut UdpHdr = header_mut(ctx, pkt.l4_off)?;
@@ -62,7 +68,7 @@ fn rewrite(ctx: &XdpContext, pkt: &L4Packet, end: End, addr: u32, port: u16) -> 
         let old_port = u16::from_ne_bytes(*field);
         *field = port.to_ne_bytes();
         if udp.check != UDP_NO_CHECKSUM {
-            let check = csum::replace4(u16::from_ne_bytes(udp.check), old_addr, addr);
+            let check = csum::replace_addr(u16::from_ne_bytes(udp.check), old_addr, addr);
             let check = csum::replace2(check, old_port, port);
             udp.check = if check == 0 {
                 [0xff; 2]
@@ -201,26 +207,26 @@ pub fn icmp_reply(
     // The quoted header: destination and port back to VIP:vport.
     let inner: &mut Ipv4Hdr = header_mut(ctx, err.inner_off)?;
     let old_inner_check = u16::from_ne_bytes(inner.check);
-    let new_inner_check = csum::replace4(old_inner_check, err.inner.dst, back.vip);
-    inner.dst_addr = back.vip.to_ne_bytes();
+    let new_inner_check = csum::replace_addr(old_inner_check, err.inner.dst, back.vip);
+    inner.dst_addr = back.vip;
     inner.check = new_inner_check.to_ne_bytes();
     *header_mut::<[u8; 2]>(ctx, err.inner_off + Ipv4Hdr::LEN + 2)? = back.vport.to_ne_bytes();
 
     // The ICMP checksum covers the quoted bytes just changed.
     let icmp_check: &mut [u8; 2] = header_mut(ctx, err.icmp_off + 2)?;
     let mut check = u16::from_ne_bytes(*icmp_check);
-    check = csum::replace4(check, err.inner.dst, back.vip);
+    check = csum::replace_addr(check, err.inner.dst, back.vip);
     check = csum::replace2(check, old_inner_check, new_inner_check);
     check = csum::replace2(check, err.inner.dport, back.vport);
     *icmp_check = check.to_ne_bytes();
 
     // From the real server, the error now comes from the VIP.
     let outer: &mut Ipv4Hdr = header_mut(ctx, err.l3_off)?;
-    let outer_src = u32::from_ne_bytes(outer.src_addr);
+    let outer_src = outer.src_addr;
     if outer_src == err.inner.dst {
         outer.check =
-            csum::replace4(u16::from_ne_bytes(outer.check), outer_src, back.vip).to_ne_bytes();
-        outer.src_addr = back.vip.to_ne_bytes();
+            csum::replace_addr(u16::from_ne_bytes(outer.check), outer_src, back.vip).to_ne_bytes();
+        outer.src_addr = back.vip;
     }
     count(counters::NAT_ICMP);
     to_client(ctx, &back, globals).map(Some)

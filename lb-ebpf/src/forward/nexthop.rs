@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
+use lb_common::{Ipv4Octets, LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
 
 use crate::maps::{TX_PORTS, count};
 
@@ -24,7 +24,7 @@ pub struct NextHop {
 pub fn lookup(
     ctx: &XdpContext,
     globals: &LbGlobals,
-    src: u32,
+    src: Ipv4Octets,
     real: &RealServer,
     tot_len: u16,
 ) -> Option<NextHop> {
@@ -33,8 +33,8 @@ pub fn lookup(
     p.family = AF_INET;
     p.ifindex = globals.ifindex;
     p.__bindgen_anon_1.tot_len = tot_len;
-    p.__bindgen_anon_3.ipv4_src = src;
-    p.__bindgen_anon_4.ipv4_dst = real.ip;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(real.ip);
     // SAFETY: p is a valid, initialized bpf_fib_lookup on our stack.
     let ret = unsafe {
         bpf_fib_lookup(

@@ -77,8 +77,8 @@ pub fn forward(
     outer.ttl = OUTER_TTL;
     outer.proto = IPPROTO_IPIP;
     outer.check = [0; 2];
-    outer.src_addr = globals.tun_src.to_ne_bytes();
-    outer.dst_addr = real.ip.to_ne_bytes();
+    outer.src_addr = globals.tun_src;
+    outer.dst_addr = real.ip;
     outer.check = csum::ipv4_header(outer).to_be_bytes();
 
     Ok(nexthop::transmit(ctx, hop.ifindex, globals))

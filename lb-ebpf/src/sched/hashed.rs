@@ -95,14 +95,16 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> 
     if table.len == 0 {
         return None;
     }
-    let saddr = u32::from_be(flow.src);
+    let saddr = u32::from_be_bytes(flow.src);
     let sport = if svc.sched_flags & SCHED_FLAG_HASH_PORT != 0 {
         u16::from_be(flow.sport)
     } else {
         0
     };
     match hash {
-        Hash::Destination => available(set, &table.buckets, dh_bucket(u32::from_be(flow.dst))),
+        Hash::Destination => {
+            available(set, &table.buckets, dh_bucket(u32::from_be_bytes(flow.dst)))
+        }
         Hash::Maglev | Hash::Source => {
             let (first, size) = if hash == Hash::Maglev {
                 (

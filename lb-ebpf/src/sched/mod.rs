@@ -50,7 +50,7 @@ pub fn by_flow_hash(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
         return None;
     }
     let hash = lb_common::sched_hash::mh_hash(
-        u32::from_be(flow.src) ^ u32::from_be(flow.dst).rotate_left(16),
+        u32::from_be_bytes(flow.src) ^ u32::from_be_bytes(flow.dst).rotate_left(16),
         u16::from_be(flow.sport) ^ u16::from_be(flow.dport),
         lb_common::MH_HASH1_KEY,
         u32::from(flow.proto),

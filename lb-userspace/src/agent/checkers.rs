@@ -22,6 +22,8 @@ pub struct Health {
     pub weight: Option<u32>,
     /// TCP_CHECK, HTTP_GET, MISC_CHECK, or "none".
     pub checker: &'static str,
+    /// Up/down transitions so far (kept when its checker is replaced).
+    pub transitions: u64,
 }
 
 impl Health {
@@ -30,6 +32,7 @@ impl Health {
         healthy: true,
         weight: None,
         checker: "none",
+        transitions: 0,
     };
 }
 
@@ -65,6 +68,7 @@ impl Checkers {
     /// running, initial (alpha: checked ones start down) for the others.
     pub fn sync(&mut self, config: &Config, plan: &Plan, health: &mut HashMap<u32, Health>) {
         let mut wanted: HashMap<u32, Health> = HashMap::new();
+        let transitions = |id: u32| health.get(&id).map_or(0, |h| h.transitions);
         for (svc, vs) in plan.services.iter().zip(&config.virtual_server) {
             let vs = vs.get_ref();
             for real in svc.reals.iter().chain(svc.sorry.iter()) {
@@ -75,7 +79,13 @@ impl Checkers {
                     if let Some(old) = self.running.remove(&real.real_id) {
                         old.task.abort();
                     }
-                    wanted.insert(real.real_id, Health::UNCHECKED);
+                    wanted.insert(
+                        real.real_id,
+                        Health {
+                            transitions: transitions(real.real_id),
+                            ..Health::UNCHECKED
+                        },
+                    );
                     continue;
                 };
                 let settings = format!("{checker:?} {timing:?} alpha={}", vs.alpha);
@@ -115,6 +125,7 @@ impl Checkers {
                         healthy: !vs.alpha,
                         weight: None,
                         checker: kind,
+                        transitions: transitions(real.real_id),
                     },
                 );
             }

@@ -2,12 +2,7 @@
 //! transitions and neighbour (MAC) changes until SIGINT/SIGTERM, when it
 //! detaches and removes the pins.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::XdpMode;
@@ -18,20 +13,26 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 mod checkers;
+mod discovery;
 mod handover;
 mod publish;
 mod reload;
+mod vip_gate;
 mod vrrp_set;
 
 use checkers::{Checkers, Health, label, service_label};
+use discovery::{
+    resolve_initial_macs, resolve_vrrp_instances, tunnel_source_of, warn_about_missing_vips,
+};
 use handover::Handover;
+use vip_gate::VipGate;
 use vrrp_set::VrrpSet;
 
 use crate::{
-    backends::{RealStatus, ServiceState, service_state},
-    config::{self, Config, Protocol},
+    backends::{RealStatus, service_state},
+    config::{self, Config},
     dataplane::{
-        ConnTimeouts, Dataplane,
+        AppliedService, ConnTimeouts, Dataplane,
         plan::{self, Plan, PlannedReal},
         preflight,
     },
@@ -41,15 +42,10 @@ use crate::{
     notify::SmtpAlerts,
     stats::metrics,
     status::{AgentStatus, Reloads},
-    vrrp::instance::{InstanceConfig, StateChange},
+    vrrp::instance::StateChange,
     vrrp::state::State as VrrpRunState,
 };
 
-/// How long start-up waits for real servers' MACs before attaching anyway
-/// (unresolved servers get no traffic until their MAC is known).
-const INITIAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the neighbour table is polled while waiting at start-up.
-const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
 /// How often the neighbour table is re-read while running (MAC changes,
 /// late-resolving servers).
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
@@ -115,24 +111,19 @@ struct Agent {
     checkers: Checkers,
     /// real id -> index of its service in plan.services
     service_of: HashMap<u32, usize>,
-    /// service id -> the state last written to the maps
-    applied: HashMap<u32, ServiceState>,
+    /// service id -> what the maps hold for it (backend set, active
+    /// servers, standby)
+    applied: HashMap<u32, AppliedService>,
     dp: Dataplane,
     alerts: Option<SmtpAlerts>,
     /// Connection timeouts, for the expiry sweep.
     timeouts: ConnTimeouts,
-    /// VIPs some vrrp_instance governs: served only while it is MASTER.
-    governed_vips: HashSet<Ipv4Addr>,
-    /// VIPs of the instances that are MASTER here now.
-    master_vips: HashSet<Ipv4Addr>,
-    /// service id -> standby flag last written
-    applied_standby: HashMap<u32, bool>,
+    /// Which VIPs are balanced now (VRRP MASTER) and which passed.
+    vips: VipGate,
     /// Reloads done and refused.
     reloads: Reloads,
     /// vrrp_instance name -> (state, transitions) as last reported.
     vrrp_states: HashMap<String, (VrrpRunState, u64)>,
-    /// real id -> up/down transitions.
-    transitions: HashMap<u32, u64>,
     /// The status last published, and where it goes.
     published: Option<AgentStatus>,
     status_tx: watch::Sender<AgentStatus>,
@@ -149,14 +140,6 @@ fn conn_timeouts(config: &Config) -> ConnTimeouts {
             udp: t.udp.0 as u32,
             ..ConnTimeouts::default()
         })
-}
-
-/// The VIPs the instances govern.
-fn governed(instances: &[InstanceConfig]) -> HashSet<Ipv4Addr> {
-    instances
-        .iter()
-        .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
-        .collect()
 }
 
 /// Plans a config, or says why this version cannot serve it.
@@ -194,7 +177,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         None => None,
     };
     let mut instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
-    let governed_vips = governed(&instances);
+    let governed_vips = vip_gate::governed_by(&instances);
 
     let (mut dp, plan, resumed) =
         handover::load_or_adopt(&opts, fresh_plan, &governed_vips, &mut instances)?;
@@ -241,12 +224,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         dp,
         alerts,
         timeouts,
-        governed_vips,
-        master_vips: resumed,
-        applied_standby: HashMap::new(),
+        vips: VipGate::new(&instances, resumed),
         reloads: Reloads::default(),
         vrrp_states: HashMap::new(),
-        transitions: HashMap::new(),
         published: None,
         status_tx,
     };
@@ -344,12 +324,8 @@ impl Agent {
             self.dp
                 .keep_running_after_exit()
                 .context("keeping the data plane for the next agent")?;
-            Handover::of(
-                &self.plan,
-                opts.flow_table_size,
-                self.master_vips.iter().copied().collect(),
-            )
-            .write(&opts.pin_dir)?;
+            Handover::of(&self.plan, opts.flow_table_size, self.vips.master_vips())
+                .write(&opts.pin_dir)?;
             drop(self);
             info!(
                 "stopped (--keep-dataplane): the XDP program keeps forwarding on {}; the next agent adopts it",
@@ -385,45 +361,24 @@ impl Agent {
         self.inside.unwrap_or(self.link).index
     }
 
-    /// Writes service `index`'s new state in an order that never lets a
-    /// packet meet a half-done change: servers that join are activated
-    /// before the set flips to include them; servers that leave are
-    /// deactivated (their flows rescheduled) only after it flipped.
+    /// Writes service `index`'s new state (Dataplane::apply_service keeps
+    /// the order that never lets a packet meet a half-done change).
     /// `settings_changed`: a reload changed the service itself (scheduler,
     /// mode, persistence, weights): rewrite it even if its set did not change.
     fn apply_service(&mut self, index: usize, settings_changed: bool) -> Result<()> {
         let svc = self.plan.services[index].clone();
-        let new = service_state(&svc, |id| self.real_status(id));
-        let old = self
-            .applied
-            .get(&svc.service_id)
-            .cloned()
-            .unwrap_or_default();
-        let reals: Vec<&PlannedReal> = svc.reals.iter().chain(svc.sorry.iter()).collect();
-        for real in reals
-            .iter()
-            .filter(|r| new.is_active(r.real_id) && (settings_changed || !old.is_active(r.real_id)))
+        let new = AppliedService {
+            state: service_state(&svc, |id| self.real_status(id)),
+            standby: self.vips.standby(svc.vip),
+        };
+        let old = self.applied.get(&svc.service_id);
+        let macs = &self.macs;
+        self.dp
+            .apply_service(&svc, old, &new, settings_changed, |id| macs.mac(id))?;
+        if let Some(old) = old
+            && new.state.quorum_lost != old.state.quorum_lost
         {
-            self.dp
-                .write_real(real, self.macs.mac(real.real_id), true)?;
-        }
-        let standby = self.governed_vips.contains(&svc.vip) && !self.master_vips.contains(&svc.vip);
-        if settings_changed
-            || new.backends != old.backends
-            || !self.applied.contains_key(&svc.service_id)
-            || self.applied_standby.get(&svc.service_id) != Some(&standby)
-        {
-            self.dp.write_service(&svc, &new.backends, standby)?;
-            self.applied_standby.insert(svc.service_id, standby);
-        }
-        for real in reals
-            .iter()
-            .filter(|r| !new.is_active(r.real_id) && (settings_changed || old.is_active(r.real_id)))
-        {
-            self.dp
-                .write_real(real, self.macs.mac(real.real_id), false)?;
-        }
-        if new.quorum_lost != old.quorum_lost && self.applied.contains_key(&svc.service_id) {
+            let new = &new.state;
             if new.quorum_lost {
                 warn!(
                     "{}: quorum {} lost{}",
@@ -521,13 +476,7 @@ impl Agent {
             .entry(change.instance.clone())
             .or_insert((change.state, 0));
         *entry = (change.state, entry.1 + 1);
-        for vip in &change.vips {
-            if master {
-                self.master_vips.insert(*vip);
-            } else {
-                self.master_vips.remove(vip);
-            }
-        }
+        self.vips.set_master(&change.vips, master);
         if let Some(alerts) = &self.alerts {
             alerts.vrrp_alert(&change.instance, change.state.name());
         }
@@ -566,7 +515,7 @@ impl Agent {
             .or_insert(Health::UNCHECKED);
         let checker = h.checker;
         if event.transition.is_some() {
-            *self.transitions.entry(event.real_id).or_default() += 1;
+            h.transitions += 1;
         }
         match event.transition {
             Some(Transition::Down) => {
@@ -592,8 +541,8 @@ impl Agent {
         }
         if let (Some(alerts), Some(transition)) = (&self.alerts, event.transition) {
             alerts.realserver_alert(
-                &keepalived_name(real.ip, svc.protocol, real.port),
-                &keepalived_name(svc.vip, svc.protocol, svc.port),
+                &crate::notify::keepalived_name(real.ip, svc.protocol, real.port),
+                &crate::notify::keepalived_name(svc.vip, svc.protocol, svc.port),
                 transition == Transition::Up,
                 checker,
                 &event.reason,
@@ -630,13 +579,13 @@ impl Agent {
             info!(
                 "real server {}: MAC {}",
                 real.ip,
-                fmt_mac(mac.unwrap_or_default())
+                crate::neighbours::fmt_mac(mac.unwrap_or_default())
             );
             let index = self.service_of[&real.real_id];
             let active = self
                 .applied
                 .get(&self.plan.services[index].service_id)
-                .is_some_and(|s| s.is_active(real.real_id));
+                .is_some_and(|s| s.state.is_active(real.real_id));
             self.dp.write_real(real, mac, active)?;
             if !services.contains(&index) {
                 services.push(index);
@@ -646,198 +595,5 @@ impl Agent {
             self.apply_service(index, false)?;
         }
         Ok(())
-    }
-}
-
-/// `[global] tunnel_source`, or the interface's own address.
-async fn tunnel_source_of(
-    config: &Config,
-    nl: &Netlink,
-    link: &LinkInfo,
-    plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
-) -> Result<Ipv4Addr> {
-    match config.global.tunnel_source {
-        Some(configured) => Ok(configured),
-        None => tunnel_source(nl, link, plan, governed).await,
-    }
-}
-
-/// The outer source of TUN packets: the interface's own address (not a VIP).
-/// Only services with lb_kind TUN need one.
-async fn tunnel_source(
-    nl: &Netlink,
-    link: &LinkInfo,
-    plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
-) -> Result<Ipv4Addr> {
-    let vips: HashSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
-    let own = nl
-        .ipv4_addresses(link.index)
-        .await?
-        .into_iter()
-        .find(|a| !vips.contains(a) && !governed.contains(a));
-    let needs_tun = plan
-        .services
-        .iter()
-        .any(|s| s.forward == lb_common::ForwardKind::Tun);
-    match own {
-        Some(a) => Ok(a),
-        None if needs_tun => Err(anyhow!(
-            "lb_kind TUN needs an IPv4 address of the interface's own (not a VIP) as the tunnel source"
-        )),
-        None => Ok(Ipv4Addr::UNSPECIFIED),
-    }
-}
-
-/// Each vrrp_instance with its interface and our address on it.
-async fn resolve_vrrp_instances(
-    config: &Config,
-    nl: &Netlink,
-    default_iface: &str,
-) -> Result<Vec<InstanceConfig>> {
-    let mut out = Vec::new();
-    for vi in &config.vrrp_instance {
-        let vi = vi.get_ref();
-        let iface = vi.interface.as_deref().unwrap_or(default_iface);
-        let link = nl.link(iface).await?.ok_or_else(|| {
-            anyhow!(
-                "vrrp_instance {}: interface {iface} not found (see `ip link`)",
-                vi.name
-            )
-        })?;
-        let vips: Vec<IpAddr> = vi.virtual_ipaddress.iter().map(|v| v.addr).collect();
-        let local = nl
-            .ipv4_addresses(link.index)
-            .await?
-            .into_iter()
-            .find(|a| !vips.contains(&IpAddr::V4(*a)))
-            .ok_or_else(|| {
-                anyhow!(
-                    "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
-                    vi.name
-                )
-            })?;
-        out.push(InstanceConfig::from_config(vi, iface, link, local)?);
-    }
-    Ok(out)
-}
-
-/// keepalived's way of naming a server in mails: [ip]:tcp:port.
-fn keepalived_name(ip: Ipv4Addr, protocol: Protocol, port: u16) -> String {
-    format!(
-        "[{ip}]:{}:{port}",
-        protocol.ipvsadm_name().to_ascii_lowercase()
-    )
-}
-
-async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker) -> Result<()> {
-    let deadline = Instant::now() + INITIAL_RESOLVE_TIMEOUT;
-    let mut probe_failed = HashSet::new();
-    loop {
-        macs.update(&nl.ipv4_neighbours(ifindex).await?);
-        let missing = macs.unresolved();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            for ip in missing {
-                warn!(
-                    "real server {ip}: no MAC address yet (not answering ARP on this link?); \
-                     it gets no traffic until it resolves"
-                );
-            }
-            return Ok(());
-        }
-        for ip in &missing {
-            if let Err(e) = netlink::probe(*ip)
-                && probe_failed.insert(*ip)
-            {
-                warn!("real server {ip}: cannot probe: {e}");
-            }
-        }
-        tokio::time::sleep(INITIAL_RESOLVE_POLL).await;
-    }
-}
-
-/// In DR the balancer must own the VIP on the link (answer ARP for it). For
-/// a VIP no vrrp_instance manages that is the operator's job: say so when it
-/// is missing.
-async fn warn_about_missing_vips(
-    nl: &Netlink,
-    ifindex: u32,
-    iface: &str,
-    plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
-) {
-    let Ok(addrs) = nl.ipv4_addresses(ifindex).await else {
-        return;
-    };
-    for vip in unowned_vips(plan, &addrs, governed) {
-        warn!(
-            "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
-        );
-    }
-}
-
-/// The services' VIPs, each once, that are neither an address of the
-/// interface nor managed by a vrrp_instance.
-fn unowned_vips(plan: &Plan, addrs: &[Ipv4Addr], governed: &HashSet<Ipv4Addr>) -> Vec<Ipv4Addr> {
-    let vips: std::collections::BTreeSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
-    vips.into_iter()
-        .filter(|v| !addrs.contains(v) && !governed.contains(v))
-        .collect()
-}
-
-pub fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{config::parse, dataplane::plan::plan};
-
-    #[test]
-    fn a_vip_of_several_services_is_warned_about_once() {
-        // Two VIPs, the first one's services not adjacent in the plan.
-        let text = r#"
-[[virtual_server]]
-vip = "10.0.0.1"
-port = 80
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 80
-[[virtual_server]]
-vip = "10.0.0.2"
-port = 80
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 80
-[[virtual_server]]
-vip = "10.0.0.1"
-port = 443
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 443
-"#;
-        let plan = plan(&parse("vips", text).unwrap()).unwrap();
-        let a = Ipv4Addr::new(10, 0, 0, 1);
-        let b = Ipv4Addr::new(10, 0, 0, 2);
-        assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);
-        assert_eq!(unowned_vips(&plan, &[b], &HashSet::new()), [a]);
-        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a])), [b]);
     }
 }

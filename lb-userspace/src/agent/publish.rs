@@ -29,9 +29,9 @@ impl Agent {
                     port: real.port,
                     checker: h.checker.to_string(),
                     healthy: h.healthy,
-                    active: applied.is_some_and(|a| a.is_active(real.real_id)),
+                    active: applied.is_some_and(|a| a.state.is_active(real.real_id)),
                     weight: h.weight.unwrap_or(real.weight),
-                    transitions: self.transitions.get(&real.real_id).copied().unwrap_or(0),
+                    transitions: h.transitions,
                     sorry_server: real.rs_index.is_none(),
                 });
             }

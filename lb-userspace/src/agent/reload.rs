@@ -11,8 +11,8 @@ use anyhow::{Context as _, Result, anyhow};
 use tracing::info;
 
 use super::{
-    Agent, conn_timeouts, governed, plan_of, resolve_vrrp_instances, service_index,
-    tunnel_source_of, vrrp_set::VrrpSet,
+    Agent, conn_timeouts, plan_of, resolve_vrrp_instances, service_index, tunnel_source_of,
+    vip_gate, vrrp_set::VrrpSet,
 };
 use crate::{
     config,
@@ -53,17 +53,15 @@ impl Agent {
         let new_plan = stable_ids::keep_ids(fresh, &self.plan, |id| dp.real_busy(id))
             .map_err(|e| anyhow!("{}: {e}", self.config_path.display()))?;
         let instances = resolve_vrrp_instances(&config, &self.nl, &self.iface).await?;
-        let governed_vips = governed(&instances);
+        let governed_vips = vip_gate::governed_by(&instances);
         let tun_src =
             tunnel_source_of(&config, &self.nl, &self.link, &new_plan, &governed_vips).await?;
         let alerts = SmtpAlerts::from_config(&config.global).context("[global] mail settings")?;
         let diff = stable_ids::diff(&self.plan, &new_plan);
 
         // 2. VRRP: unchanged instances keep running; the others restart or stop.
-        for vip in vrrp.sync(instances).await {
-            self.master_vips.remove(&vip);
-        }
-        self.governed_vips = governed_vips;
+        let stopped = vrrp.sync(instances).await;
+        self.vips.reload(governed_vips, &stopped);
         self.alerts = alerts;
 
         // 3. The data plane. Globals first with the flags of both plans
@@ -86,7 +84,6 @@ impl Agent {
         {
             self.dp.remove_service(svc)?;
             self.applied.remove(&svc.service_id);
-            self.applied_standby.remove(&svc.service_id);
             info!("virtual server {}:{} removed", svc.vip, svc.port);
         }
         self.macs

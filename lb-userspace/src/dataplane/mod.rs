@@ -1,17 +1,27 @@
-//! The only module that touches BPF objects: load the XDP program, pin its
-//! maps, attach it, and write service / real-server entries.
+//! The agent's data plane: load the XDP program, pin its maps, attach it,
+//! and write service / real-server entries (the only writer of its maps;
+//! apply.rs holds the order of a service's change). Outside the agent the
+//! pins are read through stats::snapshot::open_pinned; realserver.rs owns
+//! the rs_decap program of a real server, a separate object.
 
+mod apply;
 pub mod bpf_sys;
+mod inspect;
 pub mod plan;
 pub mod preflight;
 pub mod sched_tables;
 pub mod stable_ids;
+mod sweep;
+#[cfg(feature = "testing")]
+mod testing;
 mod writer;
 
+pub use apply::AppliedService;
+pub use inspect::sum_counters;
 pub use writer::ConnTimeouts;
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::HashMap as StdHashMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -19,7 +29,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -27,11 +37,9 @@ use aya::{
     },
 };
 use lb_common::{
-    BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey, LbGlobals, LocalityEntry, LocalityKey,
-    PersistEntry, PersistKey, RealServer, ServiceInfo, ServiceKey, counters::COUNTER_COUNT,
-    map_names,
+    BackendSet, FLOW_TABLE_DEFAULT_SIZE, LbGlobals, RealServer, ServiceInfo, ServiceKey, map_names,
 };
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::AsFd as _;
 use tracing::{info, warn};
 
 /// The balancer object (lb-ebpf's `lb` binary), built by build.rs.
@@ -333,278 +341,11 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The program, e.g. for BPF_PROG_TEST_RUN.
-    pub fn program(&mut self) -> Result<&mut Xdp> {
-        program_of(&mut self.ebpf)
-    }
-
-    /// Sums the per-CPU global counters (lb_common::counters).
-    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
-        let map = self
-            .ebpf
-            .map(map_names::COUNTERS)
-            .ok_or_else(|| anyhow!("no counters map"))?;
-        sum_counters(&PerCpuArray::try_from(map)?)
-    }
-
-    /// The flow table's entry for `key` (tests, inspection).
-    pub fn flow_entry(&self, key: &lb_common::FlowKey) -> Result<Option<lb_common::FlowEntry>> {
-        let map = self
-            .ebpf
-            .map(map_names::FLOW_TABLE)
-            .ok_or_else(|| anyhow!("no flow table"))?;
-        let flows: HashMap<_, lb_common::FlowKey, lb_common::FlowEntry> = HashMap::try_from(map)?;
-        match flows.get(key, 0) {
-            Ok(e) => Ok(Some(e)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Removes the flows whose state's timeout has passed and takes them
-    /// off their servers' counts; then the persistence templates and
-    /// locality entries that have expired. Returns how many flows went.
-    ///
-    /// Each flow goes with BPF_MAP_LOOKUP_AND_DELETE_ELEM, which returns the
-    /// entry as it was when it left: the count subtracted is the state it
-    /// really had, even if a packet moved it since the scan. If that packet
-    /// made it live again, the entry is put back (and nothing subtracted),
-    /// unless the data plane already created a new one for the next packet.
-    pub fn sweep_expired(&mut self, timeouts: ConnTimeouts) -> Result<usize> {
-        let globals = timeouts.as_globals();
-        let now = monotonic_ns();
-        let templates: Vec<(PersistKey, PersistEntry)> =
-            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd())
-                .context("reading the persistence templates")?;
-        // (service, client network mask) of every template: the live
-        // connections under one keep it.
-        let masks: HashSet<(u32, u32)> = templates
-            .iter()
-            .map(|(_, t)| (t.service_id, t.mask))
-            .collect();
-        let mut controlled: HashSet<(u32, u32)> = HashSet::new();
-        let (mut removed, mut live) = (0, 0u64);
-        // The flows are walked batch by batch, never held whole (a million
-        // would be 40 MB): an fd of its own, as expiring flows needs self.
-        let flow_table = map_data(&self.ebpf, map_names::FLOW_TABLE)?
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()?;
-        bpf_sys::for_each_batch(
-            flow_table.as_fd(),
-            |keys: &[FlowKey], entries: &[FlowEntry]| -> Result<()> {
-                for (key, entry) in keys.iter().zip(entries) {
-                    if entry
-                        .remaining_ns(globals.timeout_s(entry.state), now)
-                        .is_none()
-                        && self.expire_flow(key, &globals, now)?
-                    {
-                        removed += 1;
-                        continue;
-                    }
-                    live += 1;
-                    for (service, mask) in masks.iter().filter(|(s, _)| *s == entry.service_id) {
-                        controlled.insert((*service, key.src & mask));
-                    }
-                }
-                Ok(())
-            },
-        )
-        .context("sweeping the flow table")?;
-        self.flows_at_sweep = live;
-        self.sweep_templates(templates, &controlled, now)?;
-        self.sweep_locality(timeouts.locality_expiration, now)?;
-        Ok(removed)
-    }
-
-    /// Persistence templates live while a connection they made lives, and
-    /// persistence_timeout after the last one (IPVS re-arms a template whose
-    /// timer fires while it still controls connections). `controlled`:
-    /// (service, client network) of every live connection.
-    fn sweep_templates(
-        &mut self,
-        templates: Vec<(PersistKey, PersistEntry)>,
-        controlled: &HashSet<(u32, u32)>,
-        now: u64,
-    ) -> Result<()> {
-        if templates.is_empty() {
-            return Ok(());
-        }
-        let timeouts: StdHashMap<u32, u32> = self
-            .maps()?
-            .services
-            .iter()
-            .filter_map(|item| item.ok())
-            .map(|(_, info)| (info.service_id, info.persist_timeout_s))
-            .collect();
-        let mut rearm = Vec::new();
-        for (key, t) in templates {
-            let timeout_ns =
-                u64::from(timeouts.get(&t.service_id).copied().unwrap_or(0)) * 1_000_000_000;
-            let expired = |t: &PersistEntry| t.last_seen_ns.saturating_add(timeout_ns) <= now;
-            if !expired(&t) {
-                continue;
-            }
-            if controlled.contains(&(t.service_id, key.client_net)) {
-                rearm.push((
-                    key,
-                    PersistEntry {
-                        last_seen_ns: now,
-                        ..t
-                    },
-                ));
-                continue;
-            }
-            // A new connection may use it meanwhile: then it stays.
-            if let Some(gone) =
-                self.remove_unless_live(map_names::PERSIST, &key, |t| !expired(t))?
-            {
-                self.conns
-                    .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
-            }
-        }
-        let mut map = self.hash_map_mut::<PersistKey, PersistEntry>(map_names::PERSIST)?;
-        for (key, t) in rearm {
-            // BPF_EXIST: re-arm only a template the data plane still has.
-            let _ = map.insert(key, t, BPF_EXIST);
-        }
-        Ok(())
-    }
-
-    /// lblc/lblcr entries unused for the expiration time go (IPVS's
-    /// lblc_full_check).
-    fn sweep_locality(&mut self, expiration_s: u32, now: u64) -> Result<()> {
-        let entries: Vec<(LocalityKey, LocalityEntry)> =
-            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::LOCALITY)?.fd().as_fd())
-                .context("reading the locality cache")?;
-        let stale: Vec<LocalityKey> = entries
-            .into_iter()
-            .filter(|(_, e)| {
-                e.lastuse_ns
-                    .saturating_add(u64::from(expiration_s) * 1_000_000_000)
-                    <= now
-            })
-            .map(|(k, _)| k)
-            .collect();
-        let mut map = self.hash_map_mut::<LocalityKey, LocalityEntry>(map_names::LOCALITY)?;
-        for key in &stale {
-            let _ = map.remove(key);
-        }
-        Ok(())
-    }
-
-    /// Removes one flow as the sweep does (tests use it to expire a flow
-    /// without waiting). Returns whether it went.
-    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool> {
-        // Timeouts of zero: whatever its state, the flow has expired.
-        let globals = LbGlobals::default();
-        self.expire_flow(key, &globals, u64::MAX)
-    }
-
-    fn expire_flow(&mut self, key: &FlowKey, globals: &LbGlobals, now: u64) -> Result<bool> {
-        let gone = self.remove_unless_live(map_names::FLOW_TABLE, key, |e: &FlowEntry| {
-            e.remaining_ns(globals.timeout_s(e.state), now).is_some()
-        })?;
-        let Some(entry) = gone else {
-            return Ok(false);
-        };
-        self.conns
-            .add(entry.real_id, bpf_sys::Counter::of_state(entry.state), -1);
-        Ok(true)
-    }
-
-    /// Removes an expired entry with BPF_MAP_LOOKUP_AND_DELETE_ELEM and
-    /// returns it as it was when it went, to be taken off the counters.
-    /// None when it was gone already, or when `live` says a packet
-    /// refreshed it between the scan and the delete: it is then put back
-    /// (BPF_NOEXIST: if the data plane made a new entry meanwhile, that one
-    /// stays and the old one counts as gone).
-    fn remove_unless_live<K: Pod + Default, V: Pod + Default>(
-        &mut self,
-        name: &str,
-        key: &K,
-        live: impl Fn(&V) -> bool,
-    ) -> Result<Option<V>> {
-        let fd = map_data(&self.ebpf, name)?.fd().as_fd();
-        let Some(gone): Option<V> = bpf_sys::lookup_and_delete(fd, key)
-            .with_context(|| format!("removing an expired entry of {name}"))?
-        else {
-            return Ok(None);
-        };
-        if live(&gone)
-            && self
-                .hash_map_mut::<K, V>(name)?
-                .insert(key, gone, BPF_NOEXIST)
-                .is_ok()
-        {
-            return Ok(None);
-        }
-        Ok(Some(gone))
-    }
-
     /// A hash map still in the object, for writing.
     fn hash_map_mut<K: Pod, V: Pod>(&mut self, name: &str) -> Result<HashMap<&mut MapData, K, V>> {
         Ok(HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(
             || anyhow!("map {name} missing from the object"),
         )?)?)
-    }
-
-    /// A real server's (active, inactive) connection counts, as the
-    /// schedulers see them.
-    pub fn real_conns(&self, real_id: u32) -> (i64, i64) {
-        self.conns.get(real_id)
-    }
-
-    /// Writes flow-table entries directly, bypassing the counters: for
-    /// benchmarks that need a table of a given fill, never for serving.
-    pub fn insert_flows(
-        &mut self,
-        flows: impl IntoIterator<Item = (FlowKey, FlowEntry)>,
-    ) -> Result<()> {
-        let mut map = self.hash_map_mut::<FlowKey, FlowEntry>(map_names::FLOW_TABLE)?;
-        for (key, entry) in flows {
-            map.insert(key, entry, 0)
-                .context("filling the flow table")?;
-        }
-        Ok(())
-    }
-
-    /// Kernel memory of each map (name, max entries, bytes), from
-    /// /proc/self/fdinfo's memlock: what the configured sizes cost.
-    pub fn map_memory(&self) -> Vec<(String, u32, u64)> {
-        let mut out = Vec::new();
-        for (name, _) in self.ebpf.maps() {
-            let Ok(data) = map_data(&self.ebpf, name) else {
-                continue;
-            };
-            let fd = data.fd().as_fd().as_raw_fd();
-            let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
-            let field = |key: &str| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            if let (Some(bytes), Some(entries)) = (field("memlock:"), field("max_entries:")) {
-                out.push((name.to_string(), entries as u32, bytes));
-            }
-        }
-        out
-    }
-
-    /// The raw fd of one of the program's maps (for a probe that must run
-    /// on another thread; valid while the Dataplane lives).
-    pub fn map_fd(&self, name: &str) -> Result<std::os::fd::RawFd> {
-        Ok(map_data(&self.ebpf, name)?.fd().as_fd().as_raw_fd())
-    }
-
-    /// (flows after the last sweep, flow-table capacity).
-    pub fn flow_fill(&self) -> (u64, u32) {
-        (self.flows_at_sweep, self.flow_capacity)
-    }
-
-    /// A real server's count of persistence templates.
-    pub fn real_templates(&self, real_id: u32) -> i64 {
-        self.conns.load(real_id, bpf_sys::Counter::Persistent)
     }
 
     /// Detaches the program from every interface (the pins stay until drop).
@@ -644,22 +385,6 @@ pub fn monotonic_ns() -> u64 {
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }
-
-/// Sums a per-CPU u64 counter array, any borrow of the map.
-pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
-    map: &PerCpuArray<T, u64>,
-) -> Result<[u64; COUNTER_COUNT as usize]> {
-    let mut out = [0u64; COUNTER_COUNT as usize];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = map.get(&(i as u32), 0)?.iter().sum();
-    }
-    Ok(out)
-}
-
-/// BPF_NOEXIST: create only.
-const BPF_NOEXIST: u64 = 1;
-/// BPF_EXIST: update only.
-const BPF_EXIST: u64 = 2;
 
 /// The map object `name` of the loaded program (maps not taken out).
 fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {

@@ -58,7 +58,7 @@ impl PlannedService {
     /// The services-map key, in network byte order as the packet has it.
     pub fn key(&self) -> ServiceKey {
         ServiceKey {
-            vip: u32::from_ne_bytes(self.vip.octets()),
+            vip: self.vip.octets(),
             port: self.port.to_be(),
             proto: match self.protocol {
                 Protocol::Tcp => IPPROTO_TCP,
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(ids, [1, 2]);
         assert_eq!(s.reals[0].ip, Ipv4Addr::new(172, 16, 122, 193));
         let key = s.key();
-        assert_eq!(key.vip.to_ne_bytes(), [172, 16, 122, 100]);
+        assert_eq!(key.vip, [172, 16, 122, 100]);
         assert_eq!(key.port.to_ne_bytes(), [0, 80]);
         assert_eq!(key.proto, IPPROTO_TCP);
     }

@@ -101,7 +101,7 @@ impl Dataplane {
         let globals = LbGlobals {
             iface_mac: link.mac,
             mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
-            tun_src: u32::from_ne_bytes(tun_src.octets()),
+            tun_src: tun_src.octets(),
             ifindex: link.index,
             flags,
             inside_ifindex: inside.map_or(0, |l| l.index),
@@ -147,7 +147,7 @@ impl Dataplane {
         active: bool,
     ) -> Result<()> {
         let entry = RealServer {
-            ip: u32::from_ne_bytes(real.ip.octets()),
+            ip: real.ip.octets(),
             port: real.port.to_be(),
             flags: if active { REAL_FLAG_ACTIVE } else { 0 }
                 | if mac.is_some() {
@@ -212,7 +212,7 @@ impl Dataplane {
     /// Writes the service with `backends` (in scheduling order) into the
     /// slot not in use, then flips the service entry to it. `standby`: not
     /// VRRP master for its VIP; packets are passed to the kernel.
-    pub fn write_service(
+    pub(super) fn write_service(
         &mut self,
         svc: &PlannedService,
         backends: &[Backend],

@@ -25,10 +25,10 @@ type LiveFlow = (FlowKey, FlowEntry, u64);
 /// Every flow not yet expired (the sweep may not have run yet).
 fn live_flows(pin_dir: &Path) -> Result<Vec<LiveFlow>> {
     let globals: Array<MapData, LbGlobals> =
-        Array::try_from(open(pin_dir, pin_names::LB_GLOBALS)?)?;
+        Array::try_from(open_pinned(pin_dir, pin_names::LB_GLOBALS)?)?;
     let globals = globals.get(&0, 0).context("reading lb_globals")?;
     let flows: HashMap<MapData, FlowKey, FlowEntry> =
-        HashMap::try_from(open(pin_dir, pin_names::FLOW_TABLE)?)?;
+        HashMap::try_from(open_pinned(pin_dir, pin_names::FLOW_TABLE)?)?;
     let now = monotonic_ns();
     Ok(flows
         .iter()
@@ -40,13 +40,14 @@ fn live_flows(pin_dir: &Path) -> Result<Vec<LiveFlow>> {
         .collect())
 }
 
-fn ipv4(addr: u32) -> Ipv4Addr {
-    Ipv4Addr::from(addr.to_ne_bytes())
+fn ipv4(addr: lb_common::Ipv4Octets) -> Ipv4Addr {
+    Ipv4Addr::from(addr)
 }
 
 /// `ipvsadm -L -c -n`: the connection table.
 pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
-    let reals: Array<MapData, RealServer> = Array::try_from(open(pin_dir, pin_names::REALS)?)?;
+    let reals: Array<MapData, RealServer> =
+        Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?;
     let mut out = Vec::new();
     for (key, entry, left_ns) in live_flows(pin_dir)? {
         let real = reals
@@ -71,14 +72,14 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
     // Persistence templates, as ipvsadm -L -c lists them: state NONE,
     // client port 0, expiring persistence_timeout after their last use.
     let services: HashMap<MapData, ServiceKey, ServiceInfo> =
-        HashMap::try_from(open(pin_dir, pin_names::SERVICES)?)?;
+        HashMap::try_from(open_pinned(pin_dir, pin_names::SERVICES)?)?;
     let timeouts: Vec<(u32, u32)> = services
         .iter()
         .filter_map(|item| item.ok())
         .map(|(_, info)| (info.service_id, info.persist_timeout_s))
         .collect();
     let templates: HashMap<MapData, PersistKey, PersistEntry> =
-        HashMap::try_from(open(pin_dir, pin_names::PERSIST)?)?;
+        HashMap::try_from(open_pinned(pin_dir, pin_names::PERSIST)?)?;
     let now = monotonic_ns();
     for (key, t) in templates.iter().filter_map(|item| item.ok()) {
         let real = reals.get(&t.real_id, 0).context("reading a real server")?;
@@ -159,11 +160,14 @@ pub fn read_rates(pin_dir: &Path, interval: std::time::Duration) -> Result<Table
 /// over CPUs.
 pub fn read_counters(pin_dir: &Path) -> Result<[u64; lb_common::counters::COUNTER_COUNT as usize]> {
     let counters: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(open(pin_dir, pin_names::COUNTERS)?)?;
+        PerCpuArray::try_from(open_pinned(pin_dir, pin_names::COUNTERS)?)?;
     crate::dataplane::sum_counters(&counters).context("reading the counters")
 }
 
-fn open(pin_dir: &Path, name: &str) -> Result<Map> {
+/// Opens the running agent's pinned map `name` (a pin_names entry): the
+/// one way into the pins from outside the agent (list, status, metrics'
+/// readers, tests, the bench).
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map> {
     let path = pin_dir.join(name);
     let data = MapData::from_pin(&path).with_context(|| {
         format!(
@@ -177,14 +181,15 @@ fn open(pin_dir: &Path, name: &str) -> Result<Map> {
 /// Services in config order, each with the destinations of its active set.
 pub fn read_table(pin_dir: &Path) -> Result<TableView> {
     let services: HashMap<MapData, ServiceKey, ServiceInfo> =
-        HashMap::try_from(open(pin_dir, pin_names::SERVICES)?)?;
+        HashMap::try_from(open_pinned(pin_dir, pin_names::SERVICES)?)?;
     let sets: Array<MapData, BackendSet> =
-        Array::try_from(open(pin_dir, pin_names::BACKEND_SETS)?)?;
-    let reals: Array<MapData, RealServer> = Array::try_from(open(pin_dir, pin_names::REALS)?)?;
+        Array::try_from(open_pinned(pin_dir, pin_names::BACKEND_SETS)?)?;
+    let reals: Array<MapData, RealServer> =
+        Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?;
     let service_stats: PerCpuArray<MapData, TrafficStats> =
-        PerCpuArray::try_from(open(pin_dir, pin_names::SERVICE_STATS)?)?;
+        PerCpuArray::try_from(open_pinned(pin_dir, pin_names::SERVICE_STATS)?)?;
     let real_stats: PerCpuArray<MapData, TrafficStats> =
-        PerCpuArray::try_from(open(pin_dir, pin_names::REAL_STATS)?)?;
+        PerCpuArray::try_from(open_pinned(pin_dir, pin_names::REAL_STATS)?)?;
     let conn_table_size = MapInfo::from_pin(pin_dir.join(pin_names::FLOW_TABLE))
         .map(|i| i.max_entries())
         .context("reading the flow table's size")?;
@@ -198,7 +203,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
 
     // The data plane's per-server counters: what its schedulers see.
     let real_conns: Array<MapData, RealConns> =
-        Array::try_from(open(pin_dir, pin_names::REAL_CONNS)?)?;
+        Array::try_from(open_pinned(pin_dir, pin_names::REAL_CONNS)?)?;
     let conns = |real_id: u32| -> Result<(u64, u64)> {
         let c = real_conns.get(&real_id, 0).context("reading real_conns")?;
         Ok((c.active.max(0) as u64, c.inactive.max(0) as u64))
@@ -238,7 +243,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             scheduler: scheduler.name(),
             sched_flags: sched_flag_names(scheduler, info.sched_flags),
             persistent: (info.persist_timeout_s != 0).then_some(info.persist_timeout_s),
-            mask: ipv4(info.persist_mask),
+            mask: ipv4(info.persist_mask.to_ne_bytes()),
             dests,
             traffic: traffic(&service_stats, info.service_id)?,
         });

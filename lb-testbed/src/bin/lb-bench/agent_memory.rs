@@ -150,10 +150,9 @@ pub fn bench(results: &mut bench_report::Results) -> Result<()> {
 /// FLOWS established connections, last seen now, in the agent's pinned
 /// flow table.
 fn fill(pin: &Path) -> Result<()> {
-    let data = aya::maps::MapData::from_pin(pin.join(lb_common::pin_names::FLOW_TABLE))
-        .context("opening the agent's pinned FLOW_TABLE")?;
-    let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?;
+    let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> = aya::maps::HashMap::try_from(
+        lb_userspace::stats::snapshot::open_pinned(pin, lb_common::pin_names::FLOW_TABLE)?,
+    )?;
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
     // The config's one service and real server get ids 0 and 1, as the seed's.
     let entry = seed_flow_entry(

@@ -1,0 +1,204 @@
+//! What the agent finds out about the host at start-up and on reload: the
+//! interfaces' addresses (tunnel source, VRRP sources), the real servers'
+//! MACs, VIPs nobody answers ARP for.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, anyhow};
+use tracing::warn;
+
+use crate::{
+    config::Config,
+    dataplane::plan::Plan,
+    neighbours::MacTracker,
+    netlink::{self, LinkInfo, Netlink},
+    vrrp::instance::InstanceConfig,
+};
+
+/// How long start-up waits for real servers' MACs before attaching anyway
+/// (unresolved servers get no traffic until their MAC is known).
+const INITIAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the neighbour table is polled while waiting at start-up.
+const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
+
+/// `[global] tunnel_source`, or the interface's own address.
+pub async fn tunnel_source_of(
+    config: &Config,
+    nl: &Netlink,
+    link: &LinkInfo,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
+    match config.global.tunnel_source {
+        Some(configured) => Ok(configured),
+        None => tunnel_source(nl, link, plan, governed).await,
+    }
+}
+
+/// The outer source of TUN packets: the interface's own address (not a VIP).
+/// Only services with lb_kind TUN need one.
+async fn tunnel_source(
+    nl: &Netlink,
+    link: &LinkInfo,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
+    let vips: HashSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
+    let own = nl
+        .ipv4_addresses(link.index)
+        .await?
+        .into_iter()
+        .find(|a| !vips.contains(a) && !governed.contains(a));
+    let needs_tun = plan
+        .services
+        .iter()
+        .any(|s| s.forward == lb_common::ForwardKind::Tun);
+    match own {
+        Some(a) => Ok(a),
+        None if needs_tun => Err(anyhow!(
+            "lb_kind TUN needs an IPv4 address of the interface's own (not a VIP) as the tunnel source"
+        )),
+        None => Ok(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// Each vrrp_instance with its interface and our address on it.
+pub async fn resolve_vrrp_instances(
+    config: &Config,
+    nl: &Netlink,
+    default_iface: &str,
+) -> Result<Vec<InstanceConfig>> {
+    let mut out = Vec::new();
+    for vi in &config.vrrp_instance {
+        let vi = vi.get_ref();
+        let iface = vi.interface.as_deref().unwrap_or(default_iface);
+        let link = nl.link(iface).await?.ok_or_else(|| {
+            anyhow!(
+                "vrrp_instance {}: interface {iface} not found (see `ip link`)",
+                vi.name
+            )
+        })?;
+        let vips: Vec<IpAddr> = vi.virtual_ipaddress.iter().map(|v| v.addr).collect();
+        let local = nl
+            .ipv4_addresses(link.index)
+            .await?
+            .into_iter()
+            .find(|a| !vips.contains(&IpAddr::V4(*a)))
+            .ok_or_else(|| {
+                anyhow!(
+                    "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
+                    vi.name
+                )
+            })?;
+        out.push(InstanceConfig::from_config(vi, iface, link, local)?);
+    }
+    Ok(out)
+}
+
+pub async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTracker) -> Result<()> {
+    let deadline = Instant::now() + INITIAL_RESOLVE_TIMEOUT;
+    let mut probe_failed = HashSet::new();
+    loop {
+        macs.update(&nl.ipv4_neighbours(ifindex).await?);
+        let missing = macs.unresolved();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            for ip in missing {
+                warn!(
+                    "real server {ip}: no MAC address yet (not answering ARP on this link?); \
+                     it gets no traffic until it resolves"
+                );
+            }
+            return Ok(());
+        }
+        for ip in &missing {
+            if let Err(e) = netlink::probe(*ip)
+                && probe_failed.insert(*ip)
+            {
+                warn!("real server {ip}: cannot probe: {e}");
+            }
+        }
+        tokio::time::sleep(INITIAL_RESOLVE_POLL).await;
+    }
+}
+
+/// In DR the balancer must own the VIP on the link (answer ARP for it). For
+/// a VIP no vrrp_instance manages that is the operator's job: say so when it
+/// is missing.
+pub async fn warn_about_missing_vips(
+    nl: &Netlink,
+    ifindex: u32,
+    iface: &str,
+    plan: &Plan,
+    governed: &HashSet<Ipv4Addr>,
+) {
+    let Ok(addrs) = nl.ipv4_addresses(ifindex).await else {
+        return;
+    };
+    for vip in unowned_vips(plan, &addrs, governed) {
+        warn!(
+            "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
+        );
+    }
+}
+
+/// The services' VIPs, each once, that are neither an address of the
+/// interface nor managed by a vrrp_instance.
+fn unowned_vips(plan: &Plan, addrs: &[Ipv4Addr], governed: &HashSet<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let vips: std::collections::BTreeSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
+    vips.into_iter()
+        .filter(|v| !addrs.contains(v) && !governed.contains(v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::parse, dataplane::plan::plan};
+
+    #[test]
+    fn a_vip_of_several_services_is_warned_about_once() {
+        // Two VIPs, the first one's services not adjacent in the plan.
+        let text = r#"
+[[virtual_server]]
+vip = "10.0.0.1"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 80
+[[virtual_server]]
+vip = "10.0.0.2"
+port = 80
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 80
+[[virtual_server]]
+vip = "10.0.0.1"
+port = 443
+protocol = "TCP"
+lb_algo = "rr"
+lb_kind = "DR"
+[[virtual_server.real_server]]
+ip = "10.0.1.1"
+port = 443
+"#;
+        let plan = plan(&parse("vips", text).unwrap()).unwrap();
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let b = Ipv4Addr::new(10, 0, 0, 2);
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);
+        assert_eq!(unowned_vips(&plan, &[b], &HashSet::new()), [a]);
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a])), [b]);
+    }
+}
