@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match lb_userspace::config::parse("fuzz.toml", text) {
         Ok(config) => {
-            let _ = lb_userspace::dataplane::plan::plan(&config);
+            let _ = lb_userspace::planning::plan::plan(&config);
         }
         Err(errors) => assert!(!errors.0.is_empty(), "an error without a message"),
     }

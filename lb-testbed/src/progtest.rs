@@ -7,13 +7,13 @@ use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
 use lb_userspace::{
-    backends::{RealStatus, service_state},
     config::Protocol,
-    dataplane::{
-        AppliedService, ConnTimeouts, Dataplane, LoadOptions,
+    dataplane::{AppliedService, ConnTimeouts, Dataplane, LoadOptions},
+    netlink::LinkInfo,
+    planning::{
+        backends::{RealStatus, service_state},
         plan::{PlannedReal, PlannedService},
     },
-    netlink::LinkInfo,
 };
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
@@ -198,7 +198,7 @@ impl ProgTest {
             },
             None,
             LB_IP,
-            lb_userspace::dataplane::plan::global_flags([&self.service]),
+            lb_userspace::planning::plan::global_flags([&self.service]),
             timeouts,
         )
     }

@@ -565,7 +565,7 @@ mod tests {
 
     #[test]
     fn the_agents_tables_are_ipvs_tables() {
-        use lb_userspace::dataplane::sched_tables;
+        use lb_userspace::planning::sched_tables;
         for weights in [&[1u32, 1][..], &[3, 0, 2], &[7, 1, 1, 4], &[100, 3, 9]] {
             let d = dests(weights);
             let sh = sched_tables::sh_table(weights);

@@ -269,7 +269,7 @@ fn a_standby_service_is_passed_to_the_kernel() {
 }
 
 /// The seed's service in TUN mode.
-fn tun_service() -> lb_userspace::dataplane::plan::PlannedService {
+fn tun_service() -> lb_userspace::planning::plan::PlannedService {
     let mut svc = seed_service([1, 1]);
     svc.forward = lb_common::ForwardKind::Tun;
     svc
@@ -418,7 +418,7 @@ fn rs_decap_leaves_everything_else_alone() {
 fn nat_service(
     rs_port: u16,
     protocol: lb_userspace::config::Protocol,
-) -> lb_userspace::dataplane::plan::PlannedService {
+) -> lb_userspace::planning::plan::PlannedService {
     let mut svc = seed_service([1, 1]);
     svc.forward = lb_common::ForwardKind::Nat;
     svc.protocol = protocol;
@@ -693,13 +693,13 @@ fn tcp_states_follow_ipvs_input_only_table() {
 }
 
 /// A wrr service over as many real servers as `weights`.
-fn wrr_service(weights: &[u32]) -> lb_userspace::dataplane::plan::PlannedService {
+fn wrr_service(weights: &[u32]) -> lb_userspace::planning::plan::PlannedService {
     let mut svc = seed_service([1, 1]);
     svc.scheduler = lb_common::SchedulerKind::Wrr;
     svc.reals = weights
         .iter()
         .enumerate()
-        .map(|(i, w)| lb_userspace::dataplane::plan::PlannedReal {
+        .map(|(i, w)| lb_userspace::planning::plan::PlannedReal {
             real_id: i as u32 + 1,
             rs_index: Some(i),
             ip: Ipv4Addr::new(172, 16, 122, 193 + i as u8),

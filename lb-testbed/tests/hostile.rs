@@ -341,7 +341,7 @@ impl Hostile {
     }
 }
 
-fn nat_service() -> lb_userspace::dataplane::plan::PlannedService {
+fn nat_service() -> lb_userspace::planning::plan::PlannedService {
     let mut svc = seed_service([1, 1]);
     svc.forward = ForwardKind::Nat;
     svc.protocol = Protocol::Tcp;

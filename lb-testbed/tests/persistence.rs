@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, thread::sleep, time::Duration};
 
 use lb_common::SchedulerKind;
 use lb_testbed::{packet::*, progtest::*};
-use lb_userspace::dataplane::{ConnTimeouts, plan::Persistence};
+use lb_userspace::{dataplane::ConnTimeouts, planning::plan::Persistence};
 
 fn persistent(timeout_s: u32, netmask: Ipv4Addr) -> ProgTest {
     let mut svc = service_with(SchedulerKind::Rr, &[1, 1]);

@@ -36,7 +36,7 @@ impl Harness {
         Self::with_service(service_with(scheduler, weights))
     }
 
-    fn with_service(service: lb_userspace::dataplane::plan::PlannedService) -> Self {
+    fn with_service(service: lb_userspace::planning::plan::PlannedService) -> Self {
         let dests = service
             .reals
             .iter()

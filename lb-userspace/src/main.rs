@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::{
     agent::{self, AgentOptions},
     config,
-    dataplane::{DEFAULT_PIN_DIR, plan},
+    dataplane::DEFAULT_PIN_DIR,
+    planning::plan,
     realserver, runtime_files, stats,
 };
 

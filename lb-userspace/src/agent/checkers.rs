@@ -10,8 +10,8 @@ use tracing::info;
 
 use crate::{
     config::Config,
-    dataplane::plan::{Plan, PlannedReal, PlannedService},
     health::{self, runner::HealthEvent},
+    planning::plan::{Plan, PlannedReal, PlannedService},
 };
 
 /// Health as the checkers last reported it.

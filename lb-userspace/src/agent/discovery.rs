@@ -13,9 +13,9 @@ use tracing::warn;
 
 use crate::{
     config::Config,
-    dataplane::plan::Plan,
     neighbours::MacTracker,
     netlink::{self, LinkInfo, Netlink},
+    planning::plan::Plan,
     vrrp::instance::InstanceConfig,
 };
 
@@ -160,7 +160,7 @@ fn unowned_vips(plan: &Plan, addrs: &[Ipv4Addr], governed: &HashSet<Ipv4Addr>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::parse, dataplane::plan::plan};
+    use crate::{config::parse, planning::plan::plan};
 
     #[test]
     fn a_vip_of_several_services_is_warned_about_once() {

@@ -13,8 +13,8 @@ use tracing::info;
 
 use crate::{
     config::Protocol,
-    dataplane::{
-        Dataplane, LoadOptions,
+    dataplane::{Dataplane, LoadOptions},
+    planning::{
         plan::{Plan, PlannedReal, PlannedService},
         stable_ids,
     },
@@ -175,7 +175,7 @@ mod tests {
     use super::*;
     use crate::{
         config::parse,
-        dataplane::{plan::plan, stable_ids},
+        planning::{plan::plan, stable_ids},
     };
 
     #[test]

@@ -29,17 +29,16 @@ use vip_gate::VipGate;
 use vrrp_set::VrrpSet;
 
 use crate::{
-    backends::{RealStatus, service_state},
     config::{self, Config},
-    dataplane::{
-        AppliedService, ConnTimeouts, Dataplane,
-        plan::{self, Plan, PlannedReal},
-        preflight,
-    },
+    dataplane::{AppliedService, ConnTimeouts, Dataplane, preflight},
     health::{runner::HealthEvent, state::Transition},
     neighbours::MacTracker,
     netlink::{self, LinkInfo, Netlink},
     notify::SmtpAlerts,
+    planning::{
+        backends::{RealStatus, service_state},
+        plan::{self, Plan, PlannedReal},
+    },
     stats::metrics,
     status::{AgentStatus, Reloads},
     vrrp::instance::StateChange,

@@ -15,13 +15,12 @@ use super::{
     vip_gate, vrrp_set::VrrpSet,
 };
 use crate::{
-    config,
-    dataplane::{
+    config, netlink,
+    notify::SmtpAlerts,
+    planning::{
         plan::{self, PlannedReal},
         stable_ids::{self, PlanDiff},
     },
-    netlink,
-    notify::SmtpAlerts,
 };
 
 /// What a reload changed, for the log.

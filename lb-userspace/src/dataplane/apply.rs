@@ -7,11 +7,11 @@
 
 use anyhow::Result;
 
-use super::{
-    Dataplane,
+use super::Dataplane;
+use crate::planning::{
+    backends::ServiceState,
     plan::{PlannedReal, PlannedService},
 };
-use crate::backends::ServiceState;
 
 /// What the maps hold for one service, as last written.
 #[derive(Debug, Clone, Default, PartialEq)]

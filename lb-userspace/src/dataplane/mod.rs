@@ -7,10 +7,7 @@
 mod apply;
 pub mod bpf_sys;
 mod inspect;
-pub mod plan;
 pub mod preflight;
-pub mod sched_tables;
-pub mod stable_ids;
 mod sweep;
 #[cfg(feature = "testing")]
 mod testing;

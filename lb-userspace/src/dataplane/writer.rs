@@ -49,8 +49,8 @@ impl Default for ConnTimeouts {
     }
 }
 
-use super::{
-    Dataplane,
+use super::Dataplane;
+use crate::planning::{
     plan::{PlannedReal, PlannedService},
     sched_tables::{MhServer, dh_table, mh_table, sh_table},
 };

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::import;
-use crate::{config::parse, dataplane::plan::plan};
+use crate::{config::parse, planning::plan::plan};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -148,7 +148,7 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::parse, dataplane::plan::plan};
+    use crate::{config::parse, planning::plan::plan};
 
     const SEED: &str = include_str!("../../../configs/seed-dr.toml");
 

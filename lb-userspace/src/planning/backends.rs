@@ -5,7 +5,7 @@
 
 use lb_common::Backend;
 
-use crate::dataplane::plan::{PlannedReal, PlannedService};
+use crate::planning::plan::{PlannedReal, PlannedService};
 
 /// What the agent knows about one real server now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub fn service_state(svc: &PlannedService, status: impl Fn(u32) -> RealStatus) -
 mod tests {
     use super::*;
     use crate::config::parse;
-    use crate::dataplane::plan::plan;
+    use crate::planning::plan::plan;
 
     const UP: RealStatus = RealStatus {
         mac_known: true,
@@ -107,7 +107,7 @@ mod tests {
     };
 
     fn seed_service(extra: &str) -> PlannedService {
-        let text = include_str!("../../configs/seed-dr.toml").replace(
+        let text = include_str!("../../../configs/seed-dr.toml").replace(
             "persistence_timeout = 0",
             &format!("persistence_timeout = 0\n{extra}"),
         );
