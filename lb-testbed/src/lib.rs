@@ -8,6 +8,7 @@ pub mod netns;
 pub mod packet;
 pub mod progtest;
 pub mod sched_model;
+pub mod seed;
 pub mod smtp_sink;
 pub mod soak;
 pub mod topology;

@@ -21,6 +21,9 @@ const TCP_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
 const DEFAULT_TTL: u8 = 64;
 
+/// The source MAC of frames built here: the client's.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
 /// Internet checksum (RFC 1071) of `data`, starting from `initial`.
 pub fn csum(data: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
@@ -59,7 +62,7 @@ impl Ipv4Packet {
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: Vec<u8>) -> Self {
         Self {
             dst_mac: [0x02, 0, 0, 0, 0, 0x01],
-            src_mac: [0x02, 0, 0, 0, 0, 0x02],
+            src_mac: CLIENT_MAC,
             vlan: None,
             src,
             dst,

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
+
+use crate::packet::{Ipv4Packet, TCP_SYN};
 use lb_userspace::{
     config::Protocol,
     dataplane::{AppliedService, ConnTimeouts, Dataplane, LoadOptions},
@@ -16,16 +18,10 @@ use lb_userspace::{
     },
 };
 
-pub const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
-pub const RS1: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
-pub const RS2: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 50);
+pub use crate::seed::{CLIENT_IP, LB_IP, PORT, RS1_IP, RS2_IP, VIP};
 pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x88];
 pub const RS1_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x93];
 pub const RS2_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x95];
-pub const PORT: u16 = 80;
-/// The balancer's own address: TUN's outer source.
-pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
 pub const LB_MTU: u32 = 1500;
 /// No interface has this index: bpf_fib_lookup fails whatever the test
 /// machine's routes are, and the agent's MAC is used, as for a real server
@@ -34,7 +30,7 @@ const LB_IFINDEX: u32 = 0x7fff_0000;
 /// Room for what the program may add in front (encapsulation) and behind.
 const OUT_HEADROOM: usize = 256;
 
-/// The MAC of the `index`-th real server of a test service (RS1, RS2, then more).
+/// The MAC of the `index`-th real server of a test service (RS1_IP, RS2_IP, then more).
 pub fn real_mac(index: usize) -> [u8; 6] {
     match index {
         0 => RS1_MAC,
@@ -60,7 +56,7 @@ pub struct ProgTest {
     applied: Option<AppliedService>,
 }
 
-/// The seed's virtual service: VIP:80 TCP rr DR over RS1, RS2 (weights given).
+/// The seed's virtual service: VIP:80 TCP rr DR over RS1_IP, RS2_IP (weights given).
 pub fn seed_service(weights: [u32; 2]) -> PlannedService {
     PlannedService {
         service_id: 0,
@@ -75,14 +71,14 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
             PlannedReal {
                 real_id: 1,
                 rs_index: Some(0),
-                ip: RS1,
+                ip: RS1_IP,
                 port: PORT,
                 weight: weights[0],
             },
             PlannedReal {
                 real_id: 2,
                 rs_index: Some(1),
-                ip: RS2,
+                ip: RS2_IP,
                 port: PORT,
                 weight: weights[1],
             },
@@ -92,6 +88,25 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
         quorum: 1,
         sorry: None,
     }
+}
+
+/// The seed's service forwarded by `forward` (DR, TUN or NAT without port
+/// mapping).
+pub fn seed_service_in(forward: ForwardKind) -> PlannedService {
+    PlannedService {
+        forward,
+        ..seed_service([1, 1])
+    }
+}
+
+/// The seed's first step (ipvsadm -m): NAT, with port mapping 80 -> `rs_port`.
+pub fn nat_service(rs_port: u16, protocol: Protocol) -> PlannedService {
+    let mut svc = seed_service_in(ForwardKind::Nat);
+    svc.protocol = protocol;
+    for r in svc.reals.iter_mut() {
+        r.port = rs_port;
+    }
+    svc
 }
 
 /// A TCP service on VIP:PORT (DR) with `scheduler` over as many real
@@ -136,7 +151,7 @@ const FILLER_NET: u32 = 0x0a00_0000;
 const FILLER_PORT: u16 = 1000;
 
 /// The flow of the `i`-th filler client: distinct connections to fill a
-/// flow table with, none of them the test's own (CLIENT).
+/// flow table with, none of them the test's own (CLIENT_IP).
 pub fn filler_flow_key(i: u32) -> lb_common::FlowKey {
     tcp_flow_key(Ipv4Addr::from(FILLER_NET + i), FILLER_PORT)
 }
@@ -286,4 +301,23 @@ impl ProgTest {
     pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize]> {
         self.dp.counters()
     }
+}
+
+/// A SYN from the seed's client to VIP:PORT from `sport`.
+pub fn syn(sport: u16) -> Ipv4Packet {
+    Ipv4Packet::tcp(CLIENT_IP, sport, VIP, PORT, TCP_SYN, b"")
+}
+
+/// The destination MAC the program chose for `frame`, asserting XDP_TX.
+pub fn forwarded_to(t: &mut ProgTest, frame: &[u8]) -> [u8; 6] {
+    let (verdict, out) = t.run(frame).unwrap();
+    assert_eq!(verdict, XDP_TX, "expected XDP_TX");
+    out[0..6].try_into().unwrap()
+}
+
+/// Asserts that `frame` is passed to the kernel untouched.
+pub fn assert_passes_unmodified(t: &mut ProgTest, what: &str, frame: &[u8]) {
+    let (verdict, out) = t.run(frame).unwrap();
+    assert_eq!(verdict, XDP_PASS, "{what}: verdict");
+    assert_eq!(out, frame, "{what}: the frame must pass unmodified");
 }

@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     netns::{exec_in, ip},
-    topology::{HOST_IFACE, Host, Topology, VIP, agent_binary, wait_until},
+    topology::{HOST_IFACE, Host, Topology, VIP, agent_binary},
 };
 
 /// Health checks fast enough to soak quickly (keepalived's keywords).
@@ -266,12 +266,10 @@ pub fn run(prefix: &str, duration: Duration) -> Result<SoakReport> {
     soak.start_agent(Host::Lb)?;
     soak.topo.wait_for_master(Host::Lb)?;
     soak.start_agent(Host::Lb2)?;
-    let backup_ready = wait_until(START_TIMEOUT, || {
-        soak.topo
-            .agent_log_on(Host::Lb2)
-            .contains("entering BACKUP state")
-    });
-    if backup_ready.is_none() {
+    if !soak
+        .topo
+        .wait_for_vrrp_state(Host::Lb2, "BACKUP", START_TIMEOUT)
+    {
         bail!(
             "the backup balancer did not start:\n{}",
             soak.topo.agent_log_on(Host::Lb2)

@@ -19,7 +19,6 @@ use std::cell::RefCell;
 
 use lb_common::{ForwardKind, counters};
 use lb_testbed::{packet::*, progtest::*};
-use lb_userspace::config::Protocol;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
@@ -266,7 +265,7 @@ fn ipv6_frame(exts: &[u8], payload: &[u8]) -> Vec<u8> {
         // 8-byte extension header: next header, length 0, padding.
         body.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
     }
-    body.extend_from_slice(&Ipv4Packet::tcp(CLIENT, 1, VIP, PORT, TCP_SYN, payload).l4);
+    body.extend_from_slice(&Ipv4Packet::tcp(CLIENT_IP, 1, VIP, PORT, TCP_SYN, payload).l4);
     let mut ip = vec![0u8; IPV6_HEADER_LEN];
     ip[0] = 0x60;
     ip[4..6].copy_from_slice(&(body.len() as u16).to_be_bytes());
@@ -341,21 +340,8 @@ impl Hostile {
     }
 }
 
-fn nat_service() -> lb_userspace::planning::plan::PlannedService {
-    let mut svc = seed_service([1, 1]);
-    svc.forward = ForwardKind::Nat;
-    svc.protocol = Protocol::Tcp;
-    svc
-}
-
 fn mode(forward: ForwardKind) -> ProgTest {
-    let mut svc = if forward == ForwardKind::Nat {
-        nat_service()
-    } else {
-        seed_service([1, 1])
-    };
-    svc.forward = forward;
-    ProgTest::with_service(svc).unwrap()
+    ProgTest::with_service(seed_service_in(forward)).unwrap()
 }
 
 #[test]
@@ -384,11 +370,12 @@ fn every_tcp_flag_combination_and_every_truncation_to_the_vip() {
         let mut t = mode(forward);
         for flags in 0..=u8::MAX {
             let frame =
-                Ipv4Packet::tcp(CLIENT, 20000 + u16::from(flags), VIP, PORT, flags, b"x").frame();
+                Ipv4Packet::tcp(CLIENT_IP, 20000 + u16::from(flags), VIP, PORT, flags, b"x")
+                    .frame();
             check_frame(&mut t, &frame)
                 .unwrap_or_else(|e| panic!("{forward:?} flags {flags:#x}: {e}"));
         }
-        let frame = Ipv4Packet::tcp(CLIENT, 30000, VIP, PORT, TCP_SYN, b"payload").frame();
+        let frame = Ipv4Packet::tcp(CLIENT_IP, 30000, VIP, PORT, TCP_SYN, b"payload").frame();
         for len in ETH_HEADER_LEN..=frame.len() {
             check_frame(&mut t, &frame[..len])
                 .unwrap_or_else(|e| panic!("{forward:?} truncated to {len}: {e}"));

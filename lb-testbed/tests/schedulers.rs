@@ -550,3 +550,51 @@ fn lblcr_drops_its_most_loaded_server_when_unchanged_for_the_expiration() {
         h.segment(i + j, TCP_ACK);
     }
 }
+
+/// Which real server (index) each of `n` new flows went to.
+fn new_flow_choices(t: &mut ProgTest, n: u16, servers: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let mac = forwarded_to(t, &syn(50000 + i).frame());
+            (0..servers)
+                .find(|&s| real_mac(s) == mac)
+                .expect("a known server")
+        })
+        .collect()
+}
+
+#[test]
+fn wrr_matches_the_ipvs_model_choice_for_choice() {
+    use lb_testbed::sched_model::WrrModel;
+    for weights in [
+        &[3u32, 1][..],
+        &[5, 2, 2],
+        &[4, 0, 2],
+        &[2, 4, 6],
+        &[1, 1, 1],
+        &[7, 3, 5, 1],
+    ] {
+        let mut t =
+            ProgTest::with_service(service_with(lb_common::SchedulerKind::Wrr, weights)).unwrap();
+        let got = new_flow_choices(&mut t, 60, weights.len());
+        let mut model = WrrModel::new(weights);
+        let expected: Vec<usize> = (0..60).map(|_| model.pick().unwrap()).collect();
+        assert_eq!(got, expected, "weights {weights:?}");
+    }
+}
+
+#[test]
+fn wrr_three_to_one_over_400_flows_is_300_to_100() {
+    let mut t =
+        ProgTest::with_service(service_with(lb_common::SchedulerKind::Wrr, &[3, 1])).unwrap();
+    let got = new_flow_choices(&mut t, 400, 2);
+    assert_eq!(got.iter().filter(|&&s| s == 0).count(), 300);
+    assert_eq!(got.iter().filter(|&&s| s == 1).count(), 100);
+}
+
+#[test]
+fn wrr_with_every_weight_zero_drops() {
+    let mut t =
+        ProgTest::with_service(service_with(lb_common::SchedulerKind::Wrr, &[0, 0])).unwrap();
+    assert_eq!(t.run(&syn(51000).frame()).unwrap().0, XDP_DROP);
+}

@@ -33,16 +33,16 @@ fn inspect(frame: &[u8]) -> (Ipv4Addr, bool, bool) {
 #[test]
 fn every_frame_gets_a_new_source_and_valid_checksums() {
     let mut generator = TrafficGen::load().unwrap();
-    let mut udp_without_checksum = Ipv4Packet::udp(CLIENT, 40000, VIP, PORT, &[7; 18]);
+    let mut udp_without_checksum = Ipv4Packet::udp(CLIENT_IP, 40000, VIP, PORT, &[7; 18]);
     udp_without_checksum.l4[UDP_CHECK].fill(0);
     let frames = [
         (
             "TCP SYN",
-            Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_SYN, &[0; 6]).frame(),
+            Ipv4Packet::tcp(CLIENT_IP, 40000, VIP, PORT, TCP_SYN, &[0; 6]).frame(),
         ),
         (
             "UDP",
-            Ipv4Packet::udp(CLIENT, 40000, VIP, PORT, &[7; 18]).frame(),
+            Ipv4Packet::udp(CLIENT_IP, 40000, VIP, PORT, &[7; 18]).frame(),
         ),
         ("UDP without checksum", udp_without_checksum.frame()),
     ];
@@ -86,7 +86,7 @@ fn every_frame_gets_a_new_source_and_valid_checksums() {
 fn a_frame_that_is_not_tcp_or_udp_is_refused() {
     let mut generator = TrafficGen::load().unwrap();
     let frame = Ipv4Packet::new(
-        CLIENT,
+        CLIENT_IP,
         VIP,
         IPPROTO_ICMP,
         vec![8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],

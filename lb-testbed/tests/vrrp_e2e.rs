@@ -133,10 +133,9 @@ fn keepalived_master_with_ours_backup() {
     let config = our_config(&topo, "BACKUP", 90, "1111");
     start_ours(&mut topo, Host::Lb, &config);
     assert!(
-        wait_until(ELECTION_TIMEOUT, || topo
-            .agent_log()
-            .contains("entering BACKUP state"))
-        .is_some()
+        topo.wait_for_vrrp_state(Host::Lb, "BACKUP", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log()
     );
     assert_only_holder(&topo, Host::Lb2, Host::Lb);
 
@@ -194,7 +193,12 @@ fn wrong_auth_pass_is_ignored_by_both_sides() {
         topo.agent_log()
     );
     assert!(topo.holds_vip(Host::Lb));
-    assert!(!topo.agent_log().contains("entering BACKUP state"));
+    assert_eq!(
+        topo.vrrp_states(Host::Lb),
+        ["MASTER"],
+        "{}",
+        topo.agent_log()
+    );
 }
 
 /// A client curling the VIP every 100 ms (1 s limit each) for `duration`:
@@ -254,10 +258,9 @@ fn failover_between_two_balancers() {
     topo.wait_for_master(Host::Lb).unwrap();
     start_ours(&mut topo, Host::Lb2, &backup_conf);
     assert!(
-        wait_until(ELECTION_TIMEOUT, || topo
-            .agent_log_on(Host::Lb2)
-            .contains("entering BACKUP state"))
-        .is_some()
+        topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log_on(Host::Lb2)
     );
 
     // SIGKILL: no priority 0, the backup waits out Master_Down_Interval.
@@ -341,7 +344,7 @@ fn track_interface_down_is_fault_and_up_is_master_again() {
         topo.agent_log()
     );
     assert!(
-        topo.agent_log().contains("entering FAULT state"),
+        topo.wait_for_vrrp_state(Host::Lb, "FAULT", ELECTION_TIMEOUT),
         "{}",
         topo.agent_log()
     );

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub pid: u32,
+    /// Serving: attached, privileges dropped, handling events. What a
+    /// supervisor or a test waits for after starting the agent.
+    #[serde(default)]
+    pub ready: bool,
     pub config: String,
     pub reloads: Reloads,
     pub vrrp: Vec<VrrpStatus>,
@@ -166,6 +170,7 @@ mod tests {
     fn renders_vrrp_checkers_and_fill() {
         let status = AgentStatus {
             pid: 42,
+            ready: true,
             config: "/etc/lb/lb.toml".into(),
             reloads: Reloads {
                 ok: 2,

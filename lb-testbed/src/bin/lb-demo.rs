@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use lb_testbed::topology::{self, Host, Topology, VIP, agent_binary, configs_dir, wait_until};
+use lb_testbed::topology::{
+    self, Host, RS2_IP, Topology, VIP, agent_binary, configs_dir, wait_until,
+};
 
 const PREFIX: &str = "lbdemo";
 /// The seed's nginx pages.
@@ -19,7 +21,6 @@ const CURLS: usize = 6;
 /// With the seed's TCP_CHECK (delay_loop 6, connect_timeout 3, retry 3,
 /// delay_before_retry 3) keepalived needs up to 6 + 3 + 3 x (3 + 3) = 27 s.
 const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
-const RS2: &str = "172.16.122.195";
 
 fn main() {
     // Ctrl-C / SIGTERM: remove what the demo made, then leave.
@@ -132,7 +133,8 @@ fn run() -> Result<()> {
     topo.stop_nginx(Host::Rs2);
     println!("   (waiting for TCP_CHECK: delay_loop 6, nb_get_retry 3, delay_before_retry 3)");
     let Some(after) = wait_until(DETECTION_TIMEOUT, || {
-        topo.list(&binary).is_ok_and(|l| !l.contains(RS2))
+        topo.list(&binary)
+            .is_ok_and(|l| !l.contains(&RS2_IP.to_string()))
     }) else {
         bail!("172.16.122.195 was not removed within {DETECTION_TIMEOUT:?}");
     };
@@ -151,7 +153,8 @@ fn run() -> Result<()> {
     say("local-slave2", "docker start nginx");
     topo.start_nginx(Host::Rs2, RS2_BODY)?;
     let Some(after) = wait_until(DETECTION_TIMEOUT, || {
-        topo.list(&binary).is_ok_and(|l| l.contains(RS2))
+        topo.list(&binary)
+            .is_ok_and(|l| l.contains(&RS2_IP.to_string()))
     }) else {
         bail!("172.16.122.195 did not come back within {DETECTION_TIMEOUT:?}");
     };

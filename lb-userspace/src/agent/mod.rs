@@ -123,6 +123,8 @@ struct Agent {
     reloads: Reloads,
     /// vrrp_instance name -> (state, transitions) as last reported.
     vrrp_states: HashMap<String, (VrrpRunState, u64)>,
+    /// Serving (status: ready): set once privileges are dropped.
+    ready: bool,
     /// The status last published, and where it goes.
     published: Option<AgentStatus>,
     status_tx: watch::Sender<AgentStatus>,
@@ -228,6 +230,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         vrrp_states: HashMap::new(),
         published: None,
         status_tx,
+        ready: false,
     };
     agent.go_live(&opts)?;
 
@@ -247,6 +250,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(probe_fd) };
         crate::dataplane::bpf_sys::lookup_all::<u32, lb_common::RealConns>(fd).is_ok()
     })?;
+    agent.ready = true;
+    agent.publish(&vrrp);
 
     let result = agent.serve(&mut events, &mut vrrp_states, &mut vrrp).await;
     // Nobody applies state changes any more: instances leaving must not

@@ -57,6 +57,7 @@ impl Agent {
         let (flows, flow_capacity) = self.dp.flow_fill();
         AgentStatus {
             pid: std::process::id(),
+            ready: self.ready,
             config: self.config_path.display().to_string(),
             reloads: self.reloads.clone(),
             vrrp,

@@ -217,9 +217,9 @@ fn many_sources(
     let mut traffic = TrafficGen::load()?;
     let mut tcp_lb = pipeline_balancer(Protocol::Tcp)?;
     let mut udp_lb = pipeline_balancer(Protocol::Udp)?;
-    let syn = Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_SYN, &[0u8; 6]).frame();
-    let udp = Ipv4Packet::udp(CLIENT, 40000, VIP, PORT, &UDP_PAYLOAD).frame();
-    let not_service = Ipv4Packet::tcp(CLIENT, 40000, VIP, 22, TCP_SYN, &[0u8; 6]).frame();
+    let syn = Ipv4Packet::tcp(CLIENT_IP, 40000, VIP, PORT, TCP_SYN, &[0u8; 6]).frame();
+    let udp = Ipv4Packet::udp(CLIENT_IP, 40000, VIP, PORT, &UDP_PAYLOAD).frame();
+    let not_service = Ipv4Packet::tcp(CLIENT_IP, 40000, VIP, 22, TCP_SYN, &[0u8; 6]).frame();
     let cases = [
         Case {
             name: "TCP SYN",

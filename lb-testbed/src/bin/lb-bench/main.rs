@@ -195,9 +195,9 @@ fn main() -> Result<()> {
     nat_service.forward = lb_common::ForwardKind::Nat;
     let mut nat = ProgTest::with_service(nat_service)?;
 
-    let hit = Ipv4Packet::tcp(CLIENT, 40000, VIP, PORT, TCP_ACK, &[0u8; 6]).frame();
-    let miss = Ipv4Packet::tcp(CLIENT, 40000, VIP, 22, TCP_ACK, &[0u8; 6]).frame();
-    let mut nat_reply = Ipv4Packet::tcp(RS1, PORT, CLIENT, 40000, TCP_ACK, &[0u8; 6]);
+    let hit = Ipv4Packet::tcp(CLIENT_IP, 40000, VIP, PORT, TCP_ACK, &[0u8; 6]).frame();
+    let miss = Ipv4Packet::tcp(CLIENT_IP, 40000, VIP, 22, TCP_ACK, &[0u8; 6]).frame();
+    let mut nat_reply = Ipv4Packet::tcp(RS1_IP, PORT, CLIENT_IP, 40000, TCP_ACK, &[0u8; 6]);
     nat_reply.dst_mac = LB_MAC;
     let nat_reply = nat_reply.frame();
     // Prime the flow in every flow table: the rows time flow-table hits

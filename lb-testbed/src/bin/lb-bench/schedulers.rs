@@ -36,7 +36,7 @@ fn new_flow_program(kind: SchedulerKind, backends: usize) -> Result<ProgTest> {
             ..LoadOptions::default()
         },
     )?;
-    let filler = Ipv4Packet::tcp(CLIENT, 1, VIP, PORT, TCP_SYN, b"").frame();
+    let filler = Ipv4Packet::tcp(CLIENT_IP, 1, VIP, PORT, TCP_SYN, b"").frame();
     t.run(&filler)?;
     Ok(t)
 }
