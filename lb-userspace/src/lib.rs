@@ -13,4 +13,5 @@ pub mod realserver;
 pub mod runtime_files;
 pub mod stats;
 pub mod status;
+pub mod sync;
 pub mod vrrp;

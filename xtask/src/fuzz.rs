@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::workspace_root;
 
 /// The targets, as named in fuzz/Cargo.toml.
-pub const TARGETS: [&str; 3] = ["lb_toml", "keepalived_conf", "vrrp_advert"];
+pub const TARGETS: [&str; 4] = ["lb_toml", "keepalived_conf", "vrrp_advert", "sync_message"];
 /// Seconds per target when `cargo xtask test` runs them.
 pub const CI_SECONDS: u64 = 10;
 

@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result, bail};
 /// Debian packages: bpf-linker links against LLVM 22 (+ Polly); bpftool and
 /// xdp-tools for inspection; iproute2/ethtool/util-linux/procps for the
 /// namespace topologies; nginx and curl are the seed's web servers and client;
-/// keepalived is the VRRP peer of the interop tests; fontconfig, freetype,
+/// keepalived is the VRRP peer of the interop tests; tshark (Wireshark's
+/// dissectors) checks our IPVS sync messages; fontconfig, freetype,
 /// pkg-config and a font for the benchmark's chart (plotters' ttf text).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -24,6 +25,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "curl",
     "keepalived",
+    "tshark",
     "pkg-config",
     "libfontconfig-dev",
     "libfreetype-dev",

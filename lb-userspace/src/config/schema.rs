@@ -43,6 +43,32 @@ pub struct Global {
     /// lb extension: outer source address of LVS-TUN packets (default: the
     /// interface's own address).
     pub tunnel_source: Option<std::net::Ipv4Addr>,
+    /// keepalived's lvs_sync_daemon: connection sync with the other
+    /// balancers (IPVS's sync protocol).
+    pub lvs_sync_daemon: Option<Spanned<LvsSyncDaemon>>,
+}
+
+/// `lvs_sync_daemon IF [VRRP_INSTANCE] [id N] [maxlen N] [port N] [ttl N]
+/// [group IP]`, keepalived's arguments as keys; defaults as keepalived's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LvsSyncDaemon {
+    /// Where sync messages go out and come in.
+    pub interface: String,
+    /// Send while this instance is MASTER, receive while BACKUP; without
+    /// one, both at once (active-active).
+    pub vrrp_instance: Option<String>,
+    /// The sync id (0..=255; a receiver with id 0 accepts every id).
+    /// Default: the instance's virtual_router_id, else 0.
+    pub id: Option<u8>,
+    /// Largest sync datagram payload; default the interface's MTU - 28.
+    pub maxlen: Option<u16>,
+    /// Default 8848.
+    pub port: Option<u16>,
+    /// Multicast TTL, default 1.
+    pub ttl: Option<u8>,
+    /// Multicast group, default 224.0.0.81.
+    pub group: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

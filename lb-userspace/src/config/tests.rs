@@ -308,3 +308,80 @@ fn config_files_others_may_write_are_refused() {
     assert!(err.contains("is writable by everyone"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const SYNC_INSTANCE: &str = r#"
+[[vrrp_instance]]
+name = "VI_1"
+state = "MASTER"
+virtual_router_id = 51
+priority = 100
+virtual_ipaddress = ["10.0.0.1"]
+"#;
+
+#[test]
+fn lvs_sync_daemon_takes_keepalived_arguments() {
+    let c = parse(
+        "t",
+        &format!(
+            "[global]\nlvs_sync_daemon = {{ interface = \"eth0\", vrrp_instance = \"VI_1\", id = 51, maxlen = 1472, port = 8848, ttl = 1, group = \"224.0.0.81\" }}\n{SYNC_INSTANCE}{MINIMAL_VS}"
+        ),
+    )
+    .unwrap();
+    let sd = c.global.lvs_sync_daemon.as_ref().unwrap().get_ref();
+    assert_eq!(sd.interface, "eth0");
+    assert_eq!(sd.vrrp_instance.as_deref(), Some("VI_1"));
+    assert_eq!(
+        (sd.id, sd.maxlen, sd.port, sd.ttl),
+        (Some(51), Some(1472), Some(8848), Some(1))
+    );
+    assert_eq!(sd.group, Some(std::net::Ipv4Addr::new(224, 0, 0, 81)));
+    // Not acted on yet: said at start and by check.
+    assert_eq!(not_acted_on(&c).len(), 1);
+    // Only the interface is required.
+    let minimal = parse(
+        "t",
+        &format!("[global]\nlvs_sync_daemon = {{ interface = \"eth0\" }}\n{MINIMAL_VS}"),
+    )
+    .unwrap();
+    let sd = minimal.global.lvs_sync_daemon.as_ref().unwrap().get_ref();
+    assert_eq!((sd.vrrp_instance.as_ref(), sd.id), (None, None));
+}
+
+#[test]
+fn lvs_sync_daemon_mistakes_are_named() {
+    let with = |args: &str| {
+        format!("[global]\nlvs_sync_daemon = {{ {args} }}\n{SYNC_INSTANCE}{MINIMAL_VS}")
+    };
+    assert_error(
+        &with("interface = \"eth0\", vrrp_instance = \"VI_9\""),
+        2,
+        "no vrrp_instance named \"VI_9\"",
+    );
+    assert_error(
+        &with("interface = \"eth0\", group = \"10.0.0.81\""),
+        2,
+        "must be a multicast address",
+    );
+    assert_error(
+        &with("interface = \"eth0\", maxlen = 20"),
+        2,
+        "maxlen must be 44..=65507",
+    );
+    assert_error(
+        &with("interface = \"eth0\", ttl = 0"),
+        2,
+        "ttl must be 1..=255",
+    );
+    assert_error(&with("interface = \"eth0\", port = 0"), 2, "port must be");
+    assert_error(&with("interface = \"eth0\", id = 256"), 2, "");
+    assert_error(
+        &with("interface = \"eth0\", sync_period = 1"),
+        2,
+        "unknown field",
+    );
+    assert_error(
+        &with("vrrp_instance = \"VI_1\""),
+        2,
+        "missing field `interface`",
+    );
+}

@@ -20,7 +20,56 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     validate_vrrp(config, at, &mut errors);
     validate_virtual_servers(config, at, &mut errors);
+    validate_sync_daemon(config, at, &mut errors);
     errors
+}
+
+/// A sync datagram holds at least its header and one IPv4 record
+/// (sync::codec); at most what one UDP datagram carries over IPv4.
+const SYNC_MAXLEN: std::ops::RangeInclusive<u16> = 44..=65507;
+
+fn validate_sync_daemon(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+    let Some(spanned) = &config.global.lvs_sync_daemon else {
+        return;
+    };
+    let span = Some(spanned.span());
+    let sd = spanned.get_ref();
+    let mut err = |msg: String| errors.push(at.error(span.clone(), msg));
+    if let Some(name) = &sd.vrrp_instance
+        && !config
+            .vrrp_instance
+            .iter()
+            .any(|vi| &vi.get_ref().name == name)
+    {
+        err(format!(
+            "lvs_sync_daemon: no vrrp_instance named {name:?} (sync follows that instance's state)"
+        ));
+    }
+    if let Some(maxlen) = sd.maxlen
+        && !SYNC_MAXLEN.contains(&maxlen)
+    {
+        err(format!(
+            "lvs_sync_daemon: maxlen must be {}..={} bytes, got {maxlen}",
+            SYNC_MAXLEN.start(),
+            SYNC_MAXLEN.end()
+        ));
+    }
+    if sd.port == Some(0) {
+        err("lvs_sync_daemon: port must be 1..=65535".into());
+    }
+    if sd.ttl == Some(0) {
+        err("lvs_sync_daemon: ttl must be 1..=255".into());
+    }
+    if let Some(group) = sd.group
+        && !group.is_multicast()
+    {
+        err(format!(
+            "lvs_sync_daemon: group must be a multicast address (224.0.0.0/4), got {group}"
+        ));
+    }
+    if sd.interface.is_empty() {
+        err("lvs_sync_daemon: interface is empty".into());
+    }
 }
 
 fn validate_vrrp(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {

@@ -135,6 +135,7 @@ impl Converter {
                     })
                 }),
                 "smtp_connect_timeout" => self.num(c),
+                "lvs_sync_daemon" => self.lvs_sync_daemon(c),
                 "vrrp_version" => {
                     self.vrrp_version = self.num(c).and_then(|v| v.as_integer());
                     None
@@ -149,6 +150,44 @@ impl Converter {
             }
         }
         t
+    }
+
+    /// `lvs_sync_daemon IF [VRRP_INSTANCE] [id N] [maxlen N] [port N] [ttl N]
+    /// [group IP]` -> an inline table with the same names.
+    fn lvs_sync_daemon(&mut self, node: &Node) -> Option<Value> {
+        let interface = self.arg(node)?;
+        let mut t = Table::new();
+        t.insert("interface".into(), Value::String(interface.to_string()));
+        let mut rest = node.args[1..].iter();
+        while let Some(word) = rest.next() {
+            match word.as_str() {
+                "id" | "maxlen" | "port" | "ttl" => {
+                    match rest.next().and_then(|v| v.parse::<i64>().ok()) {
+                        Some(n) => {
+                            t.insert(word.clone(), Value::Integer(n));
+                        }
+                        None => self.warn(
+                            node,
+                            &format!("lvs_sync_daemon `{word}` without a number; skipped"),
+                        ),
+                    }
+                }
+                "group" => match rest.next() {
+                    Some(group) => {
+                        t.insert("group".into(), Value::String(group.clone()));
+                    }
+                    None => self.warn(node, "lvs_sync_daemon `group` without an address; skipped"),
+                },
+                instance if !t.contains_key("vrrp_instance") && !t.contains_key("id") => {
+                    t.insert("vrrp_instance".into(), Value::String(instance.to_string()));
+                }
+                other => self.warn(
+                    node,
+                    &format!("lvs_sync_daemon `{other}` is not carried over"),
+                ),
+            }
+        }
+        Some(Value::Table(t))
     }
 
     fn vrrp_instance(&mut self, node: &Node) -> Option<Table> {

@@ -115,3 +115,29 @@ fn the_man_page_examples_import_with_a_warning_per_keyword_left_behind() {
         );
     }
 }
+
+#[test]
+fn lvs_sync_daemon_is_carried_over() {
+    let dir = std::env::temp_dir().join(format!("lb-import-sync-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        "global_defs {\n  lvs_sync_daemon eth0 VI_1 id 51 maxlen 1472 port 8848 ttl 1 group 224.0.0.81\n}\n\
+         vrrp_instance VI_1 {\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    )
+    .unwrap();
+    let imported = import(&conf).unwrap();
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+    let config =
+        parse("imported", &imported.toml).unwrap_or_else(|e| panic!("{e}\n{}", imported.toml));
+    let sd = config.global.lvs_sync_daemon.as_ref().unwrap().get_ref();
+    assert_eq!(sd.interface, "eth0");
+    assert_eq!(sd.vrrp_instance.as_deref(), Some("VI_1"));
+    assert_eq!(
+        (sd.id, sd.maxlen, sd.port, sd.ttl),
+        (Some(51), Some(1472), Some(8848), Some(1))
+    );
+    assert_eq!(sd.group, Some(std::net::Ipv4Addr::new(224, 0, 0, 81)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,459 @@
+//! IPVS connection-synchronization messages (net/netfilter/ipvs/ip_vs_sync.c)
+//! byte for byte: version 1 (what the kernel sends since Linux 2.6.39, and
+//! what keepalived's lvs_sync_daemon makes it send) encoded and decoded,
+//! version 0 decoded. Pure: no sockets, no maps.
+//!
+//! Version 1 message: an 8-byte header (reserved 0, syncid, size, count,
+//! version 1, spare 0) then `count` connection records, each padded to 4
+//! bytes. An IPv4 record is 36 bytes (type 0, protocol, version/size, flags,
+//! state, cport, vport, dport, fwmark, timeout in seconds, caddr, vaddr,
+//! daddr) followed by optional parameters (type, length, data).
+
+use std::net::Ipv4Addr;
+
+/// The kernel's defaults (IP_VS_SYNC_GROUP, IP_VS_SYNC_PORT).
+pub const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+pub const SYNC_PORT: u16 = 8848;
+
+/// struct ip_vs_sync_mesg (version 1).
+pub const HEADER_LEN: usize = 8;
+/// struct ip_vs_sync_mesg_v0.
+const V0_HEADER_LEN: usize = 4;
+/// struct ip_vs_sync_v4.
+pub const V4_CONN_LEN: usize = 36;
+/// struct ip_vs_sync_v6.
+pub const V6_CONN_LEN: usize = 72;
+/// struct ip_vs_sync_conn_v0 (SIMPLE_CONN_SIZE).
+const V0_CONN_LEN: usize = 24;
+/// struct ip_vs_sync_conn_options: two struct ip_vs_seq of three u32.
+const SEQ_OPTIONS_LEN: usize = 24;
+/// SYNC_PROTO_VER.
+const VERSION_1: u8 = 1;
+/// ver_size: the record format's version sits in the top 4 bits.
+const SVER_SHIFT: u16 = 12;
+const SVER_MASK: u16 = 0x0fff;
+/// Record type bit: IPv6 addresses.
+const STYPE_F_INET6: u8 = 1;
+/// Optional parameters (IPVS_OPT_*): the high bit marks one a receiver may
+/// skip when it does not know it.
+const OPT_SEQ_DATA: u8 = 1;
+const OPT_PE_DATA: u8 = 2;
+const OPT_PE_NAME: u8 = 3;
+const OPT_F_PARAM: u8 = 1 << (7 - 1);
+/// IP_VS_PEDATA_MAXLEN, IP_VS_PENAME_MAXLEN.
+const PE_DATA_MAX: usize = 255;
+const PE_NAME_MAX: usize = 16;
+/// nr_conns is one byte.
+pub const MAX_CONNS_PER_MESSAGE: usize = u8::MAX as usize;
+
+/// Connection flags (include/uapi/linux/ip_vs.h IP_VS_CONN_F_*).
+pub mod conn_flags {
+    pub const FWD_MASK: u32 = 0x0007;
+    pub const MASQ: u32 = 0x0000;
+    pub const TUNNEL: u32 = 0x0002;
+    pub const DROUTE: u32 = 0x0003;
+    pub const NOOUTPUT: u32 = 0x0080;
+    pub const INACTIVE: u32 = 0x0100;
+    pub const SEQ_MASK: u32 = 0x0600;
+    pub const NO_CPORT: u32 = 0x0800;
+    pub const TEMPLATE: u32 = 0x1000;
+    /// IP_VS_CONN_F_BACKUP_MASK: what a backup keeps of a record's flags.
+    pub const BACKUP_MASK: u32 = FWD_MASK | NOOUTPUT | INACTIVE | SEQ_MASK | NO_CPORT | TEMPLATE;
+}
+
+/// One connection (or persistence template) as a sync record carries it.
+/// Ports in host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncConn {
+    pub protocol: u8,
+    /// IP_VS_CONN_F_*: forwarding method, INACTIVE, TEMPLATE.
+    pub flags: u32,
+    /// IPVS state (lb_common::conntrack's numbering is IPVS's).
+    pub state: u16,
+    pub cport: u16,
+    pub vport: u16,
+    pub dport: u16,
+    pub fwmark: u32,
+    /// Seconds left; 0: the receiver's default for the state.
+    pub timeout_s: u32,
+    pub caddr: Ipv4Addr,
+    pub vaddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+}
+
+/// A decoded message: its sync id and the records it could read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    pub syncid: u8,
+    pub version: u8,
+    pub conns: Vec<SyncConn>,
+    /// Records the kernel too would skip one by one (IPv6 while only IPv4
+    /// is served, an unknown mandatory parameter).
+    pub skipped: usize,
+}
+
+/// Why a whole datagram was dropped (the kernel drops it the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("shorter than a message header")]
+    TooShort,
+    #[error("size field {claimed} differs from the datagram's {actual} bytes")]
+    SizeMismatch { claimed: usize, actual: usize },
+    #[error("a connection record runs past the end")]
+    Truncated,
+    #[error("unknown connection record version {0}")]
+    RecordVersion(u16),
+    #[error("unknown connection record type {0}")]
+    RecordType(u8),
+    #[error("a malformed option")]
+    BadOption,
+}
+
+impl DecodeError {
+    /// The drop reason's name, for counters and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooShort | DecodeError::Truncated => "truncated",
+            DecodeError::SizeMismatch { .. } => "size_mismatch",
+            DecodeError::RecordVersion(_) | DecodeError::RecordType(_) => "version",
+            DecodeError::BadOption => "bad_option",
+        }
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn addr(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+/// Decodes a datagram as the kernel's ip_vs_process_message does.
+pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+    if buf.len() < V0_HEADER_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    let claimed = usize::from(be16(buf, 2));
+    if claimed != buf.len() {
+        return Err(DecodeError::SizeMismatch {
+            claimed,
+            actual: buf.len(),
+        });
+    }
+    let is_v1 = buf.len() >= HEADER_LEN && buf[0] == 0 && buf[5] == VERSION_1 && be16(buf, 6) == 0;
+    if !is_v1 {
+        return decode_v0(buf);
+    }
+    let mut msg = Message {
+        syncid: buf[1],
+        version: VERSION_1,
+        ..Message::default()
+    };
+    let mut at = HEADER_LEN;
+    for _ in 0..buf[4] {
+        if at + V4_CONN_LEN > buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let ver_size = be16(buf, at + 2);
+        let size = usize::from(ver_size & SVER_MASK);
+        let end = at + size;
+        if end > buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        if ver_size >> SVER_SHIFT != 0 {
+            return Err(DecodeError::RecordVersion(ver_size >> SVER_SHIFT));
+        }
+        match decode_record(&buf[at..end])? {
+            Some(conn) => msg.conns.push(conn),
+            None => msg.skipped += 1,
+        }
+        // Records are padded to 32 bits.
+        at += (size + 3) & !3;
+    }
+    Ok(msg)
+}
+
+/// One version-1 record (exactly its `size` bytes); None when it is to be
+/// skipped on its own.
+fn decode_record(r: &[u8]) -> Result<Option<SyncConn>, DecodeError> {
+    let record_type = r[0];
+    let fixed = if record_type & STYPE_F_INET6 != 0 {
+        V6_CONN_LEN
+    } else if record_type == 0 {
+        V4_CONN_LEN
+    } else {
+        return Err(DecodeError::RecordType(record_type));
+    };
+    if r.len() < fixed {
+        return Err(DecodeError::Truncated);
+    }
+    let mut skip = record_type & STYPE_F_INET6 != 0;
+    let mut seen = 0u8;
+    let mut at = fixed;
+    while at < r.len() {
+        if at + 2 > r.len() {
+            return Err(DecodeError::BadOption);
+        }
+        let (ptype, plen) = (r[at], usize::from(r[at + 1]));
+        at += 2;
+        if plen == 0 || at + plen > r.len() {
+            return Err(DecodeError::BadOption);
+        }
+        let kind = ptype & !OPT_F_PARAM;
+        let limit = match kind {
+            OPT_SEQ_DATA => Some(SEQ_OPTIONS_LEN),
+            OPT_PE_DATA => Some(PE_DATA_MAX),
+            OPT_PE_NAME => Some(PE_NAME_MAX),
+            _ => None,
+        };
+        match limit {
+            Some(max) => {
+                let exact = kind == OPT_SEQ_DATA && plen != max;
+                if exact || plen > max || seen & (1 << kind) != 0 {
+                    return Err(DecodeError::BadOption);
+                }
+                seen |= 1 << kind;
+            }
+            // Unknown and mandatory: this record is skipped.
+            None if ptype & OPT_F_PARAM == 0 => skip = true,
+            None => {}
+        }
+        at += plen;
+    }
+    if skip {
+        return Ok(None);
+    }
+    Ok(Some(SyncConn {
+        protocol: r[1],
+        flags: be32(r, 4),
+        state: be16(r, 8),
+        cport: be16(r, 10),
+        vport: be16(r, 12),
+        dport: be16(r, 14),
+        fwmark: be32(r, 16),
+        timeout_s: be32(r, 20),
+        caddr: addr(r, 24),
+        vaddr: addr(r, 28),
+        daddr: addr(r, 32),
+    }))
+}
+
+/// Version 0: a 4-byte header (count, syncid, size) and 24-byte records,
+/// 24 bytes of sequence options behind those whose flags say so; no
+/// timeouts (the receiver uses its own).
+fn decode_v0(buf: &[u8]) -> Result<Message, DecodeError> {
+    let mut msg = Message {
+        syncid: buf[1],
+        version: 0,
+        ..Message::default()
+    };
+    let mut at = V0_HEADER_LEN;
+    for _ in 0..buf[0] {
+        if at + V0_CONN_LEN > buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let r = &buf[at..at + V0_CONN_LEN];
+        let flags = u32::from(be16(r, 20));
+        at += V0_CONN_LEN;
+        if flags & conn_flags::SEQ_MASK != 0 {
+            at += SEQ_OPTIONS_LEN;
+            if at > buf.len() {
+                return Err(DecodeError::Truncated);
+            }
+        }
+        msg.conns.push(SyncConn {
+            protocol: r[1],
+            flags,
+            state: be16(r, 22),
+            cport: be16(r, 2),
+            vport: be16(r, 4),
+            dport: be16(r, 6),
+            fwmark: 0,
+            timeout_s: 0,
+            caddr: addr(r, 8),
+            vaddr: addr(r, 12),
+            daddr: addr(r, 16),
+        });
+    }
+    Ok(msg)
+}
+
+/// Version-1 datagrams carrying `conns`, each at most `maxlen` bytes and
+/// MAX_CONNS_PER_MESSAGE records (the kernel's sync buffer rules).
+pub fn encode(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Vec<u8>> {
+    let per_message = ((maxlen.max(HEADER_LEN + V4_CONN_LEN) - HEADER_LEN) / V4_CONN_LEN)
+        .min(MAX_CONNS_PER_MESSAGE);
+    conns
+        .chunks(per_message)
+        .map(|chunk| encode_one(syncid, chunk))
+        .collect()
+}
+
+fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {
+    let len = HEADER_LEN + conns.len() * V4_CONN_LEN;
+    let mut out = Vec::with_capacity(len);
+    out.push(0);
+    out.push(syncid);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.push(conns.len() as u8);
+    out.push(VERSION_1);
+    out.extend_from_slice(&[0, 0]);
+    for c in conns {
+        out.push(0); // type: IPv4
+        out.push(c.protocol);
+        out.extend_from_slice(&(V4_CONN_LEN as u16).to_be_bytes());
+        out.extend_from_slice(&c.flags.to_be_bytes());
+        out.extend_from_slice(&c.state.to_be_bytes());
+        out.extend_from_slice(&c.cport.to_be_bytes());
+        out.extend_from_slice(&c.vport.to_be_bytes());
+        out.extend_from_slice(&c.dport.to_be_bytes());
+        out.extend_from_slice(&c.fwmark.to_be_bytes());
+        out.extend_from_slice(&c.timeout_s.to_be_bytes());
+        out.extend_from_slice(&c.caddr.octets());
+        out.extend_from_slice(&c.vaddr.octets());
+        out.extend_from_slice(&c.daddr.octets());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(cport: u16) -> SyncConn {
+        SyncConn {
+            protocol: 6,
+            flags: conn_flags::DROUTE,
+            state: 1,
+            cport,
+            vport: 80,
+            dport: 80,
+            fwmark: 0,
+            timeout_s: 900,
+            caddr: Ipv4Addr::new(172, 16, 122, 50),
+            vaddr: Ipv4Addr::new(172, 16, 122, 100),
+            daddr: Ipv4Addr::new(172, 16, 122, 193),
+        }
+    }
+
+    #[test]
+    fn a_v1_message_is_byte_for_byte_the_kernels() {
+        let msg = encode(51, &[conn(40000)], 1472);
+        assert_eq!(msg.len(), 1);
+        #[rustfmt::skip]
+        let expected: Vec<u8> = vec![
+            // header: reserved, syncid 51, size 44, 1 conn, version 1, spare
+            0, 51, 0, 44, 1, 1, 0, 0,
+            // type 0, TCP, ver 0 / size 36, flags DROUTE
+            0, 6, 0, 36, 0, 0, 0, 3,
+            // state ESTABLISHED, cport 40000, vport 80, dport 80
+            0, 1, 0x9c, 0x40, 0, 80, 0, 80,
+            // fwmark 0, timeout 900
+            0, 0, 0, 0, 0, 0, 3, 0x84,
+            172, 16, 122, 50, 172, 16, 122, 100, 172, 16, 122, 193,
+        ];
+        assert_eq!(msg[0], expected);
+        let back = decode(&msg[0]).unwrap();
+        assert_eq!(back.syncid, 51);
+        assert_eq!(back.conns, [conn(40000)]);
+    }
+
+    #[test]
+    fn messages_split_at_maxlen_and_255_records() {
+        let conns: Vec<SyncConn> = (0..300).map(conn).collect();
+        let msgs = encode(1, &conns, 1472);
+        // (1472 - 8) / 36 = 40 records per datagram.
+        assert_eq!(msgs.len(), 8);
+        assert!(msgs.iter().all(|m| m.len() <= 1472));
+        let decoded: Vec<SyncConn> = msgs.iter().flat_map(|m| decode(m).unwrap().conns).collect();
+        assert_eq!(decoded, conns);
+        let big = encode(1, &conns, 65_000);
+        assert_eq!(big[0][4], 255, "nr_conns is one byte");
+    }
+
+    #[test]
+    fn bad_datagrams_are_refused_with_a_reason() {
+        let good = encode(7, &[conn(1), conn(2)], 1472).remove(0);
+        assert_eq!(decode(&good[..3]), Err(DecodeError::TooShort));
+        // The size field must equal the datagram's length.
+        assert!(matches!(
+            decode(&good[..good.len() - 1]),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
+        // Size field fixed up, a record cut: truncated.
+        let mut cut = good[..good.len() - 10].to_vec();
+        let len = cut.len() as u16;
+        cut[2..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(decode(&cut), Err(DecodeError::Truncated));
+        // A record format version other than 0.
+        let mut v = good.clone();
+        v[HEADER_LEN + 2] |= 0x10;
+        assert_eq!(decode(&v), Err(DecodeError::RecordVersion(1)));
+        // An unknown record type.
+        let mut t = good.clone();
+        t[HEADER_LEN] = 4;
+        assert_eq!(decode(&t), Err(DecodeError::RecordType(4)));
+        assert_eq!(DecodeError::TooShort.reason(), "truncated");
+    }
+
+    /// A record with options: the kernel pads to 32 bits and parses them.
+    fn with_option(option: &[u8]) -> Vec<u8> {
+        let mut m = encode(1, &[conn(9)], 1472).remove(0);
+        m.extend_from_slice(option);
+        let size = (V4_CONN_LEN + option.len()) as u16;
+        m[HEADER_LEN + 2..HEADER_LEN + 4].copy_from_slice(&size.to_be_bytes());
+        m.resize(HEADER_LEN + usize::from(size).div_ceil(4) * 4, 0);
+        let len = m.len() as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn options_are_parsed_and_skipped() {
+        let mut seq = vec![OPT_SEQ_DATA, SEQ_OPTIONS_LEN as u8];
+        seq.extend_from_slice(&[0; SEQ_OPTIONS_LEN]);
+        assert_eq!(decode(&with_option(&seq)).unwrap().conns, [conn(9)]);
+        let pe_name = [OPT_PE_NAME, 3, b's', b'i', b'p'];
+        assert_eq!(decode(&with_option(&pe_name)).unwrap().conns, [conn(9)]);
+        // Sequence data of the wrong length, a zero length: refused.
+        assert_eq!(
+            decode(&with_option(&[OPT_SEQ_DATA, 4, 0, 0, 0, 0])),
+            Err(DecodeError::BadOption)
+        );
+        assert_eq!(
+            decode(&with_option(&[OPT_PE_DATA, 0])),
+            Err(DecodeError::BadOption)
+        );
+        // An unknown mandatory parameter: only that record is skipped.
+        let skipped = decode(&with_option(&[5, 2, 0, 0])).unwrap();
+        assert_eq!((skipped.conns.len(), skipped.skipped), (0, 1));
+        // Unknown but optional (IPVS_OPT_F_PARAM): the record counts.
+        let optional = decode(&with_option(&[5 | OPT_F_PARAM, 2, 0, 0])).unwrap();
+        assert_eq!(optional.conns, [conn(9)]);
+    }
+
+    #[test]
+    fn version_0_messages_decode_without_timeouts() {
+        #[rustfmt::skip]
+        let v0: Vec<u8> = vec![
+            // count 1, syncid 3, size 28
+            1, 3, 0, 28,
+            // reserved, UDP, cport 5353, vport 53, dport 53
+            0, 17, 0x14, 0xe9, 0, 53, 0, 53,
+            10, 0, 0, 1, 10, 0, 0, 100, 10, 0, 0, 7,
+            // flags MASQ, state 0
+            0, 0, 0, 0,
+        ];
+        let m = decode(&v0).unwrap();
+        assert_eq!((m.version, m.syncid), (0, 3));
+        assert_eq!(m.conns[0].protocol, 17);
+        assert_eq!(m.conns[0].cport, 5353);
+        assert_eq!(m.conns[0].daddr, Ipv4Addr::new(10, 0, 0, 7));
+        assert_eq!(m.conns[0].timeout_s, 0);
+    }
+}
