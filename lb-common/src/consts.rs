@@ -45,6 +45,10 @@ pub const LOCALITY_CACHE_SIZE: u32 = 16 * 1024;
 pub const LOCALITY_DEFAULT_EXPIRATION_S: u32 = 24 * 60 * 60;
 /// Persistence templates the data plane can hold.
 pub const PERSIST_TABLE_SIZE: u32 = 65_536;
+/// Bytes of the sync_events ring buffer (a power of two, pages): about
+/// 29,000 events of 36 bytes (8 of ring-buffer header each) between two
+/// reads of the agent.
+pub const SYNC_EVENTS_BYTES: u32 = 1 << 20;
 /// Map flags (uapi/linux/bpf.h).
 pub const BPF_F_NO_PREALLOC: usize = 1 << 0;
 pub const BPF_F_MMAPABLE: usize = 1 << 10;

@@ -78,6 +78,9 @@ counters! {
     /// XDP_ABORTED: a map entry that always exists was missing (the globals,
     /// the chosen real server's slot).
     ABORT_MAP => "abort_map",
+    /// Connection sync: the ring buffer to the agent was full, an event was
+    /// lost (the connection is announced again at the next full-table pass).
+    SYNC_EVENT_LOST => "sync_event_lost",
 }
 
 #[cfg(test)]

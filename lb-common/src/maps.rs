@@ -56,6 +56,8 @@ pub mod map_names {
     pub const LOOKUP_TABLES: &str = "LOOKUP_TABLES";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
+    /// Not pinned: events are transient, each program has its own ring.
+    pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
     pub const PINNED: [(&str, &str); 15] = [
@@ -336,6 +338,21 @@ pub struct PersistKey {
     pub _pad: u8,
 }
 
+impl PersistKey {
+    /// The template as a flow key, as sync events and records carry it:
+    /// client network -> VIP:port, no client port.
+    pub fn as_flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.client_net,
+            dst: self.vip,
+            sport: 0,
+            dport: self.vport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
 /// `persist` value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -450,6 +467,31 @@ pub const GLOBAL_FLAG_NAT: u32 = 1 << 0;
 /// Some service has port 0 (all ports, with persistence): a packet that
 /// matches no (vip, port) service is looked up again with port 0.
 pub const GLOBAL_FLAG_PORT0: u32 = 1 << 1;
+/// Connection sync runs: new connections, state changes and new
+/// persistence templates go to the agent through `sync_events`.
+pub const GLOBAL_FLAG_SYNC: u32 = 1 << 2;
+
+/// `sync_events` record (a BPF ring buffer): a connection this balancer
+/// made or whose state moved, or a persistence template it made, for the
+/// agent to announce to the other balancers (IPVS's sync daemon).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEvent {
+    /// The flow; for a template: client network -> VIP:port (sport 0).
+    pub key: FlowKey,
+    pub service_id: u32,
+    pub real_id: u32,
+    /// IPVS state (conntrack::S_*); S_NONE for a template.
+    pub state: u8,
+    /// SYNC_EVENT_*.
+    pub kind: u8,
+    pub _pad: [u8; 2],
+}
+
+/// SyncEvent::kind: a connection.
+pub const SYNC_EVENT_FLOW: u8 = 0;
+/// SyncEvent::kind: a persistence template.
+pub const SYNC_EVENT_TEMPLATE: u8 = 1;
 
 /// `nat_reverse` value, keyed by a reply's 5-tuple (real server -> client):
 /// what to write back into the reply so the client sees the VIP answer.
@@ -531,5 +573,6 @@ mod tests {
         );
         assert_eq!(size_of::<PersistKey>(), 12);
         assert_eq!(size_of::<PersistEntry>(), 24);
+        assert_eq!(size_of::<SyncEvent>(), 28);
     }
 }

@@ -28,8 +28,9 @@ const STATE_CLAIMED: u8 = 0xff;
 
 /// What the flow table knows of a packet's connection.
 pub enum Lookup {
-    /// A live connection: its real server.
-    Hit(u32, &'static RealServer),
+    /// A live connection: its real server, and the state this packet moved
+    /// it to if it moved (what connection sync announces).
+    Hit(u32, &'static RealServer, Option<u8>),
     /// No entry: a new connection.
     Miss,
     /// An entry whose server was removed since (config or failed health
@@ -72,6 +73,7 @@ pub fn lookup(flow: &FlowKey, service_id: u32, tcp_flags: u8) -> Lookup {
         }
     };
     entry.last_seen_ns = crate::clock::now_ns();
+    let mut moved = None;
     if flow.proto == IPPROTO_TCP {
         // Packets of one flow may be processed on two CPUs at once (veth
         // and multi-queue NICs without flow steering): the state moves by
@@ -89,11 +91,14 @@ pub fn lookup(flow: &FlowKey, service_id: u32, tcp_flags: u8) -> Lookup {
                 let (a1, i1) = weight_of(to);
                 conns_add(entry.real_id, a1 - a0, i1 - i0);
             }
+            if to != from {
+                moved = Some(to);
+            }
             break;
         }
     }
     count(counters::FLOW_HIT);
-    Lookup::Hit(entry.real_id, real)
+    Lookup::Hit(entry.real_id, real, moved)
 }
 
 /// Tries to move the entry's state to `next(state)` atomically. The state
@@ -126,8 +131,8 @@ fn swap_state(ptr: *mut FlowEntry, next: impl Fn(u8) -> u8) -> Option<(u8, u8)> 
 
 /// What became of a new connection's entry.
 pub enum Inserted {
-    /// Remembered with the server chosen.
-    Tracked,
+    /// Remembered with the server chosen, in this state.
+    Tracked(u8),
     /// Another CPU created it this instant: its server is the connection's.
     Raced(u32),
     /// The table is full: the connection goes untracked.
@@ -180,7 +185,7 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> I
         Ok(()) => {
             let (a, i) = weight_of(state);
             conns_add(real_id, a, i);
-            Inserted::Tracked
+            Inserted::Tracked(state)
         }
         Err(e) if e == -EEXIST => match FLOW_TABLE.get_ptr_mut(flow) {
             // SAFETY: a map value pointer, read once.
@@ -198,9 +203,16 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> I
 }
 
 /// Reschedules a stale entry in place onto `real_id`: its old server's
-/// count goes down, the new one's up.
+/// count goes down, the new one's up. The state it starts in, unless
+/// another CPU rescheduled it this instant.
 #[inline(always)]
-pub fn reuse(ptr: *mut FlowEntry, flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) {
+pub fn reuse(
+    ptr: *mut FlowEntry,
+    flow: &FlowKey,
+    service_id: u32,
+    real_id: u32,
+    tcp_flags: u8,
+) -> Option<u8> {
     // SAFETY: the pointer came from the lookup of this packet.
     let entry = unsafe { &mut *ptr };
     let old_real = entry.real_id;
@@ -208,13 +220,9 @@ pub fn reuse(ptr: *mut FlowEntry, flow: &FlowKey, service_id: u32, real_id: u32,
     // Claim the entry by swapping its state: if another CPU reschedules
     // it at the same instant, only one of them moves the counts (the
     // other's packet goes to its choice untracked).
-    let Some((old_state, _)) =
-        swap_state(ptr, |s| if s == STATE_CLAIMED { s } else { STATE_CLAIMED })
-    else {
-        return;
-    };
+    let (old_state, _) = swap_state(ptr, |s| if s == STATE_CLAIMED { s } else { STATE_CLAIMED })?;
     if old_state == STATE_CLAIMED {
-        return;
+        return None;
     }
     let (a0, i0) = weight_of(old_state);
     conns_add(old_real, -a0, -i0);
@@ -225,4 +233,5 @@ pub fn reuse(ptr: *mut FlowEntry, flow: &FlowKey, service_id: u32, real_id: u32,
     count(counters::FLOW_NEW);
     let (a, i) = weight_of(state);
     conns_add(real_id, a, i);
+    Some(state)
 }

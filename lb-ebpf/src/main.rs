@@ -19,12 +19,13 @@ mod icmp;
 mod maps;
 mod persist;
 mod sched;
+mod sync;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
 use lb_common::{
     FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
-    SERVICE_FLAG_STANDBY, ServiceInfo, ServiceKey, counters,
+    SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, ServiceInfo, ServiceKey, counters,
 };
 // The shared modules, under the names the modules of this binary use.
 use lb_ebpf::{csum, header, header::Abort, kernel, parse};
@@ -86,14 +87,22 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     }
 
     let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
-        Lookup::Hit(real_id, real) => (real_id, real, false),
-        found => match schedule_new_flow(ctx, svc, &service_key, flow, pkt.tcp_flags, found)? {
-            Some((real_id, real)) => (real_id, real, true),
-            None => {
-                count(counters::DROP_NO_REAL);
-                return Ok(xdp_action::XDP_DROP);
+        Lookup::Hit(real_id, real, moved) => {
+            if let Some(state) = moved {
+                let ids = (svc.service_id, real_id);
+                sync::announce(globals, *flow, ids, state, SYNC_EVENT_FLOW);
             }
-        },
+            (real_id, real, false)
+        }
+        found => {
+            match schedule_new_flow(ctx, globals, svc, &service_key, flow, pkt.tcp_flags, found)? {
+                Some((real_id, real)) => (real_id, real, true),
+                None => {
+                    count(counters::DROP_NO_REAL);
+                    return Ok(xdp_action::XDP_DROP);
+                }
+            }
+        }
     };
 
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -151,6 +160,7 @@ fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<(&'static Service
 #[inline(always)]
 fn schedule_new_flow(
     ctx: &XdpContext,
+    globals: &LbGlobals,
     svc: &ServiceInfo,
     service_key: &ServiceKey,
     flow: &FlowKey,
@@ -166,21 +176,38 @@ fn schedule_new_flow(
         debug!(ctx, "service {}: no real server available", svc.service_id);
         return Ok(None);
     };
-    let mut real_id = persist::remember(svc, template, real_id);
-    match found {
+    let (mut real_id, new_template) = persist::remember(svc, template, real_id);
+    if let Some(key) = new_template {
+        let ids = (svc.service_id, real_id);
+        sync::announce(globals, key.as_flow_key(), ids, 0, SYNC_EVENT_TEMPLATE);
+    }
+    let tracked = match found {
         Lookup::Stale(entry) => conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags),
         _ => match conntrack::insert(flow, svc.service_id, real_id, tcp_flags) {
-            conntrack::Inserted::Tracked => {}
-            conntrack::Inserted::Raced(theirs) => real_id = theirs,
+            conntrack::Inserted::Tracked(state) => Some(state),
+            conntrack::Inserted::Raced(theirs) => {
+                real_id = theirs;
+                None
+            }
             // Full table: every packet of an untracked connection is "new",
             // so it must land where the others did: the flow's hash picks
             // the server (a persistent service's template already pins it).
             // Established flows are never evicted for it.
             conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
-                real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id)
+                real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id);
+                None
             }
-            conntrack::Inserted::Full => {}
+            conntrack::Inserted::Full => None,
         },
+    };
+    if let Some(state) = tracked {
+        sync::announce(
+            globals,
+            *flow,
+            (svc.service_id, real_id),
+            state,
+            SYNC_EVENT_FLOW,
+        );
     }
     let real = REALS.get(real_id).ok_or(Abort(counters::ABORT_MAP))?;
     debug!(

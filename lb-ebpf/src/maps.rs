@@ -5,15 +5,15 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey,
     LOCALITY_CACHE_SIZE, LbGlobals, LocalityEntry, LocalityKey, LookupTable, MAX_BACKEND_SETS,
     MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry,
-    PersistKey, RealConns, RealServer, SchedState, ServiceInfo, ServiceKey, TrafficStats,
-    counters::COUNTER_COUNT,
+    PersistKey, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey,
+    SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -94,6 +94,11 @@ pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
 /// pinned: a hint, lost harmlessly with the program.
 #[btf_map]
 pub static FLOW_TABLE_FULL_UNTIL: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// New connections, state changes and new templates, for the agent's
+/// connection sync (only while GLOBAL_FLAG_SYNC is set).
+#[btf_map]
+pub static SYNC_EVENTS: RingBuf<SyncEvent, { SYNC_EVENTS_BYTES as usize }> = RingBuf::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]

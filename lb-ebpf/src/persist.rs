@@ -21,7 +21,7 @@ pub enum Template {
     /// No template yet for the client network.
     Missing(PersistKey),
     /// A template whose server left the service: to be rescheduled.
-    Invalid(*mut PersistEntry),
+    Invalid(*mut PersistEntry, PersistKey),
 }
 
 #[inline(always)]
@@ -49,17 +49,18 @@ pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Templa
         template.last_seen_ns = crate::clock::now_ns();
         return Template::Valid(template.real_id);
     }
-    Template::Invalid(ptr)
+    Template::Invalid(ptr, key)
 }
 
 /// Records the scheduler's choice in the client's template. Returns the
-/// server to use: another CPU may have made the template this instant.
+/// server to use (another CPU may have made the template this instant) and
+/// the template's key when this packet made or moved it (for sync).
 #[inline(always)]
-pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> u32 {
+pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> (u32, Option<PersistKey>) {
     let now = crate::clock::now_ns();
     match template {
-        Template::None | Template::Valid(_) => real_id,
-        Template::Invalid(ptr) => {
+        Template::None | Template::Valid(_) => (real_id, None),
+        Template::Invalid(ptr, key) => {
             // SAFETY: the pointer came from this packet's lookup.
             let t = unsafe { &mut *ptr };
             persistent_add(t.real_id, -1);
@@ -67,7 +68,7 @@ pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> u32 {
             t.real_id = real_id;
             t.service_id = svc.service_id;
             t.last_seen_ns = now;
-            real_id
+            (real_id, Some(key))
         }
         Template::Missing(key) => {
             let t = PersistEntry {
@@ -79,10 +80,11 @@ pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> u32 {
             };
             if PERSIST.insert(&key, t, BPF_NOEXIST).is_ok() {
                 persistent_add(real_id, 1);
-                return real_id;
+                return (real_id, Some(key));
             }
             // SAFETY: entries are replaced whole or updated by field.
-            unsafe { PERSIST.get(&key) }.map_or(real_id, |other| other.real_id)
+            let theirs = unsafe { PERSIST.get(&key) }.map_or(real_id, |other| other.real_id);
+            (theirs, None)
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct ProgTest {
     standby: bool,
     /// What the maps hold for the service, as the agent would track it.
     applied: Option<AppliedService>,
+    /// Connection sync on (GLOBAL_FLAG_SYNC), and the timeouts last set.
+    sync: bool,
+    timeouts: ConnTimeouts,
 }
 
 /// The seed's virtual service: VIP:80 TCP rr DR over RS1_IP, RS2_IP (weights given).
@@ -205,6 +208,12 @@ impl ProgTest {
     /// Writes the globals (the test interface, the service's flags) with
     /// these timeouts (ipvsadm --set, lblc(r) expiration).
     pub fn set_timeouts(&mut self, timeouts: ConnTimeouts) -> Result<()> {
+        self.timeouts = timeouts;
+        let sync = if self.sync {
+            lb_common::GLOBAL_FLAG_SYNC
+        } else {
+            0
+        };
         self.dp.set_globals(
             &LinkInfo {
                 index: LB_IFINDEX,
@@ -213,9 +222,17 @@ impl ProgTest {
             },
             None,
             LB_IP,
-            lb_userspace::planning::plan::global_flags([&self.service]),
+            lb_userspace::planning::plan::global_flags([&self.service]) | sync,
             timeouts,
         )
+    }
+
+    /// Turns connection sync on: the program reports new connections,
+    /// state moves and templates into the returned ring buffer.
+    pub fn enable_sync(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.sync = true;
+        self.set_timeouts(self.timeouts)?;
+        self.dp.take_sync_events()
     }
 
     /// Changes a real server's configured weight, as a config reload would.
@@ -246,6 +263,8 @@ impl ProgTest {
             health: Vec::new(),
             standby: false,
             applied: None,
+            sync: false,
+            timeouts: ConnTimeouts::default(),
         };
         t.set_timeouts(ConnTimeouts::default())?;
         t.write_service(true)?;

@@ -19,6 +19,9 @@ pub struct AgentStatus {
     pub vrrp: Vec<VrrpStatus>,
     pub checks: Vec<CheckStatus>,
     pub fill: MapFill,
+    /// Connection sync, when it runs.
+    #[serde(default)]
+    pub sync: Option<crate::sync::daemon::SyncStats>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -137,6 +140,35 @@ impl AgentStatus {
                 }
             );
         }
+        if let Some(sync) = &self.sync {
+            let _ = writeln!(out, "\nConnection sync (syncid {})", sync.syncid);
+            let peers: Vec<String> = sync.peers.iter().map(|p| p.to_string()).collect();
+            let drops: Vec<String> = sync.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "  role {}; sent {} messages ({} connections); received {} messages ({} connections), {} applied",
+                sync.role,
+                sync.sent_messages,
+                sync.sent_conns,
+                sync.received_messages,
+                sync.received_conns,
+                sync.applied_conns
+            );
+            let _ = writeln!(
+                out,
+                "  peers {}; dropped {}",
+                if peers.is_empty() {
+                    "none".into()
+                } else {
+                    peers.join(" ")
+                },
+                if drops.is_empty() {
+                    "nothing".into()
+                } else {
+                    drops.join(", ")
+                }
+            );
+        }
         let f = &self.fill;
         let _ = writeln!(out, "\nMaps");
         for (name, used, capacity) in [
@@ -171,6 +203,7 @@ mod tests {
         let status = AgentStatus {
             pid: 42,
             ready: true,
+            sync: None,
             config: "/etc/lb/lb.toml".into(),
             reloads: Reloads {
                 ok: 2,

@@ -247,6 +247,18 @@ impl Topology {
         Ok(())
     }
 
+    /// Pulls `host`'s cable: its link to the switch is deleted (for good).
+    pub fn unplug(&self, host: Host) -> Result<()> {
+        ip(&[
+            "-n",
+            &self.switch_ns(),
+            "link",
+            "del",
+            &format!("v-{}", host.short()),
+        ])
+        .map(|_| ())
+    }
+
     /// A veth delivers XDP_TX frames only if its peer runs a native XDP
     /// program: give the switch side of `host`'s link an xdp_pass (done
     /// for the balancers; a traffic generator on the client needs it too).

@@ -17,6 +17,7 @@ mod discovery;
 mod handover;
 mod publish;
 mod reload;
+mod sync_link;
 mod vip_gate;
 mod vrrp_set;
 
@@ -25,6 +26,7 @@ use discovery::{
     resolve_initial_macs, resolve_vrrp_instances, tunnel_source_of, warn_about_missing_vips,
 };
 use handover::Handover;
+use sync_link::SyncLink;
 use vip_gate::VipGate;
 use vrrp_set::VrrpSet;
 
@@ -125,6 +127,10 @@ struct Agent {
     vrrp_states: HashMap<String, (VrrpRunState, u64)>,
     /// Serving (status: ready): set once privileges are dropped.
     ready: bool,
+    /// Connection sync, when lb.toml asks for it.
+    sync: Option<SyncLink>,
+    /// GLOBAL_FLAG_SYNC while it runs (the data plane then reports).
+    sync_flag: u32,
     /// The status last published, and where it goes.
     published: Option<AgentStatus>,
     status_tx: watch::Sender<AgentStatus>,
@@ -178,6 +184,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         None => None,
     };
     let mut instances = resolve_vrrp_instances(&config, &nl, &opts.iface).await?;
+    let sync_config = config.global.lvs_sync_daemon.as_ref().map(|s| s.get_ref());
+    sync_link::hold_preemption(&mut instances, sync_config);
     let governed_vips = vip_gate::governed_by(&instances);
 
     let (mut dp, plan, resumed) =
@@ -192,11 +200,20 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     dp.pin_maps(&opts.pin_dir)?;
     let tun_src = tunnel_source_of(&config, &nl, &link, &plan, &governed_vips).await?;
     let timeouts = conn_timeouts(&config);
+    let sync = match sync_config {
+        Some(sd) => Some(SyncLink::start(sd, &instances, &nl, &mut dp).await?),
+        None => None,
+    };
+    let sync_flag = if sync.is_some() {
+        lb_common::GLOBAL_FLAG_SYNC
+    } else {
+        0
+    };
     dp.set_globals(
         &link,
         inside.as_ref(),
         tun_src,
-        plan::global_flags(&plan.services),
+        plan::global_flags(&plan.services) | sync_flag,
         timeouts,
     )?;
     let ports: Vec<u32> = std::iter::once(link.index)
@@ -231,6 +248,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         published: None,
         status_tx,
         ready: false,
+        sync,
+        sync_flag,
     };
     agent.go_live(&opts)?;
 
@@ -259,6 +278,14 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     drop(vrrp_states);
     agent.leave(vrrp, &opts).await?;
     result
+}
+
+/// Connection sync's next activity (never, without sync).
+async fn sync_activity(link: &mut Option<SyncLink>) -> sync_link::Activity {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// real id -> index of its service in plan.services.
@@ -418,6 +445,7 @@ impl Agent {
         // the next one waits until the agent spent at most 1/SWEEP_DUTY_DIVISOR
         // of its time sweeping.
         let mut next_sweep = tokio::time::Instant::now();
+        let mut full_pass = tokio::time::interval(sync_link::FULL_PASS_PERIOD);
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
@@ -447,12 +475,37 @@ impl Agent {
                     if let Err(e) = self.on_vrrp_change(change) {
                         warn!("applying a VRRP state change failed: {e:#}");
                     }
+                    if let Some(link) = &mut self.sync {
+                        link.update_role(&self.vrrp_states);
+                    }
                     // Applied (or failed): the instance may move the VIPs now.
                     if let Some(applied) = applied {
                         let _ = applied.send(());
                     }
                 }
                 e = vrrp.failed() => return Err(e),
+                activity = sync_activity(&mut self.sync) => {
+                    if let Some(link) = &mut self.sync {
+                        match activity {
+                            sync_link::Activity::Reported => {
+                                let records = link.take_events(&self.plan, &self.timeouts.as_globals());
+                                link.daemon.send(records);
+                            }
+                            sync_link::Activity::Heard(conns) => {
+                                if let Err(e) = sync_link::apply(link, &mut self.dp, &self.plan, &conns) {
+                                    warn!("applying synced connections failed: {e:#}");
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = full_pass.tick(), if self.sync.as_ref().is_some_and(|l| l.role.sends()) => {
+                    if let Some(link) = &self.sync
+                        && let Err(e) = sync_link::full_pass(link, &self.dp, &self.plan, &self.timeouts.as_globals())
+                    {
+                        warn!("announcing the connection table failed: {e:#}");
+                    }
+                }
                 _ = sweep.tick(), if tokio::time::Instant::now() >= next_sweep => {
                     let started = tokio::time::Instant::now();
                     match self.dp.sweep_expired(self.timeouts) {

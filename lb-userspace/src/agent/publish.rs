@@ -58,6 +58,7 @@ impl Agent {
         AgentStatus {
             pid: std::process::id(),
             ready: self.ready,
+            sync: self.sync.as_ref().map(|link| link.daemon.stats()),
             config: self.config_path.display().to_string(),
             reloads: self.reloads.clone(),
             vrrp,

@@ -8,11 +8,11 @@
 use std::fmt;
 
 use anyhow::{Context as _, Result, anyhow};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
-    Agent, conn_timeouts, plan_of, resolve_vrrp_instances, service_index, tunnel_source_of,
-    vip_gate, vrrp_set::VrrpSet,
+    Agent, conn_timeouts, plan_of, resolve_vrrp_instances, service_index, sync_link,
+    tunnel_source_of, vip_gate, vrrp_set::VrrpSet,
 };
 use crate::{
     config, netlink,
@@ -51,7 +51,12 @@ impl Agent {
         let dp = &self.dp;
         let new_plan = stable_ids::keep_ids(fresh, &self.plan, |id| dp.real_busy(id))
             .map_err(|e| anyhow!("{}: {e}", self.config_path.display()))?;
-        let instances = resolve_vrrp_instances(&config, &self.nl, &self.iface).await?;
+        let mut instances = resolve_vrrp_instances(&config, &self.nl, &self.iface).await?;
+        let sync_config = config.global.lvs_sync_daemon.as_ref().map(|s| s.get_ref());
+        if sync_config.is_some() != self.sync.is_some() {
+            warn!("lvs_sync_daemon added or removed: connection sync changes at the next start");
+        }
+        sync_link::hold_preemption(&mut instances, sync_config);
         let governed_vips = vip_gate::governed_by(&instances);
         let tun_src =
             tunnel_source_of(&config, &self.nl, &self.link, &new_plan, &governed_vips).await?;
@@ -69,8 +74,9 @@ impl Agent {
         let old_plan = std::mem::replace(&mut self.plan, new_plan);
         let both = plan::global_flags(old_plan.services.iter().chain(&self.plan.services));
         let (link, inside) = (self.link, self.inside);
+        let sync_flag = self.sync_flag;
         let set_globals = |dp: &mut crate::dataplane::Dataplane, flags| {
-            dp.set_globals(&link, inside.as_ref(), tun_src, flags, timeouts)
+            dp.set_globals(&link, inside.as_ref(), tun_src, flags | sync_flag, timeouts)
         };
         set_globals(&mut self.dp, both)?;
         self.timeouts = timeouts;

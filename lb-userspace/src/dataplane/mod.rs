@@ -9,12 +9,14 @@ pub mod bpf_sys;
 mod inspect;
 pub mod preflight;
 mod sweep;
+mod synced;
 #[cfg(feature = "testing")]
 mod testing;
 mod writer;
 
 pub use apply::AppliedService;
 pub use inspect::sum_counters;
+pub use synced::LiveEntry;
 pub use writer::ConnTimeouts;
 
 use std::{
@@ -343,6 +345,16 @@ impl Dataplane {
         Ok(HashMap::try_from(self.ebpf.map_mut(name).ok_or_else(
             || anyhow!("map {name} missing from the object"),
         )?)?)
+    }
+
+    /// The ring buffer the program reports connections into while
+    /// GLOBAL_FLAG_SYNC is set (taken out of the object: one reader).
+    pub fn take_sync_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(map_names::SYNC_EVENTS)
+            .ok_or_else(|| anyhow!("map {} missing from the object", map_names::SYNC_EVENTS))?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
     }
 
     /// Detaches the program from every interface (the pins stay until drop).

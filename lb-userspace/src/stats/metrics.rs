@@ -196,6 +196,51 @@ pub fn render(
             .get_or_create(&labels(&[("reason", name.to_string())]))
             .inc_by(*value);
     }
+    if let Some(sync) = &status.sync {
+        let role = family::<Gauge>(
+            &mut r,
+            "sync_role",
+            "1 for connection sync's current role (master, backup, both, idle)",
+        );
+        for name in ["master", "backup", "both", "idle"] {
+            role.get_or_create(&labels(&[("role", name.to_string())]))
+                .set(i64::from(sync.role == name));
+        }
+        let messages = family::<Counter>(&mut r, "sync_messages", "IPVS sync messages");
+        let conns = family::<Counter>(
+            &mut r,
+            "sync_connections",
+            "Connection records in sync messages",
+        );
+        for (direction, m, c) in [
+            ("sent", sync.sent_messages, sync.sent_conns),
+            ("received", sync.received_messages, sync.received_conns),
+        ] {
+            let l = labels(&[("direction", direction.to_string())]);
+            messages.get_or_create(&l).inc_by(m);
+            conns.get_or_create(&l).inc_by(c);
+        }
+        let applied = Counter::<u64>::default();
+        applied.inc_by(sync.applied_conns);
+        r.register(
+            "sync_applied_connections",
+            "Received records written into this balancer's tables",
+            applied,
+        );
+        let drops = family::<Counter>(
+            &mut r,
+            "sync_drops",
+            "Sync datagrams or records dropped, by reason",
+        );
+        for (reason, n) in &sync.drops {
+            drops
+                .get_or_create(&labels(&[("reason", reason.clone())]))
+                .inc_by(*n);
+        }
+        let peers = Gauge::<i64>::default();
+        peers.set(sync.peers.len() as i64);
+        r.register("sync_peers", "Balancers heard from", peers);
+    }
     let fill = family::<Gauge>(&mut r, "map_entries", "Entries in use per map");
     let capacity = family::<Gauge>(&mut r, "map_capacity", "Entries each map holds");
     let f = &status.fill;
@@ -377,6 +422,17 @@ mod tests {
                 transitions: 1,
                 sorry_server: false,
             }],
+            sync: Some(crate::sync::daemon::SyncStats {
+                role: "backup".into(),
+                syncid: 51,
+                sent_messages: 0,
+                sent_conns: 0,
+                received_messages: 4,
+                received_conns: 40,
+                applied_conns: 38,
+                peers: [Ipv4Addr::new(10, 0, 0, 2)].into(),
+                drops: [("unknown_service".to_string(), 2)].into(),
+            }),
             ..AgentStatus::default()
         };
         let text = render(&table, &counters, &status).unwrap();
@@ -390,6 +446,12 @@ mod tests {
             r#"lb_vrrp_state{instance="VI_1",state="BACKUP"} 0"#,
             r#"lb_dataplane_packets_total{reason="drop_no_real"} 5"#,
             r#"lb_map_capacity{map="flow_table"} 0"#,
+            r#"lb_sync_role{role="backup"} 1"#,
+            r#"lb_sync_messages_total{direction="received"} 4"#,
+            r#"lb_sync_connections_total{direction="received"} 40"#,
+            r#"lb_sync_applied_connections_total 38"#,
+            r#"lb_sync_drops_total{reason="unknown_service"} 2"#,
+            r#"lb_sync_peers 1"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

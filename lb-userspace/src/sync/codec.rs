@@ -286,12 +286,15 @@ fn decode_v0(buf: &[u8]) -> Result<Message, DecodeError> {
 /// Version-1 datagrams carrying `conns`, each at most `maxlen` bytes and
 /// MAX_CONNS_PER_MESSAGE records (the kernel's sync buffer rules).
 pub fn encode(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Vec<u8>> {
-    let per_message = ((maxlen.max(HEADER_LEN + V4_CONN_LEN) - HEADER_LEN) / V4_CONN_LEN)
-        .min(MAX_CONNS_PER_MESSAGE);
     conns
-        .chunks(per_message)
+        .chunks(records_per_message(maxlen))
         .map(|chunk| encode_one(syncid, chunk))
         .collect()
+}
+
+/// IPv4 records one datagram of at most `maxlen` bytes holds (at least one).
+pub fn records_per_message(maxlen: usize) -> usize {
+    ((maxlen.max(HEADER_LEN + V4_CONN_LEN) - HEADER_LEN) / V4_CONN_LEN).min(MAX_CONNS_PER_MESSAGE)
 }
 
 fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {

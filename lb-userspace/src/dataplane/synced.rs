@@ -1,0 +1,91 @@
+//! Connection sync's map side: what other balancers announced goes into
+//! the flow table and the persistence templates (with the per-server
+//! counts moved along, so ActiveConn/InActConn stay exact), and this
+//! balancer's whole table is read for the periodic full announcement.
+
+use std::os::fd::AsFd as _;
+
+use anyhow::{Context as _, Result};
+use lb_common::{FlowEntry, FlowKey, PersistEntry, PersistKey, map_names};
+
+use super::{Dataplane, bpf_sys, map_data};
+use crate::sync::records::SyncedEntry;
+
+/// Map update flag: create or replace.
+const BPF_ANY: u64 = 0;
+
+/// One connection or template of this balancer, as the tables hold it.
+pub enum LiveEntry {
+    Flow(FlowKey, FlowEntry),
+    Template(PersistKey, PersistEntry),
+}
+
+impl Dataplane {
+    /// Writes announced connections and templates over ours (the sender
+    /// saw the newest packet of them); the counts of a replaced entry's
+    /// server go down, the new one's up. Returns how many went in (a full
+    /// flow table takes no more; the data plane then hashes them as it
+    /// does untracked connections).
+    pub fn apply_synced(&mut self, entries: &[SyncedEntry]) -> Result<u64> {
+        let mut applied = 0;
+        for entry in entries {
+            let written = match entry {
+                SyncedEntry::Flow(key, flow) => self.write_synced_flow(key, flow)?,
+                SyncedEntry::Template(key, template) => {
+                    self.write_synced_template(key, template)?
+                }
+            };
+            applied += u64::from(written);
+        }
+        Ok(applied)
+    }
+
+    fn write_synced_flow(&mut self, key: &FlowKey, flow: &FlowEntry) -> Result<bool> {
+        let mut map = self.hash_map_mut::<FlowKey, FlowEntry>(map_names::FLOW_TABLE)?;
+        let old = map.get(key, 0).ok();
+        if map.insert(key, flow, BPF_ANY).is_err() {
+            return Ok(false);
+        }
+        if let Some(old) = old {
+            self.conns
+                .add(old.real_id, bpf_sys::Counter::of_state(old.state), -1);
+        }
+        self.conns
+            .add(flow.real_id, bpf_sys::Counter::of_state(flow.state), 1);
+        Ok(true)
+    }
+
+    fn write_synced_template(&mut self, key: &PersistKey, template: &PersistEntry) -> Result<bool> {
+        let mut map = self.hash_map_mut::<PersistKey, PersistEntry>(map_names::PERSIST)?;
+        let old = map.get(key, 0).ok();
+        if map.insert(key, template, BPF_ANY).is_err() {
+            return Ok(false);
+        }
+        if let Some(old) = old {
+            self.conns
+                .add(old.real_id, bpf_sys::Counter::Persistent, -1);
+        }
+        self.conns
+            .add(template.real_id, bpf_sys::Counter::Persistent, 1);
+        Ok(true)
+    }
+
+    /// Every connection and template in the tables, batch by batch.
+    pub fn for_each_live(&self, mut visit: impl FnMut(LiveEntry)) -> Result<()> {
+        let flows = map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd();
+        bpf_sys::for_each_batch(flows, |keys: &[FlowKey], values: &[FlowEntry]| {
+            for (k, v) in keys.iter().zip(values) {
+                visit(LiveEntry::Flow(*k, *v));
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+        .context("reading the flow table for connection sync")?;
+        let templates = map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd();
+        for (k, v) in bpf_sys::lookup_all::<PersistKey, PersistEntry>(templates)
+            .context("reading the persistence templates for connection sync")?
+        {
+            visit(LiveEntry::Template(k, v));
+        }
+        Ok(())
+    }
+}
