@@ -165,36 +165,17 @@ mod tests {
     #[test]
     fn a_vip_of_several_services_is_warned_about_once() {
         // Two VIPs, the first one's services not adjacent in the plan.
-        let text = r#"
-[[virtual_server]]
-vip = "10.0.0.1"
-port = 80
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 80
-[[virtual_server]]
-vip = "10.0.0.2"
-port = 80
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 80
-[[virtual_server]]
-vip = "10.0.0.1"
-port = 443
-protocol = "TCP"
-lb_algo = "rr"
-lb_kind = "DR"
-[[virtual_server.real_server]]
-ip = "10.0.1.1"
-port = 443
-"#;
-        let plan = plan(&parse("vips", text).unwrap()).unwrap();
+        let service = |vip: &str, port: u16| {
+            format!(
+                "[[virtual_server]]\nvip = \"{vip}\"\nport = {port}\nprotocol = \"TCP\"\n\
+                 lb_algo = \"rr\"\nlb_kind = \"DR\"\n\
+                 [[virtual_server.real_server]]\nip = \"10.0.1.1\"\nport = {port}\n"
+            )
+        };
+        let text = [("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.1", 443)]
+            .map(|(vip, port)| service(vip, port))
+            .concat();
+        let plan = plan(&parse("vips", &text).unwrap()).unwrap();
         let a = Ipv4Addr::new(10, 0, 0, 1);
         let b = Ipv4Addr::new(10, 0, 0, 2);
         assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);

@@ -103,6 +103,10 @@ pub fn hold_preemption(instances: &mut [InstanceConfig], config: Option<&LvsSync
     for instance in instances.iter_mut().filter(|i| i.name == name) {
         instance.params.start_as_master = false;
         instance.params.preempt_delay = instance.params.preempt_delay.max(CATCHUP_WAIT);
+        info!(
+            "vrrp_instance {name}: starts as BACKUP and waits {:?} for connection sync's catch-up before it takes mastership",
+            instance.params.preempt_delay
+        );
     }
 }
 

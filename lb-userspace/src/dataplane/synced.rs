@@ -6,6 +6,7 @@
 use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, Result};
+use aya::Pod;
 use lb_common::{FlowEntry, FlowKey, PersistEntry, PersistKey, map_names};
 
 use super::{Dataplane, bpf_sys, map_data};
@@ -41,32 +42,38 @@ impl Dataplane {
     }
 
     fn write_synced_flow(&mut self, key: &FlowKey, flow: &FlowEntry) -> Result<bool> {
-        let mut map = self.hash_map_mut::<FlowKey, FlowEntry>(map_names::FLOW_TABLE)?;
-        let old = map.get(key, 0).ok();
-        if map.insert(key, flow, BPF_ANY).is_err() {
-            return Ok(false);
-        }
-        if let Some(old) = old {
-            self.conns
-                .add(old.real_id, bpf_sys::Counter::of_state(old.state), -1);
-        }
-        self.conns
-            .add(flow.real_id, bpf_sys::Counter::of_state(flow.state), 1);
-        Ok(true)
+        self.write_synced(map_names::FLOW_TABLE, key, flow, |f: &FlowEntry| {
+            (f.real_id, bpf_sys::Counter::of_state(f.state))
+        })
     }
 
     fn write_synced_template(&mut self, key: &PersistKey, template: &PersistEntry) -> Result<bool> {
-        let mut map = self.hash_map_mut::<PersistKey, PersistEntry>(map_names::PERSIST)?;
-        let old = map.get(key, 0).ok();
-        if map.insert(key, template, BPF_ANY).is_err() {
+        self.write_synced(map_names::PERSIST, key, template, |t: &PersistEntry| {
+            (t.real_id, bpf_sys::Counter::Persistent)
+        })
+    }
+
+    /// Replaces `key`'s entry in hash map `map` with `value`; the count
+    /// (`counted`: server and which count) of the old entry goes down, the
+    /// new one's up. False when the map took no more.
+    fn write_synced<K: Pod, V: Pod>(
+        &mut self,
+        map: &str,
+        key: &K,
+        value: &V,
+        counted: impl Fn(&V) -> (u32, bpf_sys::Counter),
+    ) -> Result<bool> {
+        let mut entries = self.hash_map_mut::<K, V>(map)?;
+        let old = entries.get(key, 0).ok();
+        if entries.insert(key, value, BPF_ANY).is_err() {
             return Ok(false);
         }
         if let Some(old) = old {
-            self.conns
-                .add(old.real_id, bpf_sys::Counter::Persistent, -1);
+            let (real_id, which) = counted(&old);
+            self.conns.add(real_id, which, -1);
         }
-        self.conns
-            .add(template.real_id, bpf_sys::Counter::Persistent, 1);
+        let (real_id, which) = counted(value);
+        self.conns.add(real_id, which, 1);
         Ok(true)
     }
 

@@ -324,24 +324,30 @@ fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {
     out
 }
 
+/// The seed's client on the DR service, established on RS1 (tests).
+#[cfg(test)]
+pub(crate) fn seed_conn(cport: u16) -> SyncConn {
+    SyncConn {
+        protocol: 6,
+        flags: conn_flags::DROUTE,
+        state: 1,
+        cport,
+        vport: 80,
+        dport: 80,
+        fwmark: 0,
+        timeout_s: 900,
+        caddr: Ipv4Addr::new(172, 16, 122, 50),
+        vaddr: Ipv4Addr::new(172, 16, 122, 100),
+        daddr: Ipv4Addr::new(172, 16, 122, 193),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn conn(cport: u16) -> SyncConn {
-        SyncConn {
-            protocol: 6,
-            flags: conn_flags::DROUTE,
-            state: 1,
-            cport,
-            vport: 80,
-            dport: 80,
-            fwmark: 0,
-            timeout_s: 900,
-            caddr: Ipv4Addr::new(172, 16, 122, 50),
-            vaddr: Ipv4Addr::new(172, 16, 122, 100),
-            daddr: Ipv4Addr::new(172, 16, 122, 193),
-        }
+        seed_conn(cport)
     }
 
     #[test]

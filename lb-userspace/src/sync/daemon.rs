@@ -273,19 +273,7 @@ mod tests {
     }
 
     fn record() -> SyncConn {
-        SyncConn {
-            protocol: 6,
-            flags: codec::conn_flags::DROUTE,
-            state: 1,
-            cport: 40000,
-            vport: 80,
-            dport: 80,
-            fwmark: 0,
-            timeout_s: 900,
-            caddr: Ipv4Addr::new(172, 16, 122, 50),
-            vaddr: Ipv4Addr::new(172, 16, 122, 100),
-            daddr: Ipv4Addr::new(172, 16, 122, 193),
-        }
+        codec::seed_conn(40000)
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod agent_memory;
 mod flow_fill;
 mod live_veth;
 mod schedulers;
+mod sync_costs;
 mod xdp_bench;
 
 struct Budget {
@@ -340,6 +341,11 @@ fn main() -> Result<()> {
     );
     schedulers::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
     flow_fill::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
+    if let Err(e) = sync_costs::bench(&budget, &mut results) {
+        results
+            .notes
+            .push(format!("connection sync costs not measured: {e:#}"));
+    }
     if let Err(e) = live_veth::bench(&budget, &mut baselines, &mut dr, &hit, &miss, &mut results) {
         results
             .notes
