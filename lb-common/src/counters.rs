@@ -81,6 +81,11 @@ counters! {
     /// Connection sync: the ring buffer to the agent was full, an event was
     /// lost (the connection is announced again at the next full-table pass).
     SYNC_EVENT_LOST => "sync_event_lost",
+    /// A process on the balancer connected (or sent a datagram) to a VIP:
+    /// the socket was pointed at the real server the scheduler chose.
+    LOCAL_BALANCED => "local_balanced",
+    /// The same, but the service had no real server to give: left as it was.
+    LOCAL_NO_REAL => "local_no_real",
 }
 
 #[cfg(test)]

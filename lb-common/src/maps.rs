@@ -459,6 +459,22 @@ pub struct LbGlobals {
     /// an unchanged lblcr set drops its most loaded server
     /// (net.ipv4.vs.lblc_expiration / lblcr_expiration).
     pub locality_expiration_s: u32,
+    /// The agent's network namespace (SO_NETNS_COOKIE): the socket-level
+    /// programs balance only connections made in it.
+    pub netns_cookie: u64,
+}
+
+/// `local_peers` value, keyed by socket cookie: the virtual service a
+/// local socket was connected or sent to, and the real server it went to,
+/// so getpeername/recvmsg show the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPeer {
+    pub vip: Ipv4Octets,
+    pub real: Ipv4Octets,
+    /// Network byte order.
+    pub vport: u16,
+    pub rport: u16,
 }
 
 /// Some service uses NAT: packets that are no service's are looked up in
@@ -529,6 +545,7 @@ mod pod {
     unsafe impl aya::Pod for SchedState {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for LbGlobals {}
+    unsafe impl aya::Pod for LocalPeer {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
@@ -559,7 +576,8 @@ mod tests {
         assert_eq!(size_of::<FlowEntry>(), 24);
         assert_eq!(size_of::<SchedState>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 40);
-        assert_eq!(size_of::<LbGlobals>(), 48);
+        assert_eq!(size_of::<LbGlobals>(), 56);
+        assert_eq!(size_of::<LocalPeer>(), 12);
         assert_eq!(size_of::<NatReverse>(), 32);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(

@@ -16,12 +16,17 @@ mod clock;
 mod conntrack;
 mod forward;
 mod icmp;
+mod local;
 mod maps;
 mod persist;
 mod sched;
 mod sync;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{cgroup_sock_addr, xdp},
+    programs::{SockAddrContext, XdpContext},
+};
 use aya_log_ebpf::debug;
 use lb_common::{
     FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
@@ -49,6 +54,30 @@ pub fn lb(ctx: XdpContext) -> u32 {
             xdp_action::XDP_ABORTED
         }
     }
+}
+
+/// A connect() of a process on the balancer (local.rs).
+#[cgroup_sock_addr(connect4)]
+pub fn local_connect4(ctx: SockAddrContext) -> i32 {
+    local::to_real(&ctx)
+}
+
+/// A sendto() on an unconnected UDP socket of a process on the balancer.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn local_sendmsg4(ctx: SockAddrContext) -> i32 {
+    local::to_real(&ctx)
+}
+
+/// getpeername() of a socket local_connect4 pointed elsewhere: the VIP.
+#[cgroup_sock_addr(getpeername4)]
+pub fn local_getpeername4(ctx: SockAddrContext) -> i32 {
+    local::to_vip(&ctx)
+}
+
+/// recvfrom() of a datagram from the real server local_sendmsg4 chose.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn local_recvmsg4(ctx: SockAddrContext) -> i32 {
+    local::to_vip(&ctx)
 }
 
 #[inline(always)]

@@ -10,10 +10,10 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey,
-    LOCALITY_CACHE_SIZE, LbGlobals, LocalityEntry, LocalityKey, LookupTable, MAX_BACKEND_SETS,
-    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry,
-    PersistKey, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey,
-    SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    LOCAL_PEERS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LocalPeer, LocalityEntry, LocalityKey,
+    LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse,
+    PERSIST_TABLE_SIZE, PersistEntry, PersistKey, RealConns, RealServer, SYNC_EVENTS_BYTES,
+    SchedState, ServiceInfo, ServiceKey, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -99,6 +99,12 @@ pub static FLOW_TABLE_FULL_UNTIL: PerCpuArray<u64, 1> = PerCpuArray::new();
 /// connection sync (only while GLOBAL_FLAG_SYNC is set).
 #[btf_map]
 pub static SYNC_EVENTS: RingBuf<SyncEvent, { SYNC_EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Socket cookie -> the VIP a local socket asked for and the real server
+/// it went to (socket-level balancing of the balancer's own clients).
+#[btf_map]
+pub static LOCAL_PEERS: LruHashMap<u64, LocalPeer, { LOCAL_PEERS_SIZE as usize }> =
+    LruHashMap::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]

@@ -27,6 +27,25 @@ pub struct LinkInfo {
     pub mtu: u32,
 }
 
+/// SO_NETNS_COOKIE of a socket in this network namespace (Linux 5.14+).
+pub fn netns_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie and len are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
+}
+
 #[derive(Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,

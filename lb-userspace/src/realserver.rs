@@ -178,25 +178,6 @@ fn netns_id() -> String {
         .map_or_else(|| "0".to_string(), |n| n.to_string())
 }
 
-/// SO_NETNS_COOKIE of a socket in this network namespace (Linux 5.14+).
-fn netns_cookie() -> Option<u64> {
-    use std::os::fd::AsRawFd as _;
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).ok()?;
-    let mut cookie: u64 = 0;
-    let mut len = size_of::<u64>() as libc::socklen_t;
-    // SAFETY: cookie and len are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&raw mut cookie).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cookie)
-}
-
 fn state_path(vip: Ipv4Addr) -> PathBuf {
     Path::new(STATE_DIR).join(format!("realserver-{}-{vip}.toml", netns_id()))
 }
@@ -224,7 +205,7 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         .link(LOOPBACK)
         .await?
         .ok_or_else(|| anyhow!("no loopback interface"))?;
-    let cookie = netns_cookie();
+    let cookie = crate::netlink::netns_cookie();
     if let Ok(text) = fs::read_to_string(&state_file) {
         let saved_cookie = toml::from_str::<SavedState>(&text)
             .ok()
@@ -419,7 +400,7 @@ fn tun_started_here(vip: Ipv4Addr, iface: &str) -> bool {
             state.mode == Mode::Tun
                 && state.iface.as_deref() == Some(iface)
                 && state.netns_cookie.is_some()
-                && state.netns_cookie == netns_cookie()
+                && state.netns_cookie == crate::netlink::netns_cookie()
         })
 }
 

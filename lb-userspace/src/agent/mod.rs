@@ -328,6 +328,12 @@ impl Agent {
             }
         }
         self.dp.adoption_complete();
+        // The balancer's own clients (curl on the director, as the seed
+        // types it): balanced at the socket, as IPVS's LOCAL_OUT does. The
+        // XDP path serves without them.
+        if let Err(e) = self.dp.attach_local() {
+            warn!("local clients are not balanced (connect() to a VIP from this host): {e:#}");
+        }
         // Adopted, or stale (its pins were gone): the handover is spent.
         Handover::done(&opts.pin_dir)?;
         for svc in &self.plan.services {

@@ -7,6 +7,7 @@
 mod apply;
 pub mod bpf_sys;
 mod inspect;
+mod local;
 pub mod preflight;
 mod sweep;
 mod synced;

@@ -111,6 +111,7 @@ impl Dataplane {
             timeout_tcpfin_s: timeouts.tcpfin,
             timeout_udp_s: timeouts.udp,
             locality_expiration_s: timeouts.locality_expiration,
+            netns_cookie: crate::netlink::netns_cookie().unwrap_or(0),
         };
         self.maps()?
             .globals

@@ -1,0 +1,187 @@
+//! curl on the balancer itself, as the seed types it (`[root@s2 ...]# curl
+//! 172.16.122.100` in section 5.4, `curl 172.16.122.188:80` in section 4):
+//! the agent's socket-level programs balance the director's own clients
+//! like IPVS's LOCAL_OUT hook. As root, in namespaces the test makes.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    thread,
+};
+
+use lb_testbed::{
+    netns::{self, exec_in},
+    topology::{Host, RS1_IP, Topology, VIP, agent_binary},
+};
+
+const CURLS: usize = 6;
+
+fn curl_on(topo: &Topology, host: Host, addr: &str) -> String {
+    match exec_in(
+        &topo.ns(host),
+        &["curl", "-sS", "--max-time", "5", &format!("http://{addr}/")],
+    ) {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Err(e) => format!("curl failed: {e}\n{}", topo.agent_log()),
+    }
+}
+
+fn start(topo: &mut Topology, config: &str) {
+    let path = topo.write_config("lb.toml", config).unwrap();
+    topo.start_agent(&agent_binary().unwrap(), &path, &[])
+        .unwrap();
+}
+
+fn assert_alternates(answers: &[String]) {
+    assert!(
+        answers.iter().all(|a| a.starts_with("hello rs")),
+        "{answers:?}"
+    );
+    for pair in answers.windows(2) {
+        assert_ne!(pair[0], pair[1], "rr must alternate: {answers:?}");
+    }
+}
+
+#[test]
+fn curl_on_the_director_is_balanced_like_a_clients() {
+    let mut topo = Topology::create(&format!("lbl{}dr", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    let config = topo.seed_config();
+    start(&mut topo, &config);
+    topo.wait_for_master(Host::Lb).unwrap();
+
+    // Section 5.4, typed on the director.
+    let answers: Vec<String> = (0..CURLS)
+        .map(|_| curl_on(&topo, Host::Lb, &VIP.to_string()))
+        .collect();
+    assert_alternates(&answers);
+    // The client's curl goes on through the XDP path, untouched by them.
+    assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
+
+    // The application sees the VIP as its peer.
+    let lb = topo.ns(Host::Lb);
+    let (peer, body) = thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter(&lb).unwrap();
+            let mut stream = TcpStream::connect((VIP, 80)).unwrap();
+            let peer = stream.peer_addr().unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            (peer, reply)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(peer, SocketAddr::from((VIP, 80)));
+    assert!(body.contains("hello rs"), "{body}");
+
+    // A connection to a real server's own address (what a health check
+    // makes) is never rewritten.
+    for _ in 0..3 {
+        assert_eq!(curl_on(&topo, Host::Lb, &RS1_IP.to_string()), "hello rs1");
+    }
+    let counters = topo.counters(Host::Lb).unwrap();
+    let balanced = counters[lb_common::counters::LOCAL_BALANCED as usize];
+    assert_eq!(balanced, CURLS as u64 + 1, "{counters:?}");
+
+    // Stopped, the programs are gone: a curl on the director reaches the
+    // VIP's own address again (nothing listens there: refused).
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+    let after = exec_in(
+        &topo.ns(Host::Lb),
+        &["curl", "-s", "--max-time", "5", &format!("http://{VIP}/")],
+    );
+    assert!(after.is_err(), "{after:?}");
+}
+
+/// The seed's section 4 (LVS-NAT, the VIP is the director's own
+/// 172.16.122.188): `curl 172.16.122.188:80` on the director alternates.
+#[test]
+fn curl_on_the_director_with_the_seeds_nat_plan() {
+    let mut topo = Topology::create(&format!("lbl{}nat", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    topo.make_nat_one_armed().unwrap();
+    let config = topo.config_from("seed-nat.toml");
+    start(&mut topo, &config);
+    let answers: Vec<String> = (0..CURLS)
+        .map(|_| curl_on(&topo, Host::Lb, "172.16.122.188:80"))
+        .collect();
+    assert_alternates(&answers);
+}
+
+/// A UDP service answers a datagram sent from the director: unconnected
+/// sendto() to the VIP, recvfrom() shows the VIP as the source.
+#[test]
+fn udp_from_the_director_sees_the_vip_answer() {
+    const UDP_PORT: u16 = 5353;
+    let mut topo = Topology::create(&format!("lbl{}udp", std::process::id())).unwrap();
+    // A UDP echo on each real server that says who it is.
+    let echoes: Vec<std::net::UdpSocket> = [Host::Rs1, Host::Rs2]
+        .into_iter()
+        .map(|host| {
+            let ns = topo.ns(host);
+            thread::spawn(move || {
+                netns::enter(&ns).unwrap();
+                std::net::UdpSocket::bind(("0.0.0.0", UDP_PORT)).unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        for (socket, name) in echoes.iter().zip(["rs1", "rs2"]) {
+            let stop = &stop;
+            s.spawn(move || {
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(name.as_bytes(), from);
+                    }
+                }
+            });
+        }
+        let config = format!(
+            "{}\n[[virtual_server]]\nvip = \"{VIP}\"\nport = {UDP_PORT}\nprotocol = \"UDP\"\nlb_algo = \"rr\"\nlb_kind = \"DR\"\n\
+             [[virtual_server.real_server]]\nip = \"172.16.122.193\"\nport = {UDP_PORT}\n\
+             [[virtual_server.real_server]]\nip = \"172.16.122.195\"\nport = {UDP_PORT}\n",
+            topo.seed_config()
+        );
+        start(&mut topo, &config);
+        let lb = topo.ns(Host::Lb);
+        let heard = s
+            .spawn(move || {
+                netns::enter(&lb).unwrap();
+                let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut heard = Vec::new();
+                for _ in 0..4 {
+                    socket.send_to(b"who", (VIP, UDP_PORT)).unwrap();
+                    let mut buf = [0u8; 64];
+                    let (n, from) = socket.recv_from(&mut buf).unwrap();
+                    heard.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+                }
+                heard
+            })
+            .join()
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let names: Vec<&str> = heard.iter().map(|(n, _)| n.as_str()).collect();
+        for pair in names.windows(2) {
+            assert_ne!(pair[0], pair[1], "rr must alternate: {heard:?}");
+        }
+        for (_, from) in &heard {
+            assert_eq!(*from, SocketAddr::from((VIP, UDP_PORT)), "{heard:?}");
+        }
+    });
+}
