@@ -162,7 +162,9 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         let ver_size = be16(buf, at + 2);
         let size = usize::from(ver_size & SVER_MASK);
         let end = at + size;
-        if end > buf.len() {
+        // A record shorter than its fixed part is refused as the kernel
+        // does (ip_vs_proc_sync_conn: -20), and never read past its size.
+        if end > buf.len() || size < V4_CONN_LEN {
             return Err(DecodeError::Truncated);
         }
         if ver_size >> SVER_SHIFT != 0 {
@@ -399,6 +401,13 @@ mod tests {
         let len = cut.len() as u16;
         cut[2..4].copy_from_slice(&len.to_be_bytes());
         assert_eq!(decode(&cut), Err(DecodeError::Truncated));
+        // A record whose size field is 0, or less than its fixed part
+        // (found by the fuzzer: it was read past its size).
+        for size in [0u16, 20, 35] {
+            let mut short = good.clone();
+            short[HEADER_LEN + 2..HEADER_LEN + 4].copy_from_slice(&size.to_be_bytes());
+            assert_eq!(decode(&short), Err(DecodeError::Truncated), "size {size}");
+        }
         // A record format version other than 0.
         let mut v = good.clone();
         v[HEADER_LEN + 2] |= 0x10;
