@@ -17,13 +17,8 @@ use lb_testbed::{
 const CURLS: usize = 6;
 
 fn curl_on(topo: &Topology, host: Host, addr: &str) -> String {
-    match exec_in(
-        &topo.ns(host),
-        &["curl", "-sS", "--max-time", "5", &format!("http://{addr}/")],
-    ) {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        Err(e) => format!("curl failed: {e}\n{}", topo.agent_log()),
-    }
+    topo.curl_on(host, addr)
+        .unwrap_or_else(|e| format!("curl failed: {e}\n{}", topo.agent_log()))
 }
 
 fn start(topo: &mut Topology, config: &str) {

@@ -65,6 +65,11 @@ fn seed_sections_3_4_nat(topo: &mut Topology, binary: &std::path::Path) -> Resul
         say("client", "curl 172.16.122.188:80");
         println!("{}", topo.curl_vip()?);
     }
+    println!("   typed on the director itself, as the seed does (balanced at the socket):");
+    for _ in 0..2 {
+        say("lb", "curl 172.16.122.188:80");
+        println!("{}", topo.curl_on(Host::Lb, "172.16.122.188:80")?);
+    }
     topo.stop_agent()?;
     topo.undo_nat_one_armed()?;
     Ok(())
@@ -126,6 +131,11 @@ fn run() -> Result<()> {
     for _ in 0..CURLS {
         say("client", &format!("curl {VIP}"));
         println!("{}", topo.curl_vip()?);
+    }
+    println!("   typed on the director itself, as the seed does (balanced at the socket):");
+    for _ in 0..2 {
+        say("lb", &format!("curl {VIP}"));
+        println!("{}", topo.curl_on(Host::Lb, &VIP.to_string())?);
     }
 
     println!("-- 5.5: health checks; stop nginx on local-slave2");

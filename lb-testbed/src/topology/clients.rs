@@ -84,10 +84,16 @@ impl Topology {
 
     /// `curl http://ADDR/` from the client: the body, trimmed.
     pub fn curl(&self, addr: Ipv4Addr) -> Result<String> {
+        self.curl_on(Host::Client, &addr.to_string())
+    }
+
+    /// curl http://ADDR/ typed on `host` (ADDR: address or address:port),
+    /// as the seed types it on the director too; the body.
+    pub fn curl_on(&self, host: Host, addr: &str) -> Result<String> {
         let url = format!("http://{addr}/");
         let out = exec_in(
-            &self.ns(Host::Client),
-            &["curl", "-s", "--max-time", CURL_MAX_TIME_SECS, &url],
+            &self.ns(host),
+            &["curl", "-sS", "--max-time", CURL_MAX_TIME_SECS, &url],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
