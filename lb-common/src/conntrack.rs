@@ -126,6 +126,38 @@ pub const fn is_active(state: u8) -> bool {
     state == S_ESTABLISHED
 }
 
+/// Linux's TCP socket states (include/net/tcp_states.h), as sock_ops'
+/// state callbacks report them.
+pub mod socket_state {
+    pub const TCP_ESTABLISHED: u32 = 1;
+    pub const TCP_SYN_SENT: u32 = 2;
+    pub const TCP_SYN_RECV: u32 = 3;
+    pub const TCP_FIN_WAIT1: u32 = 4;
+    pub const TCP_FIN_WAIT2: u32 = 5;
+    pub const TCP_TIME_WAIT: u32 = 6;
+    pub const TCP_CLOSE: u32 = 7;
+    pub const TCP_CLOSE_WAIT: u32 = 8;
+    pub const TCP_LAST_ACK: u32 = 9;
+    pub const TCP_CLOSING: u32 = 11;
+}
+
+/// The IPVS state a local client's TCP socket in `tcp_state` is listed
+/// in: what IPVS's LOCAL_OUT hook would have moved its connection to
+/// (the client's SYN makes SYN_RECV, as for a remote client).
+#[inline(always)]
+pub fn state_of_socket(tcp_state: u32) -> u8 {
+    use socket_state::*;
+    match tcp_state {
+        TCP_ESTABLISHED => S_ESTABLISHED,
+        TCP_SYN_SENT | TCP_SYN_RECV => S_SYN_RECV,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSING => S_FIN_WAIT,
+        TCP_TIME_WAIT => S_TIME_WAIT,
+        TCP_CLOSE_WAIT => S_CLOSE_WAIT,
+        TCP_LAST_ACK => S_LAST_ACK,
+        _ => S_CLOSE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +187,20 @@ mod tests {
         // No flag we look at: unchanged.
         assert_eq!(tcp_next(S_ESTABLISHED, 0), S_ESTABLISHED);
         assert_eq!(tcp_next(S_UDP, TCP_ACK), S_UDP);
+    }
+
+    #[test]
+    fn local_sockets_are_listed_in_ipvs_states() {
+        use socket_state::*;
+        assert_eq!(state_of_socket(TCP_SYN_SENT), S_SYN_RECV);
+        assert_eq!(state_of_socket(TCP_ESTABLISHED), S_ESTABLISHED);
+        assert_eq!(state_of_socket(TCP_FIN_WAIT2), S_FIN_WAIT);
+        assert_eq!(state_of_socket(TCP_CLOSING), S_FIN_WAIT);
+        assert_eq!(state_of_socket(TCP_CLOSE_WAIT), S_CLOSE_WAIT);
+        assert_eq!(state_of_socket(TCP_CLOSE), S_CLOSE);
+        // Only ESTABLISHED is active, as for the XDP path's flows.
+        for s in 0..16 {
+            assert_eq!(state_of_socket(s) == S_ESTABLISHED, s == TCP_ESTABLISHED);
+        }
     }
 }

@@ -49,8 +49,10 @@ pub const PERSIST_TABLE_SIZE: u32 = 65_536;
 /// 29,000 events of 36 bytes (8 of ring-buffer header each) between two
 /// reads of the agent.
 pub const SYNC_EVENTS_BYTES: u32 = 1 << 20;
-/// Local sockets whose peer is shown as the VIP (LRU: the oldest go).
-pub const LOCAL_PEERS_SIZE: u32 = 65_536;
+/// Sockets of the balancer's own clients tracked at once (a hash, not an
+/// LRU: an entry goes when its socket closes, so the counts stay exact).
+/// A socket beyond it is still balanced, untracked (counted).
+pub const LOCAL_CONNS_SIZE: u32 = 65_536;
 /// Map flags (uapi/linux/bpf.h).
 pub const BPF_F_NO_PREALLOC: usize = 1 << 0;
 pub const BPF_F_MMAPABLE: usize = 1 << 10;

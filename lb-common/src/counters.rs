@@ -86,6 +86,9 @@ counters! {
     LOCAL_BALANCED => "local_balanced",
     /// The same, but the service had no real server to give: left as it was.
     LOCAL_NO_REAL => "local_no_real",
+    /// A local socket was balanced but the local_conns table was full: not
+    /// counted in ActiveConn/InActConn, getpeername() shows the server.
+    LOCAL_UNTRACKED => "local_untracked",
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod pin_names {
     pub const LOOKUP_TABLES: &str = "lookup_tables";
     pub const LOCALITY: &str = "locality";
     pub const PERSIST: &str = "persist";
+    pub const LOCAL_CONNS: &str = "local_conns";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -56,11 +57,12 @@ pub mod map_names {
     pub const LOOKUP_TABLES: &str = "LOOKUP_TABLES";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
+    pub const LOCAL_CONNS: &str = "LOCAL_CONNS";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 15] = [
+    pub const PINNED: [(&str, &str); 16] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -76,6 +78,7 @@ pub mod map_names {
         (LOOKUP_TABLES, super::pin_names::LOOKUP_TABLES),
         (LOCALITY, super::pin_names::LOCALITY),
         (PERSIST, super::pin_names::PERSIST),
+        (LOCAL_CONNS, super::pin_names::LOCAL_CONNS),
     ];
 }
 
@@ -464,17 +467,31 @@ pub struct LbGlobals {
     pub netns_cookie: u64,
 }
 
-/// `local_peers` value, keyed by socket cookie: the virtual service a
-/// local socket was connected or sent to, and the real server it went to,
-/// so getpeername/recvmsg show the VIP.
+/// `local_conns` value, keyed by socket cookie: a socket of a process on
+/// the balancer that connected or sent to a VIP, the real server it was
+/// pointed at (getpeername/recvmsg show the VIP again) and its IPVS state,
+/// counted in the server's ActiveConn/InActConn while the socket lives.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LocalPeer {
+pub struct LocalConn {
     pub vip: Ipv4Octets,
     pub real: Ipv4Octets,
     /// Network byte order.
     pub vport: u16,
     pub rport: u16,
+    pub service_id: u32,
+    pub real_id: u32,
+    /// The socket's own address and port (network order), once known.
+    pub client: Ipv4Octets,
+    pub cport: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    /// IPVS state (conntrack::S_*): ESTABLISHED counts as active.
+    pub state: u8,
+    /// 1 once TCP state callbacks follow the socket (they end the entry at
+    /// TCP_CLOSE); 0: the socket's release ends it.
+    pub followed: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Some service uses NAT: packets that are no service's are looked up in
@@ -545,7 +562,7 @@ mod pod {
     unsafe impl aya::Pod for SchedState {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for LbGlobals {}
-    unsafe impl aya::Pod for LocalPeer {}
+    unsafe impl aya::Pod for LocalConn {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
@@ -577,7 +594,7 @@ mod tests {
         assert_eq!(size_of::<SchedState>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 40);
         assert_eq!(size_of::<LbGlobals>(), 56);
-        assert_eq!(size_of::<LocalPeer>(), 12);
+        assert_eq!(size_of::<LocalConn>(), 32);
         assert_eq!(size_of::<NatReverse>(), 32);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(

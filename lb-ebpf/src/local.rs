@@ -10,18 +10,23 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
-use lb_common::{FlowKey, LocalPeer, counters};
+use lb_common::{
+    FlowKey, IPPROTO_TCP, LocalConn,
+    conntrack::{S_SYN_RECV, S_UDP},
+    counters,
+};
 
 use crate::{
-    find_service,
-    kernel::BPF_ANY,
-    maps::{LB_GLOBALS, LOCAL_PEERS, REALS, count},
+    find_service, local_conns,
+    maps::{LB_GLOBALS, LOCAL_CONNS, REALS, count},
     persist::{self, Template},
     sched,
 };
 
-/// The verdict of sock_addr programs that lets the call go on.
+/// The verdict of sock_addr and sock programs that lets the call go on.
 pub const ALLOW: i32 = 1;
+/// What a sock_ops program returns when it sets no reply.
+pub const SOCK_OPS_DONE: u32 = 1;
 
 /// connect4 and sendmsg4: VIP:port -> the chosen real server.
 #[inline(always)]
@@ -50,6 +55,23 @@ pub fn to_real(ctx: &SockAddrContext) -> i32 {
     let Some((svc, key)) = find_service(&flow, globals) else {
         return ALLOW;
     };
+    // SAFETY: the helper reads the context it is given.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // A socket already pointed at this VIP:port keeps its server (IPVS
+    // keeps the connection of its client port): a UDP socket's next
+    // sendto(), a connect() again.
+    // SAFETY: entries are replaced whole or changed by the socket's own
+    // callbacks, never by another socket's.
+    if let Some(known) = unsafe { LOCAL_CONNS.get(&cookie) }
+        && known.vip == vip
+        && known.vport == vport
+        && known.proto == flow.proto
+    {
+        sa.user_ip4 = u32::from_ne_bytes(known.real);
+        sa.user_port = u32::from(known.rport);
+        count(counters::LOCAL_BALANCED);
+        return ALLOW;
+    }
     let template = persist::lookup(svc, &key, &flow);
     let chosen = match template {
         Template::Valid(real_id) => Some(real_id),
@@ -67,15 +89,29 @@ pub fn to_real(ctx: &SockAddrContext) -> i32 {
     let rport = if real.port == 0 { vport } else { real.port };
     sa.user_ip4 = u32::from_ne_bytes(real.ip);
     sa.user_port = u32::from(rport);
-    let peer = LocalPeer {
+    let mut conn = LocalConn {
         vip,
         real: real.ip,
         vport,
         rport,
+        service_id: svc.service_id,
+        real_id,
+        proto: flow.proto,
+        state: if flow.proto == IPPROTO_TCP {
+            S_SYN_RECV
+        } else {
+            S_UDP
+        },
+        ..LocalConn::default()
     };
-    // SAFETY: the helper reads the context it is given.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let _ = LOCAL_PEERS.insert(&cookie, &peer, BPF_ANY);
+    // The socket's own address as far as it is chosen (a UDP socket's port
+    // is, at its first sendto(); TCP's comes at its connect callback).
+    // SAFETY: for sock_addr programs ctx->sk is the calling socket, never
+    // null (the verifier types it PTR_TO_SOCKET).
+    let sk = unsafe { &*sa.__bindgen_anon_1.sk };
+    conn.client = sk.src_ip4.to_ne_bytes();
+    conn.cport = (sk.src_port as u16).to_be();
+    local_conns::track(cookie, &conn);
     count(counters::LOCAL_BALANCED);
     ALLOW
 }
@@ -85,8 +121,8 @@ pub fn to_real(ctx: &SockAddrContext) -> i32 {
 pub fn to_vip(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the helper reads the context it is given.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: entries are replaced whole, never written in place.
-    let Some(peer) = (unsafe { LOCAL_PEERS.get(&cookie) }) else {
+    // SAFETY: as in to_real.
+    let Some(peer) = (unsafe { LOCAL_CONNS.get(&cookie) }) else {
         return ALLOW;
     };
     // SAFETY: the kernel's bpf_sock_addr for this call, valid while we run.

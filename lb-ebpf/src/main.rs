@@ -17,6 +17,7 @@ mod conntrack;
 mod forward;
 mod icmp;
 mod local;
+mod local_conns;
 mod maps;
 mod persist;
 mod sched;
@@ -24,8 +25,8 @@ mod sync;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{cgroup_sock_addr, xdp},
-    programs::{SockAddrContext, XdpContext},
+    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, xdp},
+    programs::{SockAddrContext, SockContext, SockOpsContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use lb_common::{
@@ -72,6 +73,21 @@ pub fn local_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername4)]
 pub fn local_getpeername4(ctx: SockAddrContext) -> i32 {
     local::to_vip(&ctx)
+}
+
+/// TCP events of the balancer's sockets: follows the states of those
+/// local_connect4 pointed at a real server (local_conns.rs).
+#[sock_ops]
+pub fn local_sock_ops(ctx: SockOpsContext) -> u32 {
+    local_conns::on_sock_op(&ctx);
+    local::SOCK_OPS_DONE
+}
+
+/// A socket of the balancer closed: its entry, if no TCP callback ends it.
+#[cgroup_sock(sock_release)]
+pub fn local_release(ctx: SockContext) -> i32 {
+    local_conns::on_release(&ctx);
+    local::ALLOW
 }
 
 /// recvfrom() of a datagram from the real server local_sendmsg4 chose.

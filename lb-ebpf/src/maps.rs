@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey,
-    LOCAL_PEERS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LocalPeer, LocalityEntry, LocalityKey,
+    LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LocalConn, LocalityEntry, LocalityKey,
     LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse,
     PERSIST_TABLE_SIZE, PersistEntry, PersistKey, RealConns, RealServer, SYNC_EVENTS_BYTES,
     SchedState, ServiceInfo, ServiceKey, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
@@ -100,11 +100,13 @@ pub static FLOW_TABLE_FULL_UNTIL: PerCpuArray<u64, 1> = PerCpuArray::new();
 #[btf_map]
 pub static SYNC_EVENTS: RingBuf<SyncEvent, { SYNC_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// Socket cookie -> the VIP a local socket asked for and the real server
-/// it went to (socket-level balancing of the balancer's own clients).
+/// Socket cookie -> a local client's socket pointed at a real server
+/// (local.rs, local_conns.rs). Entries go when the socket closes.
+/// Allocated on use: a balancer has few local clients, and 64k
+/// preallocated entries would pin 6.5 MiB for them.
 #[btf_map]
-pub static LOCAL_PEERS: LruHashMap<u64, LocalPeer, { LOCAL_PEERS_SIZE as usize }> =
-    LruHashMap::new();
+pub static LOCAL_CONNS: HashMap<u64, LocalConn, { LOCAL_CONNS_SIZE as usize }, BPF_F_NO_PREALLOC> =
+    HashMap::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]
@@ -167,6 +169,15 @@ pub fn account_out<const N: usize>(stats: &PerCpuArray<TrafficStats, N>, id: u32
             (*s).out_packets += 1;
             (*s).out_bytes += bytes;
         }
+    }
+}
+
+/// Adds one connection (no packet: a local client's) to a stats slot.
+#[inline(always)]
+pub fn account_conn<const N: usize>(stats: &PerCpuArray<TrafficStats, N>, id: u32) {
+    if let Some(s) = stats.get_ptr_mut(id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { (*s).conns += 1 };
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use lb_testbed::{
-    netns::{self, exec_in},
+    netns,
     topology::{Host, RS1_IP, Topology, VIP, agent_binary},
 };
 
@@ -83,14 +83,103 @@ fn curl_on_the_director_is_balanced_like_a_clients() {
     let balanced = counters[lb_common::counters::LOCAL_BALANCED as usize];
     assert_eq!(balanced, CURLS as u64 + 1, "{counters:?}");
 
-    // Stopped, the programs are gone: a curl on the director reaches the
-    // VIP's own address again (nothing listens there: refused).
+    local_connections_are_counted(&topo);
+
+    // Stopped, the programs are gone: a connect on the director reaches
+    // the VIP's own address again (VRRP took it away: put back on lo,
+    // nothing listens there, refused; still balanced, it would answer).
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
-    let after = exec_in(
-        &topo.ns(Host::Lb),
-        &["curl", "-s", "--max-time", "5", &format!("http://{VIP}/")],
+    netns::ip(&["-n", &lb, "addr", "add", &format!("{VIP}/32"), "dev", "lo"]).unwrap();
+    let after = thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter(&lb).unwrap();
+            TcpStream::connect((VIP, 80)).map_err(|e| e.kind())
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(
+        after.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a connect to the VIP is still balanced after the stop"
     );
-    assert!(after.is_err(), "{after:?}");
+}
+
+/// Open local connections are in ActiveConn and `list -c` (as IPVS lists
+/// what its LOCAL_OUT hook made), and leave both when they close; the
+/// connection statistics count every local connection.
+fn local_connections_are_counted(topo: &Topology) {
+    const OPEN: usize = 4;
+    let lb = topo.ns(Host::Lb);
+    // Finished connections are gone from the counts (closed sockets);
+    // the client's curl through XDP stays an inactive flow (TIME_WAIT).
+    let (before_active, before_inactive) = topo.conn_counts(Host::Lb).unwrap();
+    assert_eq!(before_active, 0, "{:#?}", topo.connections(Host::Lb));
+    let streams: Vec<TcpStream> = thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter(&lb).unwrap();
+            (0..OPEN)
+                .map(|_| TcpStream::connect((VIP, 80)).unwrap())
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    // connect() returned: the handshake is done, each socket ESTABLISHED.
+    assert_eq!(
+        topo.conn_counts(Host::Lb).unwrap(),
+        (OPEN as u64, before_inactive),
+        "{:#?}",
+        topo.connections(Host::Lb)
+    );
+    let listed = topo.connections(Host::Lb).unwrap();
+    for port in &ports {
+        let entry = listed
+            .iter()
+            .find(|c| c.client.1 == *port)
+            .unwrap_or_else(|| panic!("no entry for local port {port}: {listed:#?}"));
+        assert_eq!(entry.protocol, "TCP");
+        assert_eq!(entry.state, "ESTABLISHED");
+        assert_eq!(entry.virt, (VIP, 80));
+        assert!(
+            [RS1_IP, lb_testbed::topology::RS2_IP].contains(&entry.dest.0),
+            "{entry:?}"
+        );
+    }
+    // Both servers got two (rr), and the statistics count every local
+    // connection: the curls, the getpeername one and these.
+    let table = lb_userspace::stats::snapshot::read_table(&topo.pin_dir()).unwrap();
+    let dests = &table.services[0].dests;
+    assert!(dests.iter().all(|d| d.active_conns == 2), "{dests:#?}");
+    let local_conns = (CURLS + 1 + OPEN) as u64;
+    // Plus the client's one curl through the XDP path.
+    assert_eq!(
+        table.services[0].traffic.conns,
+        local_conns + 1,
+        "{table:#?}"
+    );
+
+    drop(streams);
+    // Closed: the FIN exchange moves each socket on to TCP_CLOSE (TIME_WAIT
+    // is a socket of its own, not followed), and the entries go.
+    let gone = lb_testbed::topology::wait_until(std::time::Duration::from_secs(10), || {
+        topo.conn_counts(Host::Lb).unwrap() == (0, before_inactive)
+    });
+    assert!(
+        gone.is_some(),
+        "{:?}\n{:#?}",
+        topo.conn_counts(Host::Lb),
+        topo.connections(Host::Lb)
+    );
+    let listed = topo.connections(Host::Lb).unwrap();
+    assert!(
+        listed.iter().all(|c| !ports.contains(&c.client.1)),
+        "{listed:#?}"
+    );
 }
 
 /// The seed's section 4 (LVS-NAT, the VIP is the director's own
@@ -155,28 +244,65 @@ fn udp_from_the_director_sees_the_vip_answer() {
         let heard = s
             .spawn(move || {
                 netns::enter(&lb).unwrap();
-                let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-                socket
-                    .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                    .unwrap();
+                // Four sockets, three datagrams each.
+                let sockets: Vec<std::net::UdpSocket> = (0..4)
+                    .map(|_| std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+                    .collect();
                 let mut heard = Vec::new();
-                for _ in 0..4 {
-                    socket.send_to(b"who", (VIP, UDP_PORT)).unwrap();
-                    let mut buf = [0u8; 64];
-                    let (n, from) = socket.recv_from(&mut buf).unwrap();
-                    heard.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+                for socket in &sockets {
+                    socket
+                        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                        .unwrap();
+                    let mut answers = Vec::new();
+                    for _ in 0..3 {
+                        socket.send_to(b"who", (VIP, UDP_PORT)).unwrap();
+                        let mut buf = [0u8; 64];
+                        let (n, from) = socket.recv_from(&mut buf).unwrap();
+                        answers.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+                    }
+                    heard.push(answers);
                 }
-                heard
+                (heard, sockets)
             })
             .join()
             .unwrap();
+        let (heard, sockets) = heard;
+        // While the sockets are open, each is a UDP connection entry.
+        let listed = topo.connections(Host::Lb).unwrap();
+        let udp: Vec<_> = listed.iter().filter(|c| c.protocol == "UDP").collect();
+        assert_eq!(udp.len(), sockets.len(), "{listed:#?}");
+        assert!(
+            udp.iter()
+                .all(|c| c.state == "UDP" && c.virt == (VIP, UDP_PORT)),
+            "{udp:#?}"
+        );
+        let mut ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        let mut listed_ports: Vec<u16> = udp.iter().map(|c| c.client.1).collect();
+        ports.sort_unstable();
+        listed_ports.sort_unstable();
+        assert_eq!(listed_ports, ports, "{udp:#?}");
+        assert_eq!(
+            topo.conn_counts(Host::Lb).unwrap(),
+            (0, sockets.len() as u64)
+        );
+        drop(sockets);
+        // Released: gone.
+        assert_eq!(topo.conn_counts(Host::Lb).unwrap(), (0, 0));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let names: Vec<&str> = heard.iter().map(|(n, _)| n.as_str()).collect();
-        for pair in names.windows(2) {
-            assert_ne!(pair[0], pair[1], "rr must alternate: {heard:?}");
+        // A socket keeps its server (IPVS keeps the connection of its
+        // client port); the sockets alternate (rr).
+        let firsts: Vec<&str> = heard.iter().map(|a| a[0].0.as_str()).collect();
+        for answers in &heard {
+            assert!(answers.iter().all(|(n, _)| *n == answers[0].0), "{heard:?}");
+            for (_, from) in answers {
+                assert_eq!(*from, SocketAddr::from((VIP, UDP_PORT)), "{heard:?}");
+            }
         }
-        for (_, from) in &heard {
-            assert_eq!(*from, SocketAddr::from((VIP, UDP_PORT)), "{heard:?}");
+        for pair in firsts.windows(2) {
+            assert_ne!(pair[0], pair[1], "rr must alternate: {heard:?}");
         }
     });
 }

@@ -16,8 +16,9 @@ use std::{
 
 use lb_testbed::{
     download::{BIG_FILE, serve_big_file, slow_download, wait_until_listed_active},
+    netns,
     netns::exec_in,
-    topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, agent_binary, wait_until},
+    topology::{AGENT_KEPT_CAPS, Host, LB_IP, Topology, VIP, agent_binary, wait_until},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -236,7 +237,9 @@ fn reload_status_and_metrics_end_to_end() {
 /// program forwarding and the maps pinned; the next agent adopts them
 /// (bpf_link_update swaps its program in). A download through the VIP
 /// that runs across the restart arrives whole, the counters go on, and a
-/// plain SIGTERM afterwards still removes everything.
+/// plain SIGTERM afterwards still removes everything. The socket-level
+/// programs for the director's own clients are kept and adopted the same
+/// way: a local connection open across the restart is followed to its end.
 #[test]
 fn hitless_restart_keeps_connections_and_counters() {
     use lb_common::counters::FLOW_NEW;
@@ -254,8 +257,25 @@ fn hitless_restart_keeps_connections_and_counters() {
     let download = slow_download(&topo, BIG_FILE);
     wait_until_listed_active(&topo, &binary);
     let new_flows = topo.counters(Host::Lb).unwrap()[FLOW_NEW as usize];
+    let lb = topo.ns(Host::Lb);
+    let local = std::thread::spawn(move || {
+        netns::enter(&lb).unwrap();
+        std::net::TcpStream::connect((VIP, 80)).unwrap()
+    })
+    .join()
+    .unwrap();
+    // The download and the local connection.
+    assert_eq!(topo.conn_counts(Host::Lb).unwrap().0, 2);
 
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+    let kept_local_link = topo.pin_dir().join("local_local_connect4");
+    assert!(kept_local_link.exists(), "the local programs were not kept");
+    assert!(
+        topo.curl_on(Host::Lb, &VIP.to_string())
+            .unwrap()
+            .starts_with("hello rs"),
+        "local clients are not balanced between the agents"
+    );
     // Nobody at the wheel: the program still balances, the maps stay.
     assert!(
         topo.lb_has_xdp().unwrap(),
@@ -293,6 +313,26 @@ fn hitless_restart_keeps_connections_and_counters() {
     assert!(topo.counters(Host::Lb).unwrap()[FLOW_NEW as usize] > new_flows);
     assert!(topo.curl_vip().unwrap().starts_with("hello rs"));
     assert!(topo.holds_vip(Host::Lb));
+    // The new agent's socket programs replaced the kept ones.
+    assert!(!kept_local_link.exists(), "the kept local programs stayed");
+    assert!(topo.status(Host::Lb).unwrap().local_clients.is_some());
+    assert!(
+        topo.curl_on(Host::Lb, &VIP.to_string())
+            .unwrap()
+            .starts_with("hello rs")
+    );
+    // The local connection, still counted, leaves the count when it closes.
+    assert!(
+        wait_until(WAIT, || topo.conn_counts(Host::Lb).unwrap().0 == 1).is_some(),
+        "{:#?}",
+        topo.connections(Host::Lb)
+    );
+    drop(local);
+    assert!(
+        wait_until(WAIT, || topo.conn_counts(Host::Lb).unwrap().0 == 0).is_some(),
+        "{:#?}",
+        topo.connections(Host::Lb)
+    );
 
     // Without --keep-dataplane a stop still removes everything.
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());

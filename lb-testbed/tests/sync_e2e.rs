@@ -194,6 +194,15 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         topo.agent_log_on(Host::Lb2)
     );
 
+    // The backup balances its own clients too (IPVS has its rules on both).
+    let local = topo.curl_on(Host::Lb2, &VIP.to_string());
+    assert!(
+        local
+            .as_ref()
+            .is_ok_and(|body| body.starts_with("hello rs")),
+        "curl on the backup: {local:?}"
+    );
+
     let client = topo.ns(Host::Client);
     let stop = AtomicBool::new(false);
     let opened = std::sync::Barrier::new(CONNECTIONS + 1);

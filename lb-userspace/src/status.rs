@@ -22,6 +22,10 @@ pub struct AgentStatus {
     /// Connection sync, when it runs.
     #[serde(default)]
     pub sync: Option<crate::sync::daemon::SyncStats>,
+    /// The cgroup the socket-level programs for the balancer's own
+    /// clients are attached to; None: local clients are not balanced.
+    #[serde(default)]
+    pub local_clients: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,6 +173,14 @@ impl AgentStatus {
                 }
             );
         }
+        let _ = writeln!(
+            out,
+            "\nLocal clients: {}",
+            self.local_clients.as_ref().map_or(
+                "not balanced (no socket programs attached)".to_string(),
+                |cgroup| format!("balanced at connect()/sendto() (socket programs on {cgroup})")
+            )
+        );
         let f = &self.fill;
         let _ = writeln!(out, "\nMaps");
         for (name, used, capacity) in [
@@ -237,9 +249,11 @@ mod tests {
                 reals: 2,
                 real_capacity: 4095,
             },
+            local_clients: Some("/sys/fs/cgroup/unified".into()),
         };
         let text = status.render();
         for expected in [
+            "Local clients: balanced at connect()/sendto() (socket programs on /sys/fs/cgroup/unified)",
             "reloads: 2 ok, 1 refused; last: ok: no virtual server changed",
             "VI_1         MASTER  vrid 51  priority 100 transitions 1    VIPs 172.16.122.100",
             "  TCP 172.16.122.100:80\n    172.16.122.193:80     TCP_CHECK  DOWN out      weight 1     transitions 3",

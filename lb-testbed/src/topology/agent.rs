@@ -185,6 +185,24 @@ impl Topology {
         Ok(out)
     }
 
+    /// (ActiveConn, InActConn) of every real server on `host`, summed, as
+    /// `list -n` shows them.
+    pub fn conn_counts(&self, host: Host) -> Result<(u64, u64)> {
+        let table = lb_userspace::stats::snapshot::read_table(&self.pin_dir_on(host))?;
+        Ok(table
+            .services
+            .iter()
+            .flat_map(|s| &s.dests)
+            .fold((0, 0), |(a, i), d| {
+                (a + d.active_conns, i + d.inactive_conns)
+            }))
+    }
+
+    /// The connection entries on `host`, as `list -c -n` shows them.
+    pub fn connections(&self, host: Host) -> Result<Vec<lb_userspace::stats::list::ConnView>> {
+        lb_userspace::stats::snapshot::read_connections(&self.pin_dir_on(host))
+    }
+
     /// The data plane's global counters (lb_common::counters) on `host`,
     /// read from its pinned map.
     pub fn counters(&self, host: Host) -> Result<Vec<u64>> {

@@ -27,6 +27,42 @@ pub struct Config {
     #[serde(default)]
     pub virtual_server: Vec<Spanned<VirtualServer>>,
     pub timeouts: Option<Timeouts>,
+    /// lb extension: announce the VIPs over BGP (through BIRD) for
+    /// active-active balancers behind ECMP.
+    pub bgp: Option<Spanned<Bgp>>,
+}
+
+/// `[bgp]`: what BIRD, run by the agent, says to the routers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bgp {
+    pub local_as: u32,
+    /// Default: the interface's address.
+    pub router_id: Option<std::net::Ipv4Addr>,
+    /// Seconds; default 3 (BIRD's minimum).
+    #[serde(default = "default_bgp_hold_time")]
+    pub hold_time: Bounded<3, 65535>,
+    /// BFD to every neighbor (BIRD's bfd protocol).
+    #[serde(default)]
+    pub bfd: bool,
+    /// Empty is an error (validate.rs says so, by name).
+    #[serde(default)]
+    pub neighbor: Vec<BgpNeighbor>,
+}
+
+/// The hold time a new [bgp] gets: BIRD's smallest (3 s), a dead
+/// balancer's VIPs leave the routers within it.
+pub const DEFAULT_BGP_HOLD_TIME: i64 = 3;
+
+fn default_bgp_hold_time() -> Bounded<3, 65535> {
+    Bounded(DEFAULT_BGP_HOLD_TIME)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpNeighbor {
+    pub address: std::net::Ipv4Addr,
+    pub remote_as: u32,
 }
 
 /// keepalived's global_defs.

@@ -383,3 +383,74 @@ fn lvs_sync_daemon_mistakes_are_named() {
         "missing field `interface`",
     );
 }
+
+const BGP: &str = r#"
+[bgp]
+local_as = 65010
+router_id = "172.16.122.188"
+hold_time = 9
+bfd = true
+[[bgp.neighbor]]
+address = "172.16.122.1"
+remote_as = 65000
+"#;
+
+#[test]
+fn bgp_section_as_lb_toml_documents_it() {
+    let c = parse("t", &format!("{MINIMAL_VS}{BGP}")).unwrap();
+    let bgp = c.bgp.as_ref().unwrap().get_ref();
+    assert_eq!(bgp.local_as, 65010);
+    assert_eq!(
+        bgp.router_id,
+        Some(std::net::Ipv4Addr::new(172, 16, 122, 188))
+    );
+    assert_eq!((bgp.hold_time.0, bgp.bfd), (9, true));
+    assert_eq!(bgp.neighbor.len(), 1);
+    assert_eq!(bgp.neighbor[0].remote_as, 65000);
+    // Defaults: hold time 3 s, no BFD, the router id from the interface.
+    let minimal = parse(
+        "t",
+        &format!(
+            "{MINIMAL_VS}[bgp]\nlocal_as = 65010\n[[bgp.neighbor]]\naddress = \"172.16.122.1\"\nremote_as = 65000\n"
+        ),
+    )
+    .unwrap();
+    let bgp = minimal.bgp.as_ref().unwrap().get_ref();
+    assert_eq!((bgp.hold_time.0, bgp.bfd, bgp.router_id), (3, false, None));
+}
+
+#[test]
+fn bgp_mistakes_are_named() {
+    let vs_lines = MINIMAL_VS.lines().count();
+    let bgp = |body: &str| format!("{MINIMAL_VS}[bgp]\n{body}");
+    assert_error(
+        &bgp("local_as = 0\n[[bgp.neighbor]]\naddress = \"10.0.0.254\"\nremote_as = 65000\n"),
+        vs_lines + 1,
+        "local_as 0 is reserved",
+    );
+    assert_error(
+        &bgp("local_as = 65010\n"),
+        vs_lines + 1,
+        "at least one [[bgp.neighbor]]",
+    );
+    assert_error(
+        &bgp(
+            "local_as = 65010\n[[bgp.neighbor]]\naddress = \"10.0.0.254\"\nremote_as = 65000\n\
+             [[bgp.neighbor]]\naddress = \"10.0.0.254\"\nremote_as = 65001\n",
+        ),
+        vs_lines + 1,
+        "neighbor 10.0.0.254 is listed twice",
+    );
+    assert_error(
+        &bgp(
+            "local_as = 65010\nhold_time = 1\n[[bgp.neighbor]]\naddress = \"10.0.0.254\"\nremote_as = 65000\n",
+        ),
+        vs_lines + 3,
+        "expected an integer 3..=65535",
+    );
+    assert_error(
+        &bgp("local_as = 65010\npeers = 1\n"),
+        vs_lines + 3,
+        "unknown field",
+    );
+}

@@ -21,7 +21,45 @@ pub(super) fn validate(config: &Config, at: &Locator<'_>) -> Vec<ConfigError> {
     validate_vrrp(config, at, &mut errors);
     validate_virtual_servers(config, at, &mut errors);
     validate_sync_daemon(config, at, &mut errors);
+    validate_bgp(config, at, &mut errors);
     errors
+}
+
+/// RFC 6793: AS 0 is reserved, 65535 and 4294967295 too (AS_TRANS 23456
+/// is allowed by BIRD but means "a 4-byte AS": refused as a local AS).
+const RESERVED_AS: [u32; 4] = [0, 23_456, 65_535, u32::MAX];
+
+fn validate_bgp(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError>) {
+    let Some(spanned) = &config.bgp else {
+        return;
+    };
+    let span = Some(spanned.span());
+    let bgp = spanned.get_ref();
+    let mut err = |msg: String| errors.push(at.error(span.clone(), msg));
+    if RESERVED_AS.contains(&bgp.local_as) {
+        err(format!("bgp: local_as {} is reserved", bgp.local_as));
+    }
+    if bgp.neighbor.is_empty() {
+        err("bgp: at least one [[bgp.neighbor]] is needed (address, remote_as)".into());
+    }
+    let mut seen = HashSet::new();
+    for n in &bgp.neighbor {
+        if RESERVED_AS.contains(&n.remote_as) {
+            err(format!(
+                "bgp: neighbor {}: remote_as {} is reserved",
+                n.address, n.remote_as
+            ));
+        }
+        if !seen.insert(n.address) {
+            err(format!("bgp: neighbor {} is listed twice", n.address));
+        }
+        if n.address.is_unspecified() || n.address.is_multicast() || n.address.is_broadcast() {
+            err(format!(
+                "bgp: neighbor {} is not a router's address",
+                n.address
+            ));
+        }
+    }
 }
 
 /// A sync datagram holds at least its header and one IPv4 record

@@ -122,6 +122,9 @@ pub struct Dataplane {
     flow_capacity: u32,
     /// Flows left after the last expiry sweep.
     flows_at_sweep: u64,
+    /// The socket-level programs' links (local.rs), and their cgroup.
+    local_links: Vec<(&'static str, FdLink)>,
+    local_cgroup: Option<PathBuf>,
     // Declared last: dropped after the maps and the link.
     pins: Option<PinDir>,
     lock: Option<crate::runtime_files::AgentLock>,
@@ -191,6 +194,8 @@ impl Dataplane {
             conns,
             flow_capacity: opts.flow_table_size,
             flows_at_sweep: 0,
+            local_links: Vec::new(),
+            local_cgroup: None,
             pins: None,
             lock: None,
         })
@@ -299,13 +304,16 @@ impl Dataplane {
         self.adopted
     }
 
-    fn link_pin(&self, iface: &str) -> Result<PathBuf> {
-        let dir = self
-            .pins
+    /// Where the maps are pinned (ours, or the ones being adopted).
+    fn pin_dir(&self) -> Option<PathBuf> {
+        self.pins
             .as_ref()
             .map(|p| p.0.clone())
             .or_else(|| self.adopting_dir.clone())
-            .ok_or_else(|| anyhow!("maps not pinned"))?;
+    }
+
+    fn link_pin(&self, iface: &str) -> Result<PathBuf> {
+        let dir = self.pin_dir().ok_or_else(|| anyhow!("maps not pinned"))?;
         Ok(dir.join(format!("{LINK_PIN_PREFIX}{iface}")))
     }
 
@@ -333,6 +341,9 @@ impl Dataplane {
             fd_link
                 .pin(&path)
                 .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+        }
+        if let Some(dir) = self.pin_dir() {
+            self.pin_local_links(&dir)?;
         }
         // Keep the pins: the directory is the next agent's to adopt.
         if let Some(pins) = self.pins.take() {

@@ -6,9 +6,9 @@ use anyhow::{Context as _, Result, anyhow};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
-    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, PersistEntry, PersistKey,
-    RealConns, RealServer, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo,
-    ServiceKey, TrafficStats,
+    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, LocalConn, PersistEntry,
+    PersistKey, RealConns, RealServer, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind,
+    ServiceInfo, ServiceKey, TrafficStats,
     conntrack::{S_NONE, STATE_NAMES},
     pin_names,
 };
@@ -101,8 +101,38 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
             dest: (ipv4(real.ip), u16::from_be(real.port)),
         });
     }
+    out.extend(local_connections(pin_dir, &globals_of(pin_dir)?)?);
     out.sort_by_key(|c| (c.virt, c.client));
     Ok(out)
+}
+
+fn globals_of(pin_dir: &Path) -> Result<LbGlobals> {
+    let globals: Array<MapData, LbGlobals> =
+        Array::try_from(open_pinned(pin_dir, pin_names::LB_GLOBALS)?)?;
+    globals.get(&0, 0).context("reading lb_globals")
+}
+
+/// The balancer's own clients' sockets (ipvsadm -L -c lists what IPVS's
+/// LOCAL_OUT hook made). A socket does not expire: its state's whole
+/// timeout is shown, as IPVS shows it after each packet.
+fn local_connections(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<ConnView>> {
+    let conns: HashMap<MapData, u64, LocalConn> =
+        HashMap::try_from(open_pinned(pin_dir, pin_names::LOCAL_CONNS)?)?;
+    Ok(conns
+        .iter()
+        .filter_map(|item| item.ok())
+        .map(|(_, c)| ConnView {
+            protocol: if c.proto == IPPROTO_TCP { "TCP" } else { "UDP" },
+            expire_s: u64::from(globals.timeout_s(c.state)),
+            state: STATE_NAMES
+                .get(c.state as usize)
+                .copied()
+                .unwrap_or("UNKNOWN"),
+            client: (ipv4(c.client), u16::from_be(c.cport)),
+            virt: (ipv4(c.vip), u16::from_be(c.vport)),
+            dest: (ipv4(c.real), u16::from_be(c.rport)),
+        })
+        .collect())
 }
 
 /// A stats slot summed over CPUs.

@@ -349,13 +349,22 @@ impl Runner {
                 } else {
                     State::Backup
                 };
-                self.report(state).await;
+                // The VIPs first, then the data plane: the other way round, a
+                // packet that still reaches us (a stale ARP cache) would be
+                // passed to a kernel that holds the VIP and has no socket for
+                // the connection, which answers with an RST.
+                let mut removed = Ok(());
                 for (vip, _) in &self.cfg.vips {
-                    self.nl
+                    if let Err(e) = self
+                        .nl
                         .del_address(self.cfg.link.index, (*vip).into())
-                        .await?;
+                        .await
+                    {
+                        removed = Err(e);
+                    }
                 }
-                Ok(())
+                self.report(state).await;
+                removed
             }
         }
     }

@@ -19,6 +19,7 @@ use lb_userspace::dataplane::BASELINES_OBJECT;
 mod agent_memory;
 mod flow_fill;
 mod live_veth;
+mod local_connect;
 mod schedulers;
 mod sync_costs;
 mod xdp_bench;
@@ -345,6 +346,11 @@ fn main() -> Result<()> {
         results
             .notes
             .push(format!("connection sync costs not measured: {e:#}"));
+    }
+    if let Err(e) = local_connect::bench(&budget, &mut results) {
+        results
+            .notes
+            .push(format!("local clients' connect hook not measured: {e:#}"));
     }
     if let Err(e) = live_veth::bench(&budget, &mut baselines, &mut dr, &hit, &miss, &mut results) {
         results
