@@ -126,6 +126,13 @@ pub const fn is_active(state: u8) -> bool {
     state == S_ESTABLISHED
 }
 
+/// A packet that cannot open a connection (TCP without SYN): one found
+/// without an entry is the middle of a connection this balancer missed.
+#[inline(always)]
+pub fn is_midstream(proto: u8, tcp_flags: u8) -> bool {
+    proto == crate::IPPROTO_TCP && tcp_flags & TCP_SYN == 0
+}
+
 /// Linux's TCP socket states (include/net/tcp_states.h), as sock_ops'
 /// state callbacks report them.
 pub mod socket_state {

@@ -89,6 +89,12 @@ counters! {
     /// A local socket was balanced but the local_conns table was full: not
     /// counted in ActiveConn/InActConn, getpeername() shows the server.
     LOCAL_UNTRACKED => "local_untracked",
+    /// A TCP packet without SYN of a connection the flow table does not
+    /// hold (another balancer's, moved here by ECMP or a failover, not
+    /// synced yet): scheduled anyway. sh/dh/mh pick by the hash, the server
+    /// every balancer with the same servers picks; the other schedulers
+    /// pick afresh and may choose another server than the connection's.
+    FLOW_MIDSTREAM => "flow_midstream",
 }
 
 #[cfg(test)]

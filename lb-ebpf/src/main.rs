@@ -212,6 +212,9 @@ fn schedule_new_flow(
     tcp_flags: u8,
     found: Lookup,
 ) -> Result<Option<(u32, &'static RealServer)>, Abort> {
+    if matches!(found, Lookup::Miss) && lb_common::conntrack::is_midstream(flow.proto, tcp_flags) {
+        count(counters::FLOW_MIDSTREAM);
+    }
     let template = persist::lookup(svc, service_key, flow);
     let chosen = match template {
         Template::Valid(real_id) => Some(real_id),

@@ -4,6 +4,7 @@
 
 pub mod bench_report;
 pub mod download;
+pub mod keepalive;
 pub mod netns;
 pub mod packet;
 pub mod progtest;

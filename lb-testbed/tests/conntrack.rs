@@ -213,3 +213,33 @@ fn a_full_flow_table_evicts_nothing_and_keeps_untracked_connections_together() {
         assert_eq!(forwarded_to(&mut t, &syn(sport).frame()), RS2_MAC);
     }
 }
+
+/// Scale-out: a connection ECMP moves to a balancer that never saw it
+/// arrives mid-stream (no SYN). With mh (ports hashed) two balancers
+/// loaded separately send every such packet where the other sends it:
+/// the hash decides, not a fresh pick. Counted as flow_midstream; a SYN
+/// is not.
+#[test]
+fn a_mid_connection_packet_goes_where_the_hash_says_on_every_balancer() {
+    const FLOWS: u16 = 64;
+    let mh = || {
+        let mut svc = service_with(lb_common::SchedulerKind::Mh, &[1, 1, 1, 1]);
+        svc.sched_flags = lb_common::SCHED_FLAG_HASH_PORT;
+        ProgTest::with_service(svc).unwrap()
+    };
+    let (mut first, mut second) = (mh(), mh());
+    // The first balancer saw the connections open; the second sees only
+    // their later packets.
+    let mut servers = std::collections::HashSet::new();
+    for sport in 40000..40000 + FLOWS {
+        let opened = forwarded_to(&mut first, &syn(sport).frame());
+        let ack = Ipv4Packet::tcp(CLIENT_IP, sport, VIP, PORT, TCP_ACK, b"x").frame();
+        assert_eq!(forwarded_to(&mut second, &ack), opened, "port {sport}");
+        servers.insert(opened);
+    }
+    // The ports spread over the servers (the hash is not constant).
+    assert!(servers.len() > 1, "{servers:?}");
+    let midstream = |t: &ProgTest| t.counters().unwrap()[counters::FLOW_MIDSTREAM as usize];
+    assert_eq!(midstream(&first), 0);
+    assert_eq!(midstream(&second), u64::from(FLOWS));
+}

@@ -6,105 +6,22 @@
 //! preempts, then is SIGKILLed and unplugged. Every connection must keep
 //! its server and get an answer to every request.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
-    sync::atomic::{AtomicBool, Ordering},
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use lb_testbed::{
+    keepalive::{self, broken, kept_their_servers},
     netns,
     topology::{Host, Topology, VIP, agent_binary, wait_until},
 };
 
 const CONNECTIONS: usize = 16;
-const REQUEST_PERIOD: Duration = Duration::from_millis(200);
-/// Longer than any failover here (Master_Down_Interval plus TCP's
-/// retransmission backoff): a request waits, it is not abandoned.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A returning master waits for sync's catch-up, then Master_Down_Interval.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(25);
 /// Requests every connection makes between two events.
 const BETWEEN_EVENTS: Duration = Duration::from_secs(2);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What one keep-alive connection saw.
-#[derive(Debug, Default)]
-struct Seen {
-    /// The connection's client port.
-    port: u16,
-    /// The body of every answer, in order ("hello rs1" / "hello rs2").
-    answers: Vec<String>,
-    error: Option<String>,
-}
-
-/// One HTTP/1.1 exchange on a kept-alive connection: the body.
-fn exchange(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
-    reader
-        .get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed by the server".into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = vec![0; length.ok_or("no content-length")?];
-    reader
-        .read_exact(&mut body)
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(String::from_utf8_lossy(&body).trim().to_string())
-}
-
-/// A connection from the client that asks every REQUEST_PERIOD until `stop`.
-fn keep_alive(ns: &str, stop: &AtomicBool, opened: &std::sync::Barrier) -> Seen {
-    netns::enter(ns).unwrap();
-    let mut seen = Seen::default();
-    let stream = match TcpStream::connect((VIP, 80)) {
-        Ok(s) => s,
-        Err(e) => {
-            seen.error = Some(format!("connect: {e}"));
-            opened.wait();
-            return seen;
-        }
-    };
-    stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-    seen.port = stream.local_addr().map_or(0, |a| a.port());
-    let mut reader = BufReader::new(stream);
-    let mut first = true;
-    while first || !stop.load(Ordering::Relaxed) {
-        match exchange(&mut reader) {
-            Ok(body) => seen.answers.push(body),
-            Err(e) => {
-                seen.error = Some(e);
-                break;
-            }
-        }
-        if first {
-            opened.wait();
-            first = false;
-        }
-        thread::sleep(REQUEST_PERIOD);
-    }
-    if first {
-        opened.wait();
-    }
-    seen
-}
+/// Every 0.2 s through four events: well over 20 answers each.
+const MIN_ANSWERS: usize = 20;
 
 fn sync_config(topo: &Topology, state: &str, priority: u8, extra: &str) -> String {
     let config = topo
@@ -127,30 +44,6 @@ fn start(topo: &mut Topology, host: Host, config: &str) {
         .unwrap();
     topo.start_agent_on(host, &agent_binary().unwrap(), &path, &[])
         .unwrap();
-}
-
-/// The ActiveConn column of `list -n` on `host`, summed.
-fn active_conns(topo: &Topology, host: Host) -> u64 {
-    let out = std::process::Command::new(agent_binary().unwrap())
-        .args(["list", "-n", "--pin-path"])
-        .arg(topo.pin_dir_on(host))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.trim_start().starts_with("->"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
-        .sum()
-}
-
-/// `list -c -n` on `host`.
-fn connections(topo: &Topology, host: Host) -> String {
-    let out = std::process::Command::new(agent_binary().unwrap())
-        .args(["list", "-c", "-n", "--pin-path"])
-        .arg(topo.pin_dir_on(host))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Records applied from sync on `host`, as its status says.
@@ -204,13 +97,7 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
     );
 
     let client = topo.ns(Host::Client);
-    let stop = AtomicBool::new(false);
-    let opened = std::sync::Barrier::new(CONNECTIONS + 1);
-    let seen: Vec<Seen> = thread::scope(|s| {
-        let workers: Vec<_> = (0..CONNECTIONS)
-            .map(|_| s.spawn(|| keep_alive(&client, &stop, &opened)))
-            .collect();
-        opened.wait();
+    let (seen, ()) = keepalive::through(&client, VIP, CONNECTIONS, || {
         // The backup holds every connection before anything happens.
         let synced = wait_until(SYNC_TIMEOUT, || {
             applied(&topo, Host::Lb2) >= CONNECTIONS as u64
@@ -227,7 +114,7 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         let a_back = topo.wait_for_vrrp_state(Host::Lb, "MASTER", TAKEOVER_TIMEOUT);
         let b_yielded = topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", TAKEOVER_TIMEOUT);
         thread::sleep(BETWEEN_EVENTS);
-        let active_a = active_conns(&topo, Host::Lb);
+        let active_a = topo.conn_counts(Host::Lb).map_or(0, |c| c.0);
 
         // (a) It dies without a word and its link is gone, as a machine
         // that loses power. (The link first: a killed agent's kernel, VIP
@@ -237,10 +124,8 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         let killed = topo.signal_agent(Host::Lb, "KILL");
         let b_again = topo.wait_for_vrrp_state(Host::Lb2, "MASTER", TAKEOVER_TIMEOUT);
         thread::sleep(BETWEEN_EVENTS);
-        let active_b = active_conns(&topo, Host::Lb2);
+        let active_b = topo.conn_counts(Host::Lb2).map_or(0, |c| c.0);
 
-        stop.store(true, Ordering::Relaxed);
-        let seen = workers.into_iter().map(|w| w.join().unwrap()).collect();
         let log = || {
             format!(
                 "{}\n--- lb2 ---\n{}",
@@ -259,24 +144,11 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         // ActiveConn on both balancers: the open connections.
         assert_eq!(active_a, CONNECTIONS as u64, "{}", log());
         assert_eq!(active_b, CONNECTIONS as u64, "{}", log());
-        seen
     });
-    let broken: Vec<String> = seen
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.error.is_some())
-        .map(|(i, c)| {
-            format!(
-                "connection {i} (port {}) after {} answers: {:?}",
-                c.port,
-                c.answers.len(),
-                c.error
-            )
-        })
-        .collect();
+    let broken = broken(&seen);
     assert!(
         broken.is_empty(),
-        "{broken:#?}\nstatus lb2: {:?}\ncounters lb2: {:?}\nconnections lb2:\n{}\n{}\n--- lb2 ---\n{}",
+        "{broken:#?}\nstatus lb2: {:?}\ncounters lb2: {:?}\nconnections lb2:\n{:#?}\n{}\n--- lb2 ---\n{}",
         topo.status(Host::Lb2).ok().and_then(|s| s.sync),
         topo.counters(Host::Lb2)
             .map(|c| lb_common::counters::COUNTER_NAMES
@@ -285,22 +157,11 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
                 .filter(|(_, n)| *n > 0)
                 .map(|(name, n)| format!("{name}={n}"))
                 .collect::<Vec<_>>()),
-        connections(&topo, Host::Lb2),
+        topo.connections(Host::Lb2),
         topo.agent_log(),
         topo.agent_log_on(Host::Lb2)
     );
-    let mut servers = Vec::new();
-    for (i, conn) in seen.iter().enumerate() {
-        let first = &conn.answers[0];
-        assert!(
-            conn.answers.iter().all(|a| a == first),
-            "connection {i} changed server: {:?}",
-            conn.answers
-        );
-        // Every 0.2 s through four events: well over 20 answers each.
-        assert!(conn.answers.len() > 20, "connection {i}: {conn:?}");
-        servers.push(first.clone());
-    }
+    let servers = kept_their_servers(&seen, MIN_ANSWERS).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "{CONNECTIONS} connections, {} answers, servers {:?}",
         seen.iter().map(|s| s.answers.len()).sum::<usize>(),
@@ -420,8 +281,12 @@ fn bad_sync_datagrams_are_counted_and_change_nothing() {
     }
     // Exactly the good record went in.
     assert_eq!(sync.applied_conns, 1, "{sync:?}");
-    let conns = connections(&topo, Host::Lb);
-    assert!(conns.contains("198.18.0.7:45000"), "{conns}");
-    assert_eq!(conns.matches("198.18.0.7").count(), 1, "{conns}");
+    let conns = topo.connections(Host::Lb).unwrap();
+    let from_record: Vec<_> = conns
+        .iter()
+        .filter(|c| c.client.0 == std::net::Ipv4Addr::new(198, 18, 0, 7))
+        .collect();
+    assert_eq!(from_record.len(), 1, "{conns:#?}");
+    assert_eq!(from_record[0].client.1, 45000, "{conns:#?}");
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
 }

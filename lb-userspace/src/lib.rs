@@ -1,8 +1,10 @@
 //! lb-userspace: the agent and CLI of the lb XDP load balancer.
 
 pub mod agent;
+pub mod bgp;
 pub mod config;
 pub mod dataplane;
+pub mod drain;
 pub mod health;
 pub mod neighbours;
 pub mod netlink;

@@ -58,6 +58,9 @@ struct RunArgs {
 
 /// A sanity bound: 64M connections is ~6 GiB of kernel memory.
 const MAX_FLOW_TABLE_SIZE: i64 = 64 * 1024 * 1024;
+/// `drain` waits this long for the connections to end (IPVS's
+/// established timeout is 900 s; most web connections end far sooner).
+const DEFAULT_DRAIN_TIMEOUT_S: u64 = 300;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum XdpModeArg {
@@ -105,6 +108,19 @@ enum Command {
     /// the difference; prints what changed, or why the file was refused.
     Reload {
         /// Where the running agent pinned its maps (names the agent).
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_path: PathBuf,
+    },
+    /// Take this balancer out of its ECMP group ([bgp]): withdraw every
+    /// VIP, keep forwarding the connections already here, and return once
+    /// none is left (or fail at --timeout; the VIPs stay withdrawn).
+    Drain {
+        /// Announce again instead.
+        #[arg(long)]
+        cancel: bool,
+        /// Seconds to wait for the connections to end.
+        #[arg(long, default_value_t = DEFAULT_DRAIN_TIMEOUT_S)]
+        timeout: u64,
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_path: PathBuf,
     },
@@ -225,6 +241,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Reload { pin_path }) => {
             let outcome = runtime_files::request_reload(&pin_path, RELOAD_TIMEOUT)?;
+            println!("{outcome}");
+            Ok(())
+        }
+        Some(Command::Drain {
+            cancel,
+            timeout,
+            pin_path,
+        }) => {
+            let outcome = if cancel {
+                lb_userspace::drain::cancel(&pin_path)?
+            } else {
+                lb_userspace::drain::drain(&pin_path, std::time::Duration::from_secs(timeout))?
+            };
             println!("{outcome}");
             Ok(())
         }

@@ -60,9 +60,17 @@ pub fn on_thread_start() {
 /// Drops every capability the agent no longer needs. `bpf_works` tries a
 /// bpf() call on an open map; it runs in a scratch thread without CAP_BPF
 /// (and CAP_SYS_ADMIN) to learn whether this kernel allows that. Returns
-/// the names kept.
-pub fn drop_unneeded(bpf_works: impl FnOnce() -> bool + Send) -> Result<Vec<String>> {
-    let mut keep: CapsHashSet = ALWAYS_KEPT.into_iter().collect();
+/// the names kept. `for_children`: capabilities a supervised child needs
+/// when it is started again (BIRD binds BGP's port 179), kept in the
+/// bounding set so the child gets them (they stay in ours too).
+pub fn drop_unneeded(
+    for_children: &[Capability],
+    bpf_works: impl FnOnce() -> bool + Send,
+) -> Result<Vec<String>> {
+    let mut keep: CapsHashSet = ALWAYS_KEPT
+        .into_iter()
+        .chain(for_children.iter().copied())
+        .collect();
     let without_bpf_ok = std::thread::scope(|s| {
         s.spawn(|| lower_this_thread(&keep).is_ok() && bpf_works())
             .join()

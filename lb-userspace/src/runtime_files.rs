@@ -25,6 +25,15 @@ fn lock_path(pin_dir: &Path) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{}.lock", stem(pin_dir)))
 }
 
+/// The BIRD the agent runs for [bgp]: its generated config and control socket.
+pub fn bird_paths(pin_dir: &Path) -> (PathBuf, PathBuf) {
+    let stem = stem(pin_dir);
+    (
+        Path::new(RUN_DIR).join(format!("{stem}.bird.conf")),
+        Path::new(RUN_DIR).join(format!("{stem}.bird.ctl")),
+    )
+}
+
 fn handover_path(pin_dir: &Path) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{}.handover.json", stem(pin_dir)))
 }
@@ -148,10 +157,13 @@ pub fn read_status(pin_dir: &Path) -> Result<AgentStatus> {
 /// Removes what an agent that could not exit cleanly (SIGKILL) left for
 /// `pin_dir`: lock, status, handover. Only once no agent runs with it.
 pub fn remove_leftovers(pin_dir: &Path) {
+    let (bird_conf, bird_ctl) = bird_paths(pin_dir);
     for path in [
         lock_path(pin_dir),
         status_path(pin_dir),
         handover_path(pin_dir),
+        bird_conf,
+        bird_ctl,
     ] {
         let _ = fs::remove_file(path);
     }

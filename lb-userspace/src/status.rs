@@ -26,6 +26,34 @@ pub struct AgentStatus {
     /// clients are attached to; None: local clients are not balanced.
     #[serde(default)]
     pub local_clients: Option<String>,
+    /// Scale-out over BGP, when [bgp] is configured.
+    #[serde(default)]
+    pub bgp: Option<BgpStatus>,
+}
+
+/// What the agent announces and how its BGP sessions are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// VIPs announced now.
+    pub announced: Vec<Ipv4Addr>,
+    /// The sessions as BIRD last reported them.
+    pub sessions: Vec<crate::bgp::birdc::Session>,
+    /// `lb-userspace drain`: withdrawn on purpose.
+    pub drain: Option<DrainStatus>,
+    /// Connection sync's catch-up holds the announcements back.
+    pub catching_up: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// Seconds since the drain began.
+    pub for_s: u64,
+    /// Connections still ESTABLISHED in this balancer's table (ActiveConn;
+    /// those ECMP moved elsewhere stay until they expire).
+    pub active_conns: u64,
+    /// Seconds since the last packet this balancer forwarded: the routers
+    /// have stopped sending here once it stays up.
+    pub quiet_s: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -173,6 +201,33 @@ impl AgentStatus {
                 }
             );
         }
+        if let Some(bgp) = &self.bgp {
+            let vips: Vec<String> = bgp.announced.iter().map(|v| v.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "\nBGP: announcing {}{}",
+                if vips.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    vips.join(" ")
+                },
+                match (&bgp.drain, bgp.catching_up) {
+                    (Some(d), _) => format!(
+                        " (draining for {} s; nothing forwarded for {} s; ActiveConn {})",
+                        d.for_s, d.quiet_s, d.active_conns
+                    ),
+                    (None, true) => " (waiting for connection sync's catch-up)".to_string(),
+                    (None, false) => String::new(),
+                }
+            );
+            for s in &bgp.sessions {
+                let _ = writeln!(
+                    out,
+                    "  neighbor {:<15} {:<6} {}",
+                    s.neighbor, s.state, s.info
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\nLocal clients: {}",
@@ -250,10 +305,25 @@ mod tests {
                 real_capacity: 4095,
             },
             local_clients: Some("/sys/fs/cgroup/unified".into()),
+            bgp: Some(BgpStatus {
+                announced: vec![Ipv4Addr::new(172, 16, 122, 100)],
+                sessions: vec![crate::bgp::birdc::Session {
+                    neighbor: Ipv4Addr::new(172, 16, 122, 1),
+                    state: "up".into(),
+                    info: "Established".into(),
+                }],
+                drain: Some(DrainStatus {
+                    for_s: 12,
+                    active_conns: 3,
+                    quiet_s: 4,
+                }),
+                catching_up: false,
+            }),
         };
         let text = status.render();
         for expected in [
             "Local clients: balanced at connect()/sendto() (socket programs on /sys/fs/cgroup/unified)",
+            "BGP: announcing 172.16.122.100 (draining for 12 s; nothing forwarded for 4 s; ActiveConn 3)\n  neighbor 172.16.122.1    up     Established",
             "reloads: 2 ok, 1 refused; last: ok: no virtual server changed",
             "VI_1         MASTER  vrid 51  priority 100 transitions 1    VIPs 172.16.122.100",
             "  TCP 172.16.122.100:80\n    172.16.122.193:80     TCP_CHECK  DOWN out      weight 1     transitions 3",

@@ -132,7 +132,7 @@ pub fn build() -> Result<PathBuf> {
         debian.join("control"),
         format!(
             "Package: {PACKAGE}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: {MAINTAINER}\n\
-             Section: net\nPriority: optional\nDepends: libc6\n\
+             Section: net\nPriority: optional\nDepends: libc6, bird2\n\
              Description: XDP load balancer replacing LVS (ipvsadm) + keepalived\n \
              One program: an XDP data plane with IPVS's schedulers and DR/TUN/NAT\n \
              forwarding, keepalived's health checks and VRRP, ipvsadm-like listing.\n"
@@ -163,7 +163,7 @@ pub fn verify(deb: &Path) -> Result<()> {
     fs::write(admin.join("status"), "")?;
     let dpkg = |args: &[&str]| {
         let mut cmd = Command::new("dpkg");
-        // libc6 is not in the scratch root's database: only this
+        // libc6 and bird2 are not in the scratch root's database: only this
         // package's own files are checked here.
         cmd.arg(format!("--root={}", scratch.display()))
             .arg("--force-depends")

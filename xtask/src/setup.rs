@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result, bail};
 /// xdp-tools for inspection; iproute2/ethtool/util-linux/procps for the
 /// namespace topologies; nginx and curl are the seed's web servers and client;
 /// keepalived is the VRRP peer of the interop tests; tshark (Wireshark's
-/// dissectors) checks our IPVS sync messages; fontconfig, freetype,
+/// dissectors) checks our IPVS sync messages; bird2 is the BGP speaker the
+/// agent runs for scale-out (and the router of its tests); fontconfig, freetype,
 /// pkg-config and a font for the benchmark's chart (plotters' ttf text).
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -26,6 +27,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "keepalived",
     "tshark",
+    "bird2",
     "pkg-config",
     "libfontconfig-dev",
     "libfreetype-dev",

@@ -14,6 +14,7 @@
 
 mod agent;
 mod clients;
+pub mod ecmp;
 mod nat;
 mod servers;
 
@@ -68,6 +69,9 @@ pub enum Host {
     Rs1,
     Rs2,
     Sorry,
+    /// Scale-out only (ecmp.rs): a third balancer and the clients' router.
+    Lb3,
+    Router,
 }
 
 impl Host {
@@ -89,6 +93,8 @@ impl Host {
             Host::Rs1 => "rs1",
             Host::Rs2 => "rs2",
             Host::Sorry => "sorry",
+            Host::Lb3 => "lb3",
+            Host::Router => "router",
         }
     }
     pub fn ip(self) -> Ipv4Addr {
@@ -99,6 +105,8 @@ impl Host {
             Host::Rs1 => RS1_IP,
             Host::Rs2 => RS2_IP,
             Host::Sorry => SORRY_IP,
+            Host::Lb3 => ecmp::LB3_IP,
+            Host::Router => ecmp::ROUTER_IP,
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct Topology {
     nginx: Vec<(Host, Child)>,
     agents: Vec<(Host, Child)>,
     keepalived: Vec<(Host, Child)>,
+    /// Other daemons (the scale-out router's BIRD).
+    daemons: Vec<(Host, Child)>,
     /// Where the client's curls go: the seed's VIP unless set otherwise.
     service_addr: Ipv4Addr,
     /// The --iface arguments of the agent on the balancer.
@@ -120,7 +130,7 @@ pub fn destroy(prefix: &str) {
     for ns in namespaces_with_prefix(&format!("{prefix}-")) {
         destroy_namespace(&ns);
     }
-    for host in [Host::Lb, Host::Lb2] {
+    for host in [Host::Lb, Host::Lb2, Host::Lb3] {
         let _ = fs::remove_dir_all(pin_dir_of(prefix, host));
     }
     let _ = fs::remove_file(pass_pin_of(prefix));
@@ -158,6 +168,7 @@ impl Topology {
             nginx: Vec::new(),
             agents: Vec::new(),
             keepalived: Vec::new(),
+            daemons: Vec::new(),
             service_addr: VIP,
             agent_ifaces: vec![HOST_IFACE.to_string()],
         };
@@ -207,20 +218,7 @@ impl Topology {
         ip(&["-n", &sw, "link", "add", BRIDGE, "type", "bridge"])?;
         ip(&["-n", &sw, "link", "set", BRIDGE, "up"])?;
         for host in Host::ALL {
-            let ns = self.ns(host);
-            let port = format!("v-{}", host.short());
-            ip(&["netns", "add", &ns])?;
-            ip(&[
-                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", HOST_IFACE,
-                "netns", &ns,
-            ])?;
-            ip(&["-n", &sw, "link", "set", &port, "master", BRIDGE, "up"])?;
-            let addr = format!("{}/{SUBNET_PREFIX}", host.ip());
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE])?;
-            ip(&["-n", &ns, "link", "set", HOST_IFACE, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            // Forwarded TCP would carry partial checksums from veth offload.
-            exec_in(&ns, &["ethtool", "-K", HOST_IFACE, "tx", "off"])?;
+            self.add_host(host)?;
         }
         // The balancer holds the VIP, as keepalived's vrrp_instance would.
         ip(&[
@@ -244,6 +242,44 @@ impl Topology {
         for lb in [Host::Lb, Host::Lb2] {
             self.attach_xdp_pass_on_switch_port(lb)?;
         }
+        Ok(())
+    }
+
+    /// `host`'s namespace, its eth0 on the switch with its address.
+    fn add_host(&self, host: Host) -> Result<()> {
+        let ns = self.ns(host);
+        let port = format!("v-{}", host.short());
+        ip(&["netns", "add", &ns])?;
+        ip(&[
+            "-n",
+            &self.switch_ns(),
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_IFACE,
+            "netns",
+            &ns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.switch_ns(),
+            "link",
+            "set",
+            &port,
+            "master",
+            BRIDGE,
+            "up",
+        ])?;
+        let addr = format!("{}/{SUBNET_PREFIX}", host.ip());
+        ip(&["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE])?;
+        ip(&["-n", &ns, "link", "set", HOST_IFACE, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        // Forwarded TCP would carry partial checksums from veth offload.
+        exec_in(&ns, &["ethtool", "-K", HOST_IFACE, "tx", "off"])?;
         Ok(())
     }
 
@@ -378,7 +414,7 @@ impl Drop for Topology {
                     .status();
             }
         }
-        for (_, mut child) in self.keepalived.drain(..) {
+        for (_, mut child) in self.keepalived.drain(..).chain(self.daemons.drain(..)) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -25,6 +25,21 @@ const INITIAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the neighbour table is polled while waiting at start-up.
 const INITIAL_RESOLVE_POLL: Duration = Duration::from_millis(100);
 
+/// The first IPv4 address of interface `ifindex` that is none of `vips`:
+/// the balancer's own (what VRRP adverts, sync datagrams, TUN packets and
+/// BGP sessions come from).
+pub async fn own_address(
+    nl: &Netlink,
+    ifindex: u32,
+    vips: &HashSet<Ipv4Addr>,
+) -> Result<Option<Ipv4Addr>> {
+    Ok(nl
+        .ipv4_addresses(ifindex)
+        .await?
+        .into_iter()
+        .find(|a| !vips.contains(a)))
+}
+
 /// `[global] tunnel_source`, or the interface's own address.
 pub async fn tunnel_source_of(
     config: &Config,
@@ -47,12 +62,13 @@ async fn tunnel_source(
     plan: &Plan,
     governed: &HashSet<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
-    let vips: HashSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
-    let own = nl
-        .ipv4_addresses(link.index)
-        .await?
-        .into_iter()
-        .find(|a| !vips.contains(a) && !governed.contains(a));
+    let vips: HashSet<Ipv4Addr> = plan
+        .services
+        .iter()
+        .map(|s| s.vip)
+        .chain(governed.iter().copied())
+        .collect();
+    let own = own_address(nl, link.index, &vips).await?;
     let needs_tun = plan
         .services
         .iter()
@@ -82,18 +98,20 @@ pub async fn resolve_vrrp_instances(
                 vi.name
             )
         })?;
-        let vips: Vec<IpAddr> = vi.virtual_ipaddress.iter().map(|v| v.addr).collect();
-        let local = nl
-            .ipv4_addresses(link.index)
-            .await?
-            .into_iter()
-            .find(|a| !vips.contains(&IpAddr::V4(*a)))
-            .ok_or_else(|| {
-                anyhow!(
-                    "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
-                    vi.name
-                )
-            })?;
+        let vips: HashSet<Ipv4Addr> = vi
+            .virtual_ipaddress
+            .iter()
+            .filter_map(|v| match v.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let local = own_address(nl, link.index, &vips).await?.ok_or_else(|| {
+            anyhow!(
+                "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
+                vi.name
+            )
+        })?;
         out.push(InstanceConfig::from_config(vi, iface, link, local)?);
     }
     Ok(out)

@@ -12,6 +12,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+mod bgp_link;
 mod checkers;
 mod discovery;
 mod handover;
@@ -21,6 +22,7 @@ mod sync_link;
 mod vip_gate;
 mod vrrp_set;
 
+use bgp_link::BgpLink;
 use checkers::{Checkers, Health, label, service_label};
 use discovery::{
     resolve_initial_macs, resolve_vrrp_instances, tunnel_source_of, warn_about_missing_vips,
@@ -31,6 +33,7 @@ use vip_gate::VipGate;
 use vrrp_set::VrrpSet;
 
 use crate::{
+    bgp::announce::ServiceReadiness,
     config::{self, Config},
     dataplane::{AppliedService, ConnTimeouts, Dataplane, preflight},
     health::{runner::HealthEvent, state::Transition},
@@ -131,6 +134,8 @@ struct Agent {
     sync: Option<SyncLink>,
     /// GLOBAL_FLAG_SYNC while it runs (the data plane then reports).
     sync_flag: u32,
+    /// Scale-out over BGP, when lb.toml has [bgp].
+    bgp: Option<BgpLink>,
     /// The status last published, and where it goes.
     published: Option<AgentStatus>,
     status_tx: watch::Sender<AgentStatus>,
@@ -190,7 +195,10 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
 
     let (mut dp, plan, resumed) =
         handover::load_or_adopt(&opts, fresh_plan, &governed_vips, &mut instances)?;
-    warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
+    // Behind ECMP the routers send the VIP's packets to us by BGP, not ARP.
+    if config.bgp.is_none() {
+        warn_about_missing_vips(&nl, link.index, &opts.iface, &plan, &governed_vips).await;
+    }
 
     let mut macs = MacTracker::new(plan.reals().map(|r| (r.real_id, r.ip)));
     // The real servers live behind the inside interface when there is one.
@@ -250,8 +258,32 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         ready: false,
         sync,
         sync_flag,
+        bgp: None,
     };
     agent.go_live(&opts)?;
+    // After go_live: nothing is announced before the data plane serves.
+    if let Some(bgp) = &config.bgp {
+        let vips: std::collections::HashSet<_> = agent
+            .plan
+            .services
+            .iter()
+            .map(|s| s.vip)
+            .chain(governed_vips.iter().copied())
+            .collect();
+        let catch_up = agent.sync.is_some().then_some(sync_link::CATCHUP_WAIT);
+        agent.bgp = Some(
+            BgpLink::start(
+                bgp.get_ref(),
+                &agent.nl,
+                &link,
+                &vips,
+                &opts.pin_dir,
+                catch_up,
+            )
+            .await?,
+        );
+        agent.announce().await;
+    }
 
     let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
     let mut vrrp = VrrpSet::new(nl, vrrp_tx);
@@ -264,7 +296,13 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     }
     // Loaded, attached, pinned, listening: the rest needs far less.
     let probe_fd = agent.dp.map_fd(lb_common::map_names::REAL_CONNS)?;
-    crate::privileges::drop_unneeded(move || {
+    // BIRD, restarted after the drop, must still bind BGP's port.
+    let for_children = if agent.bgp.is_some() {
+        vec![caps::Capability::CAP_NET_BIND_SERVICE]
+    } else {
+        Vec::new()
+    };
+    crate::privileges::drop_unneeded(&for_children, move || {
         // SAFETY: the map (and its fd) lives as long as the agent.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(probe_fd) };
         crate::dataplane::bpf_sys::lookup_all::<u32, lb_common::RealConns>(fd).is_ok()
@@ -445,6 +483,12 @@ impl Agent {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        // `lb-userspace drain` / `drain --cancel`.
+        let mut sigusr1 =
+            signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+        let mut sigusr2 =
+            signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+        let mut bgp_refresh = tokio::time::interval(bgp_link::SESSION_REFRESH);
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut sweep = tokio::time::interval(FLOW_SWEEP);
         // A sweep of a very large table may take a good part of a second:
@@ -469,6 +513,22 @@ impl Agent {
                             self.reloads.failed += 1;
                             self.reloads.last = Some(format!("refused: {e:#}"));
                         }
+                    }
+                }
+                _ = sigusr1.recv() => match &mut self.bgp {
+                    Some(bgp) => bgp.drain(),
+                    None => warn!("SIGUSR1 (drain): no [bgp] in the config, nothing to withdraw"),
+                },
+                _ = sigusr2.recv() => {
+                    if let Some(bgp) = &mut self.bgp {
+                        bgp.undrain();
+                    }
+                }
+                _ = bgp_refresh.tick(), if self.bgp.is_some() => {
+                    let forwarded = self.dp.forwarded_packets().unwrap_or(0);
+                    if let Some(bgp) = &mut self.bgp {
+                        bgp.note_forwarded(forwarded);
+                        bgp.refresh_sessions().await;
                     }
                 }
                 Some(event) = events.recv() => {
@@ -527,8 +587,38 @@ impl Agent {
                     }
                 }
             }
+            self.announce().await;
             self.publish(vrrp);
         }
+    }
+
+    /// BGP: announce the VIPs that can be served now, withdraw the others.
+    async fn announce(&mut self) {
+        let Some(bgp) = &mut self.bgp else {
+            return;
+        };
+        let services: Vec<ServiceReadiness> = self
+            .plan
+            .services
+            .iter()
+            .map(|svc| {
+                let applied = self.applied.get(&svc.service_id);
+                ServiceReadiness {
+                    vip: svc.vip,
+                    quorum_holds: applied.is_some_and(|a| !a.state.quorum_lost),
+                    standby: applied.is_none_or(|a| a.standby),
+                }
+            })
+            .collect();
+        bgp.update(&services).await;
+    }
+
+    /// Connections ESTABLISHED through this balancer (ActiveConn, summed).
+    fn active_conns(&self) -> u64 {
+        self.plan
+            .reals()
+            .map(|r| self.dp.real_conns(r.real_id).0.max(0) as u64)
+            .sum()
     }
 
     /// MASTER: serve the instance's VIPs; any other state: pass them.

@@ -59,6 +59,7 @@ impl Agent {
             pid: std::process::id(),
             ready: self.ready,
             sync: self.sync.as_ref().map(|link| link.daemon.stats()),
+            bgp: self.bgp.as_ref().map(|b| b.status(self.active_conns())),
             local_clients: self.dp.local_cgroup().map(|c| c.display().to_string()),
             config: self.config_path.display().to_string(),
             reloads: self.reloads.clone(),

@@ -56,6 +56,9 @@ impl Agent {
         if sync_config.is_some() != self.sync.is_some() {
             warn!("lvs_sync_daemon added or removed: connection sync changes at the next start");
         }
+        if config.bgp.is_some() != self.bgp.is_some() {
+            warn!("[bgp] added or removed: BGP starts or stops at the next start");
+        }
         sync_link::hold_preemption(&mut instances, sync_config);
         let governed_vips = vip_gate::governed_by(&instances);
         let tun_src =

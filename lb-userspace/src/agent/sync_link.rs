@@ -132,15 +132,12 @@ impl SyncLink {
                 config.interface
             )
         })?;
-        let vips: Vec<Ipv4Addr> = instances
+        let vips: std::collections::HashSet<Ipv4Addr> = instances
             .iter()
             .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
             .collect();
-        let local = nl
-            .ipv4_addresses(link.index)
+        let local = super::discovery::own_address(nl, link.index, &vips)
             .await?
-            .into_iter()
-            .find(|a| !vips.contains(a))
             .ok_or_else(|| {
                 anyhow!(
                     "lvs_sync_daemon: {} has no IPv4 address of its own to send from",

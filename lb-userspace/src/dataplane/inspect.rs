@@ -52,6 +52,18 @@ impl Dataplane {
         (self.flows_at_sweep, self.flow_capacity)
     }
 
+    /// Packets the program has sent on to a real server (TX and redirect),
+    /// since it was loaded.
+    pub fn forwarded_packets(&self) -> Result<u64> {
+        let map = self
+            .ebpf
+            .map(lb_common::map_names::COUNTERS)
+            .ok_or_else(|| anyhow::anyhow!("no counters map"))?;
+        let counters = sum_counters(&PerCpuArray::<_, u64>::try_from(map)?)?;
+        Ok(counters[lb_common::counters::TX as usize]
+            + counters[lb_common::counters::REDIRECT as usize])
+    }
+
     /// A real server's count of persistence templates.
     pub fn real_templates(&self, real_id: u32) -> i64 {
         self.conns.load(real_id, bpf_sys::Counter::Persistent)

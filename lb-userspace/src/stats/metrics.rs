@@ -241,6 +241,35 @@ pub fn render(
         peers.set(sync.peers.len() as i64);
         r.register("sync_peers", "Balancers heard from", peers);
     }
+    if let Some(bgp) = &status.bgp {
+        let announced = family::<Gauge>(
+            &mut r,
+            "bgp_announced",
+            "1 for each VIP this balancer announces over BGP",
+        );
+        for vip in &bgp.announced {
+            announced
+                .get_or_create(&labels(&[("vip", vip.to_string())]))
+                .set(1);
+        }
+        let sessions = family::<Gauge>(
+            &mut r,
+            "bgp_session_established",
+            "1 while the BGP session to the neighbor is Established",
+        );
+        for s in &bgp.sessions {
+            sessions
+                .get_or_create(&labels(&[("neighbor", s.neighbor.to_string())]))
+                .set(i64::from(s.established()));
+        }
+        let draining = Gauge::<i64>::default();
+        draining.set(i64::from(bgp.drain.is_some()));
+        r.register(
+            "draining",
+            "1 while `lb-userspace drain` holds the VIPs withdrawn",
+            draining,
+        );
+    }
     let fill = family::<Gauge>(&mut r, "map_entries", "Entries in use per map");
     let capacity = family::<Gauge>(&mut r, "map_capacity", "Entries each map holds");
     let f = &status.fill;
@@ -433,6 +462,16 @@ mod tests {
                 peers: [Ipv4Addr::new(10, 0, 0, 2)].into(),
                 drops: [("unknown_service".to_string(), 2)].into(),
             }),
+            bgp: Some(crate::status::BgpStatus {
+                announced: vec![Ipv4Addr::new(10, 0, 0, 100)],
+                sessions: vec![crate::bgp::birdc::Session {
+                    neighbor: Ipv4Addr::new(10, 0, 0, 254),
+                    state: "up".into(),
+                    info: "Established".into(),
+                }],
+                drain: None,
+                catching_up: false,
+            }),
             ..AgentStatus::default()
         };
         let text = render(&table, &counters, &status).unwrap();
@@ -452,6 +491,9 @@ mod tests {
             r#"lb_sync_applied_connections_total 38"#,
             r#"lb_sync_drops_total{reason="unknown_service"} 2"#,
             r#"lb_sync_peers 1"#,
+            r#"lb_bgp_announced{vip="10.0.0.100"} 1"#,
+            r#"lb_bgp_session_established{neighbor="10.0.0.254"} 1"#,
+            r#"lb_draining 0"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -1,0 +1,203 @@
+//! Scale-out: the seed's segment behind a router that speaks BGP (BIRD 2)
+//! and spreads the VIP's flows over the balancers that announce it (kernel
+//! ECMP, hashing ports too: fib_multipath_hash_policy=1). The client moves
+//! to its own subnet behind the router; the real servers answer it
+//! directly through the router (DR).
+//!
+//! ```text
+//!   {p}-client 10.0.0.50 ── eth1 10.0.0.1 {p}-router 172.16.122.1 ─┐
+//!   {p}-lb 172.16.122.188, {p}-lb2 .189, {p}-lb3 .190 ──────────── br0
+//!   {p}-rs1 .193, {p}-rs2 .195 (VIP on lo) ─────────────────────── ┘
+//! ```
+
+use super::*;
+
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 1);
+pub const LB3_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 190);
+/// The client's own subnet, behind the router.
+pub const OUTSIDE_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+const OUTSIDE_ROUTER: &str = "10.0.0.1";
+const OUTSIDE_NET: &str = "10.0.0.0/24";
+const OUTSIDE_PREFIX: u8 = 24;
+const OUTSIDE_IFACE: &str = "eth1";
+pub const ROUTER_AS: u32 = 65000;
+/// Every balancer speaks for one AS (Katran's way): its routes differ only
+/// in the next hop, so the router merges them into one multipath route.
+pub const BALANCERS_AS: u32 = 65010;
+/// BGP hold time of the sessions (BIRD's smallest).
+pub const HOLD_TIME_S: u32 = 3;
+
+impl Topology {
+    /// Adds the router (running BIRD) and the third balancer, moves the
+    /// client behind the router, and takes the VIP off the balancer (BGP
+    /// decides who gets its packets). `bfd`: the router runs BFD too.
+    pub fn make_scale_out(&mut self, bfd: bool) -> Result<()> {
+        self.add_host(Host::Router)?;
+        self.add_host(Host::Lb3)?;
+        self.attach_xdp_pass_on_switch_port(Host::Lb3)?;
+        let (router, client) = (self.ns(Host::Router), self.ns(Host::Client));
+        ip(&[
+            "-n",
+            &router,
+            "link",
+            "add",
+            OUTSIDE_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            OUTSIDE_IFACE,
+            "netns",
+            &client,
+        ])?;
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ROUTER}/{OUTSIDE_PREFIX}"),
+            "dev",
+            OUTSIDE_IFACE,
+        ])?;
+        ip(&["-n", &router, "link", "set", OUTSIDE_IFACE, "up"])?;
+        // The client leaves the seed's segment: everything via the router.
+        ip(&["-n", &client, "link", "set", HOST_IFACE, "down"])?;
+        ip(&[
+            "-n",
+            &client,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_CLIENT_IP}/{OUTSIDE_PREFIX}"),
+            "dev",
+            OUTSIDE_IFACE,
+        ])?;
+        ip(&["-n", &client, "link", "set", OUTSIDE_IFACE, "up"])?;
+        ip(&[
+            "-n",
+            &client,
+            "route",
+            "add",
+            "default",
+            "via",
+            OUTSIDE_ROUTER,
+        ])?;
+        for ns in [&router, &client] {
+            exec_in(ns, &["ethtool", "-K", OUTSIDE_IFACE, "tx", "off"])?;
+        }
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            // Flows spread by ports too: one client, many connections.
+            ("net.ipv4.fib_multipath_hash_policy", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+        ] {
+            exec_in(&router, &["sysctl", "-q", "-w", &format!("{key}={value}")])?;
+        }
+        // Direct return: the real servers answer the client via the router.
+        for rs in Host::REAL_SERVERS {
+            ip(&[
+                "-n",
+                &self.ns(rs),
+                "route",
+                "add",
+                OUTSIDE_NET,
+                "via",
+                &ROUTER_IP.to_string(),
+            ])?;
+        }
+        ip(&[
+            "-n",
+            &self.ns(Host::Lb),
+            "addr",
+            "del",
+            &format!("{VIP}/32"),
+            "dev",
+            HOST_IFACE,
+        ])?;
+        self.start_router_bird(bfd)
+    }
+
+    fn start_router_bird(&mut self, bfd: bool) -> Result<()> {
+        let conf = self.workdir.join("router-bird.conf");
+        let ctl = self.workdir.join("router-bird.ctl");
+        let bfd_on = if bfd { "  bfd on;\n" } else { "" };
+        fs::write(
+            &conf,
+            format!(
+                "router id {ROUTER_IP};\n\
+                 log stderr {{ info, remote, warning, error, auth, fatal, bug }};\n\
+                 protocol device {{ }}\n\
+                 protocol kernel {{\n  ipv4 {{ import none; export all; }};\n  merge paths on;\n}}\n\
+                 {}\
+                 protocol bgp balancers {{\n  local {ROUTER_IP} as {ROUTER_AS};\n  \
+                 neighbor range {}.0/{SUBNET_PREFIX} as {BALANCERS_AS};\n  hold time {HOLD_TIME_S};\n  \
+                 keepalive time 1;\n{bfd_on}  ipv4 {{ import all; export none; }};\n}}\n",
+                if bfd { "protocol bfd { }\n" } else { "" },
+                subnet_base()
+            ),
+        )?;
+        let log = fs::File::create(self.workdir.join("router-bird.log"))?;
+        let child = Command::new("nsenter")
+            .arg(nsenter_net(&self.ns(Host::Router)))
+            .args(["bird", "-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&ctl)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting BIRD on the router (apt install bird2)")?;
+        self.daemons.push((Host::Router, child));
+        Ok(())
+    }
+
+    /// The router's BIRD log.
+    pub fn router_log(&self) -> String {
+        fs::read_to_string(self.workdir.join("router-bird.log")).unwrap_or_default()
+    }
+
+    /// The next hops of the router's route to the VIP (the balancers ECMP
+    /// spreads its flows over), sorted.
+    pub fn router_next_hops(&self) -> Vec<Ipv4Addr> {
+        let Ok(out) = ip(&[
+            "-n",
+            &self.ns(Host::Router),
+            "route",
+            "show",
+            &format!("{VIP}/32"),
+        ]) else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut hops: Vec<Ipv4Addr> = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect();
+        hops.sort();
+        hops
+    }
+
+    /// Waits until the router spreads the VIP over exactly `hosts`;
+    /// how long it took.
+    pub fn wait_for_next_hops(&self, hosts: &[Host], timeout: Duration) -> Option<Duration> {
+        let mut want: Vec<Ipv4Addr> = hosts.iter().map(|h| h.ip()).collect();
+        want.sort();
+        wait_until(timeout, || self.router_next_hops() == want)
+    }
+
+    /// The `[bgp]` section a balancer of this topology runs with.
+    pub fn bgp_section(&self, bfd: bool) -> String {
+        format!(
+            "[bgp]\nlocal_as = {BALANCERS_AS}\nhold_time = {HOLD_TIME_S}\nbfd = {bfd}\n\
+             [[bgp.neighbor]]\naddress = \"{ROUTER_IP}\"\nremote_as = {ROUTER_AS}\n"
+        )
+    }
+}
+
+/// "172.16.122" of the seed's /24.
+fn subnet_base() -> String {
+    let [a, b, c, _] = VIP.octets();
+    format!("{a}.{b}.{c}")
+}

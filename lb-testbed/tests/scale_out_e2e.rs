@@ -1,0 +1,199 @@
+//! Scale-out end to end, as root in namespaces: a router running BIRD 2
+//! with kernel ECMP (ports hashed) in front of balancers that announce the
+//! VIP over BGP through the BIRD their agent runs; the client on its own
+//! subnet behind the router; the seed's two nginx answering it directly
+//! (DR). 32 keep-alive connections each ask every 0.2 s while a third
+//! balancer joins, one is drained, and one is SIGKILLed and unplugged:
+//! every connection keeps its server and gets every answer — with mh
+//! (identical tables on every balancer) and with rr plus connection sync
+//! in both directions.
+
+use std::{thread, time::Duration, time::Instant};
+
+use lb_testbed::{
+    keepalive::{self, broken, kept_their_servers},
+    topology::{Host, RS1_IP, RS2_IP, Topology, VIP, agent_binary},
+};
+
+const CONNECTIONS: usize = 32;
+/// BGP sessions up and routes in the router's table.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests every connection makes between two events.
+const BETWEEN_EVENTS: Duration = Duration::from_secs(2);
+/// Every 0.2 s through three events: well over 20 answers each.
+const MIN_ANSWERS: usize = 20;
+/// `drain --timeout`: the router's withdrawal plus DRAIN_QUIET, with room.
+const DRAIN_TIMEOUT_S: &str = "20";
+
+/// A balancer of the scale-out: no vrrp_instance (every balancer serves),
+/// `scheduler` lines for the virtual server, sync in both directions or
+/// not, and [bgp].
+fn config(topo: &Topology, scheduler: &str, sync: bool, bfd: bool) -> String {
+    let sync_line = if sync {
+        "lvs_sync_daemon = { interface = \"eth0\" }\n"
+    } else {
+        ""
+    };
+    let reals: String = [RS1_IP, RS2_IP]
+        .iter()
+        .map(|ip| {
+            format!(
+                "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
+            )
+        })
+        .collect();
+    format!(
+        "[global]\nrouter_id = \"LVS_DEVEL\"\n{sync_line}\n\
+         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
+         {scheduler}\nlb_kind = \"DR\"\n{reals}\n{}",
+        topo.bgp_section(bfd)
+    )
+}
+
+fn start(topo: &mut Topology, host: Host, config: &str) {
+    let path = topo
+        .write_config(&format!("lb-{host:?}.toml"), config)
+        .unwrap();
+    topo.start_agent_on(host, &agent_binary().unwrap(), &path, &[])
+        .unwrap();
+}
+
+fn tx_packets(topo: &Topology, host: Host) -> u64 {
+    topo.counters(host)
+        .map_or(0, |c| c[lb_common::counters::TX as usize])
+}
+
+/// What the events measured.
+#[derive(Debug, Default)]
+struct Events {
+    joined: Option<Duration>,
+    drained: Option<Duration>,
+    drain_output: String,
+    drain_ok: bool,
+    /// From the SIGKILL to the router's withdrawal.
+    death_to_withdrawal: Option<Duration>,
+    both_carried: bool,
+}
+
+fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
+    let mut topo = Topology::create(&format!("lbs{}{tag}", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    topo.make_scale_out(bfd).unwrap();
+    let config = config(&topo, scheduler, sync, bfd);
+    start(&mut topo, Host::Lb, &config);
+    start(&mut topo, Host::Lb2, &config);
+    let logs = |topo: &Topology| {
+        format!(
+            "--- lb ---\n{}\n--- lb2 ---\n{}\n--- lb3 ---\n{}\n--- router ---\n{}",
+            topo.agent_log(),
+            topo.agent_log_on(Host::Lb2),
+            topo.agent_log_on(Host::Lb3),
+            topo.router_log()
+        )
+    };
+    assert!(
+        topo.wait_for_next_hops(&[Host::Lb, Host::Lb2], ROUTE_TIMEOUT)
+            .is_some(),
+        "the router never spread the VIP over both balancers: {:?}\n{}",
+        topo.router_next_hops(),
+        logs(&topo)
+    );
+    let status = topo.status(Host::Lb).unwrap();
+    let bgp = status.bgp.expect("bgp in the status");
+    assert_eq!(bgp.announced, vec![VIP]);
+
+    let client = topo.ns(Host::Client);
+    let before = (tx_packets(&topo, Host::Lb), tx_packets(&topo, Host::Lb2));
+    let (seen, events) = keepalive::through(&client, VIP, CONNECTIONS, || {
+        let mut events = Events::default();
+        thread::sleep(BETWEEN_EVENTS);
+        // ECMP gave both balancers some of the connections.
+        events.both_carried =
+            tx_packets(&topo, Host::Lb) > before.0 && tx_packets(&topo, Host::Lb2) > before.1;
+
+        // (c) A third balancer joins: the router rehashes, connections
+        // move to it mid-stream.
+        start(&mut topo, Host::Lb3, &config);
+        events.joined = topo.wait_for_next_hops(&[Host::Lb, Host::Lb2, Host::Lb3], ROUTE_TIMEOUT);
+        thread::sleep(BETWEEN_EVENTS);
+
+        // (b) One is drained: withdrawn, its connections go to the others;
+        // `drain` returns once nothing reaches it any more.
+        let drain = std::process::Command::new(agent_binary().unwrap())
+            .args(["drain", "--timeout", DRAIN_TIMEOUT_S, "--pin-path"])
+            .arg(topo.pin_dir_on(Host::Lb2))
+            .output()
+            .unwrap();
+        events.drain_ok = drain.status.success();
+        events.drain_output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&drain.stdout),
+            String::from_utf8_lossy(&drain.stderr)
+        );
+        events.drained = topo.wait_for_next_hops(&[Host::Lb, Host::Lb3], ROUTE_TIMEOUT);
+        thread::sleep(BETWEEN_EVENTS);
+
+        // (a) One dies without a word and its link is gone.
+        topo.unplug(Host::Lb).unwrap();
+        let killed = Instant::now();
+        topo.signal_agent(Host::Lb, "KILL").unwrap();
+        events.death_to_withdrawal = topo
+            .wait_for_next_hops(&[Host::Lb3], ROUTE_TIMEOUT)
+            .map(|_| killed.elapsed());
+        thread::sleep(BETWEEN_EVENTS);
+        events
+    });
+    eprintln!("{tag}: {events:?}");
+    assert!(events.both_carried, "{events:?}\n{}", logs(&topo));
+    assert!(
+        events.joined.is_some(),
+        "lb3 never joined: {:?}\n{}",
+        topo.router_next_hops(),
+        logs(&topo)
+    );
+    assert!(
+        events.drained.is_some(),
+        "lb2 was not withdrawn: {:?} {events:?}\n{}",
+        topo.router_next_hops(),
+        logs(&topo)
+    );
+    assert!(
+        events.drain_ok && events.drain_output.contains("drained in"),
+        "{events:?}"
+    );
+    assert!(
+        events.death_to_withdrawal.is_some(),
+        "the dead balancer was never withdrawn: {:?}\n{}",
+        topo.router_next_hops(),
+        logs(&topo)
+    );
+    let broken = broken(&seen);
+    assert!(broken.is_empty(), "{broken:#?}\n{}", logs(&topo));
+    let servers = kept_their_servers(&seen, MIN_ANSWERS).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        servers.iter().any(|s| s == "hello rs1") && servers.iter().any(|s| s == "hello rs2"),
+        "{servers:?}"
+    );
+    eprintln!(
+        "{tag}: {CONNECTIONS} connections, {} answers; death to withdrawal {:?} (BFD {bfd})",
+        seen.iter().map(|s| s.answers.len()).sum::<usize>(),
+        events.death_to_withdrawal
+    );
+}
+
+/// mh (ports hashed): every balancer has the same table, so a connection
+/// that ECMP moves lands on the same server without any sync.
+#[test]
+fn connections_keep_their_servers_with_mh_through_join_drain_and_death() {
+    scale_out("mh", "lb_algo = \"mh\"\nmh_port = true", false, false);
+}
+
+/// rr: the balancers tell each other every connection (sync in both
+/// directions, a joining balancer waits for the catch-up before it is
+/// announced), with BFD to the router.
+#[test]
+fn connections_keep_their_servers_with_rr_and_sync_and_bfd() {
+    scale_out("rr", "lb_algo = \"rr\"", true, true);
+}

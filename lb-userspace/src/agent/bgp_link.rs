@@ -1,0 +1,216 @@
+//! The agent's side of scale-out: the BIRD it supervises, what it
+//! announces (bgp::announce decides; this writes BIRD's file and says
+//! `birdc configure` when the set changes), the sessions BIRD reports, and
+//! the drain an operator asked for (`lb-userspace drain`: SIGUSR1 withdraws
+//! everything and keeps forwarding; SIGUSR2 ends it).
+
+use std::{
+    collections::HashSet,
+    fs,
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use tracing::{info, warn};
+
+use super::discovery::own_address;
+use crate::{
+    bgp::{
+        announce::{self, Holds, ServiceReadiness},
+        bird_conf::{self, BirdSettings, Neighbor},
+        birdc::{self, Session},
+        supervisor::Bird,
+    },
+    config::Bgp,
+    netlink::{LinkInfo, Netlink},
+    runtime_files,
+    status::{BgpStatus, DrainStatus},
+};
+
+/// How often the sessions are read back from BIRD (and the catch-up end
+/// noticed).
+pub const SESSION_REFRESH: Duration = Duration::from_secs(1);
+
+pub struct BgpLink {
+    bird: Bird,
+    settings: BirdSettings,
+    /// What BIRD's file holds now.
+    announced: Vec<Ipv4Addr>,
+    sessions: Vec<Session>,
+    /// Since when a drain runs.
+    draining: Option<Instant>,
+    /// (packets forwarded, when that count last moved), while draining.
+    forwarded: Option<(u64, Instant)>,
+    /// Until when connection sync's catch-up holds announcements back.
+    catch_up_until: Option<Instant>,
+}
+
+impl BgpLink {
+    /// Resolves [bgp] on this host and starts BIRD announcing nothing yet.
+    /// `catch_up`: how long connection sync needs before this balancer
+    /// may take connections (None without sync).
+    pub async fn start(
+        config: &Bgp,
+        nl: &Netlink,
+        link: &LinkInfo,
+        vips: &HashSet<Ipv4Addr>,
+        pin_dir: &Path,
+        catch_up: Option<Duration>,
+    ) -> Result<Self> {
+        let source = own_address(nl, link.index, vips).await?.ok_or_else(|| {
+            anyhow!("[bgp]: the interface has no IPv4 address of its own to peer from")
+        })?;
+        let settings = BirdSettings {
+            router_id: config.router_id.unwrap_or(source),
+            source,
+            local_as: config.local_as,
+            hold_time_s: config.hold_time.0 as u32,
+            bfd: config.bfd,
+            neighbors: config
+                .neighbor
+                .iter()
+                .map(|n| Neighbor {
+                    address: n.address,
+                    remote_as: n.remote_as,
+                })
+                .collect(),
+        };
+        let (conf, ctl) = runtime_files::bird_paths(pin_dir);
+        write_atomically(&conf, &bird_conf::render(&settings, &[]))?;
+        let bird = Bird::start(conf, ctl)?;
+        info!(
+            "BGP: AS {} from {source} to {}",
+            settings.local_as,
+            settings
+                .neighbors
+                .iter()
+                .map(|n| format!("{} (AS {})", n.address, n.remote_as))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Self {
+            bird,
+            settings,
+            announced: Vec::new(),
+            sessions: Vec::new(),
+            draining: None,
+            forwarded: None,
+            catch_up_until: catch_up.map(|d| Instant::now() + d),
+        })
+    }
+
+    fn holds(&self) -> Holds {
+        Holds {
+            draining: self.draining.is_some(),
+            catching_up: self
+                .catch_up_until
+                .is_some_and(|until| Instant::now() < until),
+        }
+    }
+
+    /// Announces what `services` allow (BIRD reconfigured only on change).
+    pub async fn update(&mut self, services: &[ServiceReadiness]) {
+        let wanted = announce::announced(services, self.holds());
+        if wanted == self.announced {
+            return;
+        }
+        let (added, removed): (Vec<_>, Vec<_>) = (
+            wanted
+                .iter()
+                .filter(|v| !self.announced.contains(v))
+                .collect(),
+            self.announced
+                .iter()
+                .filter(|v| !wanted.contains(v))
+                .collect(),
+        );
+        if let Err(e) = write_atomically(
+            self.bird.conf(),
+            &bird_conf::render(&self.settings, &wanted),
+        ) {
+            warn!("BGP: {e:#}");
+            return;
+        }
+        // A BIRD that is (re)starting reads the file anyway.
+        if let Err(e) = birdc::configure(self.bird.ctl()).await {
+            warn!("BGP: {e:#}");
+        }
+        if !added.is_empty() {
+            info!("BGP: announcing {added:?}");
+        }
+        if !removed.is_empty() {
+            info!("BGP: withdrawing {removed:?}");
+        }
+        self.announced = wanted;
+    }
+
+    /// While draining: notes whether the data plane forwarded anything
+    /// since the last call (`forwarded`: its running count).
+    pub fn note_forwarded(&mut self, forwarded: u64) {
+        if self.draining.is_none() {
+            self.forwarded = None;
+            return;
+        }
+        match self.forwarded {
+            Some((count, _)) if count == forwarded => {}
+            _ => self.forwarded = Some((forwarded, Instant::now())),
+        }
+    }
+
+    /// Reads the sessions back from BIRD.
+    pub async fn refresh_sessions(&mut self) {
+        match birdc::sessions(self.bird.ctl()).await {
+            Ok(sessions) => {
+                for s in &sessions {
+                    let was = self.sessions.iter().find(|o| o.neighbor == s.neighbor);
+                    if was.map(Session::established) != Some(s.established()) {
+                        info!("BGP: neighbor {} {} ({})", s.neighbor, s.state, s.info);
+                    }
+                }
+                self.sessions = sessions;
+            }
+            Err(e) => tracing::debug!("BGP: sessions not read: {e:#}"),
+        }
+    }
+
+    /// SIGUSR1: withdraw everything, keep forwarding.
+    pub fn drain(&mut self) {
+        if self.draining.is_none() {
+            info!("drain: withdrawing every VIP; connections already here are still forwarded");
+            self.draining = Some(Instant::now());
+        }
+    }
+
+    /// SIGUSR2: announce again what can be served.
+    pub fn undrain(&mut self) {
+        if self.draining.take().is_some() {
+            info!("drain cancelled: announcing again");
+        }
+    }
+
+    pub fn status(&self, active_conns: u64) -> BgpStatus {
+        BgpStatus {
+            announced: self.announced.clone(),
+            sessions: self.sessions.clone(),
+            drain: self.draining.map(|since| DrainStatus {
+                for_s: since.elapsed().as_secs(),
+                active_conns,
+                quiet_s: self
+                    .forwarded
+                    .map_or(0, |(_, moved)| moved.elapsed().as_secs()),
+            }),
+            catching_up: self.holds().catching_up,
+        }
+    }
+}
+
+/// Written whole, then renamed: BIRD never reads half a file.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::create_dir_all(runtime_files::RUN_DIR)
+        .with_context(|| format!("creating {}", runtime_files::RUN_DIR))?;
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
