@@ -12,7 +12,7 @@ use std::{thread, time::Duration, time::Instant};
 
 use lb_testbed::{
     keepalive::{self, broken, kept_their_servers},
-    topology::{Host, RS1_IP, RS2_IP, Topology, VIP, agent_binary},
+    topology::{Host, Topology, VIP, agent_binary},
 };
 
 const CONNECTIONS: usize = 32;
@@ -24,32 +24,6 @@ const BETWEEN_EVENTS: Duration = Duration::from_secs(2);
 const MIN_ANSWERS: usize = 20;
 /// `drain --timeout`: the router's withdrawal plus DRAIN_QUIET, with room.
 const DRAIN_TIMEOUT_S: &str = "20";
-
-/// A balancer of the scale-out: no vrrp_instance (every balancer serves),
-/// `scheduler` lines for the virtual server, sync in both directions or
-/// not, and [bgp].
-fn config(topo: &Topology, scheduler: &str, sync: bool, bfd: bool) -> String {
-    let sync_line = if sync {
-        "lvs_sync_daemon = { interface = \"eth0\" }\n"
-    } else {
-        ""
-    };
-    let reals: String = [RS1_IP, RS2_IP]
-        .iter()
-        .map(|ip| {
-            format!(
-                "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
-                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
-            )
-        })
-        .collect();
-    format!(
-        "[global]\nrouter_id = \"LVS_DEVEL\"\n{sync_line}\n\
-         [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
-         {scheduler}\nlb_kind = \"DR\"\n{reals}\n{}",
-        topo.bgp_section(bfd)
-    )
-}
 
 fn start(topo: &mut Topology, host: Host, config: &str) {
     let path = topo
@@ -73,6 +47,9 @@ struct Events {
     drain_ok: bool,
     /// From the SIGKILL to the router's withdrawal.
     death_to_withdrawal: Option<Duration>,
+    /// The agent's BIRD ran before the kill, and went with it.
+    bird_ran: bool,
+    bird_died_with_agent: bool,
     both_carried: bool,
 }
 
@@ -81,7 +58,7 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     topo.make_scale_out(bfd).unwrap();
-    let config = config(&topo, scheduler, sync, bfd);
+    let config = topo.scale_out_config(scheduler, sync, bfd);
     start(&mut topo, Host::Lb, &config);
     start(&mut topo, Host::Lb2, &config);
     let logs = |topo: &Topology| {
@@ -136,12 +113,17 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
         thread::sleep(BETWEEN_EVENTS);
 
         // (a) One dies without a word and its link is gone.
+        events.bird_ran = topo.processes_in(Host::Lb).iter().any(|p| p == "bird");
         topo.unplug(Host::Lb).unwrap();
         let killed = Instant::now();
         topo.signal_agent(Host::Lb, "KILL").unwrap();
         events.death_to_withdrawal = topo
             .wait_for_next_hops(&[Host::Lb3], ROUTE_TIMEOUT)
             .map(|_| killed.elapsed());
+        events.bird_died_with_agent = lb_testbed::topology::wait_until(ROUTE_TIMEOUT, || {
+            !topo.processes_in(Host::Lb).iter().any(|p| p == "bird")
+        })
+        .is_some();
         thread::sleep(BETWEEN_EVENTS);
         events
     });
@@ -168,6 +150,11 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
         "the dead balancer was never withdrawn: {:?}\n{}",
         topo.router_next_hops(),
         logs(&topo)
+    );
+    assert!(
+        events.bird_ran && events.bird_died_with_agent,
+        "BIRD outlived its SIGKILLed agent: {:?}",
+        topo.processes_in(Host::Lb)
     );
     let broken = broken(&seen);
     assert!(broken.is_empty(), "{broken:#?}\n{}", logs(&topo));

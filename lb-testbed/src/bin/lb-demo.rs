@@ -3,14 +3,17 @@
 //! servers, runs lb-userspace with configs/seed-dr.toml in place of
 //! ipvsadm + keepalived, and prints what the seed prints: the curl answers
 //! (section 5.4), the table (5.3), and the health-check failover of
-//! section 5.5. Everything is torn down at the end, on failure, and on
-//! Ctrl-C.
+//! section 5.5. Then what the seed cannot do: three balancers behind a
+//! router, announcing the VIP over BGP, with connections that keep their
+//! servers while one joins, one is drained and one dies. Everything is
+//! torn down at the end, on failure, and on Ctrl-C.
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use lb_testbed::topology::{
-    self, Host, RS2_IP, Topology, VIP, agent_binary, configs_dir, wait_until,
+use lb_testbed::{
+    keepalive,
+    topology::{self, Host, RS2_IP, Topology, VIP, agent_binary, configs_dir, wait_until},
 };
 
 const PREFIX: &str = "lbdemo";
@@ -21,6 +24,12 @@ const CURLS: usize = 6;
 /// With the seed's TCP_CHECK (delay_loop 6, connect_timeout 3, retry 3,
 /// delay_before_retry 3) keepalived needs up to 6 + 3 + 3 x (3 + 3) = 27 s.
 const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Scale-out: keep-alive connections through the events.
+const SCALE_OUT_CONNECTIONS: usize = 8;
+/// BGP sessions up and the router's route changed.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests each connection makes between two events.
+const BETWEEN_EVENTS: Duration = Duration::from_secs(2);
 
 fn main() {
     // Ctrl-C / SIGTERM: remove what the demo made, then leave.
@@ -93,6 +102,101 @@ fn print_agent_events(topo: &Topology, word: &str) {
         let event = line.find("real server").map_or(line, |i| &line[i..]);
         println!("   agent: {event}");
     }
+}
+
+/// The router's next hops for the VIP, printed as `ip route` would list them.
+fn show_route(topo: &Topology) {
+    say("router", &format!("ip route show {VIP}"));
+    let hops: Vec<String> = topo
+        .router_next_hops()
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    println!("   {VIP} via {}", hops.join(", "));
+}
+
+/// Beyond the seed: active-active balancers behind ECMP.
+fn scale_out(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
+    println!(
+        "-- scale-out (not in the seed): lb, lb2 and then lb3 announce the VIP over BGP to a router \
+         running BIRD with ECMP; the client moves behind it (10.0.0.50)"
+    );
+    topo.make_scale_out(false)?;
+    let config = topo.write_config(
+        "lb-bgp.toml",
+        &topo.scale_out_config("lb_algo = \"mh\"\nmh_port = true", false, false),
+    )?;
+    println!(
+        "   lb-bgp.toml: the seed's service with mh (ports hashed) and [bgp] (AS 65010 -> router AS 65000)"
+    );
+    for host in [Host::Lb, Host::Lb2] {
+        say(
+            &format!("{host:?}").to_lowercase(),
+            "lb-userspace --iface eth0 --config lb-bgp.toml",
+        );
+        topo.start_agent_on(host, binary, &config, &[])?;
+    }
+    if topo
+        .wait_for_next_hops(&[Host::Lb, Host::Lb2], ROUTE_TIMEOUT)
+        .is_none()
+    {
+        bail!(
+            "the router did not learn the VIP from lb and lb2:\n{}",
+            topo.router_log()
+        );
+    }
+    show_route(topo);
+    println!(
+        "   {SCALE_OUT_CONNECTIONS} keep-alive connections from the client, a request each every 0.2 s, while:"
+    );
+    let client = topo.ns(Host::Client);
+    let (seen, outcome) = keepalive::through(
+        &client,
+        VIP,
+        SCALE_OUT_CONNECTIONS,
+        || -> Result<()> {
+            std::thread::sleep(BETWEEN_EVENTS);
+            say("lb3", "lb-userspace --iface eth0 --config lb-bgp.toml");
+            topo.start_agent_on(Host::Lb3, binary, &config, &[])?;
+            topo.wait_for_next_hops(&[Host::Lb, Host::Lb2, Host::Lb3], ROUTE_TIMEOUT);
+            show_route(topo);
+            std::thread::sleep(BETWEEN_EVENTS);
+            say("lb2", "lb-userspace drain");
+            let drain = std::process::Command::new(binary)
+                .args(["drain", "--pin-path"])
+                .arg(topo.pin_dir_on(Host::Lb2))
+                .output()?;
+            print!("{}", String::from_utf8_lossy(&drain.stdout));
+            show_route(topo);
+            std::thread::sleep(BETWEEN_EVENTS);
+            println!("   lb loses power (SIGKILL, link gone)");
+            topo.unplug(Host::Lb)?;
+            let killed = std::time::Instant::now();
+            topo.signal_agent(Host::Lb, "KILL")?;
+            topo.wait_for_next_hops(&[Host::Lb3], ROUTE_TIMEOUT);
+            println!(
+                "   the router withdrew lb {:.1} s later (BGP hold time 3 s; with bfd = true, about 0.5 s)",
+                killed.elapsed().as_secs_f64()
+            );
+            show_route(topo);
+            std::thread::sleep(BETWEEN_EVENTS);
+            Ok(())
+        },
+    );
+    outcome?;
+    let broken = keepalive::broken(&seen);
+    if !broken.is_empty() {
+        bail!("connections broke: {broken:#?}");
+    }
+    let servers = keepalive::kept_their_servers(&seen, 0).map_err(anyhow::Error::msg)?;
+    println!(
+        "   {} connections, {} answers, each from its first server ({} on rs1, {} on rs2)",
+        seen.len(),
+        seen.iter().map(|s| s.answers.len()).sum::<usize>(),
+        servers.iter().filter(|s| s.as_str() == RS1_BODY).count(),
+        servers.iter().filter(|s| s.as_str() == RS2_BODY).count()
+    );
+    Ok(())
 }
 
 fn run() -> Result<()> {
@@ -179,6 +283,7 @@ fn run() -> Result<()> {
         topo.lb_has_xdp()?,
         topo.pin_dir().exists()
     );
+    scale_out(&mut topo, &binary)?;
     drop(topo);
     println!("== demo done; namespaces removed ==");
     Ok(())

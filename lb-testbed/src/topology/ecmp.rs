@@ -104,7 +104,8 @@ impl Topology {
                 &ROUTER_IP.to_string(),
             ])?;
         }
-        ip(&[
+        // Gone already when a VRRP agent ran and stopped.
+        let _ = ip(&[
             "-n",
             &self.ns(Host::Lb),
             "addr",
@@ -112,7 +113,7 @@ impl Topology {
             &format!("{VIP}/32"),
             "dev",
             HOST_IFACE,
-        ])?;
+        ]);
         self.start_router_bird(bfd)
     }
 
@@ -148,6 +149,18 @@ impl Topology {
             .context("starting BIRD on the router (apt install bird2)")?;
         self.daemons.push((Host::Router, child));
         Ok(())
+    }
+
+    /// The names (comm) of the processes running in `host`'s namespace.
+    pub fn processes_in(&self, host: Host) -> Vec<String> {
+        let Ok(out) = ip(&["netns", "pids", &self.ns(host)]) else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+            .map(|comm| comm.trim().to_string())
+            .collect()
     }
 
     /// The router's BIRD log.
@@ -187,10 +200,30 @@ impl Topology {
         wait_until(timeout, || self.router_next_hops() == want)
     }
 
-    /// The `[bgp]` section a balancer of this topology runs with.
-    pub fn bgp_section(&self, bfd: bool) -> String {
+    /// A balancer's lb.toml here: the seed's service (two nginx, DR,
+    /// TCP_CHECK) without a vrrp_instance (every balancer serves),
+    /// `scheduler` lines for it, connection sync in both directions or not,
+    /// and [bgp] to the router.
+    pub fn scale_out_config(&self, scheduler: &str, sync: bool, bfd: bool) -> String {
+        let sync_line = if sync {
+            format!("lvs_sync_daemon = {{ interface = \"{HOST_IFACE}\" }}\n")
+        } else {
+            String::new()
+        };
+        let reals: String = [RS1_IP, RS2_IP]
+            .iter()
+            .map(|ip| {
+                format!(
+                    "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
+                     [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
+                )
+            })
+            .collect();
         format!(
-            "[bgp]\nlocal_as = {BALANCERS_AS}\nhold_time = {HOLD_TIME_S}\nbfd = {bfd}\n\
+            "[global]\nrouter_id = \"LVS_DEVEL\"\n{sync_line}\n\
+             [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
+             {scheduler}\nlb_kind = \"DR\"\n{reals}\n\
+             [bgp]\nlocal_as = {BALANCERS_AS}\nhold_time = {HOLD_TIME_S}\nbfd = {bfd}\n\
              [[bgp.neighbor]]\naddress = \"{ROUTER_IP}\"\nremote_as = {ROUTER_AS}\n"
         )
     }
