@@ -81,6 +81,10 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     let bgp = status.bgp.expect("bgp in the status");
     assert_eq!(bgp.announced, vec![VIP]);
 
+    if !sync {
+        neighbor_added_by_reload(&mut topo, &config);
+    }
+
     let client = topo.ns(Host::Client);
     let before = (tx_packets(&topo, Host::Lb), tx_packets(&topo, Host::Lb2));
     let (seen, events) = keepalive::through(&client, VIP, CONNECTIONS, || {
@@ -168,6 +172,54 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
         seen.iter().map(|s| s.answers.len()).sum::<usize>(),
         events.death_to_withdrawal
     );
+}
+
+/// A reload that adds a neighbor reaches BIRD (`birdc configure`) without
+/// resetting the session that is up: the router keeps both next hops.
+fn neighbor_added_by_reload(topo: &mut Topology, config: &str) {
+    const ABSENT_ROUTER: &str = "172.16.122.2";
+    let more = config.replacen(
+        "[[bgp.neighbor]]",
+        &format!(
+            "[[bgp.neighbor]]\naddress = \"{ABSENT_ROUTER}\"\nremote_as = 65001\n[[bgp.neighbor]]"
+        ),
+        1,
+    );
+    let sessions = |topo: &Topology| {
+        topo.status(Host::Lb)
+            .ok()
+            .and_then(|s| s.bgp)
+            .map(|b| b.sessions)
+            .unwrap_or_default()
+    };
+    let up_since = sessions(topo)
+        .first()
+        .map(|s| s.since.clone())
+        .unwrap_or_default();
+    assert!(!up_since.is_empty(), "{:?}", sessions(topo));
+    topo.write_config(&format!("lb-{:?}.toml", Host::Lb), &more)
+        .unwrap();
+    let reload = std::process::Command::new(agent_binary().unwrap())
+        .args(["reload", "--pin-path"])
+        .arg(topo.pin_dir())
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    let both = lb_testbed::topology::wait_until(ROUTE_TIMEOUT, || sessions(topo).len() == 2);
+    assert!(both.is_some(), "{:?}\n{}", sessions(topo), topo.agent_log());
+    let to_router = sessions(topo)
+        .into_iter()
+        .find(|s| s.neighbor.to_string() != ABSENT_ROUTER)
+        .unwrap();
+    assert!(to_router.established(), "{to_router:?}");
+    assert_eq!(
+        topo.router_next_hops(),
+        vec![Host::Lb.ip(), Host::Lb2.ip()],
+        "{}",
+        topo.router_log()
+    );
+    // The session was not reset: up since the same moment.
+    assert_eq!(to_router.since, up_since, "{to_router:?}");
 }
 
 /// mh (ports hashed): every balancer has the same table, so a connection

@@ -310,6 +310,7 @@ mod tests {
                 sessions: vec![crate::bgp::birdc::Session {
                     neighbor: Ipv4Addr::new(172, 16, 122, 1),
                     state: "up".into(),
+                    since: "10:26:31.700".into(),
                     info: "Established".into(),
                 }],
                 drain: Some(DrainStatus {

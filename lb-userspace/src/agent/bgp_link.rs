@@ -62,21 +62,7 @@ impl BgpLink {
         let source = own_address(nl, link.index, vips).await?.ok_or_else(|| {
             anyhow!("[bgp]: the interface has no IPv4 address of its own to peer from")
         })?;
-        let settings = BirdSettings {
-            router_id: config.router_id.unwrap_or(source),
-            source,
-            local_as: config.local_as,
-            hold_time_s: config.hold_time.0 as u32,
-            bfd: config.bfd,
-            neighbors: config
-                .neighbor
-                .iter()
-                .map(|n| Neighbor {
-                    address: n.address,
-                    remote_as: n.remote_as,
-                })
-                .collect(),
-        };
+        let settings = settings_of(config, source);
         let (conf, ctl) = runtime_files::bird_paths(pin_dir);
         write_atomically(&conf, &bird_conf::render(&settings, &[]))?;
         let bird = Bird::start(conf, ctl)?;
@@ -110,6 +96,36 @@ impl BgpLink {
         }
     }
 
+    /// A reload: new [bgp] settings (neighbors, AS, timers, BFD) go to
+    /// BIRD with `birdc configure`, which restarts only the sessions whose
+    /// settings changed.
+    pub async fn reconfigure(&mut self, config: &Bgp) {
+        let settings = settings_of(config, self.settings.source);
+        if settings == self.settings {
+            return;
+        }
+        self.settings = settings;
+        let announced = self.announced.clone();
+        if self.write_and_configure(&announced).await {
+            info!("BGP: settings reloaded");
+        }
+    }
+
+    /// BIRD's file for `vips`, then `birdc configure`; false if the file
+    /// could not be written.
+    async fn write_and_configure(&self, vips: &[Ipv4Addr]) -> bool {
+        if let Err(e) = write_atomically(self.bird.conf(), &bird_conf::render(&self.settings, vips))
+        {
+            warn!("BGP: {e:#}");
+            return false;
+        }
+        // A BIRD that is (re)starting reads the file anyway.
+        if let Err(e) = birdc::configure(self.bird.ctl()).await {
+            warn!("BGP: {e:#}");
+        }
+        true
+    }
+
     /// Announces what `services` allow (BIRD reconfigured only on change).
     pub async fn update(&mut self, services: &[ServiceReadiness]) {
         let wanted = announce::announced(services, self.holds());
@@ -126,16 +142,8 @@ impl BgpLink {
                 .filter(|v| !wanted.contains(v))
                 .collect(),
         );
-        if let Err(e) = write_atomically(
-            self.bird.conf(),
-            &bird_conf::render(&self.settings, &wanted),
-        ) {
-            warn!("BGP: {e:#}");
+        if !self.write_and_configure(&wanted).await {
             return;
-        }
-        // A BIRD that is (re)starting reads the file anyway.
-        if let Err(e) = birdc::configure(self.bird.ctl()).await {
-            warn!("BGP: {e:#}");
         }
         if !added.is_empty() {
             info!("BGP: announcing {added:?}");
@@ -203,6 +211,25 @@ impl BgpLink {
             }),
             catching_up: self.holds().catching_up,
         }
+    }
+}
+
+/// What BIRD is told, from [bgp] and our address.
+fn settings_of(config: &Bgp, source: Ipv4Addr) -> BirdSettings {
+    BirdSettings {
+        router_id: config.router_id.unwrap_or(source),
+        source,
+        local_as: config.local_as,
+        hold_time_s: config.hold_time.0 as u32,
+        bfd: config.bfd,
+        neighbors: config
+            .neighbor
+            .iter()
+            .map(|n| Neighbor {
+                address: n.address,
+                remote_as: n.remote_as,
+            })
+            .collect(),
     }
 }
 

@@ -126,6 +126,9 @@ impl Agent {
             self.dp.write_real(real, None, false)?;
         }
         set_globals(&mut self.dp, plan::global_flags(&self.plan.services))?;
+        if let (Some(bgp), Some(new)) = (&mut self.bgp, &config.bgp) {
+            bgp.reconfigure(new.get_ref()).await;
+        }
         Ok(ReloadSummary(diff))
     }
 }

@@ -16,6 +16,9 @@ pub struct Session {
     pub neighbor: Ipv4Addr,
     /// BIRD's protocol state: up, start, down...
     pub state: String,
+    /// When it entered that state (BIRD's time format).
+    #[serde(default)]
+    pub since: String,
     /// The BGP state (Established, Active, Connect, ...) and any error.
     pub info: String,
 }
@@ -48,6 +51,7 @@ pub fn parse_protocols(text: &str) -> Vec<Session> {
             Some(Session {
                 neighbor,
                 state,
+                since: rest[..info_start].join(" "),
                 info: rest[info_start..].join(" "),
             })
         })
@@ -118,11 +122,13 @@ mod tests {
                 Session {
                     neighbor: Ipv4Addr::new(172, 16, 122, 1),
                     state: "up".into(),
+                    since: "10:26:31.700".into(),
                     info: "Established".into(),
                 },
                 Session {
                     neighbor: Ipv4Addr::new(10, 0, 0, 9),
                     state: "start".into(),
+                    since: "2026-12-01 10:26:30".into(),
                     info: "Active Socket: Connection refused".into(),
                 },
             ]

@@ -467,6 +467,7 @@ mod tests {
                 sessions: vec![crate::bgp::birdc::Session {
                     neighbor: Ipv4Addr::new(10, 0, 0, 254),
                     state: "up".into(),
+                    since: "10:26:31.700".into(),
                     info: "Established".into(),
                 }],
                 drain: None,
