@@ -150,8 +150,8 @@ pub fn tcp_flow_key(src: Ipv4Addr, sport: u16) -> lb_common::FlowKey {
 }
 
 /// Filler clients: 10.0.0.0 + i, port FILLER_PORT.
-const FILLER_NET: u32 = 0x0a00_0000;
-const FILLER_PORT: u16 = 1000;
+pub const FILLER_NET: u32 = 0x0a00_0000;
+pub const FILLER_PORT: u16 = 1000;
 
 /// The flow of the `i`-th filler client: distinct connections to fill a
 /// flow table with, none of them the test's own (CLIENT_IP).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
 use lb_userspace::dataplane::BASELINES_OBJECT;
@@ -16,6 +16,9 @@ use lb_userspace::dataplane::BASELINES_OBJECT;
 /// Frames per live-frames batch (xdp-trafficgen's default).
 pub const LIVE_BATCH: u32 = 64;
 const PROGRAM: &str = "xdp_flood_gen";
+/// Its globals (lb-ebpf's baselines.rs).
+const SOURCE_NET: &str = "SOURCE_NET";
+const SOURCE_MASK: &str = "SOURCE_MASK";
 
 /// xdp_md as BPF_PROG_TEST_RUN takes it: data_end = the frame's length,
 /// ingress_ifindex = the interface the frame "arrived" on.
@@ -29,9 +32,27 @@ pub fn xdp_md(frame_len: usize, ifindex: u32) -> Vec<u8> {
 pub struct TrafficGen(Ebpf);
 
 impl TrafficGen {
-    /// Loads the generator (needs root, as every BPF load).
+    /// Loads the generator (needs root, as every BPF load): sources in
+    /// 198.18.0.0/15.
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(BASELINES_OBJECT).context("loading the traffic generator")?;
+        Self::load_with(EbpfLoader::new())
+    }
+
+    /// A generator whose sources are `net` + a random number masked with
+    /// `mask` (a power of two minus one): exactly `mask + 1` clients.
+    pub fn from_clients(net: std::net::Ipv4Addr, mask: u32) -> Result<Self> {
+        let net = u32::from(net);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(SOURCE_NET, &net, true)
+            .override_global(SOURCE_MASK, &mask, true);
+        Self::load_with(loader)
+    }
+
+    fn load_with(mut loader: EbpfLoader) -> Result<Self> {
+        let mut ebpf = loader
+            .load(BASELINES_OBJECT)
+            .context("loading the traffic generator")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| anyhow!("no {PROGRAM} in the baselines object"))?

@@ -95,3 +95,24 @@ fn a_frame_that_is_not_tcp_or_udp_is_refused() {
     let (verdict, _) = generator.run_once(&frame).unwrap();
     assert_eq!(verdict, XDP_ABORTED);
 }
+
+/// The bench's established flows: a generator told its clients sends
+/// from exactly those (net + 0..=mask), checksums still valid.
+#[test]
+fn a_generator_for_given_clients_sends_from_them_only() {
+    const NET: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 0);
+    const MASK: u32 = 15;
+    let mut generator = TrafficGen::from_clients(NET, MASK).unwrap();
+    let frame = Ipv4Packet::tcp(CLIENT_IP, 1000, VIP, PORT, TCP_ACK, &[0; 6]).frame();
+    let mut sources = HashSet::new();
+    for _ in 0..RUNS {
+        let (verdict, out) = generator.run_once(&frame).unwrap();
+        assert_eq!(verdict, XDP_TX);
+        let (src, ip_ok, l4_ok) = inspect(&out);
+        assert!(u32::from(src) - u32::from(NET) <= MASK, "{src}");
+        assert!(ip_ok && l4_ok, "{src}");
+        sources.insert(src);
+    }
+    // 64 draws from 16 clients: most of them seen.
+    assert!(sources.len() > 8, "{sources:?}");
+}

@@ -79,7 +79,8 @@ pub fn bench(
                 "live forwarding: the bench thread pinned to CPU {cpu}; the veths' receive work runs in its softirqs: every Mpps figure is one core's"
             ));
             one_flow(budget, baselines, dr, hit, miss, results)?;
-            many_sources(budget, baselines, results)
+            many_sources(budget, baselines, results)?;
+            established_flows(budget, baselines, results)
         });
         nix::sched::setns(&host, nix::sched::CloneFlags::CLONE_NEWNET)?;
         measured
@@ -291,6 +292,107 @@ fn many_sources(
                 case.baseline,
             ));
             eprintln!("  live, many sources: {} measured", case.name);
+        }
+        Ok(())
+    })();
+    baselines.prog("xdp_drop")?.detach(sink)?;
+    measured
+}
+
+/// Established flows the pipeline spreads its frames over (powers of two:
+/// the generator masks a random number): 16K, 128K, 1M.
+const ESTABLISHED: [u32; 3] = [1 << 14, 1 << 17, 1 << 20];
+/// The issue's goal for 1M flows: half the no-op's packet rate.
+const ESTABLISHED_GOAL_PERCENT: f64 = 50.0;
+
+/// What production sees: every frame an ACK of another of N established
+/// flows (filler clients 10.0.0.0 + i, all in the flow table), so the
+/// flow-table lookup misses the caches as N grows; next to xdp_tx in the
+/// balancer's place on the same pipeline.
+fn established_flows(
+    budget: &Budget,
+    baselines: &mut Baselines,
+    results: &mut bench_report::Results,
+) -> Result<()> {
+    const SECTION: &str = "Live forwarding, each frame an ACK of a random one of N established flows (generator -> veth -> program -> veth -> sink, one core)";
+    let frame = Ipv4Packet::tcp(CLIENT_IP, FILLER_PORT, VIP, PORT, TCP_ACK, &[0u8; 6]).frame();
+    let case = Case {
+        name: "established flows",
+        frame: &frame,
+        baseline: "xdp_tx",
+        udp: false,
+        forwarded: true,
+    };
+    let sink = baselines.prog("xdp_drop")?.attach(GEN, XdpMode::Driver)?;
+    let measured = (|| -> Result<()> {
+        for n in ESTABLISHED {
+            eprintln!("  live, established flows: filling {n}");
+            let mut traffic =
+                TrafficGen::from_clients(std::net::Ipv4Addr::from(FILLER_NET), n - 1)?;
+            let mut lb = ProgTest::with_service_and(
+                seed_service([1, 1]),
+                &LoadOptions {
+                    flow_table_size: n,
+                    ..LoadOptions::default()
+                },
+            )?;
+            let entry = seed_flow_entry(lb_common::conntrack::S_ESTABLISHED, 0);
+            lb.dp
+                .insert_flows((0..n).map(|i| (filler_flow_key(i), entry)))?;
+            let (mut base, mut ours) = (vec![], vec![]);
+            for _ in 0..budget.rounds {
+                let (ns, sunk) = pipeline(
+                    &mut traffic,
+                    baselines.prog(case.baseline)?,
+                    case.frame,
+                    PIPELINE_FRAMES,
+                )?;
+                base.push(per_frame(&case, ns, sunk, PIPELINE_FRAMES)?);
+                let (ns, sunk) =
+                    pipeline(&mut traffic, lb.dp.program()?, case.frame, PIPELINE_FRAMES)?;
+                ours.push(per_frame(&case, ns, sunk, PIPELINE_FRAMES)?);
+            }
+            // Every frame was a hit: none made a new flow.
+            let counters = lb.counters()?;
+            let new = counters[lb_common::counters::FLOW_NEW as usize];
+            if new != 0 {
+                return Err(anyhow!(
+                    "{n} established flows: {new} frames made a new flow"
+                ));
+            }
+            let (base, ours) = (median(&mut base), median(&mut ours));
+            let label = format!("{} pipeline", case.baseline);
+            results.push(
+                SECTION,
+                &format!("xdp_tx in the balancer's place, {n} flows"),
+                base,
+                None,
+            );
+            results.push(
+                SECTION,
+                &format!("lb: DR hit, {n} established flows"),
+                ours,
+                Some((&label, base)),
+            );
+            let percent = 100.0 * base / ours;
+            let goal = if n == *ESTABLISHED.last().unwrap_or(&n) {
+                format!(
+                    " (goal at 1M flows: {ESTABLISHED_GOAL_PERCENT:.0}%: {})",
+                    if percent >= ESTABLISHED_GOAL_PERCENT {
+                        "met"
+                    } else {
+                        "missed"
+                    }
+                )
+            } else {
+                String::new()
+            };
+            results.notes.push(format!(
+                "{n} established flows, a random one per frame: lb {:.2} Mpps vs {:.2} Mpps with xdp_tx in its place, \
+                 {percent:.0}% of the no-op's rate{goal}",
+                1e3 / ours,
+                1e3 / base,
+            ));
         }
         Ok(())
     })();

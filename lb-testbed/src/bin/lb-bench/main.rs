@@ -147,6 +147,54 @@ enum Frame {
     NatReply,
 }
 
+/// Calls per measurement of the fresh-frame rows.
+const FRESH_CALLS: u32 = 20_000;
+const QUICK_FRESH_CALLS: u32 = 5_000;
+
+/// Mean ns of `calls` runs of `prog`, each on a fresh copy of `frame`
+/// (repeat 1: what a TUN encapsulation needs, and how Katran's tester runs).
+fn fresh_runs(prog: &mut Xdp, frame: &[u8], calls: u32) -> Result<f64> {
+    let mut total = 0.0;
+    for _ in 0..calls {
+        total += time_xdp(prog, frame, 1, Mode::Repeat)?;
+    }
+    Ok(total / f64::from(calls))
+}
+
+/// Hits with a fresh frame each run, DR and TUN next to XDP_TX measured the
+/// same way: TUN comparable with Katran's IPIP hit.
+fn fresh_frames(
+    budget: &Budget,
+    baselines: &mut Baselines,
+    dr: &mut ProgTest,
+    tun: &mut ProgTest,
+    hit: &[u8],
+    results: &mut bench_report::Results,
+) -> Result<()> {
+    const SECTION: &str = "Flow-table hits, a fresh frame each run (repeat 1, mean of many calls: Katran's tester's way)";
+    let calls = if budget.rounds < FULL.rounds {
+        QUICK_FRESH_CALLS
+    } else {
+        FRESH_CALLS
+    };
+    let (mut base, mut d, mut t) = (vec![], vec![], vec![]);
+    for _ in 0..budget.rounds {
+        base.push(fresh_runs(baselines.prog("xdp_tx")?, hit, calls)?);
+        d.push(fresh_runs(dr.dp.program()?, hit, calls)?);
+        t.push(fresh_runs(tun.dp.program()?, hit, calls)?);
+    }
+    let (base, d, t) = (median(&mut base), median(&mut d), median(&mut t));
+    results.push(SECTION, "baseline XDP_TX, MAC swap", base, None);
+    results.push(SECTION, "lb: DR hit", d, Some(("XDP_TX fresh", base)));
+    results.push(
+        SECTION,
+        "lb: TUN hit (IPIP)",
+        t,
+        Some(("XDP_TX fresh", base)),
+    );
+    Ok(())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -340,6 +388,14 @@ fn main() -> Result<()> {
         "targets: DR flow hit <= 1.5x XDP_TX; every scheduler's new flow with 256 backends <= 5x XDP_TX"
             .to_string(),
     );
+    fresh_frames(
+        &budget,
+        &mut baselines,
+        &mut dr,
+        &mut tun,
+        &hit,
+        &mut results,
+    )?;
     schedulers::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
     flow_fill::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;
     if let Err(e) = sync_costs::bench(&budget, &mut results) {
