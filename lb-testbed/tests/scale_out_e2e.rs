@@ -236,3 +236,45 @@ fn connections_keep_their_servers_with_mh_through_join_drain_and_death() {
 fn connections_keep_their_servers_with_rr_and_sync_and_bfd() {
     scale_out("rr", "lb_algo = \"rr\"", true, true);
 }
+
+/// keepalived's quorum decides the announcement: a balancer whose real
+/// servers all fail their checks withdraws the VIP (the router stops
+/// sending to it) and announces it again once one is back.
+#[test]
+fn a_vip_without_its_quorum_of_servers_is_withdrawn() {
+    /// TCP_CHECK every 2 s, connect timeout 3 s, no retry: a few seconds.
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+    let mut topo = Topology::create(&format!("lbq{}", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    topo.make_scale_out(false).unwrap();
+    let config = topo.scale_out_config("lb_algo = \"rr\"", false, false);
+    start(&mut topo, Host::Lb, &config);
+    assert!(
+        topo.wait_for_next_hops(&[Host::Lb], ROUTE_TIMEOUT)
+            .is_some(),
+        "{}",
+        topo.router_log()
+    );
+    topo.stop_nginx(Host::Rs1);
+    // One server left: quorum 1 still holds.
+    thread::sleep(BETWEEN_EVENTS);
+    topo.stop_nginx(Host::Rs2);
+    let withdrawn = topo.wait_for_next_hops(&[], CHECK_TIMEOUT);
+    assert!(
+        withdrawn.is_some(),
+        "still announced without servers: {:?}\n{}",
+        topo.router_next_hops(),
+        topo.agent_log()
+    );
+    let bgp = topo.status(Host::Lb).unwrap().bgp.unwrap();
+    assert!(bgp.announced.is_empty(), "{bgp:?}");
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    assert!(
+        topo.wait_for_next_hops(&[Host::Lb], CHECK_TIMEOUT)
+            .is_some(),
+        "not announced again: {}",
+        topo.agent_log()
+    );
+    assert_eq!(topo.curl_vip().unwrap(), "hello rs2");
+}
