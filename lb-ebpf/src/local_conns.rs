@@ -37,6 +37,8 @@ pub fn track(cookie: u64, conn: &LocalConn) -> bool {
         uncount(&old);
     }
     if LOCAL_CONNS.insert(&cookie, conn, BPF_ANY).is_err() {
+        // An old entry, uncounted above, must not be uncounted again.
+        let _ = LOCAL_CONNS.remove(&cookie);
         count(counters::LOCAL_UNTRACKED);
         return false;
     }

@@ -80,6 +80,14 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     let status = topo.status(Host::Lb).unwrap();
     let bgp = status.bgp.expect("bgp in the status");
     assert_eq!(bgp.announced, vec![VIP]);
+    // BIRD runs with what the agent kept: BGP's port, not CAP_SYS_ADMIN.
+    const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    let caps = topo.effective_caps_of(Host::Lb, "bird").unwrap_or(0);
+    assert!(
+        caps & CAP_NET_BIND_SERVICE != 0 && caps & CAP_SYS_ADMIN == 0,
+        "BIRD's capabilities: {caps:#x}"
+    );
 
     if !sync {
         neighbor_added_by_reload(&mut topo, &config);

@@ -6,7 +6,9 @@
 //! which a reload may open); CAP_BPF only where the kernel refuses bpf() on
 //! maps the agent already has open without it (older kernels with
 //! kernel.unprivileged_bpf_disabled), found out by a probe in a scratch
-//! thread. Everything else goes from the permitted, effective, inheritable
+//! thread. With [bgp], CAP_NET_BIND_SERVICE too: the BIRD the agent runs
+//! (a root process: it gets the bounding set) binds BGP's port 179.
+//! Everything else goes from the permitted, effective, inheritable
 //! and ambient sets, and from the bounding set when the agent may change it,
 //! so no script it runs (MISC_CHECK, notify) gets it back.
 //!

@@ -163,6 +163,23 @@ impl Topology {
             .collect()
     }
 
+    /// The effective capabilities of the first process called `name` in
+    /// `host`'s namespace.
+    pub fn effective_caps_of(&self, host: Host, name: &str) -> Option<u64> {
+        let out = ip(&["netns", "pids", &self.ns(host)]).ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .and_then(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| u64::from_str_radix(l.strip_prefix("CapEff:")?.trim(), 16).ok())
+            })
+    }
+
     /// The router's BIRD log.
     pub fn router_log(&self) -> String {
         fs::read_to_string(self.workdir.join("router-bird.log")).unwrap_or_default()

@@ -261,7 +261,30 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         bgp: None,
     };
     agent.go_live(&opts)?;
-    // After go_live: nothing is announced before the data plane serves.
+    let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
+    let mut vrrp = VrrpSet::new(nl, vrrp_tx);
+    vrrp.sync(instances).await;
+    agent.publish(&vrrp);
+    if let Some(addr) = opts.metrics_listen {
+        let listener = metrics::bind(addr).await?;
+        info!("metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, opts.pin_dir.clone(), status_rx));
+    }
+    // Loaded, attached, pinned, listening: the rest needs far less.
+    let probe_fd = agent.dp.map_fd(lb_common::map_names::REAL_CONNS)?;
+    // BIRD, started after the drop (and again if it exits), binds BGP's port 179.
+    let for_children = if config.bgp.is_some() {
+        vec![caps::Capability::CAP_NET_BIND_SERVICE]
+    } else {
+        Vec::new()
+    };
+    crate::privileges::drop_unneeded(&for_children, move || {
+        // SAFETY: the map (and its fd) lives as long as the agent.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(probe_fd) };
+        crate::dataplane::bpf_sys::lookup_all::<u32, lb_common::RealConns>(fd).is_ok()
+    })?;
+    // After go_live (nothing is announced before the data plane serves)
+    // and after the drop: BIRD starts with the capabilities kept for it.
     if let Some(bgp) = &config.bgp {
         let vips: std::collections::HashSet<_> = agent
             .plan
@@ -284,29 +307,6 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
         );
         agent.announce().await;
     }
-
-    let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
-    let mut vrrp = VrrpSet::new(nl, vrrp_tx);
-    vrrp.sync(instances).await;
-    agent.publish(&vrrp);
-    if let Some(addr) = opts.metrics_listen {
-        let listener = metrics::bind(addr).await?;
-        info!("metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(listener, opts.pin_dir.clone(), status_rx));
-    }
-    // Loaded, attached, pinned, listening: the rest needs far less.
-    let probe_fd = agent.dp.map_fd(lb_common::map_names::REAL_CONNS)?;
-    // BIRD, restarted after the drop, must still bind BGP's port.
-    let for_children = if agent.bgp.is_some() {
-        vec![caps::Capability::CAP_NET_BIND_SERVICE]
-    } else {
-        Vec::new()
-    };
-    crate::privileges::drop_unneeded(&for_children, move || {
-        // SAFETY: the map (and its fd) lives as long as the agent.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(probe_fd) };
-        crate::dataplane::bpf_sys::lookup_all::<u32, lb_common::RealConns>(fd).is_ok()
-    })?;
     agent.ready = true;
     agent.publish(&vrrp);
 
