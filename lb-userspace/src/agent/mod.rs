@@ -174,6 +174,9 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     let alerts = SmtpAlerts::from_config(&config.global).context("[global] mail settings")?;
     preflight::check_privileges()?;
     preflight::check_bpffs(&opts.pin_dir)?;
+    if config.bgp.is_some() {
+        crate::bgp::supervisor::check_installed()?;
+    }
 
     let nl = Netlink::connect()?;
     let link = nl

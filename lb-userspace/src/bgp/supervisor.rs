@@ -29,7 +29,7 @@ impl Bird {
     /// follows the thread that started the child.
     pub fn start(conf: PathBuf, ctl: PathBuf) -> Result<Self> {
         // Fails here, not in the task, when BIRD is not installed.
-        which_bird()?;
+        check_installed()?;
         let task = tokio::spawn(supervise(conf.clone(), ctl.clone()));
         Ok(Self { task, conf, ctl })
     }
@@ -51,7 +51,8 @@ impl Drop for Bird {
     }
 }
 
-fn which_bird() -> Result<()> {
+/// Whether BIRD can be run: the agent asks before it touches anything.
+pub fn check_installed() -> Result<()> {
     std::process::Command::new("bird")
         .arg("--version")
         .output()
