@@ -23,10 +23,7 @@ use crate::dataplane::monotonic_ns;
 type LiveFlow = (FlowKey, FlowEntry, u64);
 
 /// Every flow not yet expired (the sweep may not have run yet).
-fn live_flows(pin_dir: &Path) -> Result<Vec<LiveFlow>> {
-    let globals: Array<MapData, LbGlobals> =
-        Array::try_from(open_pinned(pin_dir, pin_names::LB_GLOBALS)?)?;
-    let globals = globals.get(&0, 0).context("reading lb_globals")?;
+fn live_flows(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<LiveFlow>> {
     let flows: HashMap<MapData, FlowKey, FlowEntry> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::FLOW_TABLE)?)?;
     let now = monotonic_ns();
@@ -44,26 +41,33 @@ fn ipv4(addr: lb_common::Ipv4Octets) -> Ipv4Addr {
     Ipv4Addr::from(addr)
 }
 
+/// ipvsadm's name of an IP protocol number.
+fn protocol_name(proto: u8) -> &'static str {
+    if proto == IPPROTO_TCP { "TCP" } else { "UDP" }
+}
+
+/// ipvsadm -L -c's name of a connection state.
+fn state_name(state: u8) -> &'static str {
+    STATE_NAMES
+        .get(state as usize)
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
 /// `ipvsadm -L -c -n`: the connection table.
 pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
     let reals: Array<MapData, RealServer> =
         Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?;
+    let globals = globals_of(pin_dir)?;
     let mut out = Vec::new();
-    for (key, entry, left_ns) in live_flows(pin_dir)? {
+    for (key, entry, left_ns) in live_flows(pin_dir, &globals)? {
         let real = reals
             .get(&entry.real_id, 0)
             .context("reading a real server")?;
         out.push(ConnView {
-            protocol: if key.proto == IPPROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
-            },
+            protocol: protocol_name(key.proto),
             expire_s: left_ns / 1_000_000_000,
-            state: STATE_NAMES
-                .get(entry.state as usize)
-                .copied()
-                .unwrap_or("UNKNOWN"),
+            state: state_name(entry.state),
             client: (ipv4(key.src), u16::from_be(key.sport)),
             virt: (ipv4(key.dst), u16::from_be(key.dport)),
             dest: (ipv4(real.ip), u16::from_be(real.port)),
@@ -89,11 +93,7 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
             .map_or(0, |(_, s)| *s);
         let deadline = t.last_seen_ns + u64::from(timeout_s) * 1_000_000_000;
         out.push(ConnView {
-            protocol: if key.proto == IPPROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
-            },
+            protocol: protocol_name(key.proto),
             expire_s: deadline.saturating_sub(now) / 1_000_000_000,
             state: STATE_NAMES[S_NONE as usize],
             client: (ipv4(key.client_net), 0),
@@ -101,7 +101,7 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
             dest: (ipv4(real.ip), u16::from_be(real.port)),
         });
     }
-    out.extend(local_connections(pin_dir, &globals_of(pin_dir)?)?);
+    out.extend(local_connections(pin_dir, &globals)?);
     out.sort_by_key(|c| (c.virt, c.client));
     Ok(out)
 }
@@ -122,12 +122,9 @@ fn local_connections(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<ConnView
         .iter()
         .filter_map(|item| item.ok())
         .map(|(_, c)| ConnView {
-            protocol: if c.proto == IPPROTO_TCP { "TCP" } else { "UDP" },
+            protocol: protocol_name(c.proto),
             expire_s: u64::from(globals.timeout_s(c.state)),
-            state: STATE_NAMES
-                .get(c.state as usize)
-                .copied()
-                .unwrap_or("UNKNOWN"),
+            state: state_name(c.state),
             client: (ipv4(c.client), u16::from_be(c.cport)),
             virt: (ipv4(c.vip), u16::from_be(c.vport)),
             dest: (ipv4(c.real), u16::from_be(c.rport)),
@@ -263,11 +260,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             });
         }
         out.push(ServiceView {
-            protocol: if key.proto == IPPROTO_TCP {
-                "TCP"
-            } else {
-                "UDP"
-            },
+            protocol: protocol_name(key.proto),
             vip: ipv4(key.vip),
             port: u16::from_be(key.port),
             scheduler: scheduler.name(),
