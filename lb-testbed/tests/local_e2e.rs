@@ -11,7 +11,7 @@ use std::{
 
 use lb_testbed::{
     netns,
-    topology::{Host, RS1_IP, Topology, VIP, agent_binary},
+    topology::{Host, RS1_IP, Topology, VIP},
 };
 
 const CURLS: usize = 6;
@@ -19,12 +19,6 @@ const CURLS: usize = 6;
 fn curl_on(topo: &Topology, host: Host, addr: &str) -> String {
     topo.curl_on(host, addr)
         .unwrap_or_else(|e| format!("curl failed: {e}\n{}", topo.agent_log()))
-}
-
-fn start(topo: &mut Topology, config: &str) {
-    let path = topo.write_config("lb.toml", config).unwrap();
-    topo.start_agent(&agent_binary().unwrap(), &path, &[])
-        .unwrap();
 }
 
 fn assert_alternates(answers: &[String]) {
@@ -43,7 +37,7 @@ fn curl_on_the_director_is_balanced_like_a_clients() {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     let config = topo.seed_config();
-    start(&mut topo, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
 
     // Section 5.4, typed on the director.
@@ -191,7 +185,7 @@ fn curl_on_the_director_with_the_seeds_nat_plan() {
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     topo.make_nat_one_armed().unwrap();
     let config = topo.config_from("seed-nat.toml");
-    start(&mut topo, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     let answers: Vec<String> = (0..CURLS)
         .map(|_| curl_on(&topo, Host::Lb, "172.16.122.188:80"))
         .collect();
@@ -239,7 +233,7 @@ fn udp_from_the_director_sees_the_vip_answer() {
              [[virtual_server.real_server]]\nip = \"172.16.122.195\"\nport = {UDP_PORT}\n",
             topo.seed_config()
         );
-        start(&mut topo, &config);
+        topo.start_agent_with(Host::Lb, &config).unwrap();
         let lb = topo.ns(Host::Lb);
         let heard = s
             .spawn(move || {

@@ -81,9 +81,7 @@ fn assert_balances(topo: &Topology, expected_sha: &str) {
 fn start(topo: &mut Topology, config: &str) {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
-    let path = topo.write_config("lb.toml", config).unwrap();
-    topo.start_agent(&agent_binary().unwrap(), &path, &[])
-        .unwrap();
+    topo.start_agent_with(Host::Lb, config).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
 }
 

@@ -25,14 +25,6 @@ const MIN_ANSWERS: usize = 20;
 /// `drain --timeout`: the router's withdrawal plus DRAIN_QUIET, with room.
 const DRAIN_TIMEOUT_S: &str = "20";
 
-fn start(topo: &mut Topology, host: Host, config: &str) {
-    let path = topo
-        .write_config(&format!("lb-{host:?}.toml"), config)
-        .unwrap();
-    topo.start_agent_on(host, &agent_binary().unwrap(), &path, &[])
-        .unwrap();
-}
-
 fn tx_packets(topo: &Topology, host: Host) -> u64 {
     topo.counters(host)
         .map_or(0, |c| c[lb_common::counters::TX as usize])
@@ -59,8 +51,8 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     topo.make_scale_out(bfd).unwrap();
     let config = topo.scale_out_config(scheduler, sync, bfd);
-    start(&mut topo, Host::Lb, &config);
-    start(&mut topo, Host::Lb2, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
+    topo.start_agent_with(Host::Lb2, &config).unwrap();
     let logs = |topo: &Topology| {
         format!(
             "--- lb ---\n{}\n--- lb2 ---\n{}\n--- lb3 ---\n{}\n--- router ---\n{}",
@@ -104,7 +96,7 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
 
         // (c) A third balancer joins: the router rehashes, connections
         // move to it mid-stream.
-        start(&mut topo, Host::Lb3, &config);
+        topo.start_agent_with(Host::Lb3, &config).unwrap();
         events.joined = topo.wait_for_next_hops(&[Host::Lb, Host::Lb2, Host::Lb3], ROUTE_TIMEOUT);
         thread::sleep(BETWEEN_EVENTS);
 
@@ -205,8 +197,7 @@ fn neighbor_added_by_reload(topo: &mut Topology, config: &str) {
         .map(|s| s.since.clone())
         .unwrap_or_default();
     assert!(!up_since.is_empty(), "{:?}", sessions(topo));
-    topo.write_config(&format!("lb-{:?}.toml", Host::Lb), &more)
-        .unwrap();
+    std::fs::write(topo.agent_config_path(Host::Lb), &more).unwrap();
     let reload = std::process::Command::new(agent_binary().unwrap())
         .args(["reload", "--pin-path"])
         .arg(topo.pin_dir())
@@ -257,7 +248,7 @@ fn a_vip_without_its_quorum_of_servers_is_withdrawn() {
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     topo.make_scale_out(false).unwrap();
     let config = topo.scale_out_config("lb_algo = \"rr\"", false, false);
-    start(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     assert!(
         topo.wait_for_next_hops(&[Host::Lb], ROUTE_TIMEOUT)
             .is_some(),

@@ -11,7 +11,7 @@ use std::{thread, time::Duration};
 use lb_testbed::{
     keepalive::{self, broken, kept_their_servers},
     netns,
-    topology::{Host, Topology, VIP, agent_binary, wait_until},
+    topology::{Host, Topology, VIP, wait_until},
 };
 
 const CONNECTIONS: usize = 16;
@@ -36,14 +36,6 @@ fn sync_config(topo: &Topology, state: &str, priority: u8, extra: &str) -> Strin
         .replacen("persistence_timeout = 0", extra, 1);
     assert!(config.contains("lvs_sync_daemon"), "{config}");
     config
-}
-
-fn start(topo: &mut Topology, host: Host, config: &str) {
-    let path = topo
-        .write_config(&format!("lb-{host:?}.toml"), config)
-        .unwrap();
-    topo.start_agent_on(host, &agent_binary().unwrap(), &path, &[])
-        .unwrap();
 }
 
 /// Records applied from sync on `host`, as its status says.
@@ -74,13 +66,13 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
     .unwrap();
     let master = sync_config(&topo, "MASTER", 100, persistence);
     let backup = sync_config(&topo, "BACKUP", 90, persistence);
-    start(&mut topo, Host::Lb, &master);
+    topo.start_agent_with(Host::Lb, &master).unwrap();
     assert!(
         topo.wait_for_vrrp_state(Host::Lb, "MASTER", TAKEOVER_TIMEOUT),
         "{}",
         topo.agent_log()
     );
-    start(&mut topo, Host::Lb2, &backup);
+    topo.start_agent_with(Host::Lb2, &backup).unwrap();
     assert!(
         topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", TAKEOVER_TIMEOUT),
         "{}",
@@ -110,7 +102,7 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         thread::sleep(BETWEEN_EVENTS);
 
         // (c) It comes back and preempts once it caught up.
-        start(&mut topo, Host::Lb, &master);
+        topo.start_agent_with(Host::Lb, &master).unwrap();
         let a_back = topo.wait_for_vrrp_state(Host::Lb, "MASTER", TAKEOVER_TIMEOUT);
         let b_yielded = topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", TAKEOVER_TIMEOUT);
         thread::sleep(BETWEEN_EVENTS);
@@ -194,7 +186,7 @@ fn bad_sync_datagrams_are_counted_and_change_nothing() {
         "[global]\nlvs_sync_daemon = { interface = \"eth0\", id = 51 }\n",
         1,
     );
-    start(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     let good = SyncConn {
         protocol: 6,
         flags: conn_flags::DROUTE,

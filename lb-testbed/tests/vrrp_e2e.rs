@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_testbed::topology::{Host, Topology, VIP, agent_binary, wait_until};
+use lb_testbed::topology::{Host, Topology, VIP, wait_until};
 use lb_userspace::vrrp::{
     packet::{AUTH_PASS, Advert},
     socket::split_ipv4,
@@ -39,14 +39,6 @@ fn our_config(topo: &Topology, state: &str, priority: u8, pass: &str) -> String 
         .replace("auth_pass = \"1111\"", &format!("auth_pass = \"{pass}\""))
 }
 
-fn start_ours(topo: &mut Topology, host: Host, config: &str) {
-    let path = topo
-        .write_config(&format!("lb-{host:?}.toml"), config)
-        .unwrap();
-    topo.start_agent_on(host, &agent_binary().unwrap(), &path, &[])
-        .unwrap();
-}
-
 /// Samples who holds the VIP; asserts exactly `holder` does, every time.
 fn assert_only_holder(topo: &Topology, holder: Host, other: Host) {
     for _ in 0..SAMPLES {
@@ -67,7 +59,7 @@ fn topology(tag: &str) -> Topology {
 fn ours_master_with_keepalived_backup() {
     let mut topo = topology("a");
     let config = topo.seed_config();
-    start_ours(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
     topo.start_keepalived(Host::Lb2, &keepalived_conf("BACKUP", 90, "1111"))
         .unwrap();
@@ -131,7 +123,7 @@ fn keepalived_master_with_ours_backup() {
     );
 
     let config = our_config(&topo, "BACKUP", 90, "1111");
-    start_ours(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     assert!(
         topo.wait_for_vrrp_state(Host::Lb, "BACKUP", ELECTION_TIMEOUT),
         "{}",
@@ -170,7 +162,7 @@ fn keepalived_master_with_ours_backup() {
 fn wrong_auth_pass_is_ignored_by_both_sides() {
     let mut topo = topology("c");
     let config = topo.seed_config();
-    start_ours(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
     topo.start_keepalived(Host::Lb2, &keepalived_conf("BACKUP", 90, "2222"))
         .unwrap();
@@ -254,9 +246,9 @@ fn failover_between_two_balancers() {
     let mut topo = topology("d");
     let master_conf = topo.seed_config();
     let backup_conf = our_config(&topo, "BACKUP", 90, "1111");
-    start_ours(&mut topo, Host::Lb, &master_conf);
+    topo.start_agent_with(Host::Lb, &master_conf).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
-    start_ours(&mut topo, Host::Lb2, &backup_conf);
+    topo.start_agent_with(Host::Lb2, &backup_conf).unwrap();
     assert!(
         topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", ELECTION_TIMEOUT),
         "{}",
@@ -290,7 +282,7 @@ fn failover_between_two_balancers() {
 
     // The master comes back and preempts (state MASTER, priority 100).
     let _ = topo.signal_agent(Host::Lb, "KILL");
-    start_ours(&mut topo, Host::Lb, &master_conf);
+    topo.start_agent_with(Host::Lb, &master_conf).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
     assert!(
         wait_until(ELECTION_TIMEOUT, || !topo.holds_vip(Host::Lb2)).is_some(),
@@ -334,7 +326,7 @@ fn track_interface_down_is_fault_and_up_is_master_again() {
         "virtual_ipaddress = [\"172.16.122.100\"]",
         "virtual_ipaddress = [\"172.16.122.100\"]\ntrack_interface = [\"trk0\"]",
     );
-    start_ours(&mut topo, Host::Lb, &config);
+    topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.wait_for_master(Host::Lb).unwrap();
 
     ip(&["link", "set", "trk1", "down"]);

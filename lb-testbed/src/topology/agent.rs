@@ -27,6 +27,19 @@ impl Topology {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Where `start_agent_with` writes `host`'s config (a reload re-reads it).
+    pub fn agent_config_path(&self, host: Host) -> PathBuf {
+        self.workdir.join(format!("lb-{host:?}.toml"))
+    }
+
+    /// Writes `config` as `host`'s lb.toml and starts the agent there (see
+    /// start_agent_on).
+    pub fn start_agent_with(&mut self, host: Host, config: &str) -> Result<()> {
+        let path = self.agent_config_path(host);
+        fs::write(&path, config)?;
+        self.start_agent_on(host, &agent_binary()?, &path, &[])
+    }
+
     /// Runs the real agent on the balancer with `config`; returns once its
     /// published status says it is ready (attached, serving).
     pub fn start_agent(&mut self, binary: &Path, config: &Path, extra_args: &[&str]) -> Result<()> {

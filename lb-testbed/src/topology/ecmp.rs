@@ -72,15 +72,7 @@ impl Topology {
             OUTSIDE_IFACE,
         ])?;
         ip(&["-n", &client, "link", "set", OUTSIDE_IFACE, "up"])?;
-        ip(&[
-            "-n",
-            &client,
-            "route",
-            "add",
-            "default",
-            "via",
-            OUTSIDE_ROUTER,
-        ])?;
+        default_route(&client, OUTSIDE_ROUTER)?;
         for ns in [&router, &client] {
             exec_in(ns, &["ethtool", "-K", OUTSIDE_IFACE, "tx", "off"])?;
         }
