@@ -65,7 +65,7 @@ impl BgpLink {
         let settings = settings_of(config, source);
         let (conf, ctl) = runtime_files::bird_paths(pin_dir);
         write_atomically(&conf, &bird_conf::render(&settings, &[]))?;
-        let bird = Bird::start(conf, ctl)?;
+        let bird = Bird::start(conf, ctl);
         info!(
             "BGP: AS {} from {source} to {}",
             settings.local_as,
@@ -154,13 +154,14 @@ impl BgpLink {
         self.announced = wanted;
     }
 
+    /// Whether a drain runs (only then is forwarding watched).
+    pub fn draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
     /// While draining: notes whether the data plane forwarded anything
     /// since the last call (`forwarded`: its running count).
     pub fn note_forwarded(&mut self, forwarded: u64) {
-        if self.draining.is_none() {
-            self.forwarded = None;
-            return;
-        }
         match self.forwarded {
             Some((count, _)) if count == forwarded => {}
             _ => self.forwarded = Some((forwarded, Instant::now())),
@@ -194,6 +195,7 @@ impl BgpLink {
     /// SIGUSR2: announce again what can be served.
     pub fn undrain(&mut self) {
         if self.draining.take().is_some() {
+            self.forwarded = None;
             info!("drain cancelled: announcing again");
         }
     }

@@ -528,9 +528,10 @@ impl Agent {
                     }
                 }
                 _ = bgp_refresh.tick(), if self.bgp.is_some() => {
-                    let forwarded = self.dp.forwarded_packets().unwrap_or(0);
                     if let Some(bgp) = &mut self.bgp {
-                        bgp.note_forwarded(forwarded);
+                        if bgp.draining() {
+                            bgp.note_forwarded(self.dp.forwarded_packets().unwrap_or(0));
+                        }
                         bgp.refresh_sessions().await;
                     }
                 }

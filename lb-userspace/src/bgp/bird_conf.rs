@@ -32,9 +32,24 @@ pub struct BirdSettings {
     pub neighbors: Vec<Neighbor>,
 }
 
-/// BIRD's protocol name for a neighbor ("n_172_16_122_1").
+/// BIRD's protocol name for a neighbor: this + its address with `_` for
+/// `.` ("n_172_16_122_1"); birdc.rs reads the address back from it.
+pub const NEIGHBOR_PROTOCOL_PREFIX: &str = "n_";
+
 pub fn protocol_name(address: Ipv4Addr) -> String {
-    format!("n_{}", address.to_string().replace('.', "_"))
+    format!(
+        "{NEIGHBOR_PROTOCOL_PREFIX}{}",
+        address.to_string().replace('.', "_")
+    )
+}
+
+/// The neighbor of one of our protocol names.
+pub fn neighbor_of(protocol: &str) -> Option<Ipv4Addr> {
+    protocol
+        .strip_prefix(NEIGHBOR_PROTOCOL_PREFIX)?
+        .replace('_', ".")
+        .parse()
+        .ok()
 }
 
 /// The whole file, for `vips` announced.
@@ -108,6 +123,13 @@ mod tests {
              connect retry time 2;\n  ipv4 {\n    import none;\n    \
              export where proto = \"lb_vips\";\n    next hop self;\n  };\n}\n\n"
         );
+    }
+
+    #[test]
+    fn a_protocol_name_gives_its_neighbor_back() {
+        let router = Ipv4Addr::new(172, 16, 122, 1);
+        assert_eq!(neighbor_of(&protocol_name(router)), Some(router));
+        assert_eq!(neighbor_of("device1"), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn parse_protocols(text: &str) -> Vec<Session> {
             if fields.next()? != "BGP" {
                 return None;
             }
-            let neighbor: Ipv4Addr = name.strip_prefix("n_")?.replace('_', ".").parse().ok()?;
+            let neighbor = super::bird_conf::neighbor_of(name)?;
             let _table = fields.next()?;
             let state = fields.next()?.to_string();
             // Since is a time, possibly a date and a time.

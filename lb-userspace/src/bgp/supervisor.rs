@@ -24,14 +24,13 @@ pub struct Bird {
 }
 
 impl Bird {
-    /// Starts BIRD on `conf` (already written) with control socket `ctl`.
+    /// Starts BIRD on `conf` (already written) with control socket `ctl`
+    /// (check_installed first: the supervising task only logs failures).
     /// Must run on the agent's runtime thread: the parent-death signal
     /// follows the thread that started the child.
-    pub fn start(conf: PathBuf, ctl: PathBuf) -> Result<Self> {
-        // Fails here, not in the task, when BIRD is not installed.
-        check_installed()?;
+    pub fn start(conf: PathBuf, ctl: PathBuf) -> Self {
         let task = tokio::spawn(supervise(conf.clone(), ctl.clone()));
-        Ok(Self { task, conf, ctl })
+        Self { task, conf, ctl }
     }
 
     pub fn conf(&self) -> &Path {
