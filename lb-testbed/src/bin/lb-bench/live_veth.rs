@@ -209,6 +209,56 @@ fn per_frame(case: &Case, wall_ns: f64, sunk: u64, sent: u32) -> Result<f64> {
     Ok(wall_ns / sunk as f64)
 }
 
+/// What interleaved pipeline rounds of one case measured.
+struct Rounds {
+    /// Median ns per frame with the no-op in the balancer's place.
+    base: f64,
+    /// Median ns per frame with the balancer.
+    ours: f64,
+    /// Frames the balancer's runs sent, and how many reached the sink.
+    sent: u64,
+    sunk: u64,
+}
+
+/// `budget.rounds` pipeline runs of `case`, the no-op then `lb`, interleaved.
+fn rounds(
+    budget: &Budget,
+    traffic: &mut TrafficGen,
+    baselines: &mut Baselines,
+    lb: &mut ProgTest,
+    case: &Case,
+) -> Result<Rounds> {
+    let (mut base, mut ours) = (vec![], vec![]);
+    let (mut sent, mut sunk) = (0u64, 0u64);
+    for _ in 0..budget.rounds {
+        let prog = baselines.prog(case.baseline)?;
+        let (ns, n) = pipeline(traffic, prog, case.frame, PIPELINE_FRAMES)?;
+        base.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
+        let (ns, n) = pipeline(traffic, lb.dp.program()?, case.frame, PIPELINE_FRAMES)?;
+        ours.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
+        sent += u64::from(PIPELINE_FRAMES);
+        sunk += n;
+    }
+    Ok(Rounds {
+        base: median(&mut base),
+        ours: median(&mut ours),
+        sent,
+        sunk,
+    })
+}
+
+/// Runs `measure` with the sink (XDP_DROP) on the generator's veth, and
+/// takes the sink off again whatever happened.
+fn with_sink(
+    baselines: &mut Baselines,
+    measure: impl FnOnce(&mut Baselines) -> Result<()>,
+) -> Result<()> {
+    let sink = baselines.prog("xdp_drop")?.attach(GEN, XdpMode::Driver)?;
+    let measured = measure(baselines);
+    baselines.prog("xdp_drop")?.detach(sink)?;
+    measured
+}
+
 fn many_sources(
     budget: &Budget,
     baselines: &mut Baselines,
@@ -244,23 +294,15 @@ fn many_sources(
             forwarded: false,
         },
     ];
-    let sink = baselines.prog("xdp_drop")?.attach(GEN, XdpMode::Driver)?;
-    let measured = (|| -> Result<()> {
+    with_sink(baselines, |baselines| {
         for case in &cases {
-            let (mut base, mut ours) = (vec![], vec![]);
-            let (mut sent, mut sunk) = (0u64, 0u64);
-            for _ in 0..budget.rounds {
-                let prog = baselines.prog(case.baseline)?;
-                let (ns, n) = pipeline(&mut traffic, prog, case.frame, PIPELINE_FRAMES)?;
-                base.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
-                let lb = if case.udp { &mut udp_lb } else { &mut tcp_lb };
-                let (ns, n) =
-                    pipeline(&mut traffic, lb.dp.program()?, case.frame, PIPELINE_FRAMES)?;
-                ours.push(per_frame(case, ns, n, PIPELINE_FRAMES)?);
-                sent += u64::from(PIPELINE_FRAMES);
-                sunk += n;
-            }
-            let (base, ours) = (median(&mut base), median(&mut ours));
+            let lb = if case.udp { &mut udp_lb } else { &mut tcp_lb };
+            let Rounds {
+                base,
+                ours,
+                sent,
+                sunk,
+            } = rounds(budget, &mut traffic, baselines, lb, case)?;
             let label = format!("{} pipeline", case.baseline);
             results.push(
                 SECTION,
@@ -294,9 +336,7 @@ fn many_sources(
             eprintln!("  live, many sources: {} measured", case.name);
         }
         Ok(())
-    })();
-    baselines.prog("xdp_drop")?.detach(sink)?;
-    measured
+    })
 }
 
 /// Established flows the pipeline spreads its frames over (powers of two:
@@ -323,8 +363,7 @@ fn established_flows(
         udp: false,
         forwarded: true,
     };
-    let sink = baselines.prog("xdp_drop")?.attach(GEN, XdpMode::Driver)?;
-    let measured = (|| -> Result<()> {
+    with_sink(baselines, |baselines| {
         for n in ESTABLISHED {
             eprintln!("  live, established flows: filling {n}");
             let mut traffic =
@@ -339,19 +378,8 @@ fn established_flows(
             let entry = seed_flow_entry(lb_common::conntrack::S_ESTABLISHED, 0);
             lb.dp
                 .insert_flows((0..n).map(|i| (filler_flow_key(i), entry)))?;
-            let (mut base, mut ours) = (vec![], vec![]);
-            for _ in 0..budget.rounds {
-                let (ns, sunk) = pipeline(
-                    &mut traffic,
-                    baselines.prog(case.baseline)?,
-                    case.frame,
-                    PIPELINE_FRAMES,
-                )?;
-                base.push(per_frame(&case, ns, sunk, PIPELINE_FRAMES)?);
-                let (ns, sunk) =
-                    pipeline(&mut traffic, lb.dp.program()?, case.frame, PIPELINE_FRAMES)?;
-                ours.push(per_frame(&case, ns, sunk, PIPELINE_FRAMES)?);
-            }
+            let Rounds { base, ours, .. } =
+                rounds(budget, &mut traffic, baselines, &mut lb, &case)?;
             // Every frame was a hit: none made a new flow.
             let counters = lb.counters()?;
             let new = counters[lb_common::counters::FLOW_NEW as usize];
@@ -360,7 +388,6 @@ fn established_flows(
                     "{n} established flows: {new} frames made a new flow"
                 ));
             }
-            let (base, ours) = (median(&mut base), median(&mut ours));
             let label = format!("{} pipeline", case.baseline);
             results.push(
                 SECTION,
@@ -395,7 +422,5 @@ fn established_flows(
             ));
         }
         Ok(())
-    })();
-    baselines.prog("xdp_drop")?.detach(sink)?;
-    measured
+    })
 }
