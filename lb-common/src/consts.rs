@@ -164,3 +164,10 @@ impl SchedulerKind {
         }
     }
 }
+
+/// `family_programs` slots: the programs `lb` hands frames of another
+/// family to by tail call (Cilium's per-family tail calls), so IPv4's
+/// program is verified and runs as it did before IPv6.
+pub const FAMILY_PROGRAM_SLOTS: u32 = 1;
+/// The slot of `lb6`, the IPv6 program.
+pub const FAMILY_PROGRAM_IPV6: u32 = 0;

@@ -24,7 +24,9 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Not IPv4 (ARP, IPv6, LLDP...): passed to the kernel.
+    /// Neither IPv4 nor IPv6 (ARP, LLDP...): passed to the kernel. (The
+    /// name is from before IPv6 was balanced; kept, as indices and names
+    /// never move.)
     PASS_NOT_IPV4 => "pass_not_ipv4",
     /// IPv4 but neither TCP nor UDP (ICMP, VRRP...): passed.
     PASS_NOT_TCP_UDP => "pass_not_tcp_udp",
@@ -95,6 +97,16 @@ counters! {
     /// every balancer with the same servers picks; the other schedulers
     /// pick afresh and may choose another server than the connection's.
     FLOW_MIDSTREAM => "flow_midstream",
+    /// IPv6 whose next header is not TCP or UDP: ICMPv6 (neighbour
+    /// discovery, MLD, router advertisements), VRRPv3...: passed.
+    PASS_IPV6_NOT_TCP_UDP => "pass_ipv6_not_tcp_udp",
+    /// IPv6 with an extension header (hop-by-hop, routing, destination
+    /// options, fragment...) before TCP/UDP: passed unmodified, never
+    /// balanced (the policy: docs in the README's IPv6 section).
+    PASS_IPV6_EXT_HEADER => "pass_ipv6_ext_header",
+    /// IPv6 TCP/UDP to a service whose forwarding method this program does
+    /// not do over IPv6 (the agent refuses such a config): passed.
+    PASS_IPV6_UNSUPPORTED_FORWARD => "pass_ipv6_unsupported_forward",
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@ use crate::consts::MAX_BACKENDS_PER_SERVICE;
 /// plane copies it from the header as it is).
 pub type Ipv4Octets = [u8; 4];
 
+/// An IPv6 address as its sixteen octets, in packet order (bpftool prints
+/// the array; `list` and status show it as text).
+pub type Ipv6Octets = [u8; 16];
+
 /// Names of the rs_decap program's objects (ELF) and pins.
 pub mod rs_decap_names {
     pub const PROGRAM: &str = "rs_decap";
@@ -38,6 +42,11 @@ pub mod pin_names {
     pub const LOCALITY: &str = "locality";
     pub const PERSIST: &str = "persist";
     pub const LOCAL_CONNS: &str = "local_conns";
+    pub const SERVICES6: &str = "services6";
+    pub const FLOW_TABLE6: &str = "flow_table6";
+    pub const REAL_ADDRS6: &str = "real_addrs6";
+    pub const FAMILY_PROGRAMS: &str = "family_programs";
+    pub const LOCALITY6: &str = "locality6";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -58,11 +67,16 @@ pub mod map_names {
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
     pub const LOCAL_CONNS: &str = "LOCAL_CONNS";
+    pub const SERVICES6: &str = "SERVICES6";
+    pub const FLOW_TABLE6: &str = "FLOW_TABLE6";
+    pub const REAL_ADDRS6: &str = "REAL_ADDRS6";
+    pub const FAMILY_PROGRAMS: &str = "FAMILY_PROGRAMS";
+    pub const LOCALITY6: &str = "LOCALITY6";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 16] = [
+    pub const PINNED: [(&str, &str); 21] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -79,6 +93,14 @@ pub mod map_names {
         (LOCALITY, super::pin_names::LOCALITY),
         (PERSIST, super::pin_names::PERSIST),
         (LOCAL_CONNS, super::pin_names::LOCAL_CONNS),
+        (SERVICES6, super::pin_names::SERVICES6),
+        (FLOW_TABLE6, super::pin_names::FLOW_TABLE6),
+        (REAL_ADDRS6, super::pin_names::REAL_ADDRS6),
+        // Pinned so its entry outlives the agent with the data plane
+        // (--keep-dataplane): the kernel empties a program array when its
+        // last user reference goes.
+        (FAMILY_PROGRAMS, super::pin_names::FAMILY_PROGRAMS),
+        (LOCALITY6, super::pin_names::LOCALITY6),
     ];
 }
 
@@ -91,6 +113,19 @@ pub struct ServiceKey {
     /// Virtual port, network byte order.
     pub port: u16,
     /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// `services6` key: a virtual service on an IPv6 address
+/// (ipvsadm -t [VIP6]:port). The value is a `ServiceInfo`, as for IPv4:
+/// service ids, backend sets, servers and statistics are shared.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey6 {
+    pub vip: Ipv6Octets,
+    /// Network byte order.
+    pub port: u16,
     pub proto: u8,
     pub _pad: u8,
 }
@@ -197,6 +232,10 @@ pub struct RealServer {
 pub const REAL_FLAG_ACTIVE: u16 = 1 << 0;
 /// `mac` is resolved and may be used.
 pub const REAL_FLAG_MAC_VALID: u16 = 1 << 1;
+/// An IPv6 server: `ip` is unused, its address is in `real_addrs6` under
+/// the same id (RealServer keeps its size, so pinned maps of earlier
+/// versions stay adoptable).
+pub const REAL_FLAG_IPV6: u16 = 1 << 2;
 
 /// `flow_table` key: the 5-tuple of a client -> VIP packet.
 #[repr(C)]
@@ -209,6 +248,20 @@ pub struct FlowKey {
     /// Source port, network byte order.
     pub sport: u16,
     /// Destination port, network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `flow_table6` key: the 5-tuple of a client -> VIP packet over IPv6.
+/// The value is a `FlowEntry`, as for IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub src: Ipv6Octets,
+    pub dst: Ipv6Octets,
+    /// Network byte order.
+    pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
@@ -302,6 +355,14 @@ pub struct LocalityKey {
     pub service_id: u32,
     /// The packet's destination address.
     pub daddr: Ipv4Octets,
+}
+
+/// `locality6` key: lblc / lblcr over IPv6 (the value is a LocalityEntry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalityKey6 {
+    pub service_id: u32,
+    pub daddr: Ipv6Octets,
 }
 
 /// One server of a locality entry: its real id, and where it was in the
@@ -553,6 +614,8 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, with explicit padding fields
     // and no implicit padding, so any byte pattern is a valid value.
     unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceKey6 {}
+    unsafe impl aya::Pod for FlowKey6 {}
     unsafe impl aya::Pod for ServiceInfo {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for BackendSet {}
@@ -567,6 +630,7 @@ mod pod {
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
     unsafe impl aya::Pod for LocalityKey {}
+    unsafe impl aya::Pod for LocalityKey6 {}
     unsafe impl aya::Pod for LocalityMember {}
     unsafe impl aya::Pod for LocalityEntry {}
     unsafe impl aya::Pod for PersistKey {}
@@ -590,6 +654,8 @@ mod tests {
         );
         assert_eq!(size_of::<RealServer>(), 16);
         assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<FlowKey6>(), 40);
+        assert_eq!(size_of::<ServiceKey6>(), 20);
         assert_eq!(size_of::<FlowEntry>(), 24);
         assert_eq!(size_of::<SchedState>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 40);
@@ -602,6 +668,7 @@ mod tests {
             8 + crate::consts::LOOKUP_TABLE_MAX as usize
         );
         assert_eq!(size_of::<LocalityKey>(), 8);
+        assert_eq!(size_of::<LocalityKey6>(), 20);
         assert_eq!(
             size_of::<LocalityEntry>(),
             24 + 8 * crate::consts::LBLCR_SET_MAX as usize

@@ -3,7 +3,7 @@
 //! inactive, by its IPVS state) from the moment it is created.
 
 use lb_common::{
-    FlowEntry, FlowKey, IPPROTO_TCP, REAL_FLAG_ACTIVE, RealServer,
+    FlowEntry, IPPROTO_TCP, REAL_FLAG_ACTIVE, RealServer,
     conntrack::{S_NONE, S_UDP, is_active, tcp_next},
     counters,
 };
@@ -11,8 +11,9 @@ use lb_common::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use crate::{
-    kernel::{BPF_NOEXIST, E2BIG, EEXIST},
-    maps::{FLOW_TABLE, FLOW_TABLE_FULL_UNTIL, REALS, conns_add, count},
+    family::Flow,
+    kernel::{E2BIG, EEXIST},
+    maps::{FLOW_TABLE_FULL_UNTIL, REALS, conns_add, count},
 };
 
 /// The low byte of FlowEntry's state word.
@@ -47,8 +48,8 @@ fn weight_of(state: u8) -> (i64, i64) {
 
 /// The state a new flow starts in.
 #[inline(always)]
-fn first_state(flow: &FlowKey, tcp_flags: u8) -> u8 {
-    if flow.proto == IPPROTO_TCP {
+fn first_state<F: Flow>(flow: &F, tcp_flags: u8) -> u8 {
+    if flow.proto() == IPPROTO_TCP {
         tcp_next(S_NONE, tcp_flags)
     } else {
         S_UDP
@@ -58,8 +59,8 @@ fn first_state(flow: &FlowKey, tcp_flags: u8) -> u8 {
 /// Looks the packet's connection up, refreshing its last-seen time and TCP
 /// state (moving it between its server's active and inactive counts).
 #[inline(always)]
-pub fn lookup(flow: &FlowKey, service_id: u32, tcp_flags: u8) -> Lookup {
-    let Some(ptr) = FLOW_TABLE.get_ptr_mut(flow) else {
+pub fn lookup<F: Flow>(flow: &F, service_id: u32, tcp_flags: u8) -> Lookup {
+    let Some(ptr) = flow.entry() else {
         return Lookup::Miss;
     };
     // SAFETY: the pointer comes from the map lookup; only the agent deletes
@@ -74,7 +75,7 @@ pub fn lookup(flow: &FlowKey, service_id: u32, tcp_flags: u8) -> Lookup {
     };
     entry.last_seen_ns = crate::clock::now_ns();
     let mut moved = None;
-    if flow.proto == IPPROTO_TCP {
+    if flow.proto() == IPPROTO_TCP {
         // Packets of one flow may be processed on two CPUs at once (veth
         // and multi-queue NICs without flow steering): the state moves by
         // compare-and-swap, so one transition is counted once.
@@ -166,7 +167,7 @@ fn note_full(now: u64) {
 
 /// Remembers the server chosen for a new connection and counts it.
 #[inline(always)]
-pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> Inserted {
+pub fn insert<F: Flow>(flow: &F, service_id: u32, real_id: u32, tcp_flags: u8) -> Inserted {
     let state = first_state(flow, tcp_flags);
     let now = crate::clock::now_ns();
     count(counters::FLOW_NEW);
@@ -181,13 +182,13 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> I
         state,
         _pad: [0; 7],
     };
-    match FLOW_TABLE.insert(flow, entry, BPF_NOEXIST) {
+    match flow.create(&entry) {
         Ok(()) => {
             let (a, i) = weight_of(state);
             conns_add(real_id, a, i);
             Inserted::Tracked(state)
         }
-        Err(e) if e == -EEXIST => match FLOW_TABLE.get_ptr_mut(flow) {
+        Err(e) if e == -EEXIST => match flow.entry() {
             // SAFETY: a map value pointer, read once.
             Some(ptr) => Inserted::Raced(unsafe { (*ptr).real_id }),
             None => Inserted::Full,
@@ -206,9 +207,9 @@ pub fn insert(flow: &FlowKey, service_id: u32, real_id: u32, tcp_flags: u8) -> I
 /// count goes down, the new one's up. The state it starts in, unless
 /// another CPU rescheduled it this instant.
 #[inline(always)]
-pub fn reuse(
+pub fn reuse<F: Flow>(
     ptr: *mut FlowEntry,
-    flow: &FlowKey,
+    flow: &F,
     service_id: u32,
     real_id: u32,
     tcp_flags: u8,

@@ -14,6 +14,7 @@
 
 mod clock;
 mod conntrack;
+mod family;
 mod forward;
 mod icmp;
 mod local;
@@ -22,6 +23,7 @@ mod maps;
 mod persist;
 mod sched;
 mod sync;
+mod v6;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -49,6 +51,20 @@ lb_ebpf::license!();
 #[inline(always)]
 pub fn lb(ctx: XdpContext) -> u32 {
     match process_packet(&ctx) {
+        Ok(action) => action,
+        Err(Abort(reason)) => {
+            count(reason);
+            xdp_action::XDP_ABORTED
+        }
+    }
+}
+
+/// Frames that are not IPv4, by tail call from `lb`: IPv6 services (v6.rs);
+/// everything else passed and counted.
+#[xdp]
+#[inline(always)]
+pub fn lb6(ctx: XdpContext) -> u32 {
+    match v6::process_packet(&ctx) {
         Ok(action) => action,
         Err(Abort(reason)) => {
             count(reason);
@@ -100,6 +116,16 @@ pub fn local_recvmsg4(ctx: SockAddrContext) -> i32 {
 fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     let pkt = match parse::parse_l4(ctx) {
         Ok(pkt) => pkt,
+        // Not IPv4: lb6's turn (only such frames pay for IPv6).
+        Err(counters::PASS_NOT_IPV4) => {
+            // SAFETY: on success the kernel runs lb6 on this frame instead
+            // of returning here; nothing of this run is pending (no map
+            // value held, no counter bumped yet).
+            unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, lb_common::FAMILY_PROGRAM_IPV6) };
+            // No lb6 installed (an agent before IPv6 left the array empty).
+            count(counters::PASS_NOT_IPV4);
+            return Ok(xdp_action::XDP_PASS);
+        }
         Err(reason) => {
             // With NAT services, an ICMP error may be about a NAT'ed flow.
             if reason == counters::PASS_NOT_TCP_UDP

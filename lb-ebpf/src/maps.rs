@@ -5,20 +5,36 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FLOW_TABLE_DEFAULT_SIZE, FlowEntry, FlowKey,
-    LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LocalConn, LocalityEntry, LocalityKey,
-    LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse,
-    PERSIST_TABLE_SIZE, PersistEntry, PersistKey, RealConns, RealServer, SYNC_EVENTS_BYTES,
-    SchedState, ServiceInfo, ServiceKey, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FAMILY_PROGRAM_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
+    FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals,
+    LocalConn, LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
+    MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry, PersistKey,
+    RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey, ServiceKey6,
+    SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
 #[btf_map]
 pub static SERVICES: HashMap<ServiceKey, ServiceInfo, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// FAMILY_PROGRAM_* -> the program for frames that are not IPv4 (`lb6`),
+/// written by the agent after it loaded both.
+#[btf_map]
+pub static FAMILY_PROGRAMS: ProgramArray<{ FAMILY_PROGRAM_SLOTS as usize }> = ProgramArray::new();
+
+/// (IPv6 VIP, port, protocol) -> service: the same ServiceInfo, ids and
+/// backend sets as IPv4 services.
+#[btf_map]
+pub static SERVICES6: HashMap<ServiceKey6, ServiceInfo, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// real id -> the address of an IPv6 real server (REAL_FLAG_IPV6); unused
+/// slots stay zero.
+#[btf_map]
+pub static REAL_ADDRS6: Array<Ipv6Octets, { MAX_REALS as usize }> = Array::new();
 
 /// Two slots per service: the destinations of a service (see ServiceInfo::backend_set).
 #[btf_map]
@@ -36,6 +52,17 @@ pub static REALS: Array<RealServer, { MAX_REALS as usize }> = Array::new();
 #[btf_map]
 pub static FLOW_TABLE: HashMap<FlowKey, FlowEntry, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
     HashMap::new();
+
+/// The flow table of IPv6 connections: as FLOW_TABLE, sized with it, but
+/// allocated on use (a preallocated IPv6 table would pin ~100 bytes per
+/// entry on balancers that serve no IPv6).
+#[btf_map]
+pub static FLOW_TABLE6: HashMap<
+    FlowKey6,
+    FlowEntry,
+    { FLOW_TABLE_DEFAULT_SIZE as usize },
+    BPF_F_NO_PREALLOC,
+> = HashMap::new();
 
 /// real id -> active / inactive connections (IPVS's dest counters). Mappable:
 /// the agent subtracts the flows it expires with atomic operations on the
@@ -56,6 +83,11 @@ pub static LOOKUP_TABLES: HashMap<
 /// (service, destination address) -> lblc server / lblcr server set.
 #[btf_map]
 pub static LOCALITY: LruHashMap<LocalityKey, LocalityEntry, { LOCALITY_CACHE_SIZE as usize }> =
+    LruHashMap::new();
+
+/// LOCALITY's IPv6 twin: (service, destination address) -> server(s).
+#[btf_map]
+pub static LOCALITY6: LruHashMap<LocalityKey6, LocalityEntry, { LOCALITY_CACHE_SIZE as usize }> =
     LruHashMap::new();
 
 /// Persistence templates: (client network, service) -> real server.

@@ -4,14 +4,15 @@
 //! that the bytes lie inside the frame. Parsing never modifies the packet.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, counters};
+use lb_common::{FlowKey, FlowKey6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv6Octets, counters};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
-use crate::header::{OutOfBounds, header};
+use crate::header::{Header, OutOfBounds, header};
 
 /// EtherTypes as they sit in the frame (network byte order).
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
 pub const ETH_P_8021Q: u16 = 0x8100u16.to_be();
+pub const ETH_P_IPV6: u16 = 0x86DDu16.to_be();
 /// Offset of the L3 header behind Ethernet and one 802.1Q tag.
 pub const VLAN_TAGGED_L3_OFF: usize = EthHdr::LEN + VlanHdr::LEN;
 /// Minimum IPv4 header length, in 32-bit words.
@@ -86,31 +87,15 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
     }
 
     let l4_off = l3_off + Ipv4Hdr::LEN;
-    let mut tcp_flags = 0;
-    let (sport, dport) = match ip.proto {
-        IPPROTO_TCP => {
-            let tcp: &TcpHdr = header(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
-            let doff = tcp.doff();
-            if doff < TCP_MIN_DOFF_WORDS || l4_off + doff as usize * 4 > l3_off + tot_len {
-                return Err(counters::PASS_MALFORMED);
-            }
-            tcp_flags = *header::<u8>(ctx, l4_off + TCP_FLAGS_OFFSET)
-                .map_err(|_| counters::PASS_MALFORMED)?;
-            (tcp.source, tcp.dest)
-        }
-        IPPROTO_UDP => {
-            let udp: &UdpHdr = header(ctx, l4_off).map_err(|_| counters::PASS_MALFORMED)?;
-            (udp.src, udp.dst)
-        }
-        _ => return Err(counters::PASS_NOT_TCP_UDP),
-    };
+    let ports = parse_ports(ctx, ip.proto, l4_off, l3_off + tot_len)
+        .map_err(|e| e.unwrap_or(counters::PASS_NOT_TCP_UDP))?;
 
     Ok(L4Packet {
         flow: FlowKey {
             src: ip.src_addr,
             dst: ip.dst_addr,
-            sport: u16::from_ne_bytes(sport),
-            dport: u16::from_ne_bytes(dport),
+            sport: ports.sport,
+            dport: ports.dport,
             proto: ip.proto,
             _pad: [0; 3],
         },
@@ -119,7 +104,130 @@ pub fn parse_l4(ctx: &XdpContext) -> Result<L4Packet, u32> {
         tos: ip.tos,
         dont_fragment: u16::from_be_bytes(ip.frags) & IPV4_DF != 0,
         l4_off,
-        tcp_flags,
+        tcp_flags: ports.tcp_flags,
+    })
+}
+
+/// The ports and TCP flags of a TCP/UDP header at `l4_off`.
+struct Ports {
+    /// Network byte order.
+    sport: u16,
+    dport: u16,
+    /// 0 for UDP.
+    tcp_flags: u8,
+}
+
+/// Reads the TCP/UDP header at `l4_off` of an IP packet ending at `l3_end`.
+/// Err(None): not TCP or UDP; Err(Some(counter)): malformed.
+#[inline(always)]
+fn parse_ports(
+    ctx: &XdpContext,
+    proto: u8,
+    l4_off: usize,
+    l3_end: usize,
+) -> Result<Ports, Option<u32>> {
+    const MALFORMED: Option<u32> = Some(counters::PASS_MALFORMED);
+    match proto {
+        IPPROTO_TCP => {
+            let tcp: &TcpHdr = header(ctx, l4_off).map_err(|_| MALFORMED)?;
+            let doff = tcp.doff();
+            if doff < TCP_MIN_DOFF_WORDS || l4_off + doff as usize * 4 > l3_end {
+                return Err(MALFORMED);
+            }
+            let tcp_flags = *header::<u8>(ctx, l4_off + TCP_FLAGS_OFFSET).map_err(|_| MALFORMED)?;
+            Ok(Ports {
+                sport: u16::from_ne_bytes(tcp.source),
+                dport: u16::from_ne_bytes(tcp.dest),
+                tcp_flags,
+            })
+        }
+        IPPROTO_UDP => {
+            let udp: &UdpHdr = header(ctx, l4_off).map_err(|_| MALFORMED)?;
+            Ok(Ports {
+                sport: u16::from_ne_bytes(udp.src),
+                dport: u16::from_ne_bytes(udp.dst),
+                tcp_flags: 0,
+            })
+        }
+        _ => Err(None),
+    }
+}
+
+/// The fixed IPv6 header (RFC 8200 section 3), as it sits in the frame.
+#[repr(C)]
+pub struct Ipv6Header {
+    /// Version (4 bits), traffic class, flow label.
+    pub vtc_flow: [u8; 4],
+    /// Bytes after this header, network byte order.
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: Ipv6Octets,
+    pub dst: Ipv6Octets,
+}
+
+impl Ipv6Header {
+    pub const LEN: usize = 40;
+}
+
+// SAFETY: #[repr(C)] of byte arrays and bytes: no padding, any bit pattern
+// valid, alignment 1.
+unsafe impl Header for Ipv6Header {}
+
+/// Next-header values that are IPv6 extension headers (RFC 8200 section
+/// 4, and the IANA list of them): hop-by-hop, routing, fragment, ESP, AH,
+/// destination options, mobility, HIP, shim6, experimental.
+const IPV6_EXTENSION_HEADERS: [u8; 11] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254];
+
+/// What the balancer needs from a TCP/UDP-over-IPv6 frame.
+pub struct L4Packet6 {
+    /// Client -> VIP 5-tuple.
+    pub flow: FlowKey6,
+    /// Offset of the IPv6 header.
+    pub l3_off: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: usize,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+/// Parses Ethernet (at most one 802.1Q tag), IPv6 with TCP/UDP directly
+/// behind the fixed header. Extension headers are not walked: a packet
+/// with any is passed (PASS_IPV6_EXT_HEADER), as IPv4 with options is.
+/// `Err(counter)` as parse_l4.
+#[inline(always)]
+pub fn parse_l4_v6(ctx: &XdpContext) -> Result<L4Packet6, u32> {
+    let (ether_type, l3_off) = parse_l2(ctx).map_err(|_| counters::PASS_MALFORMED)?;
+    if ether_type != ETH_P_IPV6 {
+        return Err(counters::PASS_NOT_IPV4);
+    }
+    let ip: &Ipv6Header = header(ctx, l3_off).map_err(|_| counters::PASS_MALFORMED)?;
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    let l4_off = l3_off + Ipv6Header::LEN;
+    let frame_len = ctx.data_end() - ctx.data();
+    // Payload length 0 is a jumbogram (hop-by-hop option): not on Ethernet.
+    if ip.vtc_flow[0] >> 4 != 6 || payload_len == 0 || l4_off + payload_len > frame_len {
+        return Err(counters::PASS_MALFORMED);
+    }
+    let ports = parse_ports(ctx, ip.next_header, l4_off, l4_off + payload_len).map_err(|e| {
+        e.unwrap_or(if IPV6_EXTENSION_HEADERS.contains(&ip.next_header) {
+            counters::PASS_IPV6_EXT_HEADER
+        } else {
+            counters::PASS_IPV6_NOT_TCP_UDP
+        })
+    })?;
+    Ok(L4Packet6 {
+        flow: FlowKey6 {
+            src: ip.src,
+            dst: ip.dst,
+            sport: ports.sport,
+            dport: ports.dport,
+            proto: ip.next_header,
+            _pad: [0; 3],
+        },
+        l3_off,
+        l4_off,
+        tcp_flags: ports.tcp_flags,
     })
 }
 

@@ -2,7 +2,7 @@
 //! options, TCP/UDP), with correct checksums, for BPF_PROG_TEST_RUN tests
 //! and benchmarks. Katran's tester is the model: exact bytes in, exact out.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -12,6 +12,11 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_VRRP: u8 = 112;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers: hop-by-hop options, fragment.
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_FRAGMENT: u8 = 44;
+const IPV6_HEADER_LEN: usize = 40;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 /// IPv4 "More Fragments" flag in the frags field.
@@ -163,7 +168,149 @@ pub fn arp_request(sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> V
     f
 }
 
-/// An IPv6 TCP SYN (the balancer does not serve IPv6 yet).
+/// An IPv6 packet under construction; `frame()` renders it.
+#[derive(Clone, Debug)]
+pub struct Ipv6Packet {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The fixed header's next header (the first extension header's type
+    /// when `ext` is not empty).
+    pub next_header: u8,
+    /// Extension headers, already built, between the fixed header and `l4`.
+    pub ext: Vec<u8>,
+    /// Layer-4 header and payload, already built.
+    pub l4: Vec<u8>,
+}
+
+impl Ipv6Packet {
+    pub fn new(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: Vec<u8>) -> Self {
+        Self {
+            dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+            src_mac: CLIENT_MAC,
+            vlan: None,
+            src,
+            dst,
+            next_header,
+            ext: Vec::new(),
+            l4,
+        }
+    }
+
+    /// TCP segment with `flags` and `payload`.
+    pub fn tcp(
+        src: Ipv6Addr,
+        sport: u16,
+        dst: Ipv6Addr,
+        dport: u16,
+        flags: u8,
+        payload: &[u8],
+    ) -> Self {
+        let mut l4 = vec![0u8; TCP_HEADER_LEN];
+        l4[0..2].copy_from_slice(&sport.to_be_bytes());
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
+        l4[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
+        l4[13] = flags;
+        l4[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
+        l4.extend_from_slice(payload);
+        let check = l4_checksum6(src, dst, IPPROTO_TCP, &l4);
+        l4[16..18].copy_from_slice(&check.to_be_bytes());
+        Self::new(src, dst, IPPROTO_TCP, l4)
+    }
+
+    /// UDP datagram with `payload`.
+    pub fn udp(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Self {
+        let len = (UDP_HEADER_LEN + payload.len()) as u16;
+        let mut l4 = Vec::with_capacity(len as usize);
+        l4.extend_from_slice(&sport.to_be_bytes());
+        l4.extend_from_slice(&dport.to_be_bytes());
+        l4.extend_from_slice(&len.to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+        l4.extend_from_slice(payload);
+        let check = l4_checksum6(src, dst, IPPROTO_UDP, &l4);
+        l4[6..8].copy_from_slice(&check.to_be_bytes());
+        Self::new(src, dst, IPPROTO_UDP, l4)
+    }
+
+    /// The same packet behind one 8-byte extension header of type `kind`
+    /// (hop-by-hop with padding, or a first fragment).
+    pub fn with_extension(mut self, kind: u8) -> Self {
+        let mut ext = vec![0u8; 8];
+        ext[0] = self.next_header;
+        if kind == IPV6_FRAGMENT {
+            // Offset 0, More Fragments: a first fragment.
+            ext[3] = 1;
+        } else {
+            // PadN over the six option bytes.
+            ext[2] = 1;
+            ext[3] = 4;
+        }
+        self.ext = ext;
+        self.next_header = kind;
+        self
+    }
+
+    pub fn frame(&self) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        if let Some(tci) = self.vlan {
+            f.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        let payload_len = (self.ext.len() + self.l4.len()) as u16;
+        let mut ip = vec![0u8; IPV6_HEADER_LEN];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        ip[6] = self.next_header;
+        ip[7] = DEFAULT_TTL;
+        ip[8..24].copy_from_slice(&self.src.octets());
+        ip[24..40].copy_from_slice(&self.dst.octets());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&self.ext);
+        f.extend_from_slice(&self.l4);
+        f
+    }
+}
+
+/// TCP/UDP/ICMPv6 checksum with the IPv6 pseudo-header (RFC 8200 8.1).
+pub fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    let partial = !csum(&pseudo, 0) as u32;
+    csum(l4, partial)
+}
+
+/// An ICMPv6 neighbour solicitation for `target` from `src`.
+pub fn neighbour_solicitation(src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    // Type 135, code 0, checksum, reserved, target address.
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    let t = target.octets();
+    // Solicited-node multicast ff02::1:ffXX:XXXX.
+    let dst = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let check = l4_checksum6(src, dst, IPPROTO_ICMPV6, &icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    Ipv6Packet::new(src, dst, IPPROTO_ICMPV6, icmp).frame()
+}
+
+/// An IPv6 TCP SYN to a host that is no service.
 pub fn ipv6_tcp_frame() -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02]);

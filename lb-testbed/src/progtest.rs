@@ -18,7 +18,9 @@ use lb_userspace::{
     },
 };
 
-pub use crate::seed::{CLIENT_IP, LB_IP, PORT, RS1_IP, RS2_IP, VIP};
+pub use crate::seed::{
+    CLIENT_IP, CLIENT_IP6, LB_IP, PORT, RS1_IP, RS1_IP6, RS2_IP, RS2_IP6, VIP, VIP6,
+};
 pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x88];
 pub const RS1_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x93];
 pub const RS2_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x95];
@@ -63,7 +65,7 @@ pub struct ProgTest {
 pub fn seed_service(weights: [u32; 2]) -> PlannedService {
     PlannedService {
         service_id: 0,
-        vip: VIP,
+        vip: VIP.into(),
         port: PORT,
         protocol: Protocol::Tcp,
         forward: ForwardKind::Dr,
@@ -74,14 +76,14 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
             PlannedReal {
                 real_id: 1,
                 rs_index: Some(0),
-                ip: RS1_IP,
+                ip: RS1_IP.into(),
                 port: PORT,
                 weight: weights[0],
             },
             PlannedReal {
                 real_id: 2,
                 rs_index: Some(1),
-                ip: RS2_IP,
+                ip: RS2_IP.into(),
                 port: PORT,
                 weight: weights[1],
             },
@@ -91,6 +93,16 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
         quorum: 1,
         sorry: None,
     }
+}
+
+/// The seed's virtual service on its IPv6 addresses: [VIP6]:80 TCP rr DR
+/// over RS1_IP6, RS2_IP6 (real ids 1 and 2).
+pub fn seed_service6() -> PlannedService {
+    let mut svc = seed_service([1, 1]);
+    svc.vip = VIP6.into();
+    svc.reals[0].ip = RS1_IP6.into();
+    svc.reals[1].ip = RS2_IP6.into();
+    svc
 }
 
 /// The seed's service forwarded by `forward` (DR, TUN or NAT without port
@@ -123,7 +135,7 @@ pub fn service_with(scheduler: SchedulerKind, weights: &[u32]) -> PlannedService
         .map(|(i, w)| PlannedReal {
             real_id: i as u32 + 1,
             rs_index: Some(i),
-            ip: real_ip(i),
+            ip: real_ip(i).into(),
             port: PORT,
             weight: *w,
         })

@@ -77,7 +77,7 @@ impl WrrModel {
 /// A destination as IPVS's schedulers see it (ip_vs_dest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dest {
-    pub ip: std::net::Ipv4Addr,
+    pub ip: std::net::IpAddr,
     pub port: u16,
     pub weight: u32,
     /// The last non-zero weight (mh).
@@ -87,7 +87,7 @@ pub struct Dest {
 }
 
 impl Dest {
-    pub fn new(ip: std::net::Ipv4Addr, port: u16, weight: u32) -> Self {
+    pub fn new(ip: std::net::IpAddr, port: u16, weight: u32) -> Self {
         Self {
             ip,
             port,
@@ -269,12 +269,13 @@ pub fn twos_reachable(dests: &[Dest]) -> Vec<usize> {
 const HASH_TAB_SIZE: usize = 256;
 
 /// ip_vs_dh.c: the table (ip_vs_dh_reassign) and the lookup.
-pub fn dh(dests: &[Dest], daddr: std::net::Ipv4Addr) -> Option<usize> {
+pub fn dh(dests: &[Dest], daddr: impl Into<std::net::IpAddr>) -> Option<usize> {
     if dests.is_empty() {
         return None;
     }
     // Bucket i holds dest i mod n.
-    let hash = (u64::from(u32::from(daddr)) * 2_654_435_761u64) as usize & (HASH_TAB_SIZE - 1);
+    let hash =
+        (u64::from(addr_fold(daddr.into())) * 2_654_435_761u64) as usize & (HASH_TAB_SIZE - 1);
     let i = hash % dests.len();
     (dests[i].weight > 0).then_some(i)
 }
@@ -297,14 +298,20 @@ pub fn sh_table(dests: &[Dest]) -> Vec<usize> {
     table
 }
 
-fn sh_hashkey(addr: std::net::Ipv4Addr, port: u16, offset: u32) -> usize {
-    let v = u32::from(port).wrapping_add(u32::from(addr));
+fn sh_hashkey(addr: u32, port: u16, offset: u32) -> usize {
+    let v = u32::from(port).wrapping_add(addr);
     let h = v.wrapping_mul(0x61C8_8647) >> (32 - 8);
     (offset.wrapping_add(h) as usize) & (HASH_TAB_SIZE - 1)
 }
 
 /// ip_vs_sh_schedule (with or without the sh-fallback flag).
-pub fn sh(dests: &[Dest], saddr: std::net::Ipv4Addr, sport: u16, fallback: bool) -> Option<usize> {
+pub fn sh(
+    dests: &[Dest],
+    saddr: impl Into<std::net::IpAddr>,
+    sport: u16,
+    fallback: bool,
+) -> Option<usize> {
+    let saddr = addr_fold(saddr.into());
     let table = sh_table(dests);
     if table.is_empty() {
         return None;
@@ -339,8 +346,20 @@ const MH_SIZE: usize = 4093;
 const MH_KEY1: [u64; 2] = [2_654_435_761, 2_654_435_761];
 const MH_KEY2: [u64; 2] = [2_654_446_892, 2_654_446_892];
 
-fn mh_hashkey(addr: std::net::Ipv4Addr, port: u16, key: [u64; 2]) -> u32 {
-    hsiphash_u32(u32::from(port).wrapping_add(u32::from(addr)), key)
+/// ip_vs_mh_hashkey's addr_fold: an IPv6 address is the XOR of its four
+/// 32-bit words.
+fn addr_fold(addr: std::net::IpAddr) -> u32 {
+    match addr {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            (0..4).fold(0, |acc, i| acc ^ (bits >> (32 * i)) as u32)
+        }
+    }
+}
+
+fn mh_hashkey(addr: std::net::IpAddr, port: u16, key: [u64; 2]) -> u32 {
+    hsiphash_u32(u32::from(port).wrapping_add(addr_fold(addr)), key)
 }
 
 /// ip_vs_mh.c's lookup table (ip_vs_mh_permutate + ip_vs_mh_populate).
@@ -412,7 +431,13 @@ pub fn mh_table(dests: &[Dest]) -> Vec<Option<usize>> {
 }
 
 /// ip_vs_mh_schedule (with or without the mh-fallback flag).
-pub fn mh(dests: &[Dest], saddr: std::net::Ipv4Addr, sport: u16, fallback: bool) -> Option<usize> {
+pub fn mh(
+    dests: &[Dest],
+    saddr: impl Into<std::net::IpAddr>,
+    sport: u16,
+    fallback: bool,
+) -> Option<usize> {
+    let saddr = saddr.into();
     let table = mh_table(dests);
     let ihash = mh_hashkey(saddr, sport, MH_KEY1) as usize % MH_SIZE;
     let i = table[ihash]?;
@@ -425,7 +450,7 @@ pub fn mh(dests: &[Dest], saddr: std::net::Ipv4Addr, sport: u16, fallback: bool)
     for offset in 0..MH_SIZE {
         let roffset = ((offset + ihash) % MH_SIZE) as u32;
         let v = u32::from(sport)
-            .wrapping_add(u32::from(saddr))
+            .wrapping_add(addr_fold(saddr))
             .wrapping_add(roffset);
         let d = table[hsiphash_u32(v, MH_KEY1) as usize % MH_SIZE]?;
         if dests[d].weight > 0 {
@@ -559,7 +584,13 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Dest::new(std::net::Ipv4Addr::new(10, 1, 0, i as u8 + 1), 80, *w))
+            .map(|(i, w)| {
+                Dest::new(
+                    std::net::Ipv4Addr::new(10, 1, 0, i as u8 + 1).into(),
+                    80,
+                    *w,
+                )
+            })
             .collect()
     }
 

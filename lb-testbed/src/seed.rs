@@ -2,7 +2,7 @@
 //! for the BPF_PROG_TEST_RUN harness, the namespace topology, the demo and
 //! the bench.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The seed's subnet, 172.16.122.0/24.
 pub const SUBNET_PREFIX: u8 = 24;
@@ -21,3 +21,17 @@ pub const RS1_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 193);
 pub const RS2_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 195);
 /// A third web server, for sorry_server scenarios (not in the seed).
 pub const SORRY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 197);
+
+/// The IPv6 network beside the seed's (not in the seed: 2001:db8::/32 is
+/// the documentation prefix), each host ::N where the seed has .N.
+pub const SUBNET6_PREFIX: u8 = 64;
+const fn seed6(last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, last)
+}
+pub const VIP6: Ipv6Addr = seed6(0x100);
+pub const CLIENT_IP6: Ipv6Addr = seed6(0x50);
+pub const LB_IP6: Ipv6Addr = seed6(0x188);
+pub const LB2_IP6: Ipv6Addr = seed6(0x189);
+pub const RS1_IP6: Ipv6Addr = seed6(0x193);
+pub const RS2_IP6: Ipv6Addr = seed6(0x195);
+pub const SORRY_IP6: Ipv6Addr = seed6(0x197);

@@ -2,7 +2,9 @@
 //! root): more than 100,000 generated frames per run — truncated at every
 //! offset past the Ethernet header (no NIC hands XDP less), bad IHL, IP options, fragments, bad total lengths, TCP data
 //! offsets out of range, VLAN stacks, IPv6 extension headers, every TCP
-//! flag combination to the VIP — in DR, TUN and NAT. On every frame one of:
+//! flag combination to the VIP — in DR, TUN and NAT; and IPv6 frames to an
+//! IPv6 DR service (extension header chains, fragments, bad payload
+//! lengths, truncations, flipped bytes). On every frame one of:
 //! PASS with the frame unmodified; DROP with a drop-reason counter counted;
 //! or a forward whose output is well-formed, its checksums verified here,
 //! independently of the data plane (valid wherever the input's were).
@@ -156,6 +158,15 @@ fn is_sent(name: &str) -> bool {
 /// was, a forward is well formed, and every verdict bumps a counter that
 /// says why (pass_*, drop_*, tx/redirect/nat_*).
 fn check_frame(t: &mut ProgTest, frame: &[u8]) -> Result<(), String> {
+    check_frame_with(t, frame, check_forwarded)
+}
+
+/// check_frame with `forwarded` judging what was sent.
+fn check_frame_with(
+    t: &mut ProgTest,
+    frame: &[u8],
+    forwarded: fn(&[u8], &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let before = [is_pass, is_drop, is_sent].map(|class| counted(t, class));
     let (verdict, out) = t.run(frame).map_err(|e| format!("test run failed: {e}"))?;
     let bumped = |i: usize, class: fn(&str) -> bool| counted(t, class) > before[i];
@@ -165,7 +176,7 @@ fn check_frame(t: &mut ProgTest, frame: &[u8]) -> Result<(), String> {
         XDP_PASS => Err("PASS without a pass-reason counter".into()),
         XDP_DROP if bumped(1, is_drop) => Ok(()),
         XDP_DROP => Err("DROP without a drop-reason counter".into()),
-        XDP_TX | XDP_REDIRECT if bumped(2, is_sent) => check_forwarded(frame, &out),
+        XDP_TX | XDP_REDIRECT if bumped(2, is_sent) => forwarded(frame, &out),
         XDP_TX | XDP_REDIRECT => Err("forwarded without a counter".into()),
         other => Err(format!("verdict {other}")),
     }
@@ -364,6 +375,145 @@ fn generated_hostile_frames_keep_the_invariant() {
     }
 }
 
+/// DR over IPv6 changes the two MACs and nothing else: the frame above
+/// layer 2 is the input's, byte for byte, so its checksums are too.
+fn check_forwarded6(input: &[u8], out: &[u8]) -> Result<(), String> {
+    if out.len() != input.len() || out[12..] != input[12..] {
+        return Err("DR over IPv6 changed more than the MACs".into());
+    }
+    if out[6..12] != LB_MAC || ![RS1_MAC, RS2_MAC].iter().any(|m| out[0..6] == m[..]) {
+        return Err("DR over IPv6: unexpected MACs".into());
+    }
+    Ok(())
+}
+
+/// One generated IPv6 frame: a packet (chains of extension headers
+/// before its transport header), then the damage done to it.
+#[derive(Debug, Clone)]
+struct Hostile6 {
+    to_vip: bool,
+    proto: u8,
+    sport: u16,
+    dport_is_service: bool,
+    other_port: u16,
+    src_last: u16,
+    tcp_flags: u8,
+    payload: Vec<u8>,
+    vlan: Option<u16>,
+    exts: Vec<u8>,
+    payload_len: Option<u16>,
+    truncate_at: Option<prop::sample::Index>,
+    flip: Option<(prop::sample::Index, u8)>,
+}
+
+fn hostile6() -> impl Strategy<Value = Hostile6> {
+    let ext = prop_oneof![
+        Just(IPPROTO_IPV6_HOP),
+        Just(IPPROTO_IPV6_ROUTING),
+        Just(IPPROTO_IPV6_FRAGMENT),
+        Just(IPPROTO_IPV6_DSTOPTS)
+    ];
+    let packet = (
+        prop::bool::weighted(0.85),
+        prop_oneof![4 => Just(IPPROTO_TCP), 3 => Just(IPPROTO_UDP), 1 => Just(IPPROTO_ICMPV6), 1 => any::<u8>()],
+        any::<u16>(),
+        prop::bool::weighted(0.85),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u8>(),
+        prop::collection::vec(any::<u8>(), 0..MAX_PAYLOAD),
+    );
+    let damage = (
+        prop::option::weighted(0.1, any::<u16>()),
+        prop::option::weighted(0.2, prop::collection::vec(ext, 1..4)),
+        prop::option::weighted(0.1, any::<u16>()),
+        prop::option::weighted(0.15, any::<prop::sample::Index>()),
+        prop::option::weighted(0.15, (any::<prop::sample::Index>(), 1..=u8::MAX)),
+    );
+    (packet, damage).prop_map(
+        |(
+            (to_vip, proto, sport, dport_is_service, other_port, src_last, tcp_flags, payload),
+            (vlan, exts, payload_len, truncate_at, flip),
+        )| Hostile6 {
+            to_vip,
+            proto,
+            sport,
+            dport_is_service,
+            other_port,
+            src_last,
+            tcp_flags,
+            payload,
+            vlan,
+            exts: exts.unwrap_or_default(),
+            payload_len,
+            truncate_at,
+            flip,
+        },
+    )
+}
+
+impl Hostile6 {
+    fn frame(&self) -> Vec<u8> {
+        let src = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x50, 0, 0, 0, 0, self.src_last);
+        let dst = if self.to_vip { VIP6 } else { src };
+        let dport = if self.dport_is_service {
+            PORT
+        } else {
+            self.other_port
+        };
+        let mut p = match self.proto {
+            IPPROTO_TCP => {
+                Ipv6Packet::tcp(src, self.sport, dst, dport, self.tcp_flags, &self.payload)
+            }
+            IPPROTO_UDP => Ipv6Packet::udp(src, self.sport, dst, dport, &self.payload),
+            proto => Ipv6Packet::new(src, dst, proto, self.payload.clone()),
+        };
+        // The chain: each 8-byte header names the next; the last names the
+        // transport protocol.
+        for (i, kind) in self.exts.iter().enumerate() {
+            let next = self.exts.get(i + 1).copied().unwrap_or(p.next_header);
+            p.ext.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+            if i == 0 {
+                p.next_header = *kind;
+            }
+        }
+        p.vlan = self.vlan;
+        let mut f = p.frame();
+        let l3 = ETH_HEADER_LEN + if self.vlan.is_some() { VLAN_TAG_LEN } else { 0 };
+        if let Some(len) = self.payload_len {
+            f[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
+        }
+        if let Some((at, xor)) = &self.flip {
+            let i = at.index(f.len());
+            f[i] ^= xor;
+        }
+        if let Some(at) = &self.truncate_at {
+            f.truncate(ETH_HEADER_LEN + at.index(f.len() - ETH_HEADER_LEN + 1));
+        }
+        f
+    }
+}
+
+#[test]
+fn generated_hostile_ipv6_frames_keep_the_invariant() {
+    let t = RefCell::new(ProgTest::with_service(seed_service6()).unwrap());
+    let mut runner = TestRunner::new(Config {
+        cases: FRAMES_PER_MODE,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&hostile6(), |h| {
+        let frame = h.frame();
+        check_frame_with(&mut t.borrow_mut(), &frame, check_forwarded6)
+            .map_err(|e| TestCaseError::fail(format!("IPv6 DR: {e}\nframe {frame:02x?}")))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // The generator reached the balanced path, not only the passes.
+    assert!(counted(&t.borrow(), is_sent) > 0);
+}
+
 #[test]
 fn every_tcp_flag_combination_and_every_truncation_to_the_vip() {
     for forward in [ForwardKind::Dr, ForwardKind::Tun, ForwardKind::Nat] {
@@ -376,17 +526,44 @@ fn every_tcp_flag_combination_and_every_truncation_to_the_vip() {
                 .unwrap_or_else(|e| panic!("{forward:?} flags {flags:#x}: {e}"));
         }
         let frame = Ipv4Packet::tcp(CLIENT_IP, 30000, VIP, PORT, TCP_SYN, b"payload").frame();
-        for len in ETH_HEADER_LEN..=frame.len() {
-            check_frame(&mut t, &frame[..len])
-                .unwrap_or_else(|e| panic!("{forward:?} truncated to {len}: {e}"));
-            // A truncated packet is never forwarded.
-            if len < frame.len() {
-                let (verdict, _) = t.run(&frame[..len]).unwrap();
-                assert_ne!(
-                    verdict, XDP_TX,
-                    "{forward:?}: forwarded a frame truncated to {len}"
-                );
-            }
+        assert_every_truncation_passes(&mut t, &frame, check_forwarded, &format!("{forward:?}"));
+    }
+    let mut t = ProgTest::with_service(seed_service6()).unwrap();
+    for flags in 0..=u8::MAX {
+        let frame = Ipv6Packet::tcp(
+            CLIENT_IP6,
+            20000 + u16::from(flags),
+            VIP6,
+            PORT,
+            flags,
+            b"x",
+        )
+        .frame();
+        check_frame_with(&mut t, &frame, check_forwarded6)
+            .unwrap_or_else(|e| panic!("IPv6 flags {flags:#x}: {e}"));
+    }
+    let frame = Ipv6Packet::tcp(CLIENT_IP6, 30000, VIP6, PORT, TCP_SYN, b"payload").frame();
+    assert_every_truncation_passes(&mut t, &frame, check_forwarded6, "IPv6 DR");
+}
+
+/// Every prefix of `frame` keeps the invariant, and none but the whole
+/// frame is forwarded.
+fn assert_every_truncation_passes(
+    t: &mut ProgTest,
+    frame: &[u8],
+    forwarded: fn(&[u8], &[u8]) -> Result<(), String>,
+    what: &str,
+) {
+    for len in ETH_HEADER_LEN..=frame.len() {
+        check_frame_with(t, &frame[..len], forwarded)
+            .unwrap_or_else(|e| panic!("{what} truncated to {len}: {e}"));
+        // A truncated packet is never forwarded.
+        if len < frame.len() {
+            let (verdict, _) = t.run(&frame[..len]).unwrap();
+            assert_ne!(
+                verdict, XDP_TX,
+                "{what}: forwarded a frame truncated to {len}"
+            );
         }
     }
 }

@@ -138,9 +138,11 @@ fn local_connections_are_counted(topo: &Topology) {
             .unwrap_or_else(|| panic!("no entry for local port {port}: {listed:#?}"));
         assert_eq!(entry.protocol, "TCP");
         assert_eq!(entry.state, "ESTABLISHED");
-        assert_eq!(entry.virt, (VIP, 80));
+        assert_eq!(entry.virt, (VIP.into(), 80));
         assert!(
-            [RS1_IP, lb_testbed::topology::RS2_IP].contains(&entry.dest.0),
+            [RS1_IP, lb_testbed::topology::RS2_IP]
+                .map(std::net::IpAddr::V4)
+                .contains(&entry.dest.0),
             "{entry:?}"
         );
     }
@@ -267,7 +269,7 @@ fn udp_from_the_director_sees_the_vip_answer() {
         assert_eq!(udp.len(), sockets.len(), "{listed:#?}");
         assert!(
             udp.iter()
-                .all(|c| c.state == "UDP" && c.virt == (VIP, UDP_PORT)),
+                .all(|c| c.state == "UDP" && c.virt == (VIP.into(), UDP_PORT)),
             "{udp:#?}"
         );
         let mut ports: Vec<u16> = sockets

@@ -73,7 +73,7 @@ enum RealserverAction {
     /// VIP on lo, ARP settings (and for tun, IPIP decapsulation) — rs.sh start.
     Start {
         #[arg(long)]
-        vip: std::net::Ipv4Addr,
+        vip: std::net::IpAddr,
         #[arg(long, value_enum, default_value_t = realserver::Mode::Dr)]
         mode: realserver::Mode,
         /// The interface the balancer's packets arrive on (required for tun).
@@ -84,7 +84,7 @@ enum RealserverAction {
     /// start's flags; what start recorded decides.
     Stop {
         #[arg(long)]
-        vip: std::net::Ipv4Addr,
+        vip: std::net::IpAddr,
         #[arg(long, value_enum)]
         mode: Option<realserver::Mode>,
         #[arg(long)]

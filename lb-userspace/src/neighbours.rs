@@ -1,16 +1,16 @@
 //! Which real servers have a known MAC, tracked from the kernel's neighbour
 //! table. Pure: the agent feeds it neighbour dumps and writes what changed.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 #[derive(Debug, Default)]
 pub struct MacTracker {
     /// real id -> (address, MAC if resolved)
-    reals: HashMap<u32, (Ipv4Addr, Option<[u8; 6]>)>,
+    reals: HashMap<u32, (IpAddr, Option<[u8; 6]>)>,
 }
 
 impl MacTracker {
-    pub fn new(reals: impl IntoIterator<Item = (u32, Ipv4Addr)>) -> Self {
+    pub fn new(reals: impl IntoIterator<Item = (u32, IpAddr)>) -> Self {
         Self {
             reals: reals.into_iter().map(|(id, ip)| (id, (ip, None))).collect(),
         }
@@ -18,7 +18,7 @@ impl MacTracker {
 
     /// Tracks exactly `reals` (after a reload): ids that stay with the same
     /// address keep their MAC, new ones start unresolved.
-    pub fn retrack(&mut self, reals: impl IntoIterator<Item = (u32, Ipv4Addr)>) {
+    pub fn retrack(&mut self, reals: impl IntoIterator<Item = (u32, IpAddr)>) {
         let mut old = std::mem::take(&mut self.reals);
         self.reals = reals
             .into_iter()
@@ -34,7 +34,7 @@ impl MacTracker {
     }
 
     /// Addresses still without a MAC (to probe).
-    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+    pub fn unresolved(&self) -> Vec<IpAddr> {
         let mut v: Vec<_> = self
             .reals
             .values()
@@ -50,7 +50,7 @@ impl MacTracker {
     /// (learned or different). An entry that vanished from the table keeps
     /// its last MAC: the kernel garbage-collects idle entries, which does not
     /// mean the server moved.
-    pub fn update(&mut self, neighbours: &HashMap<Ipv4Addr, [u8; 6]>) -> Vec<u32> {
+    pub fn update(&mut self, neighbours: &HashMap<IpAddr, [u8; 6]>) -> Vec<u32> {
         let mut changed = Vec::new();
         for (id, (ip, mac)) in self.reals.iter_mut() {
             if let Some(new) = neighbours.get(ip)
@@ -76,9 +76,19 @@ pub fn fmt_mac(mac: [u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const RS1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const RS2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const RS1: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const RS2: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const RS6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+
+    #[test]
+    fn ipv6_servers_resolve_from_the_same_dump() {
+        let mut t = MacTracker::new([(1, RS1), (2, RS6)]);
+        let table = HashMap::from([(RS6, [6; 6])]);
+        assert_eq!(t.update(&table), vec![2]);
+        assert_eq!(t.unresolved(), vec![RS1]);
+    }
 
     #[test]
     fn learns_changes_and_keeps_vanished_entries() {

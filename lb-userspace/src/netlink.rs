@@ -1,5 +1,5 @@
 //! Kernel network state over rtnetlink: the interface (index, MAC, local
-//! addresses) and the IPv4 neighbour table that gives real servers' MACs.
+//! addresses) and the neighbour tables that give real servers' MACs.
 
 use std::{
     collections::HashMap,
@@ -148,8 +148,8 @@ impl Netlink {
             .map(|msg| msg.header.flags.contains(LinkFlags::Running)))
     }
 
-    /// IPv4 addresses configured on the interface.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+    /// Addresses of both families configured on the interface.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>> {
         let mut out = Vec::new();
         let mut addrs = self
             .handle
@@ -159,7 +159,7 @@ impl Netlink {
             .execute();
         while let Some(msg) = addrs.try_next().await.context("listing addresses")? {
             for attr in &msg.attributes {
-                if let AddressAttribute::Address(std::net::IpAddr::V4(a)) = attr {
+                if let AddressAttribute::Address(a) = attr {
                     out.push(*a);
                 }
             }
@@ -167,15 +167,35 @@ impl Netlink {
         Ok(out)
     }
 
-    /// IPv4 neighbours of interface `index` with a usable MAC.
-    pub async fn ipv4_neighbours(&self, index: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
+    /// IPv4 addresses configured on the interface.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// IPv4 and IPv6 neighbours of interface `index` with a usable MAC.
+    pub async fn neighbours(&self, index: u32) -> Result<HashMap<IpAddr, [u8; 6]>> {
         let mut out = HashMap::new();
-        let mut neighs = self
-            .handle
-            .neighbours()
-            .get()
-            .set_family(rtnetlink::IpVersion::V4)
-            .execute();
+        for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
+            self.neighbours_of(family, index, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn neighbours_of(
+        &self,
+        family: rtnetlink::IpVersion,
+        index: u32,
+        out: &mut HashMap<IpAddr, [u8; 6]>,
+    ) -> Result<()> {
+        let mut neighs = self.handle.neighbours().get().set_family(family).execute();
         while let Some(msg) = neighs
             .try_next()
             .await
@@ -188,7 +208,12 @@ impl Netlink {
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        ip = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        ip = Some(IpAddr::V6(*a))
+                    }
                     NeighbourAttribute::LinkLocalAddress(b) => {
                         mac = <[u8; 6]>::try_from(b.as_slice()).ok()
                     }
@@ -199,7 +224,7 @@ impl Netlink {
                 out.insert(ip, mac);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -216,10 +241,14 @@ fn usable_state(state: NeighbourState) -> bool {
     )
 }
 
-/// Makes the kernel resolve (ARP) `ip` by sending it one empty UDP datagram
-/// to the discard port. Best effort: errors (no route...) are returned for
-/// logging only.
-pub fn probe(ip: Ipv4Addr) -> std::io::Result<()> {
-    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+/// Makes the kernel resolve `ip` (ARP, or neighbour solicitation for IPv6)
+/// by sending it one empty UDP datagram to the discard port. Best effort:
+/// errors (no route...) are returned for logging only.
+pub fn probe(ip: IpAddr) -> std::io::Result<()> {
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = std::net::UdpSocket::bind((any, 0))?;
     socket.send_to(&[], (ip, PROBE_PORT)).map(|_| ())
 }

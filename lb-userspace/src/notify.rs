@@ -2,7 +2,7 @@
 //! notification_email, through smtp_server, sent from a task of its own so
 //! a slow or dead mail server never delays a health check or a map update.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use lettre::{
@@ -152,7 +152,7 @@ impl SmtpAlerts {
 }
 
 /// keepalived's way of naming a server in mails: [ip]:tcp:port.
-pub fn keepalived_name(ip: Ipv4Addr, protocol: Protocol, port: u16) -> String {
+pub fn keepalived_name(ip: IpAddr, protocol: Protocol, port: u16) -> String {
     format!(
         "[{ip}]:{}:{port}",
         protocol.ipvsadm_name().to_ascii_lowercase()

@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
 
@@ -38,6 +38,7 @@ const ARP_IGNORE: &str = "1";
 const ARP_ANNOUNCE: &str = "2";
 const RP_FILTER_OFF: &str = "0";
 const VIP_PREFIX: u8 = 32;
+const VIP6_PREFIX: u8 = 128;
 const LOOPBACK: &str = "lo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -50,7 +51,8 @@ pub enum Mode {
 /// What `start` changed, saved for `stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
-    pub vip: Ipv4Addr,
+    /// Text: files written before IPv6 read the same.
+    pub vip: IpAddr,
     pub mode: Mode,
     pub iface: Option<String>,
     /// The VIP was not on lo before start.
@@ -178,7 +180,7 @@ fn netns_id() -> String {
         .map_or_else(|| "0".to_string(), |n| n.to_string())
 }
 
-fn state_path(vip: Ipv4Addr) -> PathBuf {
+fn state_path(vip: IpAddr) -> PathBuf {
     Path::new(STATE_DIR).join(format!("realserver-{}-{vip}.toml", netns_id()))
 }
 
@@ -186,8 +188,20 @@ fn decap_pin_dir(iface: &str) -> PathBuf {
     Path::new(BPFFS).join(format!("lb-rs-{}-{iface}", netns_id()))
 }
 
-pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()> {
+/// The VIP of a TUN real server: IPv4 (rs_decap's IPIP; IPv6-in-IPv6 is
+/// not implemented yet).
+fn tun_vip(vip: IpAddr) -> Result<Ipv4Addr> {
+    match vip {
+        IpAddr::V4(vip) => Ok(vip),
+        IpAddr::V6(_) => bail!("--mode tun with an IPv6 VIP is not implemented yet (DR is)"),
+    }
+}
+
+pub async fn start(vip: IpAddr, mode: Mode, iface: Option<&str>) -> Result<()> {
     preflight::check_privileges()?;
+    if mode == Mode::Tun {
+        tun_vip(vip)?;
+    }
     let state_file = state_path(vip);
     let nl = Netlink::connect()?;
     let link = match iface {
@@ -210,7 +224,7 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
         let saved_cookie = toml::from_str::<SavedState>(&text)
             .ok()
             .and_then(|s| s.netns_cookie);
-        let vip_on_lo = nl.ipv4_addresses(lo.index).await?.contains(&vip);
+        let vip_on_lo = nl.addresses(lo.index).await?.contains(&vip);
         match Leftover::classify(saved_cookie, cookie, vip_on_lo) {
             Leftover::StartedHere => bail!(
                 "realserver already started for {vip} ({}): run `lb-userspace realserver stop --vip {vip}` first",
@@ -231,8 +245,15 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
     fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
 
     let sysctls = Sysctls::new(SYSCTL_ROOT);
-    let saved = sysctls.apply(&sysctls_for(mode, iface))?;
-    let had_vip = nl.ipv4_addresses(lo.index).await?.contains(&vip);
+    // IPv6 has no ARP: a VIP on lo is never answered for on another
+    // interface (neighbour discovery answers for the receiving interface's
+    // own addresses), so no sysctl is needed.
+    let saved = if vip.is_ipv4() {
+        sysctls.apply(&sysctls_for(mode, iface))?
+    } else {
+        BTreeMap::new()
+    };
+    let had_vip = nl.addresses(lo.index).await?.contains(&vip);
     let state = SavedState {
         vip,
         mode,
@@ -244,16 +265,21 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
     let undo = |state: &SavedState| {
         sysctls.restore(&state.sysctls);
     };
-    if !had_vip && let Err(e) = nl.add_address(lo.index, vip.into(), VIP_PREFIX).await {
+    let prefix = if vip.is_ipv4() {
+        VIP_PREFIX
+    } else {
+        VIP6_PREFIX
+    };
+    if !had_vip && let Err(e) = nl.add_address(lo.index, vip, prefix).await {
         undo(&state);
         return Err(e);
     }
     if mode == Mode::Tun
         && let (Some(name), Some(link)) = (iface, link)
-        && let Err(e) = attach_decap(name, link.index, vip)
+        && let Err(e) = attach_decap(name, link.index, tun_vip(vip)?)
     {
         if state.vip_added {
-            let _ = nl.del_address(lo.index, vip.into()).await;
+            let _ = nl.del_address(lo.index, vip).await;
         }
         undo(&state);
         return Err(e);
@@ -267,14 +293,14 @@ pub async fn start(vip: Ipv4Addr, mode: Mode, iface: Option<&str>) -> Result<()>
 /// `mode` and `iface` are what the operator typed (the same flags as
 /// start); what start recorded decides. Without a record, `--mode tun
 /// --iface IF` still removes the VIP from rs_decap on IF (a leftover).
-pub async fn stop(vip: Ipv4Addr, mode: Option<Mode>, iface: Option<&str>) -> Result<()> {
+pub async fn stop(vip: IpAddr, mode: Option<Mode>, iface: Option<&str>) -> Result<()> {
     preflight::check_privileges()?;
     let state_file = state_path(vip);
     let Ok(text) = fs::read_to_string(&state_file) else {
         if mode == Some(Mode::Tun)
             && let Some(iface) = iface
         {
-            detach_decap(iface, vip)?;
+            detach_decap(iface, tun_vip(vip)?)?;
         }
         println!("RealServer {vip} not started: nothing to stop");
         return Ok(());
@@ -297,13 +323,13 @@ pub async fn stop(vip: Ipv4Addr, mode: Option<Mode>, iface: Option<&str>) -> Res
     if state.mode == Mode::Tun
         && let Some(iface) = &state.iface
     {
-        detach_decap(iface, vip)?;
+        detach_decap(iface, tun_vip(vip)?)?;
     }
     let nl = Netlink::connect()?;
     if state.vip_added
         && let Some(lo) = nl.link(LOOPBACK).await?
     {
-        nl.del_address(lo.index, vip.into()).await?;
+        nl.del_address(lo.index, vip).await?;
     }
     let failed = Sysctls::new(SYSCTL_ROOT).restore(&state.sysctls);
     if !failed.is_empty() {
@@ -393,7 +419,7 @@ fn open_decap_vips(
 
 /// `vip` was started here (this namespace's cookie) in tun mode on `iface`.
 fn tun_started_here(vip: Ipv4Addr, iface: &str) -> bool {
-    fs::read_to_string(state_path(vip))
+    fs::read_to_string(state_path(vip.into()))
         .ok()
         .and_then(|text| toml::from_str::<SavedState>(&text).ok())
         .is_some_and(|state| {
@@ -496,7 +522,7 @@ mod tests {
     #[test]
     fn saved_state_round_trips_through_toml() {
         let state = SavedState {
-            vip: Ipv4Addr::new(172, 16, 122, 100),
+            vip: Ipv4Addr::new(172, 16, 122, 100).into(),
             mode: Mode::Tun,
             iface: Some("eth0".into()),
             vip_added: true,

@@ -85,7 +85,7 @@ pub struct VrrpStatus {
 pub struct CheckStatus {
     /// "TCP 172.16.122.100:80", as ipvsadm names a service.
     pub service: String,
-    pub real: Ipv4Addr,
+    pub real: std::net::IpAddr,
     pub port: u16,
     /// TCP_CHECK, HTTP_GET, MISC_CHECK or none.
     pub checker: String,
@@ -159,7 +159,7 @@ impl AgentStatus {
             let _ = writeln!(
                 out,
                 "    {:<21} {:<10} {:<4} {:<8} weight {:<5} transitions {}{}",
-                format!("{}:{}", c.real, c.port),
+                std::net::SocketAddr::new(c.real, c.port).to_string(),
                 c.checker,
                 if c.healthy { "UP" } else { "DOWN" },
                 if c.active { "serving" } else { "out" },
@@ -287,7 +287,7 @@ mod tests {
             }],
             checks: vec![CheckStatus {
                 service: "TCP 172.16.122.100:80".into(),
-                real: Ipv4Addr::new(172, 16, 122, 193),
+                real: Ipv4Addr::new(172, 16, 122, 193).into(),
                 port: 80,
                 checker: "TCP_CHECK".into(),
                 healthy: false,

@@ -7,13 +7,13 @@
 //! probe further.
 
 use lb_common::{
-    BackendSet, DH_SH_TABLE_SIZE, FlowKey, MH_HASH1_KEY, MH_TABLE_SIZE, SCHED_FLAG_FALLBACK,
+    BackendSet, DH_SH_TABLE_SIZE, MH_HASH1_KEY, MH_TABLE_SIZE, SCHED_FLAG_FALLBACK,
     SCHED_FLAG_HASH_PORT, ServiceInfo,
     sched_hash::{dh_bucket, mh_hash, sh_bucket},
 };
 
 use super::scan::{Visit, scan};
-use crate::maps::LOOKUP_TABLES;
+use crate::{family::Flow, maps::LOOKUP_TABLES};
 
 /// ip_vs_sh_get_fallback's / ip_vs_mh_get_fallback's probe: the bucket
 /// the hash gives for each offset from the first bucket.
@@ -88,23 +88,21 @@ fn available(set: &BackendSet, buckets: &[u8], bucket: u32) -> Option<u32> {
 }
 
 #[inline(always)]
-pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, hash: Hash) -> Option<u32> {
+pub fn pick<F: Flow>(svc: &ServiceInfo, set: &BackendSet, flow: &F, hash: Hash) -> Option<u32> {
     // SAFETY: the agent writes a slot's table before the service points at
     // the slot, and never rewrites the table of the slot in use.
     let table = unsafe { LOOKUP_TABLES.get(&svc.backend_set) }?;
     if table.len == 0 {
         return None;
     }
-    let saddr = u32::from_be_bytes(flow.src);
+    let saddr = flow.src_fold();
     let sport = if svc.sched_flags & SCHED_FLAG_HASH_PORT != 0 {
-        u16::from_be(flow.sport)
+        u16::from_be(flow.sport())
     } else {
         0
     };
     match hash {
-        Hash::Destination => {
-            available(set, &table.buckets, dh_bucket(u32::from_be_bytes(flow.dst)))
-        }
+        Hash::Destination => available(set, &table.buckets, dh_bucket(flow.dst_fold())),
         Hash::Maglev | Hash::Source => {
             let (first, size) = if hash == Hash::Maglev {
                 (

@@ -4,17 +4,15 @@
 //! overloaded; then wlc picks (and lblcr adds the pick to the set). An lblcr
 //! set unchanged for the expiration time drops its most loaded server.
 
-use lb_common::{
-    BackendSet, FlowKey, LBLCR_SET_MAX, LocalityEntry, LocalityKey, LocalityMember, ServiceInfo,
-};
+use lb_common::{BackendSet, LBLCR_SET_MAX, LocalityEntry, LocalityMember, ServiceInfo};
 
 use super::{
     least::{self, Cost},
     scan::{Visit, backend_at, scan},
 };
 use crate::{
-    kernel::BPF_ANY,
-    maps::{LB_GLOBALS, LOCALITY, conns_of},
+    family::Flow,
+    maps::{LB_GLOBALS, conns_of},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -108,13 +106,14 @@ fn real_id(set: &BackendSet, idx: u32) -> Option<u32> {
 }
 
 #[inline(always)]
-pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, replicated: bool) -> Option<u32> {
-    let key = LocalityKey {
-        service_id: svc.service_id,
-        daddr: flow.dst,
-    };
+pub fn pick<F: Flow>(
+    svc: &ServiceInfo,
+    set: &BackendSet,
+    flow: &F,
+    replicated: bool,
+) -> Option<u32> {
     let now = crate::clock::now_ns();
-    match LOCALITY.get_ptr_mut(&key) {
+    match flow.locality(svc.service_id) {
         Some(entry) => {
             // SAFETY: map value pointer; racing CPUs may both update an entry,
             // as IPVS's lockless lastuse update.
@@ -135,8 +134,7 @@ pub fn pick(svc: &ServiceInfo, set: &BackendSet, flow: &FlowKey, replicated: boo
                 ..LocalityEntry::default()
             };
             entry.members[0] = member(set, idx)?;
-            // A full cache only loses an entry (LRU): the choice stands.
-            let _ = LOCALITY.insert(&key, entry, BPF_ANY);
+            flow.set_locality(svc.service_id, &entry);
             real_id(set, idx)
         }
     }

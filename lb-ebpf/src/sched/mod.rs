@@ -11,16 +11,16 @@ mod twos;
 mod weight;
 mod wrr;
 
-use lb_common::{FlowKey, SchedulerKind, ServiceInfo};
+use lb_common::{SchedulerKind, ServiceInfo};
 
-use crate::maps::BACKEND_SETS;
+use crate::{family::Flow, maps::BACKEND_SETS};
 use hashed::Hash;
 use least::Cost;
 
 /// The real id chosen for a new connection of `svc`, or None when no server
 /// may take it (empty set, all weights 0, unknown scheduler).
 #[inline(always)]
-pub fn schedule(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
+pub fn schedule<F: Flow>(svc: &ServiceInfo, flow: &F) -> Option<u32> {
     let set = BACKEND_SETS.get(svc.backend_set)?;
     match SchedulerKind::from_u8(svc.sched)? {
         SchedulerKind::Rr => rr::pick(svc.service_id, set),
@@ -44,16 +44,16 @@ pub fn schedule(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
 /// hash over the set, skipping quiesced (weight 0) servers. The same flow
 /// gets the same server while the set stays the same.
 #[inline(always)]
-pub fn by_flow_hash(svc: &ServiceInfo, flow: &FlowKey) -> Option<u32> {
+pub fn by_flow_hash<F: Flow>(svc: &ServiceInfo, flow: &F) -> Option<u32> {
     let set = BACKEND_SETS.get(svc.backend_set)?;
     if set.count == 0 {
         return None;
     }
     let hash = lb_common::sched_hash::mh_hash(
-        u32::from_be_bytes(flow.src) ^ u32::from_be_bytes(flow.dst).rotate_left(16),
-        u16::from_be(flow.sport) ^ u16::from_be(flow.dport),
+        flow.src_fold() ^ flow.dst_fold().rotate_left(16),
+        u16::from_be(flow.sport()) ^ u16::from_be(flow.dport()),
         lb_common::MH_HASH1_KEY,
-        u32::from(flow.proto),
+        u32::from(flow.proto()),
     );
     let mut probe = FirstLive {
         set,

@@ -87,13 +87,14 @@ impl Topology {
         self.curl_on(Host::Client, &addr.to_string())
     }
 
-    /// curl http://ADDR/ typed on `host` (ADDR: address or address:port),
-    /// as the seed types it on the director too; the body.
+    /// curl http://ADDR/ typed on `host` (ADDR: address or address:port,
+    /// IPv6 in brackets), as the seed types it on the director too; the body.
     pub fn curl_on(&self, host: Host, addr: &str) -> Result<String> {
         let url = format!("http://{addr}/");
+        // -g: brackets are an IPv6 address, not a curl glob.
         let out = exec_in(
             &self.ns(host),
-            &["curl", "-sS", "--max-time", CURL_MAX_TIME_SECS, &url],
+            &["curl", "-gsS", "--max-time", CURL_MAX_TIME_SECS, &url],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }

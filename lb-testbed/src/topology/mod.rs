@@ -20,7 +20,7 @@ mod servers;
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     thread::sleep,
@@ -33,7 +33,10 @@ use lb_userspace::dataplane::BASELINES_OBJECT;
 
 use crate::netns::{self, destroy_namespace, exec_in, ip, namespaces_with_prefix, nsenter_net};
 
-pub use crate::seed::{CLIENT_IP, LB_IP, LB2_IP, RS1_IP, RS2_IP, SORRY_IP, SUBNET_PREFIX, VIP};
+pub use crate::seed::{
+    CLIENT_IP, CLIENT_IP6, LB_IP, LB_IP6, LB2_IP, LB2_IP6, RS1_IP, RS1_IP6, RS2_IP, RS2_IP6,
+    SORRY_IP, SORRY_IP6, SUBNET_PREFIX, SUBNET6_PREFIX, VIP, VIP6,
+};
 /// The NAT client's subnet (one-armed: same wire, another subnet).
 const NAT_OUTSIDE_LB: &str = "192.168.100.1/24";
 const NAT_OUTSIDE_GATEWAY: &str = "192.168.100.1";
@@ -97,6 +100,20 @@ impl Host {
             Host::Router => "router",
         }
     }
+    /// The host's IPv6 address beside its IPv4 one (the seed's hosts only;
+    /// the scale-out hosts have none).
+    pub fn ip6(self) -> Option<Ipv6Addr> {
+        Some(match self {
+            Host::Client => CLIENT_IP6,
+            Host::Lb => LB_IP6,
+            Host::Lb2 => LB2_IP6,
+            Host::Rs1 => RS1_IP6,
+            Host::Rs2 => RS2_IP6,
+            Host::Sorry => SORRY_IP6,
+            Host::Lb3 | Host::Router => return None,
+        })
+    }
+
     pub fn ip(self) -> Ipv4Addr {
         match self {
             Host::Client => CLIENT_IP,
@@ -276,6 +293,11 @@ impl Topology {
         ])?;
         let addr = format!("{}/{SUBNET_PREFIX}", host.ip());
         ip(&["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE])?;
+        if let Some(ip6) = host.ip6() {
+            // nodad: usable at once, not tentative for a second.
+            let addr = format!("{ip6}/{SUBNET6_PREFIX}");
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE, "nodad"])?;
+        }
         ip(&["-n", &ns, "link", "set", HOST_IFACE, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         // Forwarded TCP would carry partial checksums from veth offload.

@@ -17,7 +17,7 @@ impl Topology {
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_max_body_size 0;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 80;\n    listen 8080;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
+               server {{\n    listen 80;\n    listen 8080;\n    listen [::]:80;\n    listen [::]:8080;\n    location = / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n\
                  location / {{ root {files}; }}\n  }}\n}}\n"
         );
         let conf_path = dir.join("nginx.conf");

@@ -3,7 +3,7 @@
 //! keeps running (and its server keeps its health), a changed one restarts,
 //! a removed server's stops.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::SocketAddr};
 
 use tokio::{sync::mpsc, task::AbortHandle};
 use tracing::info;
@@ -143,11 +143,11 @@ impl Checkers {
 
 pub fn label(real: &PlannedReal) -> String {
     match real.rs_index {
-        Some(_) => format!("real server {}:{}", real.ip, real.port),
-        None => format!("sorry server {}:{}", real.ip, real.port),
+        Some(_) => format!("real server {}", SocketAddr::new(real.ip, real.port)),
+        None => format!("sorry server {}", SocketAddr::new(real.ip, real.port)),
     }
 }
 
 pub fn service_label(svc: &PlannedService) -> String {
-    format!("virtual server {}:{}", svc.vip, svc.port)
+    format!("virtual server {}", svc.endpoint())
 }

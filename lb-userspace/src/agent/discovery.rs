@@ -62,12 +62,7 @@ async fn tunnel_source(
     plan: &Plan,
     governed: &HashSet<Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
-    let vips: HashSet<Ipv4Addr> = plan
-        .services
-        .iter()
-        .map(|s| s.vip)
-        .chain(governed.iter().copied())
-        .collect();
+    let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(governed.iter().copied()).collect();
     let own = own_address(nl, link.index, &vips).await?;
     let needs_tun = plan
         .services
@@ -121,7 +116,7 @@ pub async fn resolve_initial_macs(nl: &Netlink, ifindex: u32, macs: &mut MacTrac
     let deadline = Instant::now() + INITIAL_RESOLVE_TIMEOUT;
     let mut probe_failed = HashSet::new();
     loop {
-        macs.update(&nl.ipv4_neighbours(ifindex).await?);
+        macs.update(&nl.neighbours(ifindex).await?);
         let missing = macs.unresolved();
         if missing.is_empty() {
             return Ok(());
@@ -156,22 +151,33 @@ pub async fn warn_about_missing_vips(
     plan: &Plan,
     governed: &HashSet<Ipv4Addr>,
 ) {
-    let Ok(addrs) = nl.ipv4_addresses(ifindex).await else {
+    let Ok(addrs) = nl.addresses(ifindex).await else {
         return;
     };
     for vip in unowned_vips(plan, &addrs, governed) {
-        warn!(
-            "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
-        );
+        if vip.is_ipv4() {
+            warn!(
+                "VIP {vip} is not an address of {iface}: nobody answers ARP for it (ip addr add {vip}/32 dev {iface})"
+            );
+        } else {
+            // Deprecated: never the source of the balancer's own
+            // connections (health checks would be answered to the servers'
+            // own copy of the VIP).
+            warn!(
+                "VIP {vip} is not an address of {iface}: nobody answers neighbour solicitations for it \
+                 (ip -6 addr add {vip}/128 dev {iface} nodad preferred_lft 0)"
+            );
+        }
     }
 }
 
 /// The services' VIPs, each once, that are neither an address of the
 /// interface nor managed by a vrrp_instance.
-fn unowned_vips(plan: &Plan, addrs: &[Ipv4Addr], governed: &HashSet<Ipv4Addr>) -> Vec<Ipv4Addr> {
-    let vips: std::collections::BTreeSet<Ipv4Addr> = plan.services.iter().map(|s| s.vip).collect();
+fn unowned_vips(plan: &Plan, addrs: &[IpAddr], governed: &HashSet<Ipv4Addr>) -> Vec<IpAddr> {
+    let vips: std::collections::BTreeSet<IpAddr> = plan.services.iter().map(|s| s.vip).collect();
+    let is_governed = |v: &IpAddr| matches!(v, IpAddr::V4(v4) if governed.contains(v4));
     vips.into_iter()
-        .filter(|v| !addrs.contains(v) && !governed.contains(v))
+        .filter(|v| !addrs.contains(v) && !is_governed(v))
         .collect()
 }
 
@@ -194,10 +200,16 @@ mod tests {
             .map(|(vip, port)| service(vip, port))
             .concat();
         let plan = plan(&parse("vips", &text).unwrap()).unwrap();
-        let a = Ipv4Addr::new(10, 0, 0, 1);
-        let b = Ipv4Addr::new(10, 0, 0, 2);
+        let a4 = Ipv4Addr::new(10, 0, 0, 1);
+        let (a, b) = (IpAddr::V4(a4), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);
         assert_eq!(unowned_vips(&plan, &[b], &HashSet::new()), [a]);
-        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a])), [b]);
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a4])), [b]);
+        // An IPv6 VIP is warned about too (no vrrp_instance governs one).
+        let v6 = service("10.0.0.1", 80)
+            + &service("2001:db8::2", 80).replace("10.0.1.1", "2001:db8::1:1");
+        let plan = crate::planning::plan::plan(&parse("v6", &v6).unwrap()).unwrap();
+        let c: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(unowned_vips(&plan, &[a], &HashSet::new()), [c]);
     }
 }

@@ -5,7 +5,11 @@
 //! reload does). The VIPs it was VRRP master for are served on from the
 //! first moment, and their instances resume as master.
 
-use std::{collections::HashSet, net::Ipv4Addr, path::Path};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use serde::{Deserialize, Serialize};
@@ -31,7 +35,8 @@ pub struct Handover {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandedService {
-    pub vip: Ipv4Addr,
+    /// Written as text: the files of agents before IPv6 read the same.
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub service_id: u32,
@@ -40,7 +45,7 @@ pub struct HandedService {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandedReal {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub sorry: bool,
     pub real_id: u32,
@@ -201,7 +206,7 @@ mod tests {
         );
         let new = plan(&parse("swapped", &swapped).unwrap()).unwrap();
         let kept = stable_ids::keep_ids(new, &back.id_plan(), |_| false).unwrap();
-        let ids = |p: &Plan| -> Vec<(Ipv4Addr, u32)> {
+        let ids = |p: &Plan| -> Vec<(IpAddr, u32)> {
             let mut v: Vec<_> = p.reals().map(|r| (r.ip, r.real_id)).collect();
             v.sort();
             v

@@ -2,7 +2,7 @@
 //! transitions and neighbour (MAC) changes until SIGINT/SIGTERM, when it
 //! detaches and removes the pins.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::XdpMode;
@@ -291,9 +291,7 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     if let Some(bgp) = &config.bgp {
         let vips: std::collections::HashSet<_> = agent
             .plan
-            .services
-            .iter()
-            .map(|s| s.vip)
+            .ipv4_vips()
             .chain(governed_vips.iter().copied())
             .collect();
         let catch_up = agent.sync.is_some().then_some(sync_link::CATCHUP_WAIT);
@@ -379,10 +377,9 @@ impl Agent {
         Handover::done(&opts.pin_dir)?;
         for svc in &self.plan.services {
             info!(
-                "serving {:?} {}:{} ({} real servers, {})",
+                "serving {:?} {} ({} real servers, {})",
                 svc.protocol,
-                svc.vip,
-                svc.port,
+                svc.endpoint(),
                 svc.reals.len(),
                 svc.scheduler.name()
             );
@@ -605,10 +602,15 @@ impl Agent {
             .plan
             .services
             .iter()
-            .map(|svc| {
+            // BIRD is configured for IPv4 routes only, so far.
+            .filter_map(|svc| match svc.vip {
+                IpAddr::V4(vip) => Some((svc, vip)),
+                IpAddr::V6(_) => None,
+            })
+            .map(|(svc, vip)| {
                 let applied = self.applied.get(&svc.service_id);
                 ServiceReadiness {
-                    vip: svc.vip,
+                    vip,
                     quorum_holds: applied.is_some_and(|a| !a.state.quorum_lost),
                     standby: applied.is_none_or(|a| a.standby),
                 }
@@ -649,7 +651,12 @@ impl Agent {
             change.state.name()
         );
         let affected: Vec<usize> = (0..self.plan.services.len())
-            .filter(|&i| change.vips.contains(&self.plan.services[i].vip))
+            .filter(|&i| {
+                change
+                    .vips
+                    .iter()
+                    .any(|v| IpAddr::V4(*v) == self.plan.services[i].vip)
+            })
             .collect();
         for index in affected {
             self.apply_service(index, false)?;
@@ -719,7 +726,7 @@ impl Agent {
         for ip in self.macs.unresolved() {
             let _ = netlink::probe(ip);
         }
-        let neighbours = self.nl.ipv4_neighbours(self.reals_ifindex()).await?;
+        let neighbours = self.nl.neighbours(self.reals_ifindex()).await?;
         let changed = self.macs.update(&neighbours);
         if changed.is_empty() {
             return Ok(());

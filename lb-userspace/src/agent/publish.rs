@@ -15,7 +15,7 @@ impl Agent {
     fn build_status(&self, vrrp: &VrrpSet) -> AgentStatus {
         let mut checks = Vec::new();
         for svc in &self.plan.services {
-            let service = format!("{} {}:{}", svc.protocol.ipvsadm_name(), svc.vip, svc.port);
+            let service = format!("{} {}", svc.protocol.ipvsadm_name(), svc.endpoint());
             let applied = self.applied.get(&svc.service_id);
             for real in svc.reals.iter().chain(svc.sorry.iter()) {
                 let h = self

@@ -92,11 +92,11 @@ impl Agent {
         {
             self.dp.remove_service(svc)?;
             self.applied.remove(&svc.service_id);
-            info!("virtual server {}:{} removed", svc.vip, svc.port);
+            info!("virtual server {} removed", svc.endpoint());
         }
         self.macs
             .retrack(self.plan.reals().map(|r| (r.real_id, r.ip)));
-        let neighbours = self.nl.ipv4_neighbours(self.reals_ifindex()).await?;
+        let neighbours = self.nl.neighbours(self.reals_ifindex()).await?;
         self.macs.update(&neighbours);
         for ip in self.macs.unresolved() {
             let _ = netlink::probe(ip);

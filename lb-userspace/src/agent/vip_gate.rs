@@ -2,7 +2,10 @@
 //! governs is balanced only while that instance is MASTER here (standby:
 //! its packets go to the kernel untouched); every other VIP always.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use crate::vrrp::instance::InstanceConfig;
 
@@ -25,7 +28,11 @@ impl VipGate {
     }
 
     /// Packets to `vip` go to the kernel: governed, and not MASTER for it.
-    pub fn standby(&self, vip: Ipv4Addr) -> bool {
+    /// (No vrrp_instance governs an IPv6 VIP yet.)
+    pub fn standby(&self, vip: IpAddr) -> bool {
+        let IpAddr::V4(vip) = vip else {
+            return false;
+        };
         self.governed.contains(&vip) && !self.master.contains(&vip)
     }
 
@@ -79,13 +86,16 @@ mod tests {
     #[test]
     fn a_governed_vip_is_balanced_only_while_master() {
         let mut g = gate();
-        assert!(g.standby(GOVERNED));
-        assert!(!g.standby(FREE), "no instance governs it: always balanced");
+        assert!(g.standby(GOVERNED.into()));
+        assert!(
+            !g.standby(FREE.into()),
+            "no instance governs it: always balanced"
+        );
         g.set_master(&[GOVERNED], true);
-        assert!(!g.standby(GOVERNED));
+        assert!(!g.standby(GOVERNED.into()));
         assert_eq!(g.master_vips(), [GOVERNED]);
         g.set_master(&[GOVERNED], false);
-        assert!(g.standby(GOVERNED));
+        assert!(g.standby(GOVERNED.into()));
     }
 
     #[test]
@@ -94,6 +104,6 @@ mod tests {
         g.set_master(&[GOVERNED], true);
         g.reload(HashSet::new(), &[GOVERNED]);
         assert!(g.master_vips().is_empty());
-        assert!(!g.standby(GOVERNED), "no longer governed: balanced");
+        assert!(!g.standby(GOVERNED.into()), "no longer governed: balanced");
     }
 }

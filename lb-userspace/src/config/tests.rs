@@ -454,3 +454,56 @@ fn bgp_mistakes_are_named() {
         "unknown field",
     );
 }
+
+#[test]
+fn a_dual_stack_config_plans_both_families() {
+    let c = parse(
+        "dual-stack.toml",
+        include_str!("../../../configs/dual-stack.toml"),
+    )
+    .unwrap();
+    let plan = crate::planning::plan::plan(&c).unwrap();
+    let vips: Vec<String> = plan
+        .services
+        .iter()
+        .map(|s| s.endpoint().to_string())
+        .collect();
+    assert_eq!(vips, ["172.16.122.100:80", "[2001:db8:122::100]:80"]);
+    assert!(plan.services[1].reals.iter().all(|r| r.ip.is_ipv6()));
+    assert!(matches!(
+        plan.services[1].key(),
+        crate::planning::plan::ServiceMapKey::V6(_)
+    ));
+}
+
+#[test]
+fn what_ipv6_does_not_do_yet_is_refused_with_its_line() {
+    let v6 = MINIMAL_VS.replace("10.0.0.1", "2001:db8::1");
+    parse("v6.toml", &v6).unwrap();
+    for (from, to, needle) in [
+        (
+            "lb_kind = \"DR\"",
+            "lb_kind = \"TUN\"",
+            "lb_kind TUN and NAT",
+        ),
+        (
+            "lb_kind = \"DR\"",
+            "lb_kind = \"NAT\"",
+            "lb_kind TUN and NAT",
+        ),
+        (
+            "lb_algo = \"rr\"",
+            "lb_algo = \"rr\"\npersistence_timeout = 300",
+            "persistence_timeout",
+        ),
+    ] {
+        assert_error(
+            &v6.replace(from, to),
+            2,
+            &format!("not implemented over IPv6 yet: {needle}"),
+        );
+    }
+    // A server of the other family than its VIP's.
+    let mixed = format!("{v6}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n");
+    assert_error(&mixed, 8, "not of the VIP's address family");
+}

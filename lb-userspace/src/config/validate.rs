@@ -189,11 +189,16 @@ fn validate_virtual_servers(config: &Config, at: &Locator<'_>, errors: &mut Vec<
     for spanned in &config.virtual_server {
         let span = Some(spanned.span());
         let vs = spanned.get_ref();
-        let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
+        let name = format!(
+            "virtual_server {}",
+            std::net::SocketAddr::new(vs.vip, vs.port.0)
+        );
         let mut err = |msg: String| errors.push(at.error(span.clone(), msg));
-        if vs.vip.is_ipv6() {
+        let missing = vs.not_yet_over_ipv6();
+        if !missing.is_empty() {
             err(format!(
-                "{name}: IPv6 virtual servers are not implemented yet"
+                "{name}: not implemented over IPv6 yet: {}",
+                missing.join(", ")
             ));
         }
         if vs.port.0 == 0 && vs.persistence_timeout == 0 {
@@ -243,7 +248,10 @@ fn validate_real_servers(
         let span = Some(spanned.span());
         let rs = spanned.get_ref();
         let mut err = |msg: String| errors.push(at.error(span.clone(), msg));
-        let rs_name = format!("real_server {}:{}", rs.ip, rs.port.0);
+        let rs_name = format!(
+            "real_server {}",
+            std::net::SocketAddr::new(rs.ip, rs.port.0)
+        );
         if !seen.insert((rs.ip, rs.port)) {
             err(format!("{name}: duplicate {rs_name}"));
         }

@@ -49,6 +49,8 @@ pub static BASELINES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-baselines"));
 /// The XDP entry point in LB_OBJECT.
 pub const PROGRAM_NAME: &str = "lb";
+/// The IPv6 program, reached from `lb` by tail call (family_programs).
+pub const IPV6_PROGRAM_NAME: &str = "lb6";
 /// Where the running agent pins its maps (lb-toml.md).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// Pinned XDP links (hitless restart) are named this + the interface.
@@ -97,6 +99,8 @@ impl Drop for PinDir {
 /// The maps the agent writes, owned (taken out of the Ebpf object).
 struct WritableMaps {
     services: HashMap<MapData, ServiceKey, ServiceInfo>,
+    services6: HashMap<MapData, lb_common::ServiceKey6, ServiceInfo>,
+    real_addrs6: Array<MapData, lb_common::Ipv6Octets>,
     backend_sets: Array<MapData, BackendSet>,
     reals: Array<MapData, RealServer>,
     globals: Array<MapData, LbGlobals>,
@@ -168,6 +172,7 @@ impl Dataplane {
         program_of(&mut ebpf)?
             .load()
             .context("loading the lb XDP program (verifier)")?;
+        install_ipv6_program(&mut ebpf)?;
         let conns = bpf_sys::SharedConns::map(map_data(&ebpf, map_names::REAL_CONNS)?.fd().as_fd())
             .context("mapping the real_conns counters")?;
         // The backend-set slots in use: a write goes to the other one.
@@ -386,6 +391,8 @@ impl Dataplane {
             };
             self.maps = Some(WritableMaps {
                 services: HashMap::try_from(take(map_names::SERVICES)?)?,
+                services6: HashMap::try_from(take(map_names::SERVICES6)?)?,
+                real_addrs6: Array::try_from(take(map_names::REAL_ADDRS6)?)?,
                 backend_sets: Array::try_from(take(map_names::BACKEND_SETS)?)?,
                 reals: Array::try_from(take(map_names::REALS)?)?,
                 globals: Array::try_from(take(map_names::LB_GLOBALS)?)?,
@@ -421,6 +428,30 @@ fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
         Some(_) => Err(anyhow!("map {name} has an unexpected type")),
         None => Err(anyhow!("map {name} missing from the object")),
     }
+}
+
+/// Loads `lb6` and puts it in `lb`'s family_programs slot for IPv6. Before
+/// any attach: a frame never finds the slot half-written.
+fn install_ipv6_program(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut Xdp = ebpf
+        .program_mut(IPV6_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {IPV6_PROGRAM_NAME} missing from the object"))?
+        .try_into()?;
+    program
+        .load()
+        .context("loading the lb6 XDP program (verifier)")?;
+    let fd = program
+        .fd()
+        .context("the lb6 program's fd")?
+        .try_clone()
+        .context("duplicating the lb6 program's fd")?;
+    let map = ebpf
+        .map_mut(map_names::FAMILY_PROGRAMS)
+        .ok_or_else(|| anyhow!("no family_programs map"))?;
+    let mut slots: aya::maps::ProgramArray<&mut MapData> = aya::maps::ProgramArray::try_from(map)?;
+    slots
+        .set(lb_common::FAMILY_PROGRAM_IPV6, &fd, 0)
+        .context("installing lb6 in family_programs")
 }
 
 fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

@@ -9,7 +9,8 @@ use std::os::fd::AsFd as _;
 use anyhow::{Context as _, Result};
 use aya::Pod;
 use lb_common::{
-    FlowEntry, FlowKey, LbGlobals, LocalityEntry, LocalityKey, PersistEntry, PersistKey, map_names,
+    FlowEntry, FlowKey, FlowKey6, LbGlobals, LocalityEntry, LocalityKey, LocalityKey6,
+    PersistEntry, PersistKey, map_names,
 };
 
 use super::{ConnTimeouts, Dataplane, bpf_sys, map_data, monotonic_ns};
@@ -56,7 +57,7 @@ impl Dataplane {
                     if entry
                         .remaining_ns(globals.timeout_s(entry.state), now)
                         .is_none()
-                        && self.expire_flow(key, &globals, now)?
+                        && self.expire_flow(map_names::FLOW_TABLE, key, &globals, now)?
                     {
                         removed += 1;
                         continue;
@@ -71,10 +72,40 @@ impl Dataplane {
             },
         )
         .context("sweeping the flow table")?;
-        self.flows_at_sweep = live;
+        let (removed6, live6) = self.sweep_ipv6_flows(&globals, now)?;
+        removed += removed6;
+        self.flows_at_sweep = live + live6;
         self.sweep_templates(templates, &controlled, now)?;
         self.sweep_locality(timeouts.locality_expiration, now)?;
         Ok(removed)
+    }
+
+    /// The IPv6 flow table's expiry (no persistence over IPv6 yet: no
+    /// templates to keep alive). (removed, live).
+    fn sweep_ipv6_flows(&mut self, globals: &LbGlobals, now: u64) -> Result<(usize, u64)> {
+        let (mut removed, mut live) = (0, 0u64);
+        let table = map_data(&self.ebpf, map_names::FLOW_TABLE6)?
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()?;
+        bpf_sys::for_each_batch(
+            table.as_fd(),
+            |keys: &[FlowKey6], entries: &[FlowEntry]| -> Result<()> {
+                for (key, entry) in keys.iter().zip(entries) {
+                    let expired = entry
+                        .remaining_ns(globals.timeout_s(entry.state), now)
+                        .is_none();
+                    if expired && self.expire_flow(map_names::FLOW_TABLE6, key, globals, now)? {
+                        removed += 1;
+                    } else {
+                        live += 1;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .context("sweeping the IPv6 flow table")?;
+        Ok((removed, live))
     }
 
     /// Persistence templates live while a connection they made lives, and
@@ -132,12 +163,22 @@ impl Dataplane {
     }
 
     /// lblc/lblcr entries unused for the expiration time go (IPVS's
-    /// lblc_full_check).
+    /// lblc_full_check), IPv4's and IPv6's.
     fn sweep_locality(&mut self, expiration_s: u32, now: u64) -> Result<()> {
-        let entries: Vec<(LocalityKey, LocalityEntry)> =
-            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::LOCALITY)?.fd().as_fd())
-                .context("reading the locality cache")?;
-        let stale: Vec<LocalityKey> = entries
+        self.sweep_locality_of::<LocalityKey>(map_names::LOCALITY, expiration_s, now)?;
+        self.sweep_locality_of::<LocalityKey6>(map_names::LOCALITY6, expiration_s, now)
+    }
+
+    fn sweep_locality_of<K: Pod + Default>(
+        &mut self,
+        name: &str,
+        expiration_s: u32,
+        now: u64,
+    ) -> Result<()> {
+        let entries: Vec<(K, LocalityEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, name)?.fd().as_fd())
+                .with_context(|| format!("reading the locality cache {name}"))?;
+        let stale: Vec<K> = entries
             .into_iter()
             .filter(|(_, e)| {
                 e.lastuse_ns
@@ -146,20 +187,23 @@ impl Dataplane {
             })
             .map(|(k, _)| k)
             .collect();
-        let mut map = self.hash_map_mut::<LocalityKey, LocalityEntry>(map_names::LOCALITY)?;
+        let mut map = self.hash_map_mut::<K, LocalityEntry>(name)?;
         for key in &stale {
             let _ = map.remove(key);
         }
         Ok(())
     }
 
-    pub(super) fn expire_flow(
+    /// Removes the flow `key` of flow table `table` (FLOW_TABLE or
+    /// FLOW_TABLE6) if it has expired, and takes it off its server's count.
+    pub(super) fn expire_flow<K: Pod + Default>(
         &mut self,
-        key: &FlowKey,
+        table: &str,
+        key: &K,
         globals: &LbGlobals,
         now: u64,
     ) -> Result<bool> {
-        let gone = self.remove_unless_live(map_names::FLOW_TABLE, key, |e: &FlowEntry| {
+        let gone = self.remove_unless_live(table, key, |e: &FlowEntry| {
             e.remaining_ns(globals.timeout_s(e.state), now).is_some()
         })?;
         let Some(entry) = gone else {

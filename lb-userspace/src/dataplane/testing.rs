@@ -40,12 +40,22 @@ impl Dataplane {
         }
     }
 
+    /// Every entry of the IPv6 flow table.
+    pub fn ipv6_flows(&self) -> Result<Vec<(lb_common::FlowKey6, lb_common::FlowEntry)>> {
+        let map = self
+            .ebpf
+            .map(map_names::FLOW_TABLE6)
+            .ok_or_else(|| anyhow!("no IPv6 flow table"))?;
+        let flows: HashMap<_, lb_common::FlowKey6, lb_common::FlowEntry> = HashMap::try_from(map)?;
+        Ok(flows.iter().collect::<Result<_, _>>()?)
+    }
+
     /// Removes one flow as the sweep does (tests use it to expire a flow
     /// without waiting). Returns whether it went.
     pub fn remove_flow(&mut self, key: &FlowKey) -> Result<bool> {
         // Timeouts of zero: whatever its state, the flow has expired.
         let globals = LbGlobals::default();
-        self.expire_flow(key, &globals, u64::MAX)
+        self.expire_flow(lb_common::map_names::FLOW_TABLE, key, &globals, u64::MAX)
     }
 
     /// Writes flow-table entries directly, bypassing the counters: for

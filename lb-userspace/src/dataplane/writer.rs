@@ -6,11 +6,11 @@ use anyhow::{Context as _, Result};
 use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LookupTable, REAL_FLAG_ACTIVE,
-    REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState, SchedulerKind, ServiceInfo,
-    TrafficStats, map_names,
+    REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState,
+    SchedulerKind, ServiceInfo, TrafficStats, map_names,
 };
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::netlink::LinkInfo;
 
@@ -51,7 +51,7 @@ impl Default for ConnTimeouts {
 
 use super::Dataplane;
 use crate::planning::{
-    plan::{PlannedReal, PlannedService},
+    plan::{PlannedReal, PlannedService, ServiceMapKey},
     sched_tables::{MhServer, dh_table, mh_table, sh_table},
 };
 
@@ -147,10 +147,15 @@ impl Dataplane {
         mac: Option<[u8; 6]>,
         active: bool,
     ) -> Result<()> {
+        let (ip, family) = match real.ip {
+            IpAddr::V4(ip) => (ip.octets(), 0),
+            IpAddr::V6(_) => ([0; 4], REAL_FLAG_IPV6),
+        };
         let entry = RealServer {
-            ip: real.ip.octets(),
+            ip,
             port: real.port.to_be(),
-            flags: if active { REAL_FLAG_ACTIVE } else { 0 }
+            flags: family
+                | if active { REAL_FLAG_ACTIVE } else { 0 }
                 | if mac.is_some() {
                     REAL_FLAG_MAC_VALID
                 } else {
@@ -159,20 +164,29 @@ impl Dataplane {
             mac: mac.unwrap_or_default(),
             _pad: [0; 2],
         };
-        self.maps()?
-            .reals
-            .set(real.real_id, entry, 0)
-            .with_context(|| format!("writing real server {} (id {})", real.ip, real.real_id))
+        let context = || format!("writing real server {} (id {})", real.ip, real.real_id);
+        let maps = self.maps()?;
+        // The address before the entry that says where it is.
+        if let IpAddr::V6(ip) = real.ip {
+            maps.real_addrs6
+                .set(real.real_id, ip.octets(), 0)
+                .with_context(context)?;
+        }
+        maps.reals.set(real.real_id, entry, 0).with_context(context)
     }
 
     /// Removes a service: its packets go to the kernel from now on (IPVS:
     /// ipvsadm -D). Its flows are not looked at again and expire.
     pub fn remove_service(&mut self, svc: &PlannedService) -> Result<()> {
-        match self.maps()?.services.remove(&svc.key()) {
+        let maps = self.maps()?;
+        let removed = match svc.key() {
+            ServiceMapKey::V4(key) => maps.services.remove(&key),
+            ServiceMapKey::V6(key) => maps.services6.remove(&key),
+        };
+        match removed {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("removing service {}:{}", svc.vip, svc.port));
+                return Err(e).with_context(|| format!("removing service {}", svc.endpoint()));
             }
         }
         self.active_slots.remove(&svc.service_id);
@@ -259,10 +273,12 @@ impl Dataplane {
         }
         maps.backend_sets
             .set(slot, set, 0)
-            .with_context(|| format!("writing the backend set of {}:{}", svc.vip, svc.port))?;
-        maps.services
-            .insert(svc.key(), info, 0)
-            .with_context(|| format!("writing service {}:{}", svc.vip, svc.port))?;
+            .with_context(|| format!("writing the backend set of {}", svc.endpoint()))?;
+        match svc.key() {
+            ServiceMapKey::V4(key) => maps.services.insert(key, info, 0),
+            ServiceMapKey::V6(key) => maps.services6.insert(key, info, 0),
+        }
+        .with_context(|| format!("writing service {}", svc.endpoint()))?;
         self.active_slots.insert(svc.service_id, slot);
         Ok(())
     }

@@ -2,11 +2,11 @@
 //! needs: services with ids, real servers with ids. No I/O, so it is tested
 //! without root.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::{
     ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, IPPROTO_TCP, IPPROTO_UDP, SCHED_FLAG_FALLBACK,
-    SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey,
+    SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey, ServiceKey6,
 };
 
 use crate::config::{Config, LbAlgo, LbKind, Protocol};
@@ -18,7 +18,8 @@ pub struct PlannedReal {
     pub real_id: u32,
     /// Index in the virtual_server's real_server list; None for the sorry server.
     pub rs_index: Option<usize>,
-    pub ip: Ipv4Addr,
+    /// Of the service's family.
+    pub ip: IpAddr,
     pub port: u16,
     pub weight: u32,
 }
@@ -34,7 +35,7 @@ pub struct Persistence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedService {
     pub service_id: u32,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub forward: ForwardKind,
@@ -54,17 +55,47 @@ pub struct PlannedService {
     pub sorry: Option<PlannedReal>,
 }
 
+/// A service's key in the services map of its family (`services` or
+/// `services6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceMapKey {
+    V4(ServiceKey),
+    V6(ServiceKey6),
+}
+
 impl PlannedService {
     /// The services-map key, in network byte order as the packet has it.
-    pub fn key(&self) -> ServiceKey {
-        ServiceKey {
-            vip: self.vip.octets(),
-            port: self.port.to_be(),
-            proto: match self.protocol {
-                Protocol::Tcp => IPPROTO_TCP,
-                Protocol::Udp => IPPROTO_UDP,
-            },
-            _pad: 0,
+    pub fn key(&self) -> ServiceMapKey {
+        let port = self.port.to_be();
+        let proto = self.protocol.number();
+        match self.vip {
+            IpAddr::V4(vip) => ServiceMapKey::V4(ServiceKey {
+                vip: vip.octets(),
+                port,
+                proto,
+                _pad: 0,
+            }),
+            IpAddr::V6(vip) => ServiceMapKey::V6(ServiceKey6 {
+                vip: vip.octets(),
+                port,
+                proto,
+                _pad: 0,
+            }),
+        }
+    }
+
+    /// VIP:port as ipvsadm writes it ([2001:db8::100]:80 for IPv6).
+    pub fn endpoint(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, self.port)
+    }
+}
+
+impl Protocol {
+    /// IPPROTO_TCP / IPPROTO_UDP.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
         }
     }
 }
@@ -75,6 +106,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The IPv4 VIPs of the services (what VRRP, BGP and the TUN source
+    /// deal with so far), with repeats.
+    pub fn ipv4_vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.services.iter().filter_map(|s| match s.vip {
+            IpAddr::V4(vip) => Some(vip),
+            IpAddr::V6(_) => None,
+        })
+    }
+
     /// Every real server of every service, sorry servers included.
     pub fn reals(&self) -> impl Iterator<Item = &PlannedReal> {
         self.services
@@ -134,13 +174,6 @@ fn sched_flags(vs: &crate::config::VirtualServer) -> u8 {
     (if port { SCHED_FLAG_HASH_PORT } else { 0 }) | if fallback { SCHED_FLAG_FALLBACK } else { 0 }
 }
 
-fn ipv4(addr: IpAddr) -> Option<Ipv4Addr> {
-    match addr {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
-    }
-}
-
 /// Builds the plan, or lists every virtual service this data plane cannot
 /// serve yet (the agent then refuses to start rather than forward wrongly).
 pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
@@ -149,29 +182,42 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
     let mut next_real_id = 1u32;
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
-        let name = format!("virtual_server {}:{}", vs.vip, vs.port.0);
-        let Some(vip) = ipv4(vs.vip) else {
-            unsupported.push(format!("{name}: IPv6 is not implemented yet"));
-            continue;
-        };
+        let name = format!("virtual_server {}", SocketAddr::new(vs.vip, vs.port.0));
+        let vip = vs.vip;
+        if vip.is_ipv6() {
+            let missing = vs.not_yet_over_ipv6();
+            if !missing.is_empty() {
+                unsupported.push(format!(
+                    "{name}: not implemented over IPv6 yet: {}",
+                    missing.join(", ")
+                ));
+                continue;
+            }
+        }
         let mut reals = Vec::new();
         for (rs_index, rs) in vs.real_server.iter().enumerate() {
             let rs = rs.get_ref();
-            let Some(ip) = ipv4(rs.ip) else { continue };
+            // validate() refused servers of another family than the VIP's.
+            if rs.ip.is_ipv6() != vip.is_ipv6() {
+                continue;
+            }
             reals.push(PlannedReal {
                 real_id: next_real_id,
                 rs_index: Some(rs_index),
-                ip,
+                ip: rs.ip,
                 port: rs.port.0,
                 weight: rs.weight.0,
             });
             next_real_id += 1;
         }
         let sorry = vs.sorry_server.as_ref().and_then(|s| {
+            if s.ip.is_ipv6() != vip.is_ipv6() {
+                return None;
+            }
             let real = PlannedReal {
                 real_id: next_real_id,
                 rs_index: None,
-                ip: ipv4(s.ip)?,
+                ip: s.ip,
                 port: s.port.0,
                 weight: 1,
             };
@@ -221,7 +267,9 @@ mod tests {
         let ids: Vec<u32> = s.reals.iter().map(|r| r.real_id).collect();
         assert_eq!(ids, [1, 2]);
         assert_eq!(s.reals[0].ip, Ipv4Addr::new(172, 16, 122, 193));
-        let key = s.key();
+        let ServiceMapKey::V4(key) = s.key() else {
+            panic!("an IPv4 service's key is an IPv4 key")
+        };
         assert_eq!(key.vip, [172, 16, 122, 100]);
         assert_eq!(key.port.to_ne_bytes(), [0, 80]);
         assert_eq!(key.proto, IPPROTO_TCP);

@@ -3,7 +3,7 @@
 //! index of a server in the backend set. Pure, so tested without root; the
 //! data plane only hashes a packet and reads one bucket.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_common::{
     DH_SH_TABLE_SIZE, LookupTable, MH_HASH1_KEY, MH_HASH2_KEY, MH_TABLE_BITS, MH_TABLE_SIZE,
@@ -14,9 +14,23 @@ use lb_common::{
 /// (IPVS's last_weight: a quiesced server keeps its place in the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MhServer {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     pub last_weight: u32,
+}
+
+/// IPVS's addr_fold (ip_vs_mh_hashkey): an IPv4 address as a host-order
+/// word; an IPv6 address as the XOR of its four words. The data plane folds
+/// packet addresses the same way (lb-ebpf family.rs).
+pub fn addr_fold(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .fold(0, |acc, w| acc ^ w),
+    }
 }
 
 fn table(len: u32, buckets: impl IntoIterator<Item = u8>) -> LookupTable {
@@ -90,7 +104,7 @@ pub fn mh_table(servers: &[MhServer]) -> LookupTable {
     let mut setup: Vec<Setup> = servers
         .iter()
         .map(|s| {
-            let addr = u32::from(s.ip);
+            let addr = addr_fold(s.ip);
             let offset = mh_hash(addr, s.port, MH_HASH1_KEY, 0) % size;
             let skip = mh_hash(addr, s.port, MH_HASH2_KEY, 0) % (size - 1) + 1;
             let lw = s.last_weight;
@@ -147,7 +161,7 @@ mod tests {
     fn servers(n: u8) -> Vec<MhServer> {
         (0..n)
             .map(|i| MhServer {
-                ip: Ipv4Addr::new(10, 0, 0, 10 + i),
+                ip: std::net::Ipv4Addr::new(10, 0, 0, 10 + i).into(),
                 port: 80,
                 last_weight: 1,
             })

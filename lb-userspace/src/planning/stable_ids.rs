@@ -6,17 +6,17 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
-use lb_common::{MAX_REALS, MAX_SERVICES, ServiceKey};
+use lb_common::{MAX_REALS, MAX_SERVICES};
 
-use super::plan::{Plan, PlannedReal, PlannedService};
+use super::plan::{Plan, PlannedReal, PlannedService, ServiceMapKey};
 
 /// What makes a real server "the same" across reloads: its service, its
 /// address and whether it is the sorry server (IPVS: a destination is its
 /// service + address + port).
-type RealIdentity = (ServiceKey, Ipv4Addr, u16, bool);
+type RealIdentity = (ServiceMapKey, IpAddr, u16, bool);
 
 fn identities(svc: &PlannedService) -> impl Iterator<Item = (RealIdentity, &PlannedReal)> {
     let key = svc.key();
@@ -50,7 +50,7 @@ pub fn keep_ids(
     old: &Plan,
     real_busy: impl Fn(u32) -> bool,
 ) -> Result<Plan, String> {
-    let old_services: HashMap<ServiceKey, u32> = old
+    let old_services: HashMap<ServiceMapKey, u32> = old
         .services
         .iter()
         .map(|s| (s.key(), s.service_id))
@@ -149,6 +149,7 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
 mod tests {
     use super::*;
     use crate::{config::parse, planning::plan::plan};
+    use std::net::Ipv4Addr;
 
     const SEED: &str = include_str!("../../../configs/seed-dr.toml");
 
@@ -156,7 +157,7 @@ mod tests {
         plan(&parse("test", text).unwrap()).unwrap()
     }
 
-    fn ids(p: &Plan) -> Vec<(Ipv4Addr, u32)> {
+    fn ids(p: &Plan) -> Vec<(IpAddr, u32)> {
         p.reals().map(|r| (r.ip, r.real_id)).collect()
     }
 
@@ -183,7 +184,7 @@ mod tests {
         // The newcomer gets the lowest id neither plan uses.
         let newcomer = ids(&new)
             .into_iter()
-            .find(|(ip, _)| *ip == Ipv4Addr::new(172, 16, 122, 50))
+            .find(|(ip, _)| *ip == IpAddr::from(Ipv4Addr::new(172, 16, 122, 50)))
             .unwrap();
         assert_eq!(newcomer.1, 3);
         assert_eq!(new.services[0].service_id, old.services[0].service_id);
@@ -217,7 +218,10 @@ mod tests {
         let mid = keep_ids(planned(&without_first), &old, |_| false).unwrap();
         let d = diff(&old, &mid);
         assert_eq!(d.removed_reals, vec![1]);
-        assert_eq!(ids(&mid), vec![(Ipv4Addr::new(172, 16, 122, 195), 2)]);
+        assert_eq!(
+            ids(&mid),
+            vec![(Ipv4Addr::new(172, 16, 122, 195).into(), 2)]
+        );
         // ...and comes back as a new server: id 1 is free unless flows of
         // the removed server still hold it.
         let back = keep_ids(planned(SEED), &mid, |_| false).unwrap();

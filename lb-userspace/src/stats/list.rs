@@ -1,6 +1,9 @@
 //! ipvsadm -L -n layout (ipvsadm.c print_service_entry / list_all), pure.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
 
 use lb_common::ForwardKind;
 
@@ -19,7 +22,7 @@ pub const IPVS_VERSION: &str = "1.2.1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DestView {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     /// Route, Masq or Tunnel, as ipvsadm's Forward column.
     #[serde(serialize_with = "forward_json")]
@@ -35,7 +38,7 @@ pub struct DestView {
 pub struct ServiceView {
     /// "TCP" or "UDP".
     pub protocol: &'static str,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub scheduler: &'static str,
     /// The scheduler's flags by ipvsadm's names (sh-port, mh-fallback...).
@@ -77,16 +80,16 @@ pub struct ConnView {
     /// Seconds until the connection expires.
     pub expire_s: u64,
     pub state: &'static str,
-    pub client: (Ipv4Addr, u16),
-    pub virt: (Ipv4Addr, u16),
-    pub dest: (Ipv4Addr, u16),
+    pub client: (IpAddr, u16),
+    pub virt: (IpAddr, u16),
+    pub dest: (IpAddr, u16),
 }
 
 /// `ipvsadm -L -c -n` (ipvsadm.c print_conn).
 pub fn format_connections(conns: &[ConnView]) -> String {
     let mut out = String::from("IPVS connection entries\n");
     out.push_str("pro expire state       source             virtual            destination\n");
-    let addr = |(ip, port): (Ipv4Addr, u16)| format!("{ip}:{port}");
+    let addr = |(ip, port): (IpAddr, u16)| SocketAddr::new(ip, port).to_string();
     for c in conns {
         let _ = writeln!(
             out,
@@ -123,10 +126,13 @@ pub fn format_list(table: &TableView) -> String {
     out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for svc in &table.services {
+        // ipvsadm brackets IPv6 addresses: TCP  [2001:db8::100]:80 rr.
         let _ = write!(
             out,
-            "{}  {}:{} {}",
-            svc.protocol, svc.vip, svc.port, svc.scheduler
+            "{}  {} {}",
+            svc.protocol,
+            SocketAddr::new(svc.vip, svc.port),
+            svc.scheduler
         );
         if !svc.sched_flags.is_empty() {
             let _ = write!(out, " ({})", svc.sched_flags.join(","));
@@ -137,7 +143,7 @@ pub fn format_list(table: &TableView) -> String {
             let _ = writeln!(
                 out,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                format!("{}:{}", d.ip, d.port),
+                SocketAddr::new(d.ip, d.port).to_string(),
                 forward_name(d.forward),
                 d.weight,
                 d.active_conns,
@@ -154,7 +160,7 @@ pub(crate) mod tests {
 
     pub(crate) fn seed_table() -> TableView {
         let dest = |last: u8| DestView {
-            ip: Ipv4Addr::new(172, 16, 122, last),
+            ip: Ipv4Addr::new(172, 16, 122, last).into(),
             port: 80,
             forward: ForwardKind::Dr,
             weight: 1,
@@ -166,7 +172,7 @@ pub(crate) mod tests {
             conn_table_size: 4096,
             services: vec![ServiceView {
                 protocol: "TCP",
-                vip: Ipv4Addr::new(172, 16, 122, 100),
+                vip: Ipv4Addr::new(172, 16, 122, 100).into(),
                 port: 80,
                 scheduler: "rr",
                 sched_flags: Vec::new(),
@@ -214,9 +220,9 @@ TCP  172.16.122.100:80 rr
             protocol: "TCP",
             expire_s: 899,
             state: "ESTABLISHED",
-            client: (Ipv4Addr::new(172, 16, 122, 50), 40000),
-            virt: (Ipv4Addr::new(172, 16, 122, 100), 80),
-            dest: (Ipv4Addr::new(172, 16, 122, 193), 80),
+            client: (Ipv4Addr::new(172, 16, 122, 50).into(), 40000),
+            virt: (Ipv4Addr::new(172, 16, 122, 100).into(), 80),
+            dest: (Ipv4Addr::new(172, 16, 122, 193).into(), 80),
         };
         assert_eq!(
             format_connections(&[c]),
@@ -236,6 +242,38 @@ TCP  172.16.122.100:80 rr
         assert_eq!(svc["dests"][1]["forward"], "Route");
         assert_eq!(svc["dests"][1]["active_conns"], 0);
         assert_eq!(json["conn_table_size"], 4096);
+    }
+
+    #[test]
+    fn ipv6_addresses_in_brackets_as_ipvsadm_prints_them() {
+        let v6 = |last: u16| {
+            IpAddr::from(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0x122, 0, 0, 0, 0, last,
+            ))
+        };
+        let mut t = seed_table();
+        t.services[0].vip = v6(0x100);
+        t.services[0].dests[0].ip = v6(0x193);
+        t.services[0].dests.pop();
+        let out = format_list(&t);
+        assert!(out.contains("\nTCP  [2001:db8:122::100]:80 rr\n"), "{out}");
+        assert!(
+            out.contains("  -> [2001:db8:122::193]:80       Route   1 "),
+            "{out}"
+        );
+        let c = ConnView {
+            protocol: "TCP",
+            expire_s: 59,
+            state: "SYN_RECV",
+            client: (v6(0x50), 40000),
+            virt: (v6(0x100), 80),
+            dest: (v6(0x193), 80),
+        };
+        assert!(
+            format_connections(&[c]).ends_with(
+                "TCP 00:59  SYN_RECV    [2001:db8:122::50]:40000 [2001:db8:122::100]:80 [2001:db8:122::193]:80\n"
+            )
+        );
     }
 
     #[test]

@@ -411,14 +411,14 @@ mod tests {
             conn_table_size: 65536,
             services: vec![ServiceView {
                 protocol: "TCP",
-                vip: Ipv4Addr::new(10, 0, 0, 100),
+                vip: Ipv4Addr::new(10, 0, 0, 100).into(),
                 port: 80,
                 scheduler: "rr",
                 sched_flags: vec![],
                 persistent: None,
                 mask: Ipv4Addr::BROADCAST,
                 dests: vec![DestView {
-                    ip: Ipv4Addr::new(10, 0, 0, 1),
+                    ip: Ipv4Addr::new(10, 0, 0, 1).into(),
                     port: 80,
                     forward: ForwardKind::Dr,
                     weight: 3,
@@ -442,7 +442,7 @@ mod tests {
             }],
             checks: vec![CheckStatus {
                 service: "TCP 10.0.0.100:80".into(),
-                real: Ipv4Addr::new(10, 0, 0, 1),
+                real: Ipv4Addr::new(10, 0, 0, 1).into(),
                 port: 80,
                 checker: "TCP_CHECK".into(),
                 healthy: true,

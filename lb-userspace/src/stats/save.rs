@@ -20,7 +20,7 @@ pub fn format_save(table: &TableView) -> String {
     let mut out = String::new();
     for svc in &table.services {
         let proto = if svc.protocol == "TCP" { "-t" } else { "-u" };
-        let name = format!("{proto} {}:{}", svc.vip, svc.port);
+        let name = format!("{proto} {}", std::net::SocketAddr::new(svc.vip, svc.port));
         let _ = write!(out, "-A {name} -s {}", svc.scheduler);
         if !svc.sched_flags.is_empty() {
             let _ = write!(out, " -b {}", svc.sched_flags.join(","));
@@ -30,9 +30,8 @@ pub fn format_save(table: &TableView) -> String {
         for d in &svc.dests {
             let _ = writeln!(
                 out,
-                "-a {name} -r {}:{} {} -w {}",
-                d.ip,
-                d.port,
+                "-a {name} -r {} {} -w {}",
+                std::net::SocketAddr::new(d.ip, d.port),
                 forward_switch(d.forward),
                 d.weight
             );

@@ -1,14 +1,18 @@
 //! Reads the running agent's pinned maps into a TableView.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
-    BackendSet, FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, LbGlobals, LocalConn, PersistEntry,
-    PersistKey, RealConns, RealServer, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind,
-    ServiceInfo, ServiceKey, TrafficStats,
+    BackendSet, FlowEntry, FlowKey, FlowKey6, ForwardKind, IPPROTO_TCP, Ipv6Octets, LbGlobals,
+    LocalConn, PersistEntry, PersistKey, REAL_FLAG_IPV6, RealConns, RealServer,
+    SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo, ServiceKey, ServiceKey6,
+    TrafficStats,
     conntrack::{S_NONE, STATE_NAMES},
     pin_names,
 };
@@ -19,26 +23,93 @@ use super::{
 };
 use crate::dataplane::monotonic_ns;
 
-/// A live flow: its key, entry and nanoseconds left.
-type LiveFlow = (FlowKey, FlowEntry, u64);
+/// A live flow of either family: protocol, client, VIP (addresses with
+/// ports in host order), its entry and nanoseconds left.
+struct LiveFlow {
+    proto: u8,
+    client: (IpAddr, u16),
+    virt: (IpAddr, u16),
+    entry: FlowEntry,
+    left_ns: u64,
+}
 
-/// Every flow not yet expired (the sweep may not have run yet).
+/// Every flow not yet expired (the sweep may not have run yet), IPv4's
+/// then IPv6's.
 fn live_flows(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<LiveFlow>> {
+    let now = monotonic_ns();
+    let live = |e: &FlowEntry| e.remaining_ns(globals.timeout_s(e.state), now);
     let flows: HashMap<MapData, FlowKey, FlowEntry> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::FLOW_TABLE)?)?;
-    let now = monotonic_ns();
-    Ok(flows
+    let mut out: Vec<LiveFlow> = flows
         .iter()
         .filter_map(|item| item.ok())
         .filter_map(|(k, e)| {
-            e.remaining_ns(globals.timeout_s(e.state), now)
-                .map(|left| (k, e, left))
+            Some(LiveFlow {
+                proto: k.proto,
+                client: (ipv4(k.src).into(), u16::from_be(k.sport)),
+                virt: (ipv4(k.dst).into(), u16::from_be(k.dport)),
+                left_ns: live(&e)?,
+                entry: e,
+            })
         })
-        .collect())
+        .collect();
+    if let Some(map) = open_pinned_if_there(pin_dir, pin_names::FLOW_TABLE6)? {
+        let flows: HashMap<MapData, FlowKey6, FlowEntry> = HashMap::try_from(map)?;
+        out.extend(
+            flows
+                .iter()
+                .filter_map(|item| item.ok())
+                .filter_map(|(k, e)| {
+                    Some(LiveFlow {
+                        proto: k.proto,
+                        client: (Ipv6Addr::from(k.src).into(), u16::from_be(k.sport)),
+                        virt: (Ipv6Addr::from(k.dst).into(), u16::from_be(k.dport)),
+                        left_ns: live(&e)?,
+                        entry: e,
+                    })
+                }),
+        );
+    }
+    Ok(out)
 }
 
 fn ipv4(addr: lb_common::Ipv4Octets) -> Ipv4Addr {
     Ipv4Addr::from(addr)
+}
+
+/// The reals map and the IPv6 addresses beside it: a server's address and
+/// port, of either family.
+struct RealsReader {
+    reals: Array<MapData, RealServer>,
+    addrs6: Option<Array<MapData, Ipv6Octets>>,
+}
+
+impl RealsReader {
+    fn open(pin_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            reals: Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?,
+            addrs6: open_pinned_if_there(pin_dir, pin_names::REAL_ADDRS6)?
+                .map(Array::try_from)
+                .transpose()?,
+        })
+    }
+
+    fn endpoint(&self, real_id: u32) -> Result<(IpAddr, u16)> {
+        let real = self
+            .reals
+            .get(&real_id, 0)
+            .context("reading a real server")?;
+        let ip = match &self.addrs6 {
+            Some(addrs6) if real.flags & REAL_FLAG_IPV6 != 0 => Ipv6Addr::from(
+                addrs6
+                    .get(&real_id, 0)
+                    .context("reading a real server's IPv6 address")?,
+            )
+            .into(),
+            _ => ipv4(real.ip).into(),
+        };
+        Ok((ip, u16::from_be(real.port)))
+    }
 }
 
 /// ipvsadm's name of an IP protocol number.
@@ -56,21 +127,17 @@ fn state_name(state: u8) -> &'static str {
 
 /// `ipvsadm -L -c -n`: the connection table.
 pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
-    let reals: Array<MapData, RealServer> =
-        Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?;
+    let reals = RealsReader::open(pin_dir)?;
     let globals = globals_of(pin_dir)?;
     let mut out = Vec::new();
-    for (key, entry, left_ns) in live_flows(pin_dir, &globals)? {
-        let real = reals
-            .get(&entry.real_id, 0)
-            .context("reading a real server")?;
+    for flow in live_flows(pin_dir, &globals)? {
         out.push(ConnView {
-            protocol: protocol_name(key.proto),
-            expire_s: left_ns / 1_000_000_000,
-            state: state_name(entry.state),
-            client: (ipv4(key.src), u16::from_be(key.sport)),
-            virt: (ipv4(key.dst), u16::from_be(key.dport)),
-            dest: (ipv4(real.ip), u16::from_be(real.port)),
+            protocol: protocol_name(flow.proto),
+            expire_s: flow.left_ns / 1_000_000_000,
+            state: state_name(flow.entry.state),
+            client: flow.client,
+            virt: flow.virt,
+            dest: reals.endpoint(flow.entry.real_id)?,
         });
     }
     // Persistence templates, as ipvsadm -L -c lists them: state NONE,
@@ -86,7 +153,6 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
         HashMap::try_from(open_pinned(pin_dir, pin_names::PERSIST)?)?;
     let now = monotonic_ns();
     for (key, t) in templates.iter().filter_map(|item| item.ok()) {
-        let real = reals.get(&t.real_id, 0).context("reading a real server")?;
         let timeout_s = timeouts
             .iter()
             .find(|(id, _)| *id == t.service_id)
@@ -96,9 +162,9 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
             protocol: protocol_name(key.proto),
             expire_s: deadline.saturating_sub(now) / 1_000_000_000,
             state: STATE_NAMES[S_NONE as usize],
-            client: (ipv4(key.client_net), 0),
-            virt: (ipv4(key.vip), u16::from_be(key.vport)),
-            dest: (ipv4(real.ip), u16::from_be(real.port)),
+            client: (ipv4(key.client_net).into(), 0),
+            virt: (ipv4(key.vip).into(), u16::from_be(key.vport)),
+            dest: reals.endpoint(t.real_id)?,
         });
     }
     out.extend(local_connections(pin_dir, &globals)?);
@@ -125,9 +191,9 @@ fn local_connections(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<ConnView
             protocol: protocol_name(c.proto),
             expire_s: u64::from(globals.timeout_s(c.state)),
             state: state_name(c.state),
-            client: (ipv4(c.client), u16::from_be(c.cport)),
-            virt: (ipv4(c.vip), u16::from_be(c.vport)),
-            dest: (ipv4(c.real), u16::from_be(c.rport)),
+            client: (ipv4(c.client).into(), u16::from_be(c.cport)),
+            virt: (ipv4(c.vip).into(), u16::from_be(c.vport)),
+            dest: (ipv4(c.real).into(), u16::from_be(c.rport)),
         })
         .collect())
 }
@@ -205,14 +271,22 @@ pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map> {
     Ok(Map::from_map_data(data)?)
 }
 
+/// A pin that agents before IPv6 did not make: None when it is not there.
+fn open_pinned_if_there(pin_dir: &Path, name: &str) -> Result<Option<Map>> {
+    if pin_dir.join(name).exists() {
+        open_pinned(pin_dir, name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Services in config order, each with the destinations of its active set.
 pub fn read_table(pin_dir: &Path) -> Result<TableView> {
     let services: HashMap<MapData, ServiceKey, ServiceInfo> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::SERVICES)?)?;
     let sets: Array<MapData, BackendSet> =
         Array::try_from(open_pinned(pin_dir, pin_names::BACKEND_SETS)?)?;
-    let reals: Array<MapData, RealServer> =
-        Array::try_from(open_pinned(pin_dir, pin_names::REALS)?)?;
+    let reals = RealsReader::open(pin_dir)?;
     let service_stats: PerCpuArray<MapData, TrafficStats> =
         PerCpuArray::try_from(open_pinned(pin_dir, pin_names::SERVICE_STATS)?)?;
     let real_stats: PerCpuArray<MapData, TrafficStats> =
@@ -221,12 +295,20 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
         .map(|i| i.max_entries())
         .context("reading the flow table's size")?;
 
-    let mut entries = Vec::new();
+    // (protocol, VIP, port in network order, service) of both families.
+    let mut entries: Vec<(u8, IpAddr, u16, ServiceInfo)> = Vec::new();
     for item in services.iter() {
         let (key, info) = item.context("reading services")?;
-        entries.push((key, info));
+        entries.push((key.proto, ipv4(key.vip).into(), key.port, info));
     }
-    entries.sort_by_key(|(_, info)| info.service_id);
+    if let Some(map) = open_pinned_if_there(pin_dir, pin_names::SERVICES6)? {
+        let services6: HashMap<MapData, ServiceKey6, ServiceInfo> = HashMap::try_from(map)?;
+        for item in services6.iter() {
+            let (key, info) = item.context("reading IPv6 services")?;
+            entries.push((key.proto, Ipv6Addr::from(key.vip).into(), key.port, info));
+        }
+    }
+    entries.sort_by_key(|(_, _, _, info)| info.service_id);
 
     // The data plane's per-server counters: what its schedulers see.
     let real_conns: Array<MapData, RealConns> =
@@ -236,7 +318,7 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
         Ok((c.active.max(0) as u64, c.inactive.max(0) as u64))
     };
     let mut out = Vec::new();
-    for (key, info) in entries {
+    for (proto, vip, port, info) in entries {
         let set = sets
             .get(&info.backend_set, 0)
             .context("reading a backend set")?;
@@ -246,12 +328,10 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             .ok_or_else(|| anyhow!("unknown scheduler {}", info.sched))?;
         let mut dests = Vec::new();
         for backend in set.backends.iter().take(set.count as usize) {
-            let real = reals
-                .get(&backend.real_id, 0)
-                .context("reading a real server")?;
+            let (ip, port) = reals.endpoint(backend.real_id)?;
             dests.push(DestView {
-                ip: ipv4(real.ip),
-                port: u16::from_be(real.port),
+                ip,
+                port,
                 forward,
                 weight: backend.weight,
                 active_conns: conns(backend.real_id)?.0,
@@ -260,9 +340,9 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             });
         }
         out.push(ServiceView {
-            protocol: protocol_name(key.proto),
-            vip: ipv4(key.vip),
-            port: u16::from_be(key.port),
+            protocol: protocol_name(proto),
+            vip,
+            port: u16::from_be(port),
             scheduler: scheduler.name(),
             sched_flags: sched_flag_names(scheduler, info.sched_flags),
             persistent: (info.persist_timeout_s != 0).then_some(info.persist_timeout_s),

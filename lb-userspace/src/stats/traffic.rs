@@ -78,7 +78,11 @@ pub fn format_traffic(table: &TableView, kind: Kind, exact: bool) -> String {
     );
     out.push_str("  -> RemoteAddress:Port\n");
     for svc in &table.services {
-        let name = format!("{}  {}:{}", svc.protocol, svc.vip, svc.port);
+        let name = format!(
+            "{}  {}",
+            svc.protocol,
+            std::net::SocketAddr::new(svc.vip, svc.port)
+        );
         let _ = write!(out, "{name:<33}");
         let t = &svc.traffic;
         for n in [
@@ -92,7 +96,7 @@ pub fn format_traffic(table: &TableView, kind: Kind, exact: bool) -> String {
         }
         out.push('\n');
         for d in &svc.dests {
-            let name = format!("{}:{}", d.ip, d.port);
+            let name = std::net::SocketAddr::new(d.ip, d.port).to_string();
             let _ = write!(out, "  -> {name:<28}");
             let t = &d.traffic;
             match kind {

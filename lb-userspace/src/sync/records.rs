@@ -117,7 +117,11 @@ pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local<'_>) -> Option
         timeout_s,
         caddr: Ipv4Addr::from(local.key.src),
         vaddr: Ipv4Addr::from(local.key.dst),
-        daddr: real.ip,
+        daddr: match real.ip {
+            std::net::IpAddr::V4(ip) => ip,
+            // IPv6 flows are not announced (IPVS's 72-byte records: not yet).
+            std::net::IpAddr::V6(_) => return None,
+        },
     })
 }
 
@@ -125,7 +129,9 @@ pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local<'_>) -> Option
 /// all-ports service.
 fn service_of<'a>(plan: &'a Plan, conn: &SyncConn) -> Option<&'a PlannedService> {
     let matches = |s: &&PlannedService, port: u16| {
-        s.vip == conn.vaddr && s.port == port && s.key().proto == conn.protocol
+        s.vip == std::net::IpAddr::V4(conn.vaddr)
+            && s.port == port
+            && s.protocol.number() == conn.protocol
     };
     plan.services
         .iter()

@@ -54,10 +54,10 @@ fn measure(budget: &Budget, results: &mut bench_report::Results, ns: &str) -> Re
     let port = listener.local_addr()?.port();
     // The service: BENCH_VIP:port -> 127.0.0.1:port (the same listener).
     let mut service = seed_service([1, 1]);
-    service.vip = BENCH_VIP;
+    service.vip = BENCH_VIP.into();
     service.port = port;
     for real in &mut service.reals {
-        real.ip = Ipv4Addr::LOCALHOST;
+        real.ip = Ipv4Addr::LOCALHOST.into();
         real.port = port;
     }
     // Loaded here: lb_globals gets this namespace's cookie.

@@ -123,6 +123,9 @@ enum Target {
     Dr,
     Tun,
     Nat,
+    /// The seed's service on its IPv6 addresses, DR (lb hands the frame to
+    /// lb6 by tail call).
+    Dr6,
 }
 
 struct Row {
@@ -145,6 +148,9 @@ enum Frame {
     Miss,
     /// A real server's reply to a NAT'ed flow.
     NatReply,
+    /// Hit and Miss over IPv6.
+    Hit6,
+    Miss6,
 }
 
 /// Calls per measurement of the fresh-frame rows.
@@ -252,8 +258,16 @@ fn main() -> Result<()> {
     let nat_reply = nat_reply.frame();
     // Prime the flow in every flow table: the rows time flow-table hits
     // (and, for NAT, the reply of a known flow).
-    for t in [&mut dr, &mut tun, &mut nat] {
-        let (verdict, _) = t.run(&hit)?;
+    let mut dr6 = ProgTest::with_service(seed_service6())?;
+    let hit6 = Ipv6Packet::tcp(CLIENT_IP6, 40000, VIP6, PORT, TCP_ACK, &[0u8; 6]).frame();
+    let miss6 = Ipv6Packet::tcp(CLIENT_IP6, 40000, VIP6, 22, TCP_ACK, &[0u8; 6]).frame();
+    for (t, frame) in [
+        (&mut dr, &hit),
+        (&mut tun, &hit),
+        (&mut nat, &hit),
+        (&mut dr6, &hit6),
+    ] {
+        let (verdict, _) = t.run(frame)?;
         if verdict != XDP_TX {
             return Err(anyhow!("priming the flow failed: verdict {verdict}"));
         }
@@ -336,6 +350,22 @@ fn main() -> Result<()> {
             NatReply,
             Some(5),
         ),
+        row(
+            "lb: DR over IPv6, flow-table hit",
+            "DR6",
+            Dr6,
+            Repeat,
+            Hit6,
+            Some(2),
+        ),
+        row(
+            "lb: IPv6, not a service (XDP_PASS)",
+            "lb pass6",
+            Dr6,
+            Repeat,
+            Miss6,
+            Some(1),
+        ),
     ];
     println!(
         "measuring {} rounds x {} runs per path (BPF_PROG_TEST_RUN, rounds interleaved)",
@@ -347,12 +377,15 @@ fn main() -> Result<()> {
                 Hit => &hit,
                 Miss => &miss,
                 NatReply => &nat_reply,
+                Hit6 => &hit6,
+                Miss6 => &miss6,
             };
             let prog = match r.target {
                 Baseline(name) => baselines.prog(name)?,
                 Dr => dr.dp.program()?,
                 Tun => tun.dp.program()?,
                 Nat => nat.dp.program()?,
+                Dr6 => dr6.dp.program()?,
             };
             match time_xdp(prog, frame, budget.repeat, r.mode) {
                 Ok(ns) => r.samples.push(ns),

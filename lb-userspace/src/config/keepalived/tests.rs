@@ -141,3 +141,37 @@ fn lvs_sync_daemon_is_carried_over() {
     assert_eq!(sd.group, Some(std::net::Ipv4Addr::new(224, 0, 0, 81)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ipv6_virtual_servers_are_carried_over() {
+    let dir = std::env::temp_dir().join(format!("lb-import-v6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 2001:db8:122::100 80 {\n  delay_loop 6\n  lb_algo wlc\n  lb_kind DR\n  protocol TCP\n\
+           real_server 2001:db8:122::193 80 {\n    weight 3\n    TCP_CHECK {\n      connect_timeout 3\n    }\n  }\n\
+           real_server 2001:db8:122::195 80 {\n    weight 1\n  }\n}\n",
+    )
+    .unwrap();
+    let imported = import(&conf).unwrap();
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+    let config =
+        parse("imported", &imported.toml).unwrap_or_else(|e| panic!("{e}\n{}", imported.toml));
+    let planned = plan(&config).unwrap();
+    let svc = &planned.services[0];
+    assert_eq!(svc.endpoint().to_string(), "[2001:db8:122::100]:80");
+    let reals: Vec<(String, u32)> = svc
+        .reals
+        .iter()
+        .map(|r| (r.ip.to_string(), r.weight))
+        .collect();
+    assert_eq!(
+        reals,
+        [
+            ("2001:db8:122::193".to_string(), 3),
+            ("2001:db8:122::195".to_string(), 1)
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

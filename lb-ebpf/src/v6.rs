@@ -1,0 +1,105 @@
+//! IPv6 services: the same story as `process_packet`, over IPv6. Services,
+//! backend sets, servers, schedulers, conntrack and statistics are the
+//! IPv4 ones (generic over family.rs); the differences are the maps keyed
+//! by address (SERVICES6, FLOW_TABLE6) and what is not done over IPv6 yet:
+//! DR only (the agent refuses TUN and NAT), no persistence, no
+//! connection-sync events.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{ForwardKind, SERVICE_FLAG_STANDBY, ServiceInfo, ServiceKey6, counters};
+
+use crate::{
+    conntrack::{self, Lookup},
+    forward,
+    header::Abort,
+    maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES6, account, count},
+    parse, sched,
+};
+
+/// An IPv6 frame (the IPv4 parser found another EtherType): balanced if
+/// it is TCP/UDP to an IPv6 service, else passed untouched and counted
+/// (neighbour discovery, MLD and router advertisements are ICMPv6).
+#[inline(always)]
+pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
+    let pkt = match parse::parse_l4_v6(ctx) {
+        Ok(pkt) => pkt,
+        Err(reason) => {
+            count(reason);
+            return Ok(xdp_action::XDP_PASS);
+        }
+    };
+    let flow = &pkt.flow;
+    let key = ServiceKey6 {
+        vip: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent replaces service entries whole (map update), never in place.
+    let Some(svc) = (unsafe { SERVICES6.get(&key) }) else {
+        count(counters::PASS_NO_SERVICE);
+        return Ok(xdp_action::XDP_PASS);
+    };
+    if svc.flags & SERVICE_FLAG_STANDBY != 0 {
+        count(counters::PASS_STANDBY);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if ForwardKind::from_u8(svc.forward) != Some(ForwardKind::Dr) {
+        count(counters::PASS_IPV6_UNSUPPORTED_FORWARD);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
+
+    let (real_id, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
+        Lookup::Hit(real_id, _, _) => (real_id, false),
+        found => match schedule_new_flow(svc, flow, pkt.tcp_flags, found) {
+            Some(real_id) => (real_id, true),
+            None => {
+                count(counters::DROP_NO_REAL);
+                return Ok(xdp_action::XDP_DROP);
+            }
+        },
+    };
+    let real = REALS.get(real_id).ok_or(Abort(counters::ABORT_MAP))?;
+
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
+    account(&REAL_STATS, real_id, bytes, new_conn);
+
+    let action = forward::dr::forward(ctx, real, globals)?;
+    if action == xdp_action::XDP_TX {
+        count(counters::TX);
+    }
+    Ok(action)
+}
+
+/// The scheduler's server for a connection the flow table does not hold,
+/// remembered in FLOW_TABLE6 (as main.rs's schedule_new_flow, without
+/// persistence and sync).
+#[inline(always)]
+fn schedule_new_flow(
+    svc: &ServiceInfo,
+    flow: &lb_common::FlowKey6,
+    tcp_flags: u8,
+    found: Lookup,
+) -> Option<u32> {
+    if matches!(found, Lookup::Miss) && lb_common::conntrack::is_midstream(flow.proto, tcp_flags) {
+        count(counters::FLOW_MIDSTREAM);
+    }
+    let mut real_id = sched::schedule(svc, flow)?;
+    match found {
+        Lookup::Stale(entry) => {
+            conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags);
+        }
+        _ => match conntrack::insert(flow, svc.service_id, real_id, tcp_flags) {
+            conntrack::Inserted::Tracked(_) => {}
+            conntrack::Inserted::Raced(theirs) => real_id = theirs,
+            // Full table: the flow's hash keeps every packet of the
+            // untracked connection on one server (as IPv4).
+            conntrack::Inserted::Full => {
+                real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id);
+            }
+        },
+    }
+    Some(real_id)
+}

@@ -1,0 +1,153 @@
+//! End to end, as root: the seed's topology with its IPv6 addresses
+//! (2001:db8:122::/64 beside 172.16.122.0/24), one agent serving the seed's
+//! DR service on an IPv4 and an IPv6 VIP at once (configs/dual-stack.toml),
+//! real nginx and curl -6; the IPv6 server stopped and restarted is removed
+//! and added back by its check. The namespaces go when the test ends.
+
+use std::{net::IpAddr, time::Duration};
+
+use lb_testbed::{
+    netns::ip,
+    topology::{HOST_IFACE, Host, RS1_IP6, RS2_IP6, Topology, VIP, VIP6, agent_binary, wait_until},
+};
+
+const CURLS: usize = 6;
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+const COUNT_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn curl6(topo: &Topology) -> String {
+    topo.curl_on(Host::Client, &format!("[{VIP6}]")).unwrap()
+}
+
+/// Whether the agent's status has `real` of the IPv6 service in its set.
+fn in_set(topo: &Topology, real: std::net::Ipv6Addr) -> Option<bool> {
+    let status = topo.status(Host::Lb).ok()?;
+    status
+        .checks
+        .iter()
+        .find(|c| c.real == IpAddr::V6(real))
+        .map(|c| c.active)
+}
+
+fn both_in(topo: &Topology) -> bool {
+    in_set(topo, RS1_IP6) == Some(true) && in_set(topo, RS2_IP6) == Some(true)
+}
+
+fn assert_alternate(answers: &[String], what: &str) {
+    for a in answers {
+        assert!(a == "hello rs1" || a == "hello rs2", "{what}: {answers:?}");
+    }
+    for pair in answers.windows(2) {
+        assert_ne!(pair[0], pair[1], "{what}: rr alternates: {answers:?}");
+    }
+}
+
+#[test]
+fn dual_stack_dr_with_ipv6_checks_end_to_end() {
+    let prefix = format!("lbv6{}", std::process::id());
+    let mut topo = Topology::create(&prefix).expect("topology");
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    // The IPv6 VIP on the balancer (the operator's job while no VRRP
+    // instance governs IPv6), deprecated (preferred_lft 0) so that it is
+    // never the source of the balancer's own connections: as a /128 it
+    // would win source selection's longest-prefix rule, and the health
+    // checks' answers would go to the real servers' own VIP. And rs.sh's
+    // IPv6 equivalent on the servers.
+    let vip6 = format!("{VIP6}/128");
+    let lb = topo.ns(Host::Lb);
+    let add = [
+        "addr",
+        "add",
+        &vip6,
+        "dev",
+        HOST_IFACE,
+        "nodad",
+        "preferred_lft",
+        "0",
+    ];
+    ip(&[&["-n", &lb][..], &add].concat()).unwrap();
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(rs, &["start", "--vip", &VIP6.to_string()])
+            .unwrap();
+    }
+    let binary = agent_binary().unwrap();
+    let config = topo
+        .write_config("lb.toml", &topo.config_from("dual-stack.toml"))
+        .unwrap();
+    topo.start_agent(&binary, &config, &[]).unwrap();
+    assert!(
+        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+
+    // curl -6 through the IPv6 VIP alternates between the servers.
+    let answers: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
+    assert_alternate(&answers, "IPv6 VIP");
+    // Both VIPs at once: IPv4 and IPv6 requests interleaved, each family
+    // alternating on its own service.
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for _ in 0..CURLS {
+        v4.push(topo.curl(VIP).unwrap());
+        v6.push(curl6(&topo));
+    }
+    assert_alternate(&v4, "IPv4 VIP beside IPv6");
+    assert_alternate(&v6, "IPv6 VIP beside IPv4");
+
+    // ipvsadm's IPv6 layout, each server with its closed connections
+    // (2 * CURLS over two servers: CURLS each, all InActConn).
+    let inact = CURLS.to_string();
+    let counted = wait_until(COUNT_TIMEOUT, || {
+        let list = topo.list(&binary).unwrap_or_default();
+        list.contains("TCP  [2001:db8:122::100]:80 rr\n")
+            && [RS1_IP6, RS2_IP6].iter().all(|rs| {
+                list.contains(&format!(
+                    "  -> {:<28} Route   1      0          {inact:<10}",
+                    format!("[{rs}]:80")
+                ))
+            })
+    });
+    assert!(counted.is_some(), "{}", topo.list(&binary).unwrap());
+    let conns = std::process::Command::new(&binary)
+        .args(["list", "-c", "--pin-path"])
+        .arg(topo.pin_dir())
+        .output()
+        .unwrap();
+    let conns = String::from_utf8_lossy(&conns.stdout);
+    assert!(
+        conns.contains("[2001:db8:122::50]:") && conns.contains(" [2001:db8:122::100]:80 "),
+        "{conns}"
+    );
+
+    // The IPv6 server stopped: its TCP_CHECK over IPv6 takes it out...
+    topo.stop_nginx(Host::Rs2);
+    assert!(
+        wait_until(CHECK_TIMEOUT, || in_set(&topo, RS2_IP6) == Some(false)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    let only: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
+    assert!(only.iter().all(|a| a == "hello rs1"), "{only:?}");
+    let list = topo.list(&binary).unwrap();
+    assert!(!list.contains("[2001:db8:122::195]:80"), "{list}");
+    // ...and back when it serves again.
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    assert!(
+        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    let back: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
+    assert_alternate(&back, "IPv6 server back");
+
+    // realserver stop takes the IPv6 VIP off lo again.
+    topo.realserver(Host::Rs1, &["stop", "--vip", &VIP6.to_string()])
+        .unwrap();
+    let lo = ip(&["-n", &topo.ns(Host::Rs1), "-6", "addr", "show", "dev", "lo"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&lo.stdout).contains(&VIP6.to_string()),
+        "VIP still on lo"
+    );
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
