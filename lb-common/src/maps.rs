@@ -47,6 +47,7 @@ pub mod pin_names {
     pub const REAL_ADDRS6: &str = "real_addrs6";
     pub const FAMILY_PROGRAMS: &str = "family_programs";
     pub const LOCALITY6: &str = "locality6";
+    pub const PERSIST6: &str = "persist6";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -72,11 +73,12 @@ pub mod map_names {
     pub const REAL_ADDRS6: &str = "REAL_ADDRS6";
     pub const FAMILY_PROGRAMS: &str = "FAMILY_PROGRAMS";
     pub const LOCALITY6: &str = "LOCALITY6";
+    pub const PERSIST6: &str = "PERSIST6";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 21] = [
+    pub const PINNED: [(&str, &str); 22] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -101,6 +103,7 @@ pub mod map_names {
         // last user reference goes.
         (FAMILY_PROGRAMS, super::pin_names::FAMILY_PROGRAMS),
         (LOCALITY6, super::pin_names::LOCALITY6),
+        (PERSIST6, super::pin_names::PERSIST6),
     ];
 }
 
@@ -152,7 +155,8 @@ pub struct ServiceInfo {
     /// connection; 0 = no persistence.
     pub persist_timeout_s: u32,
     /// ipvsadm -M: the client network of a template is `saddr & mask`
-    /// (network byte order).
+    /// (network byte order). For an IPv6 service the prefix length of the
+    /// client network, 0..=128, as IPVS keeps it (svc->netmask).
     pub persist_mask: u32,
 }
 
@@ -417,6 +421,35 @@ impl PersistKey {
     }
 }
 
+/// `persist6` key: a persistence template of an IPv6 service (the value
+/// is a PersistEntry, its `mask` the prefix length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey6 {
+    /// The client address cut to the service's prefix length.
+    pub client_net: Ipv6Octets,
+    pub vip: Ipv6Octets,
+    /// Network order.
+    pub vport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl PersistKey6 {
+    /// `addr` cut to its first `prefix` bits (ipv6_addr_prefix): the client
+    /// network of a template.
+    #[inline(always)]
+    pub fn client_net_of(addr: &Ipv6Octets, prefix: u32) -> Ipv6Octets {
+        let mut out = *addr;
+        for (i, byte) in out.iter_mut().enumerate() {
+            let keep = prefix.saturating_sub(i as u32 * 8).min(8);
+            // keep 0 -> 0x00, 1 -> 0x80, ... 8 -> 0xff.
+            *byte &= (0xff00u32 >> keep) as u8;
+        }
+        out
+    }
+}
+
 /// `persist` value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -634,6 +667,7 @@ mod pod {
     unsafe impl aya::Pod for LocalityMember {}
     unsafe impl aya::Pod for LocalityEntry {}
     unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for PersistKey6 {}
     unsafe impl aya::Pod for PersistEntry {}
 }
 
@@ -641,6 +675,19 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn an_ipv6_client_network_is_its_prefix() {
+        let addr = [0xffu8; 16];
+        let net = PersistKey6::client_net_of(&addr, 64);
+        assert_eq!(net[..8], [0xff; 8]);
+        assert_eq!(net[8..], [0; 8]);
+        let net = PersistKey6::client_net_of(&addr, 60);
+        assert_eq!(net[7], 0xf0);
+        assert_eq!(PersistKey6::client_net_of(&addr, 128), addr);
+        assert_eq!(PersistKey6::client_net_of(&addr, 0), [0; 16]);
+        assert_eq!(PersistKey6::client_net_of(&addr, 200), addr);
+    }
 
     // The layouts are an ABI between the object file and the agent: pin them.
     #[test]
@@ -674,6 +721,7 @@ mod tests {
             24 + 8 * crate::consts::LBLCR_SET_MAX as usize
         );
         assert_eq!(size_of::<PersistKey>(), 12);
+        assert_eq!(size_of::<PersistKey6>(), 36);
         assert_eq!(size_of::<PersistEntry>(), 24);
         assert_eq!(size_of::<SyncEvent>(), 28);
     }

@@ -6,12 +6,51 @@
 
 use lb_common::{
     FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LocalityEntry, LocalityKey, LocalityKey6,
+    PersistEntry, PersistKey, PersistKey6, ServiceInfo,
 };
 
 use crate::{
     kernel::{BPF_ANY, BPF_NOEXIST},
-    maps::{FLOW_TABLE, FLOW_TABLE6, LOCALITY, LOCALITY6},
+    maps::{FLOW_TABLE, FLOW_TABLE6, LOCALITY, LOCALITY6, PERSIST, PERSIST6, TEMPLATE6_SCRATCH},
 };
+
+/// A persistence template's key (PersistKey, PersistKey6) and its table.
+pub trait TemplateKey: Copy {
+    fn entry(&self) -> Option<*mut PersistEntry>;
+    /// Creates it (BPF_NOEXIST); the kernel's error if not.
+    fn create(&self, entry: &PersistEntry) -> Result<(), i32>;
+}
+
+impl TemplateKey for PersistKey {
+    #[inline(always)]
+    fn entry(&self) -> Option<*mut PersistEntry> {
+        PERSIST.get_ptr_mut(self)
+    }
+    #[inline(always)]
+    fn create(&self, entry: &PersistEntry) -> Result<(), i32> {
+        PERSIST.insert(self, entry, BPF_NOEXIST)
+    }
+}
+
+/// An IPv6 template key, built in this CPU's scratch slot: its 36 bytes
+/// (and their copies in `persist::Template`) do not fit in lb6's stack
+/// beside the flow's key.
+#[derive(Clone, Copy)]
+pub struct ScratchKey6(*mut PersistKey6);
+
+impl TemplateKey for ScratchKey6 {
+    #[inline(always)]
+    fn entry(&self) -> Option<*mut PersistEntry> {
+        // SAFETY: the per-CPU scratch slot, written by template_key in this
+        // run and untouched since.
+        PERSIST6.get_ptr_mut(unsafe { &*self.0 })
+    }
+    #[inline(always)]
+    fn create(&self, entry: &PersistEntry) -> Result<(), i32> {
+        // SAFETY: as above.
+        PERSIST6.insert(unsafe { &*self.0 }, entry, BPF_NOEXIST)
+    }
+}
 
 pub trait Flow {
     fn proto(&self) -> u8;
@@ -28,6 +67,11 @@ pub trait Flow {
     fn locality(&self, service_id: u32) -> Option<*mut LocalityEntry>;
     /// Writes it (a full LRU cache drops its oldest entry).
     fn set_locality(&self, service_id: u32, entry: &LocalityEntry);
+    type Template: TemplateKey;
+    /// The persistence template of the flow's client network (the source
+    /// cut by the service's granularity) for `svc` on `vport` (its port,
+    /// 0 for an all-ports service).
+    fn template_key(&self, svc: &ServiceInfo, vport: u16) -> Option<Self::Template>;
     /// The flow's entry in its family's flow table.
     fn entry(&self) -> Option<*mut FlowEntry>;
     /// Creates the flow's entry (BPF_NOEXIST); the kernel's error if not.
@@ -78,6 +122,17 @@ impl Flow for FlowKey {
         // A full cache only loses an entry (LRU): the choice stands.
         let _ = LOCALITY.insert(&key, entry, BPF_ANY);
     }
+    type Template = PersistKey;
+    #[inline(always)]
+    fn template_key(&self, svc: &ServiceInfo, vport: u16) -> Option<PersistKey> {
+        Some(PersistKey {
+            client_net: (u32::from_ne_bytes(self.src) & svc.persist_mask).to_ne_bytes(),
+            vip: self.dst,
+            vport,
+            proto: self.proto,
+            _pad: 0,
+        })
+    }
     #[inline(always)]
     fn entry(&self) -> Option<*mut FlowEntry> {
         FLOW_TABLE.get_ptr_mut(self)
@@ -123,6 +178,19 @@ impl Flow for FlowKey6 {
             daddr: self.dst,
         };
         let _ = LOCALITY6.insert(&key, entry, BPF_ANY);
+    }
+    type Template = ScratchKey6;
+    #[inline(always)]
+    fn template_key(&self, svc: &ServiceInfo, vport: u16) -> Option<ScratchKey6> {
+        let slot = TEMPLATE6_SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: per-CPU slot, only this CPU uses it while we run.
+        let key = unsafe { &mut *slot };
+        key.client_net = PersistKey6::client_net_of(&self.src, svc.persist_mask);
+        key.vip = self.dst;
+        key.vport = vport;
+        key.proto = self.proto;
+        key._pad = 0;
+        Some(ScratchKey6(slot))
     }
     #[inline(always)]
     fn entry(&self) -> Option<*mut FlowEntry> {

@@ -72,7 +72,7 @@ pub fn to_real(ctx: &SockAddrContext) -> i32 {
         count(counters::LOCAL_BALANCED);
         return ALLOW;
     }
-    let template = persist::lookup(svc, &key, &flow);
+    let template = persist::lookup(svc, key.port, &flow);
     let chosen = match template {
         Template::Valid(real_id) => Some(real_id),
         _ => sched::schedule(svc, &flow),

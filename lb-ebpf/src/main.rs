@@ -241,7 +241,7 @@ fn schedule_new_flow(
     if matches!(found, Lookup::Miss) && lb_common::conntrack::is_midstream(flow.proto, tcp_flags) {
         count(counters::FLOW_MIDSTREAM);
     }
-    let template = persist::lookup(svc, service_key, flow);
+    let template = persist::lookup(svc, service_key.port, flow);
     let chosen = match template {
         Template::Valid(real_id) => Some(real_id),
         _ => sched::schedule(svc, flow),

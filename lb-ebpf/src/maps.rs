@@ -13,8 +13,8 @@ use lb_common::{
     FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals,
     LocalConn, LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
     MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry, PersistKey,
-    RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey, ServiceKey6,
-    SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey,
+    ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -85,6 +85,16 @@ pub static LOOKUP_TABLES: HashMap<
 pub static LOCALITY: LruHashMap<LocalityKey, LocalityEntry, { LOCALITY_CACHE_SIZE as usize }> =
     LruHashMap::new();
 
+/// Single entry, per CPU: where a new locality entry is built before it
+/// is inserted (too big for the stack beside IPv6's keys). Not pinned.
+#[btf_map]
+pub static LOCALITY_SCRATCH: PerCpuArray<LocalityEntry, 1> = PerCpuArray::new();
+
+/// Single entry, per CPU: where lb6 builds a persistence template's key
+/// (family.rs ScratchKey6). Not pinned.
+#[btf_map]
+pub static TEMPLATE6_SCRATCH: PerCpuArray<PersistKey6, 1> = PerCpuArray::new();
+
 /// LOCALITY's IPv6 twin: (service, destination address) -> server(s).
 #[btf_map]
 pub static LOCALITY6: LruHashMap<LocalityKey6, LocalityEntry, { LOCALITY_CACHE_SIZE as usize }> =
@@ -94,6 +104,16 @@ pub static LOCALITY6: LruHashMap<LocalityKey6, LocalityEntry, { LOCALITY_CACHE_S
 #[btf_map]
 pub static PERSIST: HashMap<PersistKey, PersistEntry, { PERSIST_TABLE_SIZE as usize }> =
     HashMap::new();
+
+/// PERSIST's IPv6 twin. Allocated on use: most balancers have no
+/// persistent IPv6 service.
+#[btf_map]
+pub static PERSIST6: HashMap<
+    PersistKey6,
+    PersistEntry,
+    { PERSIST_TABLE_SIZE as usize },
+    BPF_F_NO_PREALLOC,
+> = HashMap::new();
 
 /// service id -> scheduler state (rr cursor...).
 #[btf_map]

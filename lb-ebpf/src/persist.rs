@@ -5,38 +5,36 @@
 //! as IPVS with expire_quiescent_template = 0). The agent expires templates
 //! persistence_timeout after their last connection.
 
-use lb_common::{FlowKey, PersistEntry, PersistKey, REAL_FLAG_ACTIVE, ServiceInfo, ServiceKey};
+use lb_common::{PersistEntry, REAL_FLAG_ACTIVE, ServiceInfo};
 
 use crate::{
-    kernel::BPF_NOEXIST,
-    maps::{PERSIST, REALS, persistent_add},
+    family::{Flow, TemplateKey},
+    maps::{REALS, persistent_add},
 };
 
-/// What the client's template says.
-pub enum Template {
+/// What the client's template says (`K`: PersistKey or PersistKey6).
+pub enum Template<K> {
     /// Not a persistent service.
     None,
     /// A valid template: its server.
     Valid(u32),
     /// No template yet for the client network.
-    Missing(PersistKey),
+    Missing(K),
     /// A template whose server left the service: to be rescheduled.
-    Invalid(*mut PersistEntry, PersistKey),
+    Invalid(*mut PersistEntry, K),
 }
 
+/// The client's template for `svc`, found under the service's port
+/// `vport` (0 for an all-ports service).
 #[inline(always)]
-pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Template {
+pub fn lookup<F: Flow>(svc: &ServiceInfo, vport: u16, flow: &F) -> Template<F::Template> {
     if svc.persist_timeout_s == 0 {
         return Template::None;
     }
-    let key = PersistKey {
-        client_net: (u32::from_ne_bytes(flow.src) & svc.persist_mask).to_ne_bytes(),
-        vip: service.vip,
-        vport: service.port,
-        proto: service.proto,
-        _pad: 0,
+    let Some(key) = flow.template_key(svc, vport) else {
+        return Template::None;
     };
-    let Some(ptr) = PERSIST.get_ptr_mut(&key) else {
+    let Some(ptr) = key.entry() else {
         return Template::Missing(key);
     };
     // SAFETY: map value pointer of this lookup.
@@ -56,7 +54,11 @@ pub fn lookup(svc: &ServiceInfo, service: &ServiceKey, flow: &FlowKey) -> Templa
 /// server to use (another CPU may have made the template this instant) and
 /// the template's key when this packet made or moved it (for sync).
 #[inline(always)]
-pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> (u32, Option<PersistKey>) {
+pub fn remember<K: TemplateKey>(
+    svc: &ServiceInfo,
+    template: Template<K>,
+    real_id: u32,
+) -> (u32, Option<K>) {
     let now = crate::clock::now_ns();
     match template {
         Template::None | Template::Valid(_) => (real_id, None),
@@ -78,12 +80,14 @@ pub fn remember(svc: &ServiceInfo, template: Template, real_id: u32) -> (u32, Op
                 _pad: 0,
                 last_seen_ns: now,
             };
-            if PERSIST.insert(&key, t, BPF_NOEXIST).is_ok() {
+            if key.create(&t).is_ok() {
                 persistent_add(real_id, 1);
                 return (real_id, Some(key));
             }
-            // SAFETY: entries are replaced whole or updated by field.
-            let theirs = unsafe { PERSIST.get(&key) }.map_or(real_id, |other| other.real_id);
+            // SAFETY: entries are replaced whole or updated by field; read once.
+            let theirs = key
+                .entry()
+                .map_or(real_id, |other| unsafe { (*other).real_id });
             (theirs, None)
         }
     }

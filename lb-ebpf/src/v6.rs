@@ -1,19 +1,24 @@
 //! IPv6 services: the same story as `process_packet`, over IPv6. Services,
 //! backend sets, servers, schedulers, conntrack and statistics are the
 //! IPv4 ones (generic over family.rs); the differences are the maps keyed
-//! by address (SERVICES6, FLOW_TABLE6) and what is not done over IPv6 yet:
-//! DR only (the agent refuses TUN and NAT), no persistence, no
+//! by address (SERVICES6, FLOW_TABLE6, PERSIST6, LOCALITY6) and what is not
+//! done over IPv6 yet: DR only (the agent refuses TUN and NAT), no
 //! connection-sync events.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{ForwardKind, SERVICE_FLAG_STANDBY, ServiceInfo, ServiceKey6, counters};
+use lb_common::{
+    FlowKey6, ForwardKind, GLOBAL_FLAG_PORT0, LbGlobals, SERVICE_FLAG_STANDBY, ServiceInfo,
+    ServiceKey6, counters,
+};
 
 use crate::{
     conntrack::{self, Lookup},
     forward,
     header::Abort,
     maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES6, account, count},
-    parse, sched,
+    parse,
+    persist::{self, Template},
+    sched,
 };
 
 /// An IPv6 frame (the IPv4 parser found another EtherType): balanced if
@@ -29,14 +34,8 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
         }
     };
     let flow = &pkt.flow;
-    let key = ServiceKey6 {
-        vip: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
-    };
-    // SAFETY: the agent replaces service entries whole (map update), never in place.
-    let Some(svc) = (unsafe { SERVICES6.get(&key) }) else {
+    let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
+    let Some((svc, vport)) = find_service(flow, globals) else {
         count(counters::PASS_NO_SERVICE);
         return Ok(xdp_action::XDP_PASS);
     };
@@ -48,11 +47,9 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
         count(counters::PASS_IPV6_UNSUPPORTED_FORWARD);
         return Ok(xdp_action::XDP_PASS);
     }
-    let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
-
     let (real_id, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
         Lookup::Hit(real_id, _, _) => (real_id, false),
-        found => match schedule_new_flow(svc, flow, pkt.tcp_flags, found) {
+        found => match schedule_new_flow(svc, vport, &pkt, found) {
             Some(real_id) => (real_id, true),
             None => {
                 count(counters::DROP_NO_REAL);
@@ -73,20 +70,51 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     Ok(action)
 }
 
-/// The scheduler's server for a connection the flow table does not hold,
-/// remembered in FLOW_TABLE6 (as main.rs's schedule_new_flow, without
-/// persistence and sync).
+/// The service of the packet's (VIP, port, protocol), else the VIP's
+/// all-ports (port 0) persistent service; with the port it was found
+/// under (as main.rs's find_service).
+#[inline(always)]
+fn find_service(flow: &FlowKey6, globals: &LbGlobals) -> Option<(&'static ServiceInfo, u16)> {
+    let mut key = ServiceKey6 {
+        vip: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    // SAFETY: the agent replaces service entries whole (map update), never in place.
+    if let Some(svc) = unsafe { SERVICES6.get(&key) } {
+        return Some((svc, key.port));
+    }
+    if globals.flags & GLOBAL_FLAG_PORT0 == 0 {
+        return None;
+    }
+    key.port = 0;
+    // SAFETY: as above.
+    unsafe { SERVICES6.get(&key) }.map(|svc| (svc, 0))
+}
+
+/// The server for a connection the flow table does not hold: its
+/// persistence template's or the scheduler's, remembered in FLOW_TABLE6
+/// (as main.rs's schedule_new_flow, without sync events: connection sync
+/// carries no IPv6 records yet).
 #[inline(always)]
 fn schedule_new_flow(
     svc: &ServiceInfo,
-    flow: &lb_common::FlowKey6,
-    tcp_flags: u8,
+    vport: u16,
+    pkt: &parse::L4Packet6,
     found: Lookup,
 ) -> Option<u32> {
+    // (BPF calls take at most five arguments: the flow comes in its packet.)
+    let (flow, tcp_flags) = (&pkt.flow, pkt.tcp_flags);
     if matches!(found, Lookup::Miss) && lb_common::conntrack::is_midstream(flow.proto, tcp_flags) {
         count(counters::FLOW_MIDSTREAM);
     }
-    let mut real_id = sched::schedule(svc, flow)?;
+    let template = persist::lookup(svc, vport, flow);
+    let chosen = match template {
+        Template::Valid(real_id) => real_id,
+        _ => sched::schedule(svc, flow)?,
+    };
+    let (mut real_id, _) = persist::remember(svc, template, chosen);
     match found {
         Lookup::Stale(entry) => {
             conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags);
@@ -95,10 +123,12 @@ fn schedule_new_flow(
             conntrack::Inserted::Tracked(_) => {}
             conntrack::Inserted::Raced(theirs) => real_id = theirs,
             // Full table: the flow's hash keeps every packet of the
-            // untracked connection on one server (as IPv4).
-            conntrack::Inserted::Full => {
+            // untracked connection on one server (as IPv4; a persistent
+            // service's template already pins it).
+            conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
                 real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id);
             }
+            conntrack::Inserted::Full => {}
         },
     }
     Some(real_id)

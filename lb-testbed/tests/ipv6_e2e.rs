@@ -2,7 +2,8 @@
 //! (2001:db8:122::/64 beside 172.16.122.0/24), one agent serving the seed's
 //! DR service on an IPv4 and an IPv6 VIP at once (configs/dual-stack.toml),
 //! real nginx and curl -6; the IPv6 server stopped and restarted is removed
-//! and added back by its check. The namespaces go when the test ends.
+//! and added back by its check; persistence by an IPv6 prefix, turned on by
+//! a reload. The namespaces go when the test ends.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -140,6 +141,26 @@ fn dual_stack_dr_with_ipv6_checks_end_to_end() {
     );
     let back: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
     assert_alternate(&back, "IPv6 server back");
+
+    // Persistence over IPv6, by reload: a client's /64 keeps its server.
+    let persistent = topo.config_from("dual-stack.toml").replace(
+        "delay_loop = 1\nlb_algo = \"rr\"",
+        "delay_loop = 1\nlb_algo = \"rr\"\npersistence_timeout = 300\npersistence_granularity = 64",
+    );
+    std::fs::write(&config, persistent).unwrap();
+    let reload = std::process::Command::new(&binary)
+        .args(["reload", "--pin-path"])
+        .arg(topo.pin_dir())
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    let list = topo.list(&binary).unwrap();
+    assert!(
+        list.contains("TCP  [2001:db8:122::100]:80 rr persistent 300 mask 64\n"),
+        "{list}"
+    );
+    let sticky: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
+    assert!(sticky.iter().all(|a| *a == sticky[0]), "{sticky:?}");
 
     // realserver stop takes the IPv6 VIP off lo again.
     topo.realserver(Host::Rs1, &["stop", "--vip", &VIP6.to_string()])

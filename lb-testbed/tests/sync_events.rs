@@ -81,6 +81,7 @@ fn a_new_persistence_template_is_reported_once() {
     service.persistence = Some(Persistence {
         timeout_s: 300,
         netmask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+        prefix6: lb_userspace::planning::plan::IPV6_HOST_PREFIX,
     });
     let mut t = ProgTest::with_service(service).unwrap();
     let mut ring = t.enable_sync().unwrap();

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     family::Flow,
-    maps::{LB_GLOBALS, conns_of},
+    maps::{LB_GLOBALS, LOCALITY_SCRATCH, conns_of},
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -127,14 +127,19 @@ pub fn pick<F: Flow>(
         }
         None => {
             let idx = least::pick_index(set, Cost::OverheadPerWeight)?;
-            let mut entry = LocalityEntry {
+            // Built in this CPU's scratch slot, not on the stack: 152
+            // bytes that IPv6's larger keys leave no room for.
+            let slot = LOCALITY_SCRATCH.get_ptr_mut(0)?;
+            // SAFETY: per-CPU slot, only this CPU uses it while we run.
+            let entry = unsafe { &mut *slot };
+            *entry = LocalityEntry {
                 lastuse_ns: now,
                 lastmod_ns: now,
                 count: 1,
                 ..LocalityEntry::default()
             };
             entry.members[0] = member(set, idx)?;
-            flow.set_locality(svc.service_id, &entry);
+            flow.set_locality(svc.service_id, entry);
             real_id(set, idx)
         }
     }

@@ -3,7 +3,8 @@
 //! servers, runs lb-userspace with configs/seed-dr.toml in place of
 //! ipvsadm + keepalived, and prints what the seed prints: the curl answers
 //! (section 5.4), the table (5.3), and the health-check failover of
-//! section 5.5. Then what the seed cannot do: three balancers behind a
+//! section 5.5. Then what the seed cannot do: its service on an IPv6 VIP
+//! too (curl -6 alternating between the servers), and three balancers behind a
 //! router, announcing the VIP over BGP, with connections that keep their
 //! servers while one joins, one is drained and one dies. Everything is
 //! torn down at the end, on failure, and on Ctrl-C.
@@ -13,7 +14,10 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use lb_testbed::{
     keepalive,
-    topology::{self, Host, RS2_IP, Topology, VIP, agent_binary, configs_dir, wait_until},
+    netns::ip,
+    topology::{
+        self, HOST_IFACE, Host, RS2_IP, Topology, VIP, VIP6, agent_binary, configs_dir, wait_until,
+    },
 };
 
 const PREFIX: &str = "lbdemo";
@@ -199,6 +203,48 @@ fn scale_out(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Beyond the seed: its DR service on an IPv6 VIP beside the IPv4 one.
+fn dual_stack(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
+    println!(
+        "-- beyond the seed: the same service on an IPv6 VIP too (configs/dual-stack.toml; 2001:db8:122::/64 beside the seed's subnet)"
+    );
+    let vip6 = format!("{VIP6}/128");
+    let add = format!("ip -6 addr add {vip6} dev eth0 nodad preferred_lft 0");
+    say("lb", &add);
+    ip(&[
+        "-n",
+        &topo.ns(Host::Lb),
+        "addr",
+        "add",
+        &vip6,
+        "dev",
+        HOST_IFACE,
+        "nodad",
+        "preferred_lft",
+        "0",
+    ])?;
+    for rs in [Host::Rs1, Host::Rs2] {
+        say(
+            &rs.ip().to_string(),
+            &format!("lb-userspace realserver start --vip {VIP6}"),
+        );
+        topo.realserver(rs, &["start", "--vip", &VIP6.to_string()])?;
+    }
+    let config = topo.write_config("dual-stack.toml", &topo.config_from("dual-stack.toml"))?;
+    say("lb", "lb-userspace --iface eth0 --config dual-stack.toml");
+    topo.start_agent(binary, &config, &[])?;
+    list(topo, binary)?;
+    for _ in 0..CURLS {
+        say("client", &format!("curl -g http://[{VIP6}]/"));
+        println!("{}", topo.curl_on(Host::Client, &format!("[{VIP6}]"))?);
+    }
+    topo.stop_agent()?;
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(rs, &["stop", "--vip", &VIP6.to_string()])?;
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     println!("== lb demo: the seed's LVS + keepalived walk-through, served by XDP ==");
     println!(
@@ -283,6 +329,7 @@ fn run() -> Result<()> {
         topo.lb_has_xdp()?,
         topo.pin_dir().exists()
     );
+    dual_stack(&mut topo, &binary)?;
     scale_out(&mut topo, &binary)?;
     drop(topo);
     println!("== demo done; namespaces removed ==");

@@ -11,7 +11,8 @@ impl Topology {
     pub fn make_nat_one_armed(&mut self) -> Result<()> {
         let (client, lb) = (self.ns(Host::Client), self.ns(Host::Lb));
         ip(&["-n", &lb, "addr", "add", NAT_OUTSIDE_LB, "dev", HOST_IFACE])?;
-        ip(&["-n", &client, "addr", "flush", "dev", HOST_IFACE])?;
+        // IPv4 only: the client keeps its IPv6 address.
+        ip(&["-n", &client, "-4", "addr", "flush", "dev", HOST_IFACE])?;
         ip(&[
             "-n",
             &client,
@@ -90,7 +91,8 @@ impl Topology {
     pub fn undo_nat_one_armed(&mut self) -> Result<()> {
         let (client, lb) = (self.ns(Host::Client), self.ns(Host::Lb));
         ip(&["-n", &lb, "addr", "del", NAT_OUTSIDE_LB, "dev", HOST_IFACE])?;
-        ip(&["-n", &client, "addr", "flush", "dev", HOST_IFACE])?;
+        // IPv4 only: the client keeps its IPv6 address.
+        ip(&["-n", &client, "-4", "addr", "flush", "dev", HOST_IFACE])?;
         ip(&[
             "-n",
             &client,

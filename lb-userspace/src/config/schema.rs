@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use toml::Spanned;
 
-use super::values::{Bounded, IpWithPrefix, Netmask, Port, Seconds, Weight};
+use super::values::{Bounded, Granularity, IpWithPrefix, Port, Seconds, Weight};
 
 /// keepalived's checker defaults (keepalived.conf(5)).
 pub const DEFAULT_CONNECT_TIMEOUT: Seconds = Seconds::from_secs(5);
@@ -196,9 +196,6 @@ impl VirtualServer {
         if self.lb_kind != LbKind::Dr {
             missing.push("lb_kind TUN and NAT (DR only)");
         }
-        if self.persistence_timeout > 0 {
-            missing.push("persistence_timeout");
-        }
         missing
     }
 }
@@ -265,8 +262,9 @@ pub struct VirtualServer {
     /// Seconds, 0 = off.
     #[serde(default)]
     pub persistence_timeout: u32,
+    /// None: a single client address (255.255.255.255, or 128 for IPv6).
     #[serde(default)]
-    pub persistence_granularity: Netmask,
+    pub persistence_granularity: Option<Granularity>,
     /// keepalived's sh-port / mh-port: sh and mh hash the client's port too.
     #[serde(default, rename = "sh-port", alias = "sh_port")]
     pub sh_port: bool,

@@ -491,11 +491,6 @@ fn what_ipv6_does_not_do_yet_is_refused_with_its_line() {
             "lb_kind = \"NAT\"",
             "lb_kind TUN and NAT",
         ),
-        (
-            "lb_algo = \"rr\"",
-            "lb_algo = \"rr\"\npersistence_timeout = 300",
-            "persistence_timeout",
-        ),
     ] {
         assert_error(
             &v6.replace(from, to),
@@ -506,4 +501,43 @@ fn what_ipv6_does_not_do_yet_is_refused_with_its_line() {
     // A server of the other family than its VIP's.
     let mixed = format!("{v6}[[virtual_server.real_server]]\nip = \"10.0.0.2\"\nport = 80\n");
     assert_error(&mixed, 8, "not of the VIP's address family");
+}
+
+#[test]
+fn persistence_granularity_follows_the_vips_family() {
+    let with = |vip: &str, granularity: &str| {
+        MINIMAL_VS.replace("10.0.0.1", vip).replace(
+            "lb_kind = \"DR\"",
+            &format!("lb_kind = \"DR\"\npersistence_timeout = 300\npersistence_granularity = {granularity}"),
+        )
+    };
+    let plan_of =
+        |text: &str| crate::planning::plan::plan(&parse("p.toml", text).unwrap()).unwrap();
+    let v6 = plan_of(&with("2001:db8::1", "64"));
+    let p = v6.services[0].persistence.unwrap();
+    assert_eq!((p.timeout_s, p.prefix6, p.map_mask(true)), (300, 64, 64));
+    // As keepalived.conf carries it over: a string.
+    assert_eq!(
+        plan_of(&with("2001:db8::1", "\"48\"")).services[0]
+            .persistence
+            .unwrap()
+            .prefix6,
+        48
+    );
+    let v4 = plan_of(&with("10.0.0.1", "\"255.255.255.0\""));
+    assert_eq!(
+        v4.services[0].persistence.unwrap().map_mask(false),
+        u32::from_ne_bytes([255, 255, 255, 0])
+    );
+    assert_error(
+        &with("10.0.0.1", "24"),
+        2,
+        "of an IPv4 service is a netmask",
+    );
+    assert_error(
+        &with("2001:db8::1", "\"255.255.255.0\""),
+        2,
+        "of an IPv6 service is a prefix length",
+    );
+    assert_error(&with("2001:db8::1", "129"), 9, "prefix length 0..=128");
 }

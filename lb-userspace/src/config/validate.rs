@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use lb_common::{MAX_BACKENDS_PER_SERVICE, MAX_REALS, MAX_SERVICES};
 
-use super::{ConfigError, Locator, schema::*};
+use super::{ConfigError, Locator, schema::*, values::Granularity};
 
 /// VRRPv2 advert_int is whole seconds in one byte.
 const VRRP_V2_MAX_ADVERT_INT: f64 = 255.0;
@@ -200,6 +200,15 @@ fn validate_virtual_servers(config: &Config, at: &Locator<'_>, errors: &mut Vec<
                 "{name}: not implemented over IPv6 yet: {}",
                 missing.join(", ")
             ));
+        }
+        match (vs.persistence_granularity, vs.vip.is_ipv6()) {
+            (Some(Granularity::Prefix(_)), false) => err(format!(
+                "{name}: persistence_granularity of an IPv4 service is a netmask like \"255.255.255.0\""
+            )),
+            (Some(Granularity::Netmask(_)), true) => err(format!(
+                "{name}: persistence_granularity of an IPv6 service is a prefix length like 64"
+            )),
+            _ => {}
         }
         if vs.port.0 == 0 && vs.persistence_timeout == 0 {
             err(format!(

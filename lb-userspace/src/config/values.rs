@@ -123,28 +123,56 @@ impl fmt::Display for IpWithPrefix {
     }
 }
 
-/// A contiguous IPv4 netmask such as "255.255.255.0" (ipvsadm -M).
+/// persistence_granularity (ipvsadm -M): a contiguous IPv4 netmask such
+/// as "255.255.255.0", or, for an IPv6 service, the prefix length of a
+/// client network, 0..=128 (64 or "64"), as IPVS and keepalived take it.
+/// Which one a service needs is checked by validate (its VIP's family).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Netmask(pub Ipv4Addr);
-
-impl Default for Netmask {
-    fn default() -> Self {
-        Self(Ipv4Addr::BROADCAST)
-    }
+#[serde(try_from = "NumberOrText")]
+pub enum Granularity {
+    Netmask(Ipv4Addr),
+    Prefix(u8),
 }
 
-impl TryFrom<String> for Netmask {
+/// What a granularity is written as.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+/// Longest IPv6 prefix.
+const IPV6_PREFIX_MAX: i64 = 128;
+
+impl TryFrom<NumberOrText> for Granularity {
     type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let mask = Ipv4Addr::from_str(&s)
-            .map_err(|_| format!("expected an IPv4 netmask like \"255.255.255.0\", got {s:?}"))?;
+    fn try_from(v: NumberOrText) -> Result<Self, String> {
+        let prefix = |n: i64| {
+            u8::try_from(n)
+                .ok()
+                .filter(|p| i64::from(*p) <= IPV6_PREFIX_MAX)
+                .map(Self::Prefix)
+                .ok_or_else(|| format!("expected a prefix length 0..={IPV6_PREFIX_MAX}, got {n}"))
+        };
+        let s = match v {
+            NumberOrText::Number(n) => return prefix(n),
+            NumberOrText::Text(s) => s,
+        };
+        if let Ok(n) = s.parse::<i64>() {
+            return prefix(n);
+        }
+        let mask = Ipv4Addr::from_str(&s).map_err(|_| {
+            format!(
+                "expected an IPv4 netmask like \"255.255.255.0\" or an IPv6 prefix length like 64, got {s:?}"
+            )
+        })?;
         let bits = u32::from(mask);
         // Contiguous: the ones form a prefix, so inverting gives 2^n - 1.
         if (!bits).wrapping_add(1) & !bits != 0 {
             return Err(format!("netmask {s:?} is not contiguous"));
         }
-        Ok(Self(mask))
+        Ok(Self::Netmask(mask))
     }
 }
 
@@ -153,11 +181,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn netmask_must_be_contiguous() {
-        assert!(Netmask::try_from("255.255.255.0".to_string()).is_ok());
-        assert!(Netmask::try_from("255.255.255.255".to_string()).is_ok());
-        assert!(Netmask::try_from("0.0.0.0".to_string()).is_ok());
-        assert!(Netmask::try_from("255.0.255.0".to_string()).is_err());
+    fn netmask_must_be_contiguous_and_a_prefix_at_most_128() {
+        let g = |s: &str| Granularity::try_from(NumberOrText::Text(s.to_string()));
+        assert!(g("255.255.255.0").is_ok());
+        assert!(g("255.255.255.255").is_ok());
+        assert!(g("0.0.0.0").is_ok());
+        assert!(g("255.0.255.0").is_err());
+        assert_eq!(g("64"), Ok(Granularity::Prefix(64)));
+        assert!(g("129").is_err());
+        assert_eq!(
+            Granularity::try_from(NumberOrText::Number(48)),
+            Ok(Granularity::Prefix(48))
+        );
+        assert!(Granularity::try_from(NumberOrText::Number(-1)).is_err());
     }
 
     #[test]

@@ -9,11 +9,15 @@ use std::os::fd::AsFd as _;
 use anyhow::{Context as _, Result};
 use aya::Pod;
 use lb_common::{
-    FlowEntry, FlowKey, FlowKey6, LbGlobals, LocalityEntry, LocalityKey, LocalityKey6,
-    PersistEntry, PersistKey, map_names,
+    FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LbGlobals, LocalityEntry, LocalityKey, LocalityKey6,
+    PersistEntry, PersistKey, PersistKey6, map_names,
 };
 
 use super::{ConnTimeouts, Dataplane, bpf_sys, map_data, monotonic_ns};
+
+/// (service id, client network) of the live IPv6 connections under a
+/// persistence template.
+type ControlledNets6 = HashSet<(u32, Ipv6Octets)>;
 
 /// BPF_NOEXIST: create only.
 const BPF_NOEXIST: u64 = 1;
@@ -72,17 +76,36 @@ impl Dataplane {
             },
         )
         .context("sweeping the flow table")?;
-        let (removed6, live6) = self.sweep_ipv6_flows(&globals, now)?;
+        let templates6: Vec<(PersistKey6, PersistEntry)> =
+            bpf_sys::lookup_all(map_data(&self.ebpf, map_names::PERSIST6)?.fd().as_fd())
+                .context("reading the IPv6 persistence templates")?;
+        let (removed6, live6, controlled6) = self.sweep_ipv6_flows(&templates6, &globals, now)?;
         removed += removed6;
         self.flows_at_sweep = live + live6;
-        self.sweep_templates(templates, &controlled, now)?;
+        self.sweep_templates(map_names::PERSIST, templates, now, |k, t| {
+            controlled.contains(&(t.service_id, k.client_net))
+        })?;
+        self.sweep_templates(map_names::PERSIST6, templates6, now, |k, t| {
+            controlled6.contains(&(t.service_id, k.client_net))
+        })?;
         self.sweep_locality(timeouts.locality_expiration, now)?;
         Ok(removed)
     }
 
-    /// The IPv6 flow table's expiry (no persistence over IPv6 yet: no
-    /// templates to keep alive). (removed, live).
-    fn sweep_ipv6_flows(&mut self, globals: &LbGlobals, now: u64) -> Result<(usize, u64)> {
+    /// The IPv6 flow table's expiry: (removed, live, the (service, client
+    /// network) of every live flow under one of `templates`).
+    fn sweep_ipv6_flows(
+        &mut self,
+        templates: &[(PersistKey6, PersistEntry)],
+        globals: &LbGlobals,
+        now: u64,
+    ) -> Result<(usize, u64, ControlledNets6)> {
+        // (service, prefix length) of every template.
+        let prefixes: HashSet<(u32, u32)> = templates
+            .iter()
+            .map(|(_, t)| (t.service_id, t.mask))
+            .collect();
+        let mut controlled = HashSet::new();
         let (mut removed, mut live) = (0, 0u64);
         let table = map_data(&self.ebpf, map_names::FLOW_TABLE6)?
             .fd()
@@ -97,36 +120,51 @@ impl Dataplane {
                         .is_none();
                     if expired && self.expire_flow(map_names::FLOW_TABLE6, key, globals, now)? {
                         removed += 1;
-                    } else {
-                        live += 1;
+                        continue;
+                    }
+                    live += 1;
+                    for (service, prefix) in prefixes.iter().filter(|(s, _)| *s == entry.service_id)
+                    {
+                        controlled
+                            .insert((*service, PersistKey6::client_net_of(&key.src, *prefix)));
                     }
                 }
                 Ok(())
             },
         )
         .context("sweeping the IPv6 flow table")?;
-        Ok((removed, live))
+        Ok((removed, live, controlled))
     }
 
     /// Persistence templates live while a connection they made lives, and
     /// persistence_timeout after the last one (IPVS re-arms a template whose
     /// timer fires while it still controls connections). `controlled`:
-    /// (service, client network) of every live connection.
-    fn sweep_templates(
+    /// whether a live connection is under a template. `name`: PERSIST or
+    /// PERSIST6.
+    fn sweep_templates<K: Pod + Default>(
         &mut self,
-        templates: Vec<(PersistKey, PersistEntry)>,
-        controlled: &HashSet<(u32, lb_common::Ipv4Octets)>,
+        name: &str,
+        templates: Vec<(K, PersistEntry)>,
         now: u64,
+        controlled: impl Fn(&K, &PersistEntry) -> bool,
     ) -> Result<()> {
         if templates.is_empty() {
             return Ok(());
         }
-        let timeouts: StdHashMap<u32, u32> = self
-            .maps()?
+        let maps = self.maps()?;
+        let v4 = maps
             .services
             .iter()
             .filter_map(|item| item.ok())
-            .map(|(_, info)| (info.service_id, info.persist_timeout_s))
+            .map(|(_, i)| i);
+        let v6 = maps
+            .services6
+            .iter()
+            .filter_map(|item| item.ok())
+            .map(|(_, i)| i);
+        let timeouts: StdHashMap<u32, u32> = v4
+            .chain(v6)
+            .map(|info| (info.service_id, info.persist_timeout_s))
             .collect();
         let mut rearm = Vec::new();
         for (key, t) in templates {
@@ -136,7 +174,7 @@ impl Dataplane {
             if !expired(&t) {
                 continue;
             }
-            if controlled.contains(&(t.service_id, key.client_net)) {
+            if controlled(&key, &t) {
                 rearm.push((
                     key,
                     PersistEntry {
@@ -147,14 +185,12 @@ impl Dataplane {
                 continue;
             }
             // A new connection may use it meanwhile: then it stays.
-            if let Some(gone) =
-                self.remove_unless_live(map_names::PERSIST, &key, |t| !expired(t))?
-            {
+            if let Some(gone) = self.remove_unless_live(name, &key, |t| !expired(t))? {
                 self.conns
                     .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
             }
         }
-        let mut map = self.hash_map_mut::<PersistKey, PersistEntry>(map_names::PERSIST)?;
+        let mut map = self.hash_map_mut::<K, PersistEntry>(name)?;
         for (key, t) in rearm {
             // BPF_EXIST: re-arm only a template the data plane still has.
             let _ = map.insert(key, t, BPF_EXIST);

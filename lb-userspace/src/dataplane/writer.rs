@@ -252,9 +252,7 @@ impl Dataplane {
             _pad: 0,
             flags: if standby { SERVICE_FLAG_STANDBY } else { 0 },
             persist_timeout_s: svc.persistence.map_or(0, |p| p.timeout_s),
-            persist_mask: svc
-                .persistence
-                .map_or(0, |p| u32::from_ne_bytes(p.netmask.octets())),
+            persist_mask: svc.persistence.map_or(0, |p| p.map_mask(svc.vip.is_ipv6())),
         };
         let table = lookup_table(svc, backends);
         let maps = self.maps()?;

@@ -9,7 +9,7 @@ use lb_common::{
     SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey, ServiceKey6,
 };
 
-use crate::config::{Config, LbAlgo, LbKind, Protocol};
+use crate::config::{Config, Granularity, LbAlgo, LbKind, Protocol};
 
 /// One real server of one service (IPVS's ip_vs_dest).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,25 @@ pub struct PlannedReal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Persistence {
     pub timeout_s: u32,
+    /// IPv4 services: a client network is the address & this.
     pub netmask: Ipv4Addr,
+    /// IPv6 services: a client network is the address's first this-many bits.
+    pub prefix6: u8,
+}
+
+/// A single IPv6 client address.
+pub const IPV6_HOST_PREFIX: u8 = 128;
+
+impl Persistence {
+    /// ServiceInfo::persist_mask: the netmask in network byte order, or
+    /// for an IPv6 service the prefix length (as IPVS keeps svc->netmask).
+    pub fn map_mask(&self, ipv6: bool) -> u32 {
+        if ipv6 {
+            u32::from(self.prefix6)
+        } else {
+            u32::from_ne_bytes(self.netmask.octets())
+        }
+    }
 }
 
 /// One virtual service.
@@ -234,7 +252,14 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
             sched_flags: sched_flags(vs),
             persistence: (vs.persistence_timeout > 0).then_some(Persistence {
                 timeout_s: vs.persistence_timeout,
-                netmask: vs.persistence_granularity.0,
+                netmask: match vs.persistence_granularity {
+                    Some(Granularity::Netmask(mask)) => mask,
+                    _ => Ipv4Addr::BROADCAST,
+                },
+                prefix6: match vs.persistence_granularity {
+                    Some(Granularity::Prefix(prefix)) => prefix,
+                    _ => IPV6_HOST_PREFIX,
+                },
             }),
             reals,
             inhibit_on_failure: vs.inhibit_on_failure,

@@ -2,7 +2,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
 };
 
 use lb_common::ForwardKind;
@@ -45,26 +45,30 @@ pub struct ServiceView {
     pub sched_flags: Vec<&'static str>,
     /// persistence_timeout, when set.
     pub persistent: Option<u32>,
-    /// persistence_granularity (printed when not 255.255.255.255).
-    pub mask: Ipv4Addr,
+    /// persistence_granularity: a netmask, or an IPv6 service's prefix
+    /// length (printed when not a single address: HOST_MASKS).
+    pub mask: String,
     pub dests: Vec<DestView>,
     pub traffic: Traffic,
 }
 
 impl ServiceView {
     /// " persistent N[ mask M]" (ipvsadm -L) or " -p N[ -M M]" (-S): empty
-    /// without persistence; the mask only when not 255.255.255.255.
+    /// without persistence; the mask only when not a single address.
     pub fn persistence_words(&self, timeout_word: &str, mask_word: &str) -> String {
         let Some(timeout) = self.persistent else {
             return String::new();
         };
         let mut out = format!(" {timeout_word} {timeout}");
-        if self.mask != Ipv4Addr::BROADCAST {
+        if !HOST_MASKS.contains(&self.mask.as_str()) {
             let _ = write!(out, " {mask_word} {}", self.mask);
         }
         out
     }
 }
+
+/// Granularities of one client address, IPv4's and IPv6's: not printed.
+pub const HOST_MASKS: [&str; 2] = ["255.255.255.255", "128"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableView {
@@ -157,6 +161,7 @@ pub fn format_list(table: &TableView) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     pub(crate) fn seed_table() -> TableView {
         let dest = |last: u8| DestView {
@@ -177,7 +182,7 @@ pub(crate) mod tests {
                 scheduler: "rr",
                 sched_flags: Vec::new(),
                 persistent: None,
-                mask: Ipv4Addr::BROADCAST,
+                mask: HOST_MASKS[0].to_string(),
                 dests: vec![dest(193), dest(195)],
                 traffic: Traffic::default(),
             }],
@@ -202,7 +207,7 @@ TCP  172.16.122.100:80 rr
     fn persistent_flag_and_forward_names() {
         let mut t = seed_table();
         t.services[0].persistent = Some(300);
-        t.services[0].mask = Ipv4Addr::new(255, 255, 255, 0);
+        t.services[0].mask = "255.255.255.0".to_string();
         t.services[0].dests[0].forward = ForwardKind::Nat;
         t.services[0].dests[1].forward = ForwardKind::Tun;
         let out = format_list(&t);
@@ -257,6 +262,12 @@ TCP  172.16.122.100:80 rr
         t.services[0].dests.pop();
         let out = format_list(&t);
         assert!(out.contains("\nTCP  [2001:db8:122::100]:80 rr\n"), "{out}");
+        // ipvsadm prints an IPv6 service's granularity as its prefix length.
+        t.services[0].persistent = Some(300);
+        t.services[0].mask = "64".to_string();
+        assert!(format_list(&t).contains("rr persistent 300 mask 64\n"));
+        t.services[0].mask = "128".to_string();
+        assert!(format_list(&t).contains("rr persistent 300\n"));
         assert!(
             out.contains("  -> [2001:db8:122::193]:80       Route   1 "),
             "{out}"

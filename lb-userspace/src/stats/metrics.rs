@@ -416,7 +416,7 @@ mod tests {
                 scheduler: "rr",
                 sched_flags: vec![],
                 persistent: None,
-                mask: Ipv4Addr::BROADCAST,
+                mask: crate::stats::list::HOST_MASKS[0].to_string(),
                 dests: vec![DestView {
                     ip: Ipv4Addr::new(10, 0, 0, 1).into(),
                     port: 80,

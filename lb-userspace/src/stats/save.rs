@@ -57,7 +57,7 @@ mod tests {
         );
         t.services[0].scheduler = "sh";
         t.services[0].sched_flags = vec!["sh-fallback", "sh-port"];
-        t.services[0].mask = std::net::Ipv4Addr::new(255, 255, 255, 0);
+        t.services[0].mask = "255.255.255.0".to_string();
         t.services[0].dests[0].forward = ForwardKind::Nat;
         let out = format_save(&t);
         assert!(

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
     BackendSet, FlowEntry, FlowKey, FlowKey6, ForwardKind, IPPROTO_TCP, Ipv6Octets, LbGlobals,
-    LocalConn, PersistEntry, PersistKey, REAL_FLAG_IPV6, RealConns, RealServer,
+    LocalConn, PersistEntry, PersistKey, PersistKey6, REAL_FLAG_IPV6, RealConns, RealServer,
     SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo, ServiceKey, ServiceKey6,
     TrafficStats,
     conntrack::{S_NONE, STATE_NAMES},
@@ -144,26 +144,48 @@ pub fn read_connections(pin_dir: &Path) -> Result<Vec<ConnView>> {
     // client port 0, expiring persistence_timeout after their last use.
     let services: HashMap<MapData, ServiceKey, ServiceInfo> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::SERVICES)?)?;
-    let timeouts: Vec<(u32, u32)> = services
+    let mut timeouts: Vec<(u32, u32)> = services
         .iter()
         .filter_map(|item| item.ok())
         .map(|(_, info)| (info.service_id, info.persist_timeout_s))
         .collect();
+    if let Some(map) = open_pinned_if_there(pin_dir, pin_names::SERVICES6)? {
+        let services6: HashMap<MapData, ServiceKey6, ServiceInfo> = HashMap::try_from(map)?;
+        timeouts.extend(
+            services6
+                .iter()
+                .filter_map(|item| item.ok())
+                .map(|(_, info)| (info.service_id, info.persist_timeout_s)),
+        );
+    }
+    // (protocol, client network, VIP, VIP's port, template) of both families.
+    let mut all: Vec<(u8, IpAddr, IpAddr, u16, PersistEntry)> = Vec::new();
     let templates: HashMap<MapData, PersistKey, PersistEntry> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::PERSIST)?)?;
-    let now = monotonic_ns();
     for (key, t) in templates.iter().filter_map(|item| item.ok()) {
+        let (net, vip) = (ipv4(key.client_net).into(), ipv4(key.vip).into());
+        all.push((key.proto, net, vip, key.vport, t));
+    }
+    if let Some(map) = open_pinned_if_there(pin_dir, pin_names::PERSIST6)? {
+        let templates6: HashMap<MapData, PersistKey6, PersistEntry> = HashMap::try_from(map)?;
+        for (key, t) in templates6.iter().filter_map(|item| item.ok()) {
+            let net = Ipv6Addr::from(key.client_net).into();
+            all.push((key.proto, net, Ipv6Addr::from(key.vip).into(), key.vport, t));
+        }
+    }
+    let now = monotonic_ns();
+    for (proto, net, vip, vport, t) in all {
         let timeout_s = timeouts
             .iter()
             .find(|(id, _)| *id == t.service_id)
             .map_or(0, |(_, s)| *s);
         let deadline = t.last_seen_ns + u64::from(timeout_s) * 1_000_000_000;
         out.push(ConnView {
-            protocol: protocol_name(key.proto),
+            protocol: protocol_name(proto),
             expire_s: deadline.saturating_sub(now) / 1_000_000_000,
             state: STATE_NAMES[S_NONE as usize],
-            client: (ipv4(key.client_net).into(), 0),
-            virt: (ipv4(key.vip).into(), u16::from_be(key.vport)),
+            client: (net, 0),
+            virt: (vip, u16::from_be(vport)),
             dest: reals.endpoint(t.real_id)?,
         });
     }
@@ -346,7 +368,12 @@ pub fn read_table(pin_dir: &Path) -> Result<TableView> {
             scheduler: scheduler.name(),
             sched_flags: sched_flag_names(scheduler, info.sched_flags),
             persistent: (info.persist_timeout_s != 0).then_some(info.persist_timeout_s),
-            mask: ipv4(info.persist_mask.to_ne_bytes()),
+            // IPv6 services keep the prefix length there (as IPVS).
+            mask: if vip.is_ipv6() {
+                info.persist_mask.to_string()
+            } else {
+                ipv4(info.persist_mask.to_ne_bytes()).to_string()
+            },
             dests,
             traffic: traffic(&service_stats, info.service_id)?,
         });
