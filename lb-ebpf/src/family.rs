@@ -52,6 +52,8 @@ impl TemplateKey for ScratchKey6 {
     }
 }
 
+/// A client -> VIP 5-tuple of either family (FlowKey, FlowKey6) and the
+/// maps its family keeps it in.
 pub trait Flow {
     fn proto(&self) -> u8;
     /// Network byte order.

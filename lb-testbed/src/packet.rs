@@ -87,30 +87,17 @@ impl Ipv4Packet {
         flags: u8,
         payload: &[u8],
     ) -> Self {
-        let mut l4 = vec![0u8; TCP_HEADER_LEN];
-        l4[0..2].copy_from_slice(&sport.to_be_bytes());
-        l4[2..4].copy_from_slice(&dport.to_be_bytes());
-        l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
-        l4[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
-        l4[13] = flags;
-        l4[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
-        l4.extend_from_slice(payload);
+        let mut l4 = tcp_segment(sport, dport, flags, payload);
         let check = l4_checksum(src, dst, IPPROTO_TCP, &l4);
-        l4[16..18].copy_from_slice(&check.to_be_bytes());
+        l4[TCP_CHECK_OFF..TCP_CHECK_OFF + 2].copy_from_slice(&check.to_be_bytes());
         Self::new(src, dst, IPPROTO_TCP, l4)
     }
 
     /// UDP datagram with `payload`.
     pub fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Self {
-        let len = (UDP_HEADER_LEN + payload.len()) as u16;
-        let mut l4 = Vec::with_capacity(len as usize);
-        l4.extend_from_slice(&sport.to_be_bytes());
-        l4.extend_from_slice(&dport.to_be_bytes());
-        l4.extend_from_slice(&len.to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-        l4.extend_from_slice(payload);
+        let mut l4 = udp_datagram(sport, dport, payload);
         let check = l4_checksum(src, dst, IPPROTO_UDP, &l4);
-        l4[6..8].copy_from_slice(&check.to_be_bytes());
+        l4[UDP_CHECK_OFF..UDP_CHECK_OFF + 2].copy_from_slice(&check.to_be_bytes());
         Self::new(src, dst, IPPROTO_UDP, l4)
     }
 
@@ -141,6 +128,36 @@ impl Ipv4Packet {
         f.extend_from_slice(&self.l4);
         f
     }
+}
+
+/// Offsets of the checksum in a TCP and a UDP header.
+const TCP_CHECK_OFF: usize = 16;
+const UDP_CHECK_OFF: usize = 6;
+
+/// A TCP segment (header, then `payload`), its checksum left 0 for the
+/// family's pseudo-header sum.
+fn tcp_segment(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![0u8; TCP_HEADER_LEN];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
+    l4[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
+    l4[13] = flags;
+    l4[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
+    l4.extend_from_slice(payload);
+    l4
+}
+
+/// A UDP datagram, its checksum left 0 as tcp_segment's.
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = (UDP_HEADER_LEN + payload.len()) as u16;
+    let mut l4 = Vec::with_capacity(len as usize);
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&len.to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(payload);
+    l4
 }
 
 /// TCP/UDP checksum with the IPv4 pseudo-header.
@@ -208,30 +225,17 @@ impl Ipv6Packet {
         flags: u8,
         payload: &[u8],
     ) -> Self {
-        let mut l4 = vec![0u8; TCP_HEADER_LEN];
-        l4[0..2].copy_from_slice(&sport.to_be_bytes());
-        l4[2..4].copy_from_slice(&dport.to_be_bytes());
-        l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq
-        l4[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
-        l4[13] = flags;
-        l4[14..16].copy_from_slice(&65535u16.to_be_bytes()); // window
-        l4.extend_from_slice(payload);
+        let mut l4 = tcp_segment(sport, dport, flags, payload);
         let check = l4_checksum6(src, dst, IPPROTO_TCP, &l4);
-        l4[16..18].copy_from_slice(&check.to_be_bytes());
+        l4[TCP_CHECK_OFF..TCP_CHECK_OFF + 2].copy_from_slice(&check.to_be_bytes());
         Self::new(src, dst, IPPROTO_TCP, l4)
     }
 
     /// UDP datagram with `payload`.
     pub fn udp(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: &[u8]) -> Self {
-        let len = (UDP_HEADER_LEN + payload.len()) as u16;
-        let mut l4 = Vec::with_capacity(len as usize);
-        l4.extend_from_slice(&sport.to_be_bytes());
-        l4.extend_from_slice(&dport.to_be_bytes());
-        l4.extend_from_slice(&len.to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-        l4.extend_from_slice(payload);
+        let mut l4 = udp_datagram(sport, dport, payload);
         let check = l4_checksum6(src, dst, IPPROTO_UDP, &l4);
-        l4[6..8].copy_from_slice(&check.to_be_bytes());
+        l4[UDP_CHECK_OFF..UDP_CHECK_OFF + 2].copy_from_slice(&check.to_be_bytes());
         Self::new(src, dst, IPPROTO_UDP, l4)
     }
 

@@ -9,7 +9,7 @@ use std::{net::IpAddr, time::Duration};
 
 use lb_testbed::{
     netns::ip,
-    topology::{HOST_IFACE, Host, RS1_IP6, RS2_IP6, Topology, VIP, VIP6, agent_binary, wait_until},
+    topology::{Host, RS1_IP6, RS2_IP6, Topology, VIP, VIP6, agent_binary, wait_until},
 };
 
 const CURLS: usize = 6;
@@ -50,24 +50,8 @@ fn dual_stack_dr_with_ipv6_checks_end_to_end() {
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
     topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
     // The IPv6 VIP on the balancer (the operator's job while no VRRP
-    // instance governs IPv6), deprecated (preferred_lft 0) so that it is
-    // never the source of the balancer's own connections: as a /128 it
-    // would win source selection's longest-prefix rule, and the health
-    // checks' answers would go to the real servers' own VIP. And rs.sh's
-    // IPv6 equivalent on the servers.
-    let vip6 = format!("{VIP6}/128");
-    let lb = topo.ns(Host::Lb);
-    let add = [
-        "addr",
-        "add",
-        &vip6,
-        "dev",
-        HOST_IFACE,
-        "nodad",
-        "preferred_lft",
-        "0",
-    ];
-    ip(&[&["-n", &lb][..], &add].concat()).unwrap();
+    // instance governs IPv6), and rs.sh's IPv6 equivalent on the servers.
+    topo.add_vip6(Host::Lb).unwrap();
     for rs in [Host::Rs1, Host::Rs2] {
         topo.realserver(rs, &["start", "--vip", &VIP6.to_string()])
             .unwrap();

@@ -14,10 +14,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use lb_testbed::{
     keepalive,
-    netns::ip,
-    topology::{
-        self, HOST_IFACE, Host, RS2_IP, Topology, VIP, VIP6, agent_binary, configs_dir, wait_until,
-    },
+    topology::{self, Host, RS2_IP, Topology, VIP, VIP6, agent_binary, configs_dir, wait_until},
 };
 
 const PREFIX: &str = "lbdemo";
@@ -208,21 +205,11 @@ fn dual_stack(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
     println!(
         "-- beyond the seed: the same service on an IPv6 VIP too (configs/dual-stack.toml; 2001:db8:122::/64 beside the seed's subnet)"
     );
-    let vip6 = format!("{VIP6}/128");
-    let add = format!("ip -6 addr add {vip6} dev eth0 nodad preferred_lft 0");
-    say("lb", &add);
-    ip(&[
-        "-n",
-        &topo.ns(Host::Lb),
-        "addr",
-        "add",
-        &vip6,
-        "dev",
-        HOST_IFACE,
-        "nodad",
-        "preferred_lft",
-        "0",
-    ])?;
+    say(
+        "lb",
+        &format!("ip -6 addr add {VIP6}/128 dev eth0 nodad preferred_lft 0"),
+    );
+    topo.add_vip6(Host::Lb)?;
     for rs in [Host::Rs1, Host::Rs2] {
         say(
             &rs.ip().to_string(),

@@ -305,6 +305,29 @@ impl Topology {
         Ok(())
     }
 
+    /// Adds the IPv6 VIP to `host`'s interface, as the operator does while
+    /// no vrrp_instance governs IPv6: deprecated (preferred_lft 0), so that
+    /// it is never the source of the host's own connections (as a /128 it
+    /// would win source selection's longest-prefix rule, and health checks'
+    /// answers would go to the real servers' own copy of the VIP).
+    pub fn add_vip6(&self, host: Host) -> Result<()> {
+        let vip6 = format!("{VIP6}/128");
+        let ns = self.ns(host);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &vip6,
+            "dev",
+            HOST_IFACE,
+            "nodad",
+            "preferred_lft",
+            "0",
+        ])
+        .map(|_| ())
+    }
+
     /// Pulls `host`'s cable: its link to the switch is deleted (for good).
     pub fn unplug(&self, host: Host) -> Result<()> {
         ip(&[
