@@ -63,6 +63,10 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPv4-in-IPv4 (LVS-TUN).
 pub const IPPROTO_IPIP: u8 = 4;
+/// IPv6-in-IPv6 (LVS-TUN over IPv6, RFC 2473).
+pub const IPPROTO_IPV6: u8 = 41;
+/// ICMPv6's next-header value.
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// VIPs one real server's rs_decap program can serve.
 pub const MAX_RS_VIPS: u32 = 256;
 
@@ -70,9 +74,10 @@ pub const MAX_RS_VIPS: u32 = 256;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RsDecapCounter {
-    /// IPIP to a local VIP: outer header stripped.
+    /// IPIP (or IPv6-in-IPv6) to a local VIP: outer header stripped.
     Decapsulated = 0,
-    /// IPIP whose inner destination is no local VIP: passed as is.
+    /// IPIP (or IPv6-in-IPv6) whose inner destination is no local VIP:
+    /// passed as is.
     NotLocalVip = 1,
 }
 
@@ -171,3 +176,11 @@ impl SchedulerKind {
 pub const FAMILY_PROGRAM_SLOTS: u32 = 1;
 /// The slot of `lb6`, the IPv6 program.
 pub const FAMILY_PROGRAM_IPV6: u32 = 0;
+
+/// `forward6_programs` slots: forwarding methods `lb6` hands a scheduled
+/// frame to by tail call, each verified on its own (lb6's scheduling
+/// paths times a tunnel's code exceed the verifier's budget in one
+/// program). The real server's id travels in `forward6_real`.
+pub const FORWARD6_PROGRAM_SLOTS: u32 = 1;
+/// The slot of `lb6_tun` (IPv6-in-IPv6).
+pub const FORWARD6_PROGRAM_TUN: u32 = 0;

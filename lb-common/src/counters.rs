@@ -107,6 +107,10 @@ counters! {
     /// IPv6 TCP/UDP to a service whose forwarding method this program does
     /// not do over IPv6 (the agent refuses such a config): passed.
     PASS_IPV6_UNSUPPORTED_FORWARD => "pass_ipv6_unsupported_forward",
+    /// IPv6 TUN: an ICMPv6 Packet Too Big was sent back to the client (the
+    /// encapsulated packet would exceed the MTU; IPv6 never fragments on
+    /// the way, so it is always sent, with DROP_TUN_TOO_BIG).
+    ICMP6_PACKET_TOO_BIG => "icmp6_packet_too_big",
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub mod rs_decap_names {
     /// Under the real server's pin directory.
     pub const LINK_PIN: &str = "link";
     pub const RS_VIPS_PIN: &str = "rs_vips";
+    pub const RS_VIPS6: &str = "RS_VIPS6";
+    pub const RS_VIPS6_PIN: &str = "rs_vips6";
 }
 
 /// Pin file names, one per map, in the order the agent pins them.
@@ -48,6 +50,8 @@ pub mod pin_names {
     pub const FAMILY_PROGRAMS: &str = "family_programs";
     pub const LOCALITY6: &str = "locality6";
     pub const PERSIST6: &str = "persist6";
+    pub const LB_GLOBALS6: &str = "lb_globals6";
+    pub const FORWARD6_PROGRAMS: &str = "forward6_programs";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -74,11 +78,13 @@ pub mod map_names {
     pub const FAMILY_PROGRAMS: &str = "FAMILY_PROGRAMS";
     pub const LOCALITY6: &str = "LOCALITY6";
     pub const PERSIST6: &str = "PERSIST6";
+    pub const LB_GLOBALS6: &str = "LB_GLOBALS6";
+    pub const FORWARD6_PROGRAMS: &str = "FORWARD6_PROGRAMS";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 22] = [
+    pub const PINNED: [(&str, &str); 24] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -104,6 +110,9 @@ pub mod map_names {
         (FAMILY_PROGRAMS, super::pin_names::FAMILY_PROGRAMS),
         (LOCALITY6, super::pin_names::LOCALITY6),
         (PERSIST6, super::pin_names::PERSIST6),
+        (LB_GLOBALS6, super::pin_names::LB_GLOBALS6),
+        // Pinned for the reason family_programs is.
+        (FORWARD6_PROGRAMS, super::pin_names::FORWARD6_PROGRAMS),
     ];
 }
 
@@ -561,6 +570,17 @@ pub struct LbGlobals {
     pub netns_cookie: u64,
 }
 
+/// `lb_globals6` value (single entry): what IPv6 forwarding needs beside
+/// `lb_globals` (its own map, so lb_globals keeps its size and the pinned
+/// maps of earlier versions stay adoptable).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbGlobals6 {
+    /// Outer source address of IPv6 TUN packets (all zero: none; the
+    /// agent refuses IPv6 TUN services without one).
+    pub tun_src: Ipv6Octets,
+}
+
 /// `local_conns` value, keyed by socket cookie: a socket of a process on
 /// the balancer that connected or sent to a VIP, the real server it was
 /// pointed at (getpeername/recvmsg show the VIP again) and its IPVS state,
@@ -658,6 +678,7 @@ mod pod {
     unsafe impl aya::Pod for SchedState {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for LbGlobals {}
+    unsafe impl aya::Pod for LbGlobals6 {}
     unsafe impl aya::Pod for LocalConn {}
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for RealConns {}
@@ -707,6 +728,7 @@ mod tests {
         assert_eq!(size_of::<SchedState>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 40);
         assert_eq!(size_of::<LbGlobals>(), 56);
+        assert_eq!(size_of::<LbGlobals6>(), 16);
         assert_eq!(size_of::<LocalConn>(), 32);
         assert_eq!(size_of::<NatReverse>(), 32);
         assert_eq!(size_of::<RealConns>(), 32);

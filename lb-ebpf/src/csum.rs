@@ -1,6 +1,6 @@
 //! Checksum helpers (Katran's csum_helpers.h).
 
-use lb_common::Ipv4Octets;
+use lb_common::{Ipv4Octets, Ipv6Octets};
 use network_types::ip::Ipv4Hdr;
 
 /// Folds a 32-bit one's-complement sum to 16 bits.
@@ -12,16 +12,31 @@ pub fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// The Internet checksum of `bytes` (even length, checksum field zero).
+/// The one's-complement sum of `bytes` as 16-bit words, not folded (a
+/// u32 holds the sum of 65,536 words: far more than any header here).
 #[inline(always)]
-pub fn of<const N: usize>(bytes: &[u8; N]) -> u16 {
+pub fn sum<const N: usize>(bytes: &[u8; N]) -> u32 {
     let mut sum = 0u32;
     let mut i = 0;
     while i + 1 < N {
         sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
         i += 2;
     }
-    !fold(sum)
+    sum
+}
+
+/// The Internet checksum of `bytes` (even length, checksum field zero).
+#[inline(always)]
+pub fn of<const N: usize>(bytes: &[u8; N]) -> u16 {
+    !fold(sum(bytes))
+}
+
+/// The sum of the IPv6 pseudo-header (RFC 8200 section 8.1) that TCP,
+/// UDP and ICMPv6 checksums cover: addresses, upper-layer length, next
+/// header.
+#[inline(always)]
+pub fn ipv6_pseudo_header(src: &Ipv6Octets, dst: &Ipv6Octets, len: u16, next_header: u8) -> u32 {
+    sum(src) + sum(dst) + u32::from(len) + u32::from(next_header)
 }
 
 /// The header checksum of `ip` (its check field must be zero).

@@ -73,6 +73,19 @@ pub fn lb6(ctx: XdpContext) -> u32 {
     }
 }
 
+/// IPv6 TUN, by tail call from `lb6` once it chose the server (v6.rs).
+#[xdp]
+#[inline(always)]
+pub fn lb6_tun(ctx: XdpContext) -> u32 {
+    match v6::tunnel(&ctx) {
+        Ok(action) => action,
+        Err(Abort(reason)) => {
+            count(reason);
+            xdp_action::XDP_ABORTED
+        }
+    }
+}
+
 /// A connect() of a process on the balancer (local.rs).
 #[cgroup_sock_addr(connect4)]
 pub fn local_connect4(ctx: SockAddrContext) -> i32 {

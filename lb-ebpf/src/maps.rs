@@ -10,11 +10,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FAMILY_PROGRAM_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
-    FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals,
-    LocalConn, LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
-    MAX_SERVICES, MAX_TX_PORTS, NatReverse, PERSIST_TABLE_SIZE, PersistEntry, PersistKey,
-    PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey,
-    ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    FORWARD6_PROGRAM_SLOTS, FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LOCAL_CONNS_SIZE,
+    LOCALITY_CACHE_SIZE, LbGlobals, LbGlobals6, LocalConn, LocalityEntry, LocalityKey,
+    LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse,
+    PERSIST_TABLE_SIZE, PersistEntry, PersistKey, PersistKey6, RealConns, RealServer,
+    SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats,
+    counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -25,6 +26,18 @@ pub static SERVICES: HashMap<ServiceKey, ServiceInfo, { MAX_SERVICES as usize }>
 /// written by the agent after it loaded both.
 #[btf_map]
 pub static FAMILY_PROGRAMS: ProgramArray<{ FAMILY_PROGRAM_SLOTS as usize }> = ProgramArray::new();
+
+/// FORWARD6_PROGRAM_* -> a forwarding method of `lb6` in a program of its
+/// own (`lb6_tun`), written by the agent after it loaded them.
+#[btf_map]
+pub static FORWARD6_PROGRAMS: ProgramArray<{ FORWARD6_PROGRAM_SLOTS as usize }> =
+    ProgramArray::new();
+
+/// The real server `lb6` chose, for the forwarding program it tail-calls
+/// (a tail call carries no arguments; per CPU, and the frame's run never
+/// leaves its CPU).
+#[btf_map]
+pub static FORWARD6_REAL: PerCpuArray<u32, 1> = PerCpuArray::new();
 
 /// (IPv6 VIP, port, protocol) -> service: the same ServiceInfo, ids and
 /// backend sets as IPv4 services.
@@ -163,6 +176,11 @@ pub static LOCAL_CONNS: HashMap<u64, LocalConn, { LOCAL_CONNS_SIZE as usize }, B
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]
 pub static LB_GLOBALS: Array<LbGlobals, 1> = Array::new();
+
+/// Single entry: what IPv6 forwarding needs beside LB_GLOBALS (the TUN
+/// source address).
+#[btf_map]
+pub static LB_GLOBALS6: Array<LbGlobals6, 1> = Array::new();
 
 /// Bumps one of the lb_common::counters.
 #[inline(always)]

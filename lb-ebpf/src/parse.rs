@@ -170,6 +170,10 @@ impl Ipv6Header {
     pub const LEN: usize = 40;
 }
 
+/// `vtc_flow` of a header the balancer writes itself: version 6, traffic
+/// class and flow label zero.
+pub const IPV6_VERSION_WORD: [u8; 4] = [0x60, 0, 0, 0];
+
 // SAFETY: #[repr(C)] of byte arrays and bytes: no padding, any bit pattern
 // valid, alignment 1.
 unsafe impl Header for Ipv6Header {}

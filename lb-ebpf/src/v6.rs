@@ -2,20 +2,24 @@
 //! backend sets, servers, schedulers, conntrack and statistics are the
 //! IPv4 ones (generic over family.rs); the differences are the maps keyed
 //! by address (SERVICES6, FLOW_TABLE6, PERSIST6, LOCALITY6) and what is not
-//! done over IPv6 yet: DR only (the agent refuses TUN and NAT), no
-//! connection-sync events.
+//! done over IPv6 yet: DR and TUN only (the agent refuses NAT), no
+//! connection-sync events. TUN runs in `lb6_tun`, tail-called once the
+//! server is chosen.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    FlowKey6, ForwardKind, GLOBAL_FLAG_PORT0, LbGlobals, SERVICE_FLAG_STANDBY, ServiceInfo,
-    ServiceKey6, counters,
+    FORWARD6_PROGRAM_TUN, FlowKey6, ForwardKind, GLOBAL_FLAG_PORT0, LbGlobals,
+    SERVICE_FLAG_STANDBY, ServiceInfo, ServiceKey6, counters,
 };
 
 use crate::{
     conntrack::{self, Lookup},
     forward,
     header::Abort,
-    maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES6, account, count},
+    maps::{
+        FORWARD6_PROGRAMS, FORWARD6_REAL, LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES6,
+        account, count,
+    },
     parse,
     persist::{self, Template},
     sched,
@@ -43,7 +47,8 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
         count(counters::PASS_STANDBY);
         return Ok(xdp_action::XDP_PASS);
     }
-    if ForwardKind::from_u8(svc.forward) != Some(ForwardKind::Dr) {
+    let kind = ForwardKind::from_u8(svc.forward);
+    if !matches!(kind, Some(ForwardKind::Dr | ForwardKind::Tun)) {
         count(counters::PASS_IPV6_UNSUPPORTED_FORWARD);
         return Ok(xdp_action::XDP_PASS);
     }
@@ -63,7 +68,42 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
     account(&REAL_STATS, real_id, bytes, new_conn);
 
+    if kind == Some(ForwardKind::Tun) {
+        return tail_call_tunnel(ctx, real_id);
+    }
     let action = forward::dr::forward(ctx, real, globals)?;
+    if action == xdp_action::XDP_TX {
+        count(counters::TX);
+    }
+    Ok(action)
+}
+
+/// Hands the frame to `lb6_tun` with `real_id` (its TX is counted there).
+#[inline(always)]
+fn tail_call_tunnel(ctx: &XdpContext, real_id: u32) -> Result<u32, Abort> {
+    let slot = FORWARD6_REAL
+        .get_ptr_mut(0)
+        .ok_or(Abort(counters::ABORT_MAP))?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU until the
+    // tail-called program has read it.
+    unsafe { *slot = real_id };
+    // SAFETY: on success the kernel runs lb6_tun on this frame instead of
+    // returning here; nothing of this run is pending (accounting is done,
+    // no map value is held past this point).
+    unsafe { FORWARD6_PROGRAMS.tail_call(ctx, FORWARD6_PROGRAM_TUN) };
+    // The agent installs lb6_tun before it attaches: never empty.
+    Err(Abort(counters::ABORT_MAP))
+}
+
+/// `lb6_tun`: the frame `lb6` scheduled to real server FORWARD6_REAL,
+/// IPv6-in-IPv6 to it. Parsed again (the tail call kept nothing else).
+#[inline(always)]
+pub fn tunnel(ctx: &XdpContext) -> Result<u32, Abort> {
+    let pkt = parse::parse_l4_v6(ctx).map_err(|_| Abort(counters::ABORT_BOUNDS))?;
+    let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
+    let real_id = *FORWARD6_REAL.get(0).ok_or(Abort(counters::ABORT_MAP))?;
+    let real = REALS.get(real_id).ok_or(Abort(counters::ABORT_MAP))?;
+    let action = forward::tun::forward6(ctx, &pkt, real_id, real, globals)?;
     if action == xdp_action::XDP_TX {
         count(counters::TX);
     }

@@ -8,15 +8,12 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+pub use lb_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 pub const IPPROTO_VRRP: u8 = 112;
-pub const IPPROTO_ICMPV6: u8 = 58;
 /// IPv6 extension headers: hop-by-hop options, fragment.
 pub const IPV6_HOP_BY_HOP: u8 = 0;
 pub const IPV6_FRAGMENT: u8 = 44;
-const IPV6_HEADER_LEN: usize = 40;
+pub const IPV6_HEADER_LEN: usize = 40;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 /// IPv4 "More Fragments" flag in the frags field.

@@ -10,7 +10,7 @@ use lb_common::{ForwardKind, SchedulerKind, counters::COUNTER_COUNT};
 use crate::packet::{Ipv4Packet, TCP_SYN};
 use lb_userspace::{
     config::Protocol,
-    dataplane::{AppliedService, ConnTimeouts, Dataplane, LoadOptions},
+    dataplane::{AppliedService, ConnTimeouts, Dataplane, LoadOptions, TunnelSources},
     netlink::LinkInfo,
     planning::{
         backends::{RealStatus, service_state},
@@ -19,7 +19,7 @@ use lb_userspace::{
 };
 
 pub use crate::seed::{
-    CLIENT_IP, CLIENT_IP6, LB_IP, PORT, RS1_IP, RS1_IP6, RS2_IP, RS2_IP6, VIP, VIP6,
+    CLIENT_IP, CLIENT_IP6, LB_IP, LB_IP6, PORT, RS1_IP, RS1_IP6, RS2_IP, RS2_IP6, VIP, VIP6,
 };
 pub const LB_MAC: [u8; 6] = [0x02, 0x1b, 0, 0, 0, 0x88];
 pub const RS1_MAC: [u8; 6] = [0x02, 0x15, 0, 0, 0, 0x93];
@@ -233,7 +233,10 @@ impl ProgTest {
                 mtu: LB_MTU,
             },
             None,
-            LB_IP,
+            TunnelSources {
+                v4: LB_IP,
+                v6: LB_IP6,
+            },
             lb_userspace::planning::plan::global_flags([&self.service]) | sync,
             timeouts,
         )

@@ -1,11 +1,13 @@
 //! The real XDP program through BPF_PROG_TEST_RUN (needs root): exact output
 //! bytes and verdicts, Katran-tester style. LVS-TUN: the exact IPIP header, DF and VLAN, the MTU and ICMP
-//! fragmentation-needed; rs_decap on the real server undoing it.
+//! fragmentation-needed; rs_decap on the real server undoing it. The same
+//! over IPv6: IPv6-in-IPv6 (next header 41), ICMPv6 Packet Too Big.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::counters;
 use lb_testbed::{packet::*, progtest::*};
+use lb_userspace::planning::plan::PlannedService;
 
 /// The outer header TUN must push, built here independently of the data
 /// plane (checksum by packet::csum).
@@ -77,15 +79,25 @@ fn tun_never_sends_more_than_the_mtu() {
     assert_eq!(t.run(&fits).unwrap().0, XDP_TX);
 }
 
-/// rs_decap loaded with `vips` in its map.
-fn rs_decap(vips: &[Ipv4Addr]) -> aya::Ebpf {
+/// rs_decap loaded with `vips` in its maps.
+fn rs_decap(vips: &[IpAddr]) -> aya::Ebpf {
+    use lb_common::rs_decap_names::{RS_VIPS, RS_VIPS6};
     let mut ebpf = aya::Ebpf::load(lb_userspace::realserver::RS_DECAP_OBJECT).unwrap();
     let prog: &mut aya::programs::Xdp = ebpf.program_mut("rs_decap").unwrap().try_into().unwrap();
     prog.load().unwrap();
-    let mut map: aya::maps::HashMap<_, lb_common::Ipv4Octets, u8> =
-        aya::maps::HashMap::try_from(ebpf.map_mut("RS_VIPS").unwrap()).unwrap();
     for vip in vips {
-        map.insert(vip.octets(), 1, 0).unwrap();
+        match vip {
+            IpAddr::V4(v4) => {
+                let mut map: aya::maps::HashMap<_, lb_common::Ipv4Octets, u8> =
+                    aya::maps::HashMap::try_from(ebpf.map_mut(RS_VIPS).unwrap()).unwrap();
+                map.insert(v4.octets(), 1, 0).unwrap();
+            }
+            IpAddr::V6(v6) => {
+                let mut map: aya::maps::HashMap<_, lb_common::Ipv6Octets, u8> =
+                    aya::maps::HashMap::try_from(ebpf.map_mut(RS_VIPS6).unwrap()).unwrap();
+                map.insert(v6.octets(), 1, 0).unwrap();
+            }
+        }
     }
     ebpf
 }
@@ -111,7 +123,7 @@ fn rs_decap_undoes_exactly_what_tun_did() {
     let client_frame = Ipv4Packet::tcp(CLIENT_IP, 40010, VIP, PORT, TCP_SYN, b"").frame();
     let (_, tunnelled) = lb.run(&client_frame).unwrap();
 
-    let mut rs = rs_decap(&[VIP]);
+    let mut rs = rs_decap(&[VIP.into()]);
     let (verdict, out) = run_decap(&mut rs, &tunnelled);
     assert_eq!(verdict, XDP_PASS);
     // The frame as the kernel sees it: the tunnel's Ethernet header, then
@@ -127,7 +139,7 @@ fn rs_decap_leaves_everything_else_alone() {
         .run(&Ipv4Packet::tcp(CLIENT_IP, 40011, VIP, PORT, TCP_SYN, b"").frame())
         .unwrap();
     // Not one of this server's VIPs.
-    let mut rs = rs_decap(&[Ipv4Addr::new(10, 9, 9, 9)]);
+    let mut rs = rs_decap(&[Ipv4Addr::new(10, 9, 9, 9).into()]);
     assert_eq!(
         run_decap(&mut rs, &tunnelled),
         (XDP_PASS, tunnelled.clone())
@@ -175,4 +187,124 @@ fn tun_too_big_with_df_answers_icmp_frag_needed() {
     assert_eq!(out, expected);
     let c = t.counters().unwrap();
     assert_eq!(c[counters::ICMP_FRAG_NEEDED as usize], 1);
+}
+
+fn tun6() -> ProgTest {
+    ProgTest::with_service(PlannedService {
+        forward: lb_common::ForwardKind::Tun,
+        ..seed_service6()
+    })
+    .unwrap()
+}
+
+/// The outer IPv6 header TUN must push in front of `inner` (an IPv6
+/// packet), built here independently of the data plane.
+fn expected_outer6(inner: &[u8], dst: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut ip = vec![0u8; IPV6_HEADER_LEN];
+    // Version, traffic class and flow label as the client sent them.
+    ip[0..4].copy_from_slice(&inner[0..4]);
+    ip[4..6].copy_from_slice(&(inner.len() as u16).to_be_bytes());
+    ip[6] = 41; // IPv6-in-IPv6
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&LB_IP6.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    ip
+}
+
+#[test]
+fn tun6_pushes_an_exact_ipv6_header_and_keeps_the_vlan_tag() {
+    let mut t = tun6();
+    for (i, vlan) in [None, Some(7)].into_iter().enumerate() {
+        let mut p = Ipv6Packet::tcp(CLIENT_IP6, 40100 + i as u16, VIP6, PORT, TCP_SYN, b"");
+        p.vlan = vlan;
+        let mut input = p.frame();
+        let l3 = input.len() - IPV6_HEADER_LEN - p.l4.len();
+        // Traffic class 0xab, flow label 0x12345: carried to the outer header.
+        input[l3..l3 + 4].copy_from_slice(&[0x6a, 0xb1, 0x23, 0x45]);
+        let (verdict, out) = t.run(&input).unwrap();
+        assert_eq!(verdict, XDP_TX, "vlan {vlan:?}");
+        let inner = &input[l3..];
+        // rr: the first flow goes to the first server, the second to the second.
+        let (mac, ip) = if i == 0 {
+            (RS1_MAC, RS1_IP6)
+        } else {
+            (RS2_MAC, RS2_IP6)
+        };
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&mac);
+        expected.extend_from_slice(&LB_MAC);
+        expected.extend_from_slice(&input[12..l3]);
+        expected.extend_from_slice(&expected_outer6(inner, ip));
+        expected.extend_from_slice(inner);
+        assert_eq!(out, expected, "vlan {vlan:?}");
+    }
+    let c = t.counters().unwrap();
+    assert_eq!(c[counters::FLOW_NEW as usize], 2);
+    assert_eq!(c[counters::PASS_IPV6_UNSUPPORTED_FORWARD as usize], 0);
+}
+
+#[test]
+fn tun6_too_big_answers_icmpv6_packet_too_big() {
+    let mut t = tun6();
+    // 40 + 20 + 1401 = 1461 bytes of IPv6: + 40 outer = 1501 > MTU 1500.
+    let input = Ipv6Packet::tcp(CLIENT_IP6, 40101, VIP6, PORT, TCP_ACK, &[7u8; 1401]).frame();
+    let (verdict, out) = t.run(&input).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    // Built here independently: Ethernet back to the sender, IPv6 VIP ->
+    // client, ICMPv6 2/0 announcing 1500 - 40, quoting the IPv6 header and
+    // 8 bytes.
+    let mut icmp = vec![2u8, 0, 0, 0];
+    icmp.extend_from_slice(&(LB_MTU - 40).to_be_bytes());
+    icmp.extend_from_slice(&input[14..14 + IPV6_HEADER_LEN + 8]);
+    let check = l4_checksum6(VIP6, CLIENT_IP6, IPPROTO_ICMPV6, &icmp);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&input[6..12]);
+    expected.extend_from_slice(&input[0..6]);
+    expected.extend_from_slice(&[0x86, 0xdd]);
+    expected.extend_from_slice(&[0x60, 0, 0, 0]);
+    expected.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    expected.extend_from_slice(&[IPPROTO_ICMPV6, 64]);
+    expected.extend_from_slice(&VIP6.octets());
+    expected.extend_from_slice(&CLIENT_IP6.octets());
+    expected.extend_from_slice(&icmp);
+    assert_eq!(out, expected);
+    let c = t.counters().unwrap();
+
+    assert_eq!(c[counters::DROP_TUN_TOO_BIG as usize], 1);
+    // One byte less fits exactly.
+    let fits = Ipv6Packet::tcp(CLIENT_IP6, 40102, VIP6, PORT, TCP_ACK, &[7u8; 1400]).frame();
+    let (verdict, out) = t.run(&fits).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out.len(), fits.len() + IPV6_HEADER_LEN);
+    assert_eq!(out.len() - 14, LB_MTU as usize);
+}
+
+#[test]
+fn rs_decap_undoes_exactly_what_tun6_did_and_nothing_else() {
+    let mut lb = tun6();
+    let client_frame = Ipv6Packet::tcp(CLIENT_IP6, 40110, VIP6, PORT, TCP_SYN, b"").frame();
+    let (_, tunnelled) = lb.run(&client_frame).unwrap();
+
+    let mut rs = rs_decap(&[VIP6.into()]);
+    let (verdict, out) = run_decap(&mut rs, &tunnelled);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(&out[..14], &tunnelled[..14]);
+    assert_eq!(&out[14..], &client_frame[14..]);
+
+    // An IPv4 VIP with the same server does not open the IPv6 door; plain
+    // IPv6 and a truncated tunnel pass untouched.
+    let mut other = rs_decap(&[VIP.into()]);
+    assert_eq!(
+        run_decap(&mut other, &tunnelled),
+        (XDP_PASS, tunnelled.clone())
+    );
+    assert_eq!(
+        run_decap(&mut rs, &client_frame),
+        (XDP_PASS, client_frame.clone())
+    );
+    assert_eq!(
+        run_decap(&mut rs, &tunnelled[..60]),
+        (XDP_PASS, tunnelled[..60].to_vec())
+    );
 }

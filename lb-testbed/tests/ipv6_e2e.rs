@@ -3,7 +3,9 @@
 //! DR service on an IPv4 and an IPv6 VIP at once (configs/dual-stack.toml),
 //! real nginx and curl -6; the IPv6 server stopped and restarted is removed
 //! and added back by its check; persistence by an IPv6 prefix, turned on by
-//! a reload. The namespaces go when the test ends.
+//! a reload. TUN over IPv6: IPv6-in-IPv6 to servers that run rs_decap
+//! (`realserver start --mode tun`), an upload that needs the balancer's
+//! ICMPv6 Packet Too Big. The namespaces go when the test ends.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -154,5 +156,73 @@ fn dual_stack_dr_with_ipv6_checks_end_to_end() {
         !String::from_utf8_lossy(&lo.stdout).contains(&VIP6.to_string()),
         "VIP still on lo"
     );
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
+
+/// Bytes of the upload: many full-sized segments, each too big for the
+/// tunnel until the client heard the balancer's Packet Too Big.
+const UPLOAD_BYTES: usize = 256 * 1024;
+
+#[test]
+fn tun_over_ipv6_end_to_end() {
+    let prefix = format!("lbv6t{}", std::process::id());
+    let mut topo = Topology::create(&prefix).expect("topology");
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    topo.add_vip6(Host::Lb).unwrap();
+    let vip6 = VIP6.to_string();
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(
+            rs,
+            &["start", "--vip", &vip6, "--mode", "tun", "--iface", "eth0"],
+        )
+        .unwrap();
+    }
+    let binary = agent_binary().unwrap();
+    let tun = topo.config_from("dual-stack.toml").replace(
+        "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        "lb_algo = \"rr\"\nlb_kind = \"TUN\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+    );
+    assert_eq!(tun.matches("lb_kind = \"TUN\"").count(), 1, "{tun}");
+    let config = topo.write_config("lb.toml", &tun).unwrap();
+    topo.start_agent(&binary, &config, &[]).unwrap();
+    assert!(
+        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    let list = topo.list(&binary).unwrap();
+    assert!(
+        list.contains(&format!("  -> {:<28} Tunnel  1 ", "[2001:db8:122::193]:80")),
+        "{list}"
+    );
+
+    // The servers answer only what rs_decap unwrapped (the VIP is on their
+    // lo; nothing else decapsulates): rr alternates through the tunnel.
+    let answers: Vec<String> = (0..CURLS).map(|_| curl6(&topo)).collect();
+    assert_alternate(&answers, "IPv6 TUN");
+    // IPv4 beside it is still DR.
+    assert_alternate(
+        &(0..CURLS)
+            .map(|_| topo.curl(VIP).unwrap())
+            .collect::<Vec<_>>(),
+        "IPv4 DR beside IPv6 TUN",
+    );
+
+    // An upload: full-sized segments do not fit the tunnel; the client
+    // must learn the path MTU from the balancer's ICMPv6 Packet Too Big.
+    let upload = topo.files_dir().join("upload6.bin");
+    std::fs::write(&upload, vec![0x5a; UPLOAD_BYTES]).unwrap();
+    let answer = topo.upload_to(&format!("[{VIP6}]"), &upload).unwrap();
+    assert!(answer.starts_with("hello rs"), "{answer:?}");
+    let counters = topo.counters(Host::Lb).unwrap();
+    assert!(
+        counters[lb_common::counters::ICMP6_PACKET_TOO_BIG as usize] > 0,
+        "the upload must have needed ICMPv6 Packet Too Big: {counters:?}"
+    );
+
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(rs, &["stop", "--vip", &vip6]).unwrap();
+    }
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
 }

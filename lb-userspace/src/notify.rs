@@ -222,6 +222,7 @@ mod tests {
             smtp_server: Some(format!("127.0.0.1:{port}")),
             smtp_connect_timeout: None,
             tunnel_source: None,
+            tunnel_source6: None,
             lvs_sync_daemon: None,
         }
     }

@@ -6,12 +6,14 @@
 //! server accepts VIP traffic but never answers ARP for the VIP.
 //! tun: the same, rp_filter off (decapsulated packets carry the client's
 //! source), and the `rs_decap` XDP program on --iface, pinned so it stays
-//! after this command exits.
+//! after this command exits (it strips IPIP, and IPv6-in-IPv6 for IPv6
+//! VIPs). An IPv6 VIP goes on lo as a /128 without sysctls: neighbour
+//! discovery never answers for lo's addresses on another interface.
 
 use std::{
     collections::BTreeMap,
     fs,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -188,20 +190,8 @@ fn decap_pin_dir(iface: &str) -> PathBuf {
     Path::new(BPFFS).join(format!("lb-rs-{}-{iface}", netns_id()))
 }
 
-/// The VIP of a TUN real server: IPv4 (rs_decap's IPIP; IPv6-in-IPv6 is
-/// not implemented yet).
-fn tun_vip(vip: IpAddr) -> Result<Ipv4Addr> {
-    match vip {
-        IpAddr::V4(vip) => Ok(vip),
-        IpAddr::V6(_) => bail!("--mode tun with an IPv6 VIP is not implemented yet (DR is)"),
-    }
-}
-
 pub async fn start(vip: IpAddr, mode: Mode, iface: Option<&str>) -> Result<()> {
     preflight::check_privileges()?;
-    if mode == Mode::Tun {
-        tun_vip(vip)?;
-    }
     let state_file = state_path(vip);
     let nl = Netlink::connect()?;
     let link = match iface {
@@ -276,7 +266,7 @@ pub async fn start(vip: IpAddr, mode: Mode, iface: Option<&str>) -> Result<()> {
     }
     if mode == Mode::Tun
         && let (Some(name), Some(link)) = (iface, link)
-        && let Err(e) = attach_decap(name, link.index, tun_vip(vip)?)
+        && let Err(e) = attach_decap(name, link.index, vip)
     {
         if state.vip_added {
             let _ = nl.del_address(lo.index, vip).await;
@@ -300,7 +290,7 @@ pub async fn stop(vip: IpAddr, mode: Option<Mode>, iface: Option<&str>) -> Resul
         if mode == Some(Mode::Tun)
             && let Some(iface) = iface
         {
-            detach_decap(iface, tun_vip(vip)?)?;
+            detach_decap(iface, vip)?;
         }
         println!("RealServer {vip} not started: nothing to stop");
         return Ok(());
@@ -323,7 +313,7 @@ pub async fn stop(vip: IpAddr, mode: Option<Mode>, iface: Option<&str>) -> Resul
     if state.mode == Mode::Tun
         && let Some(iface) = &state.iface
     {
-        detach_decap(iface, tun_vip(vip)?)?;
+        detach_decap(iface, vip)?;
     }
     let nl = Netlink::connect()?;
     if state.vip_added
@@ -358,29 +348,27 @@ fn decap_attached(dir: &Path, ifindex: u32) -> bool {
 }
 
 /// Loads rs_decap on `iface` (once per interface) and adds `vip` to its map.
-fn attach_decap(iface: &str, ifindex: u32, vip: Ipv4Addr) -> Result<()> {
+fn attach_decap(iface: &str, ifindex: u32, vip: IpAddr) -> Result<()> {
     preflight::check_bpffs(&decap_pin_dir(iface))?;
     let dir = decap_pin_dir(iface);
-    let map_pin = dir.join(rs_decap_names::RS_VIPS_PIN);
     // VIPs started here (state files with our cookie) whose decapsulation
-    // a defunct pin held: they go into the new map too.
+    // a defunct pin held: they go into the new maps too.
     let mut carried = Vec::new();
     if dir.exists() && !decap_attached(&dir, ifindex) {
         warn!(
             "{}: a defunct rs_decap pin (its interface or namespace is gone); replacing it",
             dir.display()
         );
-        if let Ok(old) = open_decap_vips(&map_pin) {
+        if let Ok(old) = DecapVips::open(&dir) {
             carried = old
-                .keys()
-                .filter_map(Result::ok)
-                .map(Ipv4Addr::from)
+                .all()
+                .into_iter()
                 .filter(|old_vip| *old_vip != vip && tun_started_here(*old_vip, iface))
                 .collect();
         }
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    if !map_pin.exists() {
+    if !dir.join(rs_decap_names::RS_VIPS_PIN).exists() {
         let mut ebpf = Ebpf::load(RS_DECAP_OBJECT).context("loading rs_decap")?;
         let prog: &mut Xdp = ebpf
             .program_mut(rs_decap_names::PROGRAM)
@@ -395,31 +383,91 @@ fn attach_decap(iface: &str, ifindex: u32, vip: Ipv4Addr) -> Result<()> {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         link.pin(dir.join(rs_decap_names::LINK_PIN))
             .context("pinning the rs_decap link")?;
-        ebpf.map(rs_decap_names::RS_VIPS)
-            .ok_or_else(|| anyhow!("no RS_VIPS map"))?
-            .pin(&map_pin)
-            .context("pinning RS_VIPS")?;
+        for (map, pin) in [
+            (rs_decap_names::RS_VIPS, rs_decap_names::RS_VIPS_PIN),
+            (rs_decap_names::RS_VIPS6, rs_decap_names::RS_VIPS6_PIN),
+        ] {
+            ebpf.map(map)
+                .ok_or_else(|| anyhow!("no {map} map"))?
+                .pin(dir.join(pin))
+                .with_context(|| format!("pinning {map}"))?;
+        }
         info!("rs_decap attached to {iface}");
     }
-    let mut vips = open_decap_vips(&map_pin)?;
+    let mut vips = DecapVips::open(&dir)?;
     for vip in carried.into_iter().chain([vip]) {
-        vips.insert(vip.octets(), 1, 0)?;
+        vips.insert(vip)?;
     }
     Ok(())
 }
 
-/// rs_decap's VIP map, from its pin.
-fn open_decap_vips(
-    map_pin: &Path,
-) -> Result<BpfHashMap<aya::maps::MapData, lb_common::Ipv4Octets, u8>> {
+/// rs_decap's VIP maps (IPv4 and IPv6), from their pins.
+struct DecapVips {
+    v4: BpfHashMap<aya::maps::MapData, lb_common::Ipv4Octets, u8>,
+    /// None: pinned by a version before IPv6 decapsulation.
+    v6: Option<BpfHashMap<aya::maps::MapData, lb_common::Ipv6Octets, u8>>,
+}
+
+impl DecapVips {
+    fn open(dir: &Path) -> Result<Self> {
+        let v6_pin = dir.join(rs_decap_names::RS_VIPS6_PIN);
+        Ok(Self {
+            v4: open_pinned_map(&dir.join(rs_decap_names::RS_VIPS_PIN))?,
+            v6: if v6_pin.exists() {
+                Some(open_pinned_map(&v6_pin)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn insert(&mut self, vip: IpAddr) -> Result<()> {
+        match vip {
+            IpAddr::V4(v4) => self.v4.insert(v4.octets(), 1, 0)?,
+            IpAddr::V6(v6) => self
+                .v6
+                .as_mut()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the rs_decap attached here predates IPv6: stop this interface's tun VIPs \
+                         (`realserver stop`) and start them again"
+                    )
+                })?
+                .insert(v6.octets(), 1, 0)?,
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, vip: IpAddr) {
+        let _ = match vip {
+            IpAddr::V4(v4) => self.v4.remove(&v4.octets()),
+            IpAddr::V6(v6) => match self.v6.as_mut() {
+                Some(map) => map.remove(&v6.octets()),
+                None => Ok(()),
+            },
+        };
+    }
+
+    fn all(&self) -> Vec<IpAddr> {
+        let v4 = self.v4.keys().filter_map(Result::ok).map(IpAddr::from);
+        let v6 = self
+            .v6
+            .iter()
+            .flat_map(|map| map.keys().filter_map(Result::ok).map(IpAddr::from));
+        v4.chain(v6).collect()
+    }
+}
+
+/// A pinned map of rs_decap's.
+fn open_pinned_map<K: aya::Pod>(map_pin: &Path) -> Result<BpfHashMap<aya::maps::MapData, K, u8>> {
     let data = aya::maps::MapData::from_pin(map_pin)
         .with_context(|| format!("opening {}", map_pin.display()))?;
     Ok(BpfHashMap::try_from(aya::maps::Map::from_map_data(data)?)?)
 }
 
 /// `vip` was started here (this namespace's cookie) in tun mode on `iface`.
-fn tun_started_here(vip: Ipv4Addr, iface: &str) -> bool {
-    fs::read_to_string(state_path(vip.into()))
+fn tun_started_here(vip: IpAddr, iface: &str) -> bool {
+    fs::read_to_string(state_path(vip))
         .ok()
         .and_then(|text| toml::from_str::<SavedState>(&text).ok())
         .is_some_and(|state| {
@@ -430,16 +478,15 @@ fn tun_started_here(vip: Ipv4Addr, iface: &str) -> bool {
         })
 }
 
-/// Removes `vip` from rs_decap's map; detaches it when no VIP is left.
-fn detach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
+/// Removes `vip` from rs_decap's maps; detaches it when no VIP is left.
+fn detach_decap(iface: &str, vip: IpAddr) -> Result<()> {
     let dir = decap_pin_dir(iface);
-    let map_pin = dir.join(rs_decap_names::RS_VIPS_PIN);
-    if !map_pin.exists() {
+    if !dir.join(rs_decap_names::RS_VIPS_PIN).exists() {
         return Ok(());
     }
-    let mut vips = open_decap_vips(&map_pin)?;
-    let _ = vips.remove(&vip.octets());
-    if vips.keys().next().is_none() {
+    let mut vips = DecapVips::open(&dir)?;
+    vips.remove(vip);
+    if vips.all().is_empty() {
         let link_pin = dir.join(rs_decap_names::LINK_PIN);
         if link_pin.exists() {
             // Unpinning drops the last reference: the program detaches.
@@ -454,6 +501,7 @@ fn detach_decap(iface: &str, vip: Ipv4Addr) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn fake_proc(values: &[(&str, &str)]) -> (PathBuf, Sysctls) {
         let root =

@@ -6,11 +6,12 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{Ipv4Octets, LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
+use lb_common::{Ipv4Octets, Ipv6Octets, LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
 
 use crate::maps::{TX_PORTS, count};
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 pub struct NextHop {
     pub dst_mac: [u8; 6],
@@ -30,16 +31,59 @@ pub fn lookup(
 ) -> Option<NextHop> {
     // SAFETY: bpf_fib_lookup is plain integers and arrays: all zeroes is valid.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    p.ifindex = globals.ifindex;
-    p.__bindgen_anon_1.tot_len = tot_len;
+    init(&mut p, AF_INET, globals, tot_len);
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(real.ip);
+    resolve(ctx, globals, &mut p, real)
+}
+
+/// The same for an IPv6 packet from `src` to `dst` (the IPv6 real
+/// server's address); `tot_len` counts the IPv6 header too.
+#[inline(always)]
+pub fn lookup6(
+    ctx: &XdpContext,
+    globals: &LbGlobals,
+    addrs: (&Ipv6Octets, &Ipv6Octets),
+    real: &RealServer,
+    tot_len: u16,
+) -> Option<NextHop> {
+    // SAFETY: as above.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    init(&mut p, AF_INET6, globals, tot_len);
+    p.__bindgen_anon_3.ipv6_src = words(addrs.0);
+    p.__bindgen_anon_4.ipv6_dst = words(addrs.1);
+    resolve(ctx, globals, &mut p, real)
+}
+
+/// An IPv6 address as bpf_fib_lookup holds it: four words in packet order.
+#[inline(always)]
+fn words(addr: &Ipv6Octets) -> [u32; 4] {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    [word(0), word(4), word(8), word(12)]
+}
+
+/// The fields both families fill alike (in place: a FibParams returned by
+/// value is one more 64-byte copy on a stack that has no room for it).
+#[inline(always)]
+fn init(p: &mut FibParams, family: u8, globals: &LbGlobals, tot_len: u16) {
+    p.family = family;
+    p.ifindex = globals.ifindex;
+    p.__bindgen_anon_1.tot_len = tot_len;
+}
+
+/// bpf_fib_lookup's next hop, else the MAC the agent resolved for `real`.
+#[inline(always)]
+fn resolve(
+    ctx: &XdpContext,
+    globals: &LbGlobals,
+    p: &mut FibParams,
+    real: &RealServer,
+) -> Option<NextHop> {
     // SAFETY: p is a valid, initialized bpf_fib_lookup on our stack.
     let ret = unsafe {
         bpf_fib_lookup(
             ctx.ctx.cast(),
-            &mut p,
+            p,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )

@@ -21,6 +21,20 @@ pub enum Cost {
     NeverQueue,
 }
 
+impl Cost {
+    /// The cost of a least-connection scheduler (the others: lc's).
+    #[inline(always)]
+    pub fn of(kind: lb_common::SchedulerKind) -> Self {
+        use lb_common::SchedulerKind;
+        match kind {
+            SchedulerKind::Wlc => Self::OverheadPerWeight,
+            SchedulerKind::Sed => Self::ExpectedDelay,
+            SchedulerKind::Nq => Self::NeverQueue,
+            _ => Self::Overhead,
+        }
+    }
+}
+
 /// No server chosen yet.
 const NONE: u32 = u32::MAX;
 

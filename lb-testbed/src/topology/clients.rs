@@ -53,13 +53,18 @@ impl Topology {
     /// POSTs the file at `path` to the service from the client; returns the
     /// answer's body (full-sized client segments: the path-MTU case).
     pub fn upload(&self, path: &Path) -> Result<String> {
-        let url = format!("http://{}/", self.service_addr);
+        self.upload_to(&self.service_addr.to_string(), path)
+    }
+
+    /// The same to `addr` (an IPv6 address in brackets, say).
+    pub fn upload_to(&self, addr: &str, path: &Path) -> Result<String> {
+        let url = format!("http://{addr}/");
         let data = format!("@{}", path.display());
         let out = exec_in(
             &self.ns(Host::Client),
             &[
                 "curl",
-                "-sf",
+                "-gsf",
                 "--max-time",
                 "30",
                 "-X",

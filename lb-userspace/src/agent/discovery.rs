@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::{
     config::Config,
+    dataplane::TunnelSources,
     neighbours::MacTracker,
     netlink::{self, LinkInfo, Netlink},
     planning::plan::Plan,
@@ -40,18 +41,31 @@ pub async fn own_address(
         .find(|a| !vips.contains(a)))
 }
 
-/// `[global] tunnel_source`, or the interface's own address.
+/// `[global] tunnel_source` / `tunnel_source6`, or the interface's own
+/// address of each family.
 pub async fn tunnel_source_of(
     config: &Config,
     nl: &Netlink,
     link: &LinkInfo,
     plan: &Plan,
     governed: &HashSet<Ipv4Addr>,
-) -> Result<Ipv4Addr> {
-    match config.global.tunnel_source {
-        Some(configured) => Ok(configured),
-        None => tunnel_source(nl, link, plan, governed).await,
-    }
+) -> Result<TunnelSources> {
+    let v4 = match config.global.tunnel_source {
+        Some(configured) => configured,
+        None => tunnel_source(nl, link, plan, governed).await?,
+    };
+    let v6 = match config.global.tunnel_source6 {
+        Some(configured) => configured,
+        None => tunnel_source6(nl, link, plan).await?,
+    };
+    Ok(TunnelSources { v4, v6 })
+}
+
+/// Whether any service of `plan` tunnels to its servers over `ipv6` or IPv4.
+fn needs_tun(plan: &Plan, ipv6: bool) -> bool {
+    plan.services
+        .iter()
+        .any(|s| s.forward == lb_common::ForwardKind::Tun && s.vip.is_ipv6() == ipv6)
 }
 
 /// The outer source of TUN packets: the interface's own address (not a VIP).
@@ -64,16 +78,34 @@ async fn tunnel_source(
 ) -> Result<Ipv4Addr> {
     let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(governed.iter().copied()).collect();
     let own = own_address(nl, link.index, &vips).await?;
-    let needs_tun = plan
-        .services
-        .iter()
-        .any(|s| s.forward == lb_common::ForwardKind::Tun);
     match own {
         Some(a) => Ok(a),
-        None if needs_tun => Err(anyhow!(
+        None if needs_tun(plan, false) => Err(anyhow!(
             "lb_kind TUN needs an IPv4 address of the interface's own (not a VIP) as the tunnel source"
         )),
         None => Ok(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The same over IPv6: the interface's first global IPv6 address that is
+/// no VIP (a link-local one cannot reach a routed real server).
+async fn tunnel_source6(nl: &Netlink, link: &LinkInfo, plan: &Plan) -> Result<Ipv6Addr> {
+    let vips: HashSet<IpAddr> = plan.services.iter().map(|s| s.vip).collect();
+    let own = nl
+        .addresses(link.index)
+        .await?
+        .into_iter()
+        .find_map(|a| match a {
+            IpAddr::V6(a) if !vips.contains(&a.into()) && !a.is_unicast_link_local() => Some(a),
+            _ => None,
+        });
+    match own {
+        Some(a) => Ok(a),
+        None if needs_tun(plan, true) => Err(anyhow!(
+            "lb_kind TUN over IPv6 needs a global IPv6 address of the interface's own (not a VIP, \
+             not link-local) as the tunnel source: add one, or set [global] tunnel_source6"
+        )),
+        None => Ok(Ipv6Addr::UNSPECIFIED),
     }
 }
 

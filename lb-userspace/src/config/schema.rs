@@ -79,6 +79,9 @@ pub struct Global {
     /// lb extension: outer source address of LVS-TUN packets (default: the
     /// interface's own address).
     pub tunnel_source: Option<std::net::Ipv4Addr>,
+    /// lb extension: the same for IPv6 TUN services (default: the
+    /// interface's own global IPv6 address).
+    pub tunnel_source6: Option<std::net::Ipv6Addr>,
     /// keepalived's lvs_sync_daemon: connection sync with the other
     /// balancers (IPVS's sync protocol).
     pub lvs_sync_daemon: Option<Spanned<LvsSyncDaemon>>,
@@ -193,8 +196,8 @@ impl VirtualServer {
         if self.vip.is_ipv4() {
             return missing;
         }
-        if self.lb_kind != LbKind::Dr {
-            missing.push("lb_kind TUN and NAT (DR only)");
+        if self.lb_kind == LbKind::Nat {
+            missing.push("lb_kind NAT (DR and TUN are)");
         }
         missing
     }

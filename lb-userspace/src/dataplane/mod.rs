@@ -18,7 +18,7 @@ mod writer;
 pub use apply::AppliedService;
 pub use inspect::sum_counters;
 pub use synced::LiveEntry;
-pub use writer::ConnTimeouts;
+pub use writer::{ConnTimeouts, TunnelSources};
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -51,6 +51,8 @@ pub static BASELINES_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "lb";
 /// The IPv6 program, reached from `lb` by tail call (family_programs).
 pub const IPV6_PROGRAM_NAME: &str = "lb6";
+/// lb6's TUN (IPv6-in-IPv6), tail-called from lb6.
+pub const IPV6_TUN_PROGRAM_NAME: &str = "lb6_tun";
 /// Where the running agent pins its maps (lb-toml.md).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// Pinned XDP links (hitless restart) are named this + the interface.
@@ -104,6 +106,7 @@ struct WritableMaps {
     backend_sets: Array<MapData, BackendSet>,
     reals: Array<MapData, RealServer>,
     globals: Array<MapData, LbGlobals>,
+    globals6: Array<MapData, lb_common::LbGlobals6>,
     sched_state: Array<MapData, lb_common::SchedState>,
     lookup_tables: HashMap<MapData, u32, lb_common::LookupTable>,
 }
@@ -396,6 +399,7 @@ impl Dataplane {
                 backend_sets: Array::try_from(take(map_names::BACKEND_SETS)?)?,
                 reals: Array::try_from(take(map_names::REALS)?)?,
                 globals: Array::try_from(take(map_names::LB_GLOBALS)?)?,
+                globals6: Array::try_from(take(map_names::LB_GLOBALS6)?)?,
                 sched_state: Array::try_from(take(map_names::SCHED_STATE)?)?,
                 lookup_tables: HashMap::try_from(take(map_names::LOOKUP_TABLES)?)?,
             });
@@ -430,28 +434,44 @@ fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
     }
 }
 
-/// Loads `lb6` and puts it in `lb`'s family_programs slot for IPv6. Before
-/// any attach: a frame never finds the slot half-written.
+/// Loads `lb6` and puts it in `lb`'s family_programs slot for IPv6, and
+/// `lb6_tun` in lb6's forward6_programs slot for TUN. Before any attach:
+/// a frame never finds a slot half-written.
 fn install_ipv6_program(ebpf: &mut Ebpf) -> Result<()> {
+    install_tail_call(
+        ebpf,
+        IPV6_TUN_PROGRAM_NAME,
+        map_names::FORWARD6_PROGRAMS,
+        lb_common::FORWARD6_PROGRAM_TUN,
+    )?;
+    install_tail_call(
+        ebpf,
+        IPV6_PROGRAM_NAME,
+        map_names::FAMILY_PROGRAMS,
+        lb_common::FAMILY_PROGRAM_IPV6,
+    )
+}
+
+/// Loads program `name` and puts it in slot `slot` of program array `map`.
+fn install_tail_call(ebpf: &mut Ebpf, name: &str, map: &str, slot: u32) -> Result<()> {
     let program: &mut Xdp = ebpf
-        .program_mut(IPV6_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {IPV6_PROGRAM_NAME} missing from the object"))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
         .try_into()?;
     program
         .load()
-        .context("loading the lb6 XDP program (verifier)")?;
+        .with_context(|| format!("loading the {name} XDP program (verifier)"))?;
     let fd = program
         .fd()
-        .context("the lb6 program's fd")?
+        .with_context(|| format!("the {name} program's fd"))?
         .try_clone()
-        .context("duplicating the lb6 program's fd")?;
-    let map = ebpf
-        .map_mut(map_names::FAMILY_PROGRAMS)
-        .ok_or_else(|| anyhow!("no family_programs map"))?;
-    let mut slots: aya::maps::ProgramArray<&mut MapData> = aya::maps::ProgramArray::try_from(map)?;
+        .with_context(|| format!("duplicating the {name} program's fd"))?;
+    let map_data = ebpf.map_mut(map).ok_or_else(|| anyhow!("no {map} map"))?;
+    let mut slots: aya::maps::ProgramArray<&mut MapData> =
+        aya::maps::ProgramArray::try_from(map_data)?;
     slots
-        .set(lb_common::FAMILY_PROGRAM_IPV6, &fd, 0)
-        .context("installing lb6 in family_programs")
+        .set(slot, &fd, 0)
+        .with_context(|| format!("installing {name} in {map}"))
 }
 
 fn program_of(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

@@ -5,14 +5,22 @@
 use anyhow::{Context as _, Result};
 use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
-    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LookupTable, REAL_FLAG_ACTIVE,
-    REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY, SchedState,
-    SchedulerKind, ServiceInfo, TrafficStats, map_names,
+    BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LbGlobals6, LookupTable,
+    REAL_FLAG_ACTIVE, REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY,
+    SchedState, SchedulerKind, ServiceInfo, TrafficStats, map_names,
 };
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::netlink::LinkInfo;
+
+/// Outer source addresses of TUN packets, one per family (unspecified:
+/// none, no TUN service of that family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelSources {
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
 
 /// ipvsadm --set tcp tcpfin udp, seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +102,26 @@ impl Dataplane {
         &mut self,
         link: &LinkInfo,
         inside: Option<&LinkInfo>,
-        tun_src: Ipv4Addr,
+        tun_src: TunnelSources,
         flags: u32,
         timeouts: ConnTimeouts,
     ) -> Result<()> {
+        // IPv6's first: a TUN service of either family finds its source
+        // written once the flags (through lb_globals) announce the plan.
+        self.maps()?
+            .globals6
+            .set(
+                0,
+                LbGlobals6 {
+                    tun_src: tun_src.v6.octets(),
+                },
+                0,
+            )
+            .context("writing lb_globals6")?;
         let globals = LbGlobals {
             iface_mac: link.mac,
             mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
-            tun_src: tun_src.octets(),
+            tun_src: tun_src.v4.octets(),
             ifindex: link.index,
             flags,
             inside_ifindex: inside.map_or(0, |l| l.index),
