@@ -6,7 +6,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
+    net::{IpAddr, TcpStream},
     sync::{
         Barrier,
         atomic::{AtomicBool, Ordering},
@@ -64,7 +64,7 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
 
 /// A connection from namespace `ns` to `to`:80 that asks every
 /// REQUEST_PERIOD until `stop` (at least once).
-fn keep_alive(ns: &str, to: Ipv4Addr, stop: &AtomicBool, opened: &Barrier) -> Seen {
+fn keep_alive(ns: &str, to: IpAddr, stop: &AtomicBool, opened: &Barrier) -> Seen {
     let mut seen = Seen::default();
     let stream = netns::enter(ns)
         .map_err(|e| format!("{e:#}"))
@@ -106,7 +106,7 @@ fn keep_alive(ns: &str, to: Ipv4Addr, stop: &AtomicBool, opened: &Barrier) -> Se
 /// `events` returned.
 pub fn through<R>(
     ns: &str,
-    to: Ipv4Addr,
+    to: IpAddr,
     count: usize,
     events: impl FnOnce() -> R,
 ) -> (Vec<Seen>, R) {

@@ -3,8 +3,8 @@
 //! offset past the Ethernet header (no NIC hands XDP less), bad IHL, IP options, fragments, bad total lengths, TCP data
 //! offsets out of range, VLAN stacks, IPv6 extension headers, every TCP
 //! flag combination to the VIP — in DR, TUN and NAT; and IPv6 frames to an
-//! IPv6 DR service (extension header chains, fragments, bad payload
-//! lengths, truncations, flipped bytes). On every frame one of:
+//! IPv6 DR and an IPv6 TUN service (extension header chains, fragments,
+//! bad payload lengths, truncations, flipped bytes). On every frame one of:
 //! PASS with the frame unmodified; DROP with a drop-reason counter counted;
 //! or a forward whose output is well-formed, its checksums verified here,
 //! independently of the data plane (valid wherever the input's were).
@@ -41,13 +41,14 @@ const IPV6_HEADER_LEN: usize = 40;
 const MAX_IP_OPTIONS: usize = 40;
 const MAX_PAYLOAD: usize = 64;
 
-/// Where the IPv4 header starts, after Ethernet and up to two VLAN tags.
+/// Where the IPv4 (or IPv6) header starts, after Ethernet and up to two
+/// VLAN tags.
 fn l3_offset(frame: &[u8]) -> Option<usize> {
     let mut off = ETH_HEADER_LEN - 2;
     for _ in 0..3 {
         let ethertype = u16::from_be_bytes(frame.get(off..off + 2)?.try_into().ok()?);
         match ethertype {
-            ETH_P_IP => return Some(off + 2),
+            ETH_P_IP | ETH_P_IPV6 => return Some(off + 2),
             ETH_P_8021Q | ETH_P_8021AD => off += VLAN_TAG_LEN,
             _ => return None,
         }
@@ -387,6 +388,40 @@ fn check_forwarded6(input: &[u8], out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// TUN over IPv6 pushes one IPv6 header (next header 41, from the
+/// balancer to the server whose MAC the frame goes to) between the L2
+/// headers and the input's packet, which follows byte for byte.
+fn check_forwarded6_tun(input: &[u8], out: &[u8]) -> Result<(), String> {
+    let l3 = l3_offset(input).ok_or("forwarded a frame without an L3 header")?;
+    if out.len() != input.len() + IPV6_HEADER_LEN || out[l3 + IPV6_HEADER_LEN..] != input[l3..] {
+        return Err("TUN over IPv6 changed the inner packet".into());
+    }
+    if out[12..l3] != input[12..l3] || out[6..12] != LB_MAC {
+        return Err("TUN over IPv6: L2 headers not kept".into());
+    }
+    let outer = &out[l3..l3 + IPV6_HEADER_LEN];
+    let server = if out[0..6] == RS1_MAC {
+        RS1_IP6
+    } else if out[0..6] == RS2_MAC {
+        RS2_IP6
+    } else {
+        return Err("TUN over IPv6: unexpected MAC".into());
+    };
+    // The inner packet's own length (its payload length field), not the
+    // frame's: bytes past it are a trailer that rides along uncounted, as
+    // Ethernet padding would.
+    let inner_len = IPV6_HEADER_LEN as u16 + u16::from_be_bytes([input[l3 + 4], input[l3 + 5]]);
+    if outer[0..4] != input[l3..l3 + 4]
+        || outer[4..6] != inner_len.to_be_bytes()
+        || outer[6] != 41
+        || outer[8..24] != LB_IP6.octets()
+        || outer[24..40] != server.octets()
+    {
+        return Err(format!("TUN over IPv6: outer header {outer:02x?}"));
+    }
+    Ok(())
+}
+
 /// One generated IPv6 frame: a packet (chains of extension headers
 /// before its transport header), then the damage done to it.
 #[derive(Debug, Clone)]
@@ -496,22 +531,34 @@ impl Hostile6 {
 
 #[test]
 fn generated_hostile_ipv6_frames_keep_the_invariant() {
-    let t = RefCell::new(ProgTest::with_service(seed_service6()).unwrap());
-    let mut runner = TestRunner::new(Config {
-        cases: FRAMES_PER_MODE,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = runner.run(&hostile6(), |h| {
-        let frame = h.frame();
-        check_frame_with(&mut t.borrow_mut(), &frame, check_forwarded6)
-            .map_err(|e| TestCaseError::fail(format!("IPv6 DR: {e}\nframe {frame:02x?}")))
-    });
-    if let Err(e) = result {
-        panic!("{e}");
+    type Check = fn(&[u8], &[u8]) -> Result<(), String>;
+    let modes: [(ForwardKind, Check); 2] = [
+        (ForwardKind::Dr, check_forwarded6),
+        (ForwardKind::Tun, check_forwarded6_tun),
+    ];
+    for (forward, check) in modes {
+        let service = lb_userspace::planning::plan::PlannedService {
+            forward,
+            ..seed_service6()
+        };
+        let t = RefCell::new(ProgTest::with_service(service).unwrap());
+        let mut runner = TestRunner::new(Config {
+            cases: FRAMES_PER_MODE,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let result = runner.run(&hostile6(), |h| {
+            let frame = h.frame();
+            check_frame_with(&mut t.borrow_mut(), &frame, check).map_err(|e| {
+                TestCaseError::fail(format!("IPv6 {forward:?}: {e}\nframe {frame:02x?}"))
+            })
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        // The generator reached the balanced path, not only the passes.
+        assert!(counted(&t.borrow(), is_sent) > 0, "{forward:?}");
     }
-    // The generator reached the balanced path, not only the passes.
-    assert!(counted(&t.borrow(), is_sent) > 0);
 }
 
 #[test]

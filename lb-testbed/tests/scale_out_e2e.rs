@@ -87,7 +87,7 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
 
     let client = topo.ns(Host::Client);
     let before = (tx_packets(&topo, Host::Lb), tx_packets(&topo, Host::Lb2));
-    let (seen, events) = keepalive::through(&client, VIP, CONNECTIONS, || {
+    let (seen, events) = keepalive::through(&client, VIP.into(), CONNECTIONS, || {
         let mut events = Events::default();
         thread::sleep(BETWEEN_EVENTS);
         // ECMP gave both balancers some of the connections.

@@ -89,7 +89,7 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
     );
 
     let client = topo.ns(Host::Client);
-    let (seen, ()) = keepalive::through(&client, VIP, CONNECTIONS, || {
+    let (seen, ()) = keepalive::through(&client, VIP.into(), CONNECTIONS, || {
         // The backup holds every connection before anything happens.
         let synced = wait_until(SYNC_TIMEOUT, || {
             applied(&topo, Host::Lb2) >= CONNECTIONS as u64

@@ -3,13 +3,13 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context as _, Result, anyhow};
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::{
-    address::AddressAttribute,
+    address::{AddressAttribute, AddressFlags, CacheInfo},
     link::{LinkAttribute, LinkFlags, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
 };
@@ -17,6 +17,10 @@ use rtnetlink::packet_route::{
 /// UDP "discard" port: a datagram to it makes the kernel resolve the
 /// destination's MAC (ARP) without needing anything to listen there.
 const PROBE_PORT: u16 = 9;
+/// An IPv6 VIP's prefix length on the balancer: the host alone.
+const IPV6_HOST_PREFIX: u8 = 128;
+/// The kernel's "forever" for an address lifetime.
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
 /// Assumed when the kernel does not report an MTU.
 const ETHERNET_MTU: u32 = 1500;
 
@@ -117,6 +121,44 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
             Err(e) => Err(anyhow!(e)).context(format!("adding {addr}/{prefix}")),
         }
+    }
+
+    /// Adds IPv6 VIP `vip` to interface `index` as a /128 the way a VRRP
+    /// master takes it over: without duplicate address detection (the
+    /// backup just gave it up: waiting a second for DAD would be a second
+    /// without the VIP; keepalived adds it nodad too), and deprecated
+    /// (preferred lifetime 0, valid forever): it answers neighbour
+    /// solicitations and receives, but the balancer's own connections
+    /// (health checks, BGP) never take it as their source. Present is fine.
+    pub async fn add_vip6(&self, index: u32, vip: Ipv6Addr) -> Result<()> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, vip.into(), IPV6_HOST_PREFIX);
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = 0;
+        lifetimes.ifa_valid = INFINITY_LIFE_TIME;
+        let attributes = &mut request.message_mut().attributes;
+        attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(anyhow!(e)).context(format!("adding {vip}/{IPV6_HOST_PREFIX}")),
+        }
+    }
+
+    /// The interface's IPv6 link-local address (VRRPv3 over IPv6 sends from
+    /// it), if it has one.
+    pub async fn link_local6(&self, index: u32) -> Result<Option<Ipv6Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .find_map(|a| match a {
+                IpAddr::V6(a) if a.is_unicast_link_local() => Some(a),
+                _ => None,
+            }))
     }
 
     /// Removes `addr` from interface `index`; absent is fine.

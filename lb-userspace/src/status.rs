@@ -3,7 +3,10 @@
 //! the runtime directory, read by `lb-userspace status` and `reload`; the
 //! metrics endpoint); rendering it is pure and tested without root.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +80,7 @@ pub struct VrrpStatus {
     pub state: String,
     pub vrid: u8,
     pub priority: u8,
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     pub transitions: u64,
 }
 
@@ -282,7 +285,7 @@ mod tests {
                 state: "MASTER".into(),
                 vrid: 51,
                 priority: 100,
-                vips: vec![Ipv4Addr::new(172, 16, 122, 100)],
+                vips: vec![Ipv4Addr::new(172, 16, 122, 100).into()],
                 transitions: 1,
             }],
             checks: vec![CheckStatus {

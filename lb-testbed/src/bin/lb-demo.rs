@@ -153,7 +153,7 @@ fn scale_out(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
     let client = topo.ns(Host::Client);
     let (seen, outcome) = keepalive::through(
         &client,
-        VIP,
+        VIP.into(),
         SCALE_OUT_CONNECTIONS,
         || -> Result<()> {
             std::thread::sleep(BETWEEN_EVENTS);

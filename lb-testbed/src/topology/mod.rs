@@ -431,6 +431,21 @@ impl Topology {
         .unwrap_or(false)
     }
 
+    /// Does `host`'s interface hold the IPv6 VIP (a VRRPv3 master's)?
+    pub fn holds_vip6(&self, host: Host) -> bool {
+        ip(&[
+            "-n",
+            &self.ns(host),
+            "-6",
+            "addr",
+            "show",
+            "dev",
+            HOST_IFACE,
+        ])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet6 {VIP6}/128")))
+        .unwrap_or(false)
+    }
+
     /// Does the balancer's interface still carry an XDP program?
     pub fn lb_has_xdp(&self) -> Result<bool> {
         self.has_xdp(Host::Lb)

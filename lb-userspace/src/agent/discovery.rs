@@ -48,7 +48,7 @@ pub async fn tunnel_source_of(
     nl: &Netlink,
     link: &LinkInfo,
     plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
+    governed: &HashSet<IpAddr>,
 ) -> Result<TunnelSources> {
     let v4 = match config.global.tunnel_source {
         Some(configured) => configured,
@@ -56,7 +56,7 @@ pub async fn tunnel_source_of(
     };
     let v6 = match config.global.tunnel_source6 {
         Some(configured) => configured,
-        None => tunnel_source6(nl, link, plan).await?,
+        None => tunnel_source6(nl, link, plan, governed).await?,
     };
     Ok(TunnelSources { v4, v6 })
 }
@@ -74,9 +74,13 @@ async fn tunnel_source(
     nl: &Netlink,
     link: &LinkInfo,
     plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
+    governed: &HashSet<IpAddr>,
 ) -> Result<Ipv4Addr> {
-    let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(governed.iter().copied()).collect();
+    let governed4 = governed.iter().filter_map(|v| match v {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    });
+    let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(governed4).collect();
     let own = own_address(nl, link.index, &vips).await?;
     match own {
         Some(a) => Ok(a),
@@ -89,8 +93,18 @@ async fn tunnel_source(
 
 /// The same over IPv6: the interface's first global IPv6 address that is
 /// no VIP (a link-local one cannot reach a routed real server).
-async fn tunnel_source6(nl: &Netlink, link: &LinkInfo, plan: &Plan) -> Result<Ipv6Addr> {
-    let vips: HashSet<IpAddr> = plan.services.iter().map(|s| s.vip).collect();
+async fn tunnel_source6(
+    nl: &Netlink,
+    link: &LinkInfo,
+    plan: &Plan,
+    governed: &HashSet<IpAddr>,
+) -> Result<Ipv6Addr> {
+    let vips: HashSet<IpAddr> = plan
+        .services
+        .iter()
+        .map(|s| s.vip)
+        .chain(governed.iter().copied())
+        .collect();
     let own = nl
         .addresses(link.index)
         .await?
@@ -125,20 +139,37 @@ pub async fn resolve_vrrp_instances(
                 vi.name
             )
         })?;
-        let vips: HashSet<Ipv4Addr> = vi
-            .virtual_ipaddress
-            .iter()
-            .filter_map(|v| match v.addr {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let local = own_address(nl, link.index, &vips).await?.ok_or_else(|| {
-            anyhow!(
-                "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
-                vi.name
-            )
-        })?;
+        let local: IpAddr = if crate::vrrp::instance::instance_is_ipv6(vi)? {
+            // VRRPv3 over IPv6 sends from the link-local address.
+            nl.link_local6(link.index)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "vrrp_instance {}: {iface} has no IPv6 link-local address to send adverts \
+                     from (is IPv6 disabled on it?)",
+                        vi.name
+                    )
+                })?
+                .into()
+        } else {
+            let vips: HashSet<Ipv4Addr> = vi
+                .virtual_ipaddress
+                .iter()
+                .filter_map(|v| match v.addr {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            own_address(nl, link.index, &vips)
+                .await?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "vrrp_instance {}: {iface} has no IPv4 address of its own to send adverts from",
+                        vi.name
+                    )
+                })?
+                .into()
+        };
         out.push(InstanceConfig::from_config(vi, iface, link, local)?);
     }
     Ok(out)
@@ -181,7 +212,7 @@ pub async fn warn_about_missing_vips(
     ifindex: u32,
     iface: &str,
     plan: &Plan,
-    governed: &HashSet<Ipv4Addr>,
+    governed: &HashSet<IpAddr>,
 ) {
     let Ok(addrs) = nl.addresses(ifindex).await else {
         return;
@@ -205,11 +236,10 @@ pub async fn warn_about_missing_vips(
 
 /// The services' VIPs, each once, that are neither an address of the
 /// interface nor managed by a vrrp_instance.
-fn unowned_vips(plan: &Plan, addrs: &[IpAddr], governed: &HashSet<Ipv4Addr>) -> Vec<IpAddr> {
+fn unowned_vips(plan: &Plan, addrs: &[IpAddr], governed: &HashSet<IpAddr>) -> Vec<IpAddr> {
     let vips: std::collections::BTreeSet<IpAddr> = plan.services.iter().map(|s| s.vip).collect();
-    let is_governed = |v: &IpAddr| matches!(v, IpAddr::V4(v4) if governed.contains(v4));
     vips.into_iter()
-        .filter(|v| !addrs.contains(v) && !is_governed(v))
+        .filter(|v| !addrs.contains(v) && !governed.contains(v))
         .collect()
 }
 
@@ -232,16 +262,19 @@ mod tests {
             .map(|(vip, port)| service(vip, port))
             .concat();
         let plan = plan(&parse("vips", &text).unwrap()).unwrap();
-        let a4 = Ipv4Addr::new(10, 0, 0, 1);
-        let (a, b) = (IpAddr::V4(a4), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        );
         assert_eq!(unowned_vips(&plan, &[], &HashSet::new()), [a, b]);
         assert_eq!(unowned_vips(&plan, &[b], &HashSet::new()), [a]);
-        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a4])), [b]);
-        // An IPv6 VIP is warned about too (no vrrp_instance governs one).
+        assert_eq!(unowned_vips(&plan, &[], &HashSet::from([a])), [b]);
+        // An IPv6 VIP is warned about too, unless an instance governs it.
         let v6 = service("10.0.0.1", 80)
             + &service("2001:db8::2", 80).replace("10.0.1.1", "2001:db8::1:1");
         let plan = crate::planning::plan::plan(&parse("v6", &v6).unwrap()).unwrap();
         let c: IpAddr = "2001:db8::2".parse().unwrap();
         assert_eq!(unowned_vips(&plan, &[a], &HashSet::new()), [c]);
+        assert!(unowned_vips(&plan, &[a], &HashSet::from([c])).is_empty());
     }
 }

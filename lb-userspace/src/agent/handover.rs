@@ -5,11 +5,7 @@
 //! reload does). The VIPs it was VRRP master for are served on from the
 //! first moment, and their instances resume as master.
 
-use std::{
-    collections::HashSet,
-    net::{IpAddr, Ipv4Addr},
-    path::Path,
-};
+use std::{collections::HashSet, net::IpAddr, path::Path};
 
 use anyhow::{Context as _, Result, anyhow};
 use serde::{Deserialize, Serialize};
@@ -30,7 +26,7 @@ use crate::{
 pub struct Handover {
     pub flow_table_size: u32,
     pub services: Vec<HandedService>,
-    pub master_vips: Vec<Ipv4Addr>,
+    pub master_vips: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +48,7 @@ pub struct HandedReal {
 }
 
 impl Handover {
-    pub fn of(plan: &Plan, flow_table_size: u32, master_vips: Vec<Ipv4Addr>) -> Self {
+    pub fn of(plan: &Plan, flow_table_size: u32, master_vips: Vec<IpAddr>) -> Self {
         let real = |r: &PlannedReal, sorry| HandedReal {
             ip: r.ip,
             port: r.port,
@@ -139,9 +135,9 @@ impl Handover {
 pub(super) fn load_or_adopt(
     opts: &super::AgentOptions,
     fresh_plan: Plan,
-    governed_vips: &HashSet<Ipv4Addr>,
+    governed_vips: &HashSet<IpAddr>,
     instances: &mut [InstanceConfig],
-) -> Result<(Dataplane, Plan, HashSet<Ipv4Addr>)> {
+) -> Result<(Dataplane, Plan, HashSet<IpAddr>)> {
     let handover = Handover::read(&opts.pin_dir)?.filter(|_| opts.pin_dir.exists());
     if let Some(h) = &handover {
         info!(
@@ -161,7 +157,7 @@ pub(super) fn load_or_adopt(
     // Every service and server still configured keeps its id.
     let plan = stable_ids::keep_ids(fresh_plan, &handover.id_plan(), |id| dp.real_busy(id))
         .map_err(|e| anyhow!("{}: {e}", opts.config_path.display()))?;
-    let resumed: HashSet<Ipv4Addr> = handover
+    let resumed: HashSet<IpAddr> = handover
         .master_vips
         .iter()
         .copied()
@@ -187,7 +183,11 @@ mod tests {
     fn the_next_agent_gives_every_server_its_id_back() {
         let seed = include_str!("../../../configs/seed-dr.toml");
         let old = plan(&parse("seed", seed).unwrap()).unwrap();
-        let handover = Handover::of(&old, 65536, vec![Ipv4Addr::new(172, 16, 122, 100)]);
+        let handover = Handover::of(
+            &old,
+            65536,
+            vec![std::net::Ipv4Addr::new(172, 16, 122, 100).into()],
+        );
         let json = serde_json::to_string(&handover).unwrap();
         let back: Handover = serde_json::from_str(&json).unwrap();
         assert_eq!(back, handover);

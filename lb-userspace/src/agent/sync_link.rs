@@ -134,7 +134,11 @@ impl SyncLink {
         })?;
         let vips: std::collections::HashSet<Ipv4Addr> = instances
             .iter()
-            .flat_map(|i| i.vips.iter().map(|(a, _)| *a))
+            .flat_map(|i| i.vips.iter())
+            .filter_map(|(a, _)| match a {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            })
             .collect();
         let local = super::discovery::own_address(nl, link.index, &vips)
             .await?

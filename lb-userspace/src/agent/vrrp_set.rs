@@ -3,7 +3,7 @@
 //! restarts a changed one and stops a removed one (priority 0 first, as
 //! keepalived does when an instance goes away).
 
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use anyhow::{Result, anyhow};
 use tokio::{
@@ -25,7 +25,7 @@ struct Running {
     settings: String,
     vrid: u8,
     priority: u8,
-    vips: Vec<Ipv4Addr>,
+    vips: Vec<IpAddr>,
     stop: watch::Sender<bool>,
     /// Tells a restarted instance's task from its predecessor's.
     generation: u64,
@@ -53,7 +53,7 @@ impl VrrpSet {
 
     /// Makes the running instances `wanted`. Returns the VIPs of instances
     /// that were stopped (they are no longer served as master here).
-    pub async fn sync(&mut self, wanted: Vec<InstanceConfig>) -> Vec<Ipv4Addr> {
+    pub async fn sync(&mut self, wanted: Vec<InstanceConfig>) -> Vec<IpAddr> {
         let mut released = Vec::new();
         let names: Vec<&str> = wanted.iter().map(|c| c.name.as_str()).collect();
         let gone: Vec<String> = self
@@ -116,7 +116,7 @@ impl VrrpSet {
     }
 
     /// Stops one instance and waits (bounded) for it to leave cleanly.
-    async fn stop(&mut self, name: &str) -> Vec<Ipv4Addr> {
+    async fn stop(&mut self, name: &str) -> Vec<IpAddr> {
         let Some(running) = self.running.remove(name) else {
             return Vec::new();
         };
@@ -126,7 +126,7 @@ impl VrrpSet {
     }
 
     /// The running instances: (name, vrid, priority, VIPs), by name.
-    pub fn instances(&self) -> Vec<(&str, u8, u8, &[Ipv4Addr])> {
+    pub fn instances(&self) -> Vec<(&str, u8, u8, &[IpAddr])> {
         let mut out: Vec<_> = self
             .running
             .iter()

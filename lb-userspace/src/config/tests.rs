@@ -548,3 +548,33 @@ fn persistence_granularity_follows_the_vips_family() {
     );
     assert_error(&with("2001:db8::1", "129"), 9, "prefix length 0..=128");
 }
+
+#[test]
+fn an_ipv6_vrrp_instance_is_vrrpv3_and_of_one_family() {
+    let v6 = SYNC_INSTANCE
+        .replace("\"10.0.0.1\"", "\"2001:db8::100\"")
+        .replace("priority = 100", "priority = 100\nversion = 3");
+    let c = parse("t", &format!("{v6}{MINIMAL_VS}")).unwrap();
+    assert_eq!(
+        c.vrrp_instance[0].get_ref().virtual_ipaddress[0].to_string(),
+        "2001:db8::100/128"
+    );
+    // The same vrid for an IPv4 instance on the same interface: another
+    // protocol on the wire, allowed (keepalived allows it too).
+    let both = format!("{SYNC_INSTANCE}{}{MINIMAL_VS}", v6.replace("VI_1", "VI_6"));
+    parse("t", &both).unwrap();
+    let line = 2;
+    assert_error(
+        &format!("{}{MINIMAL_VS}", v6.replace("version = 3", "version = 2")),
+        line,
+        "IPv6 VIPs need version = 3",
+    );
+    assert_error(
+        &format!(
+            "{}{MINIMAL_VS}",
+            v6.replace("\"2001:db8::100\"", "\"2001:db8::100\", \"10.0.0.1\"")
+        ),
+        line,
+        "IPv4 and IPv6 VIPs in one instance",
+    );
+}

@@ -120,7 +120,16 @@ fn validate_vrrp(config: &Config, at: &Locator<'_>, errors: &mut Vec<ConfigError
         if !names.insert(vi.name.as_str()) {
             err(format!("duplicate vrrp_instance name {:?}", vi.name));
         }
-        if !vrids.insert((vi.interface.clone(), vi.virtual_router_id.0)) {
+        // One family per instance, IPv6 over VRRPv3; a vrid is unique per
+        // interface and family (IPv4 and IPv6 adverts never meet).
+        let ipv6 = match crate::vrrp::instance::instance_is_ipv6(vi) {
+            Ok(ipv6) => ipv6,
+            Err(e) => {
+                err(e.to_string());
+                false
+            }
+        };
+        if !vrids.insert((vi.interface.clone(), ipv6, vi.virtual_router_id.0)) {
             err(format!(
                 "vrrp_instance {}: virtual_router_id {} is already used on this interface",
                 vi.name, vi.virtual_router_id.0

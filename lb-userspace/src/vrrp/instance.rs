@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -16,8 +16,8 @@ use tracing::{info, warn};
 use super::{
     garp,
     notify::{self, NotifyScripts},
-    packet::{AUTH_NONE, AUTH_PASS, Advert, VRRP_MCAST_GROUP, VRRP_TTL},
-    socket::{VrrpSocket, split_ipv4},
+    packet::{AUTH_NONE, AUTH_PASS, Advert, VRRP_MCAST_GROUP, VRRP_MCAST_GROUP6, VRRP_TTL},
+    socket::{Received, VrrpSocket},
     state::{Action, Event, Machine, Params, State},
 };
 use crate::{
@@ -40,48 +40,47 @@ pub struct InstanceConfig {
     pub name: String,
     pub iface: String,
     pub link: LinkInfo,
-    pub local_addr: Ipv4Addr,
+    /// Our address on the link, of the VIPs' family (IPv6: link-local).
+    pub local_addr: IpAddr,
     pub vrid: u8,
     pub params: Params,
     /// v2 PASS password, zero-padded.
     pub auth: Option<[u8; 8]>,
-    pub vips: Vec<(Ipv4Addr, u8)>,
-    pub unicast_peers: Vec<Ipv4Addr>,
+    /// (VIP, prefix length), all of local_addr's family.
+    pub vips: Vec<(IpAddr, u8)>,
+    pub unicast_peers: Vec<IpAddr>,
     pub notify: NotifyScripts,
     pub track_interfaces: Vec<String>,
 }
 
 impl InstanceConfig {
+    /// `local_addr`: our address of the instance's family on the link
+    /// (instance_family says which).
     pub fn from_config(
         vi: &VrrpInstance,
         iface: &str,
         link: LinkInfo,
-        local_addr: Ipv4Addr,
+        local_addr: IpAddr,
     ) -> Result<Self> {
-        let mut vips = Vec::new();
-        for v in &vi.virtual_ipaddress {
-            match v.addr {
-                IpAddr::V4(a) => vips.push((a, v.prefix)),
-                IpAddr::V6(_) => {
-                    return Err(anyhow!(
-                        "vrrp_instance {}: IPv6 VIPs are not implemented yet",
-                        vi.name
-                    ));
-                }
-            }
+        let ipv6 = instance_is_ipv6(vi)?;
+        if ipv6 != local_addr.is_ipv6() {
+            return Err(anyhow!(
+                "vrrp_instance {}: our address {local_addr} is not of the VIPs' family",
+                vi.name
+            ));
         }
-        let mut peers = Vec::new();
-        for p in &vi.unicast_peer {
-            match p {
-                IpAddr::V4(a) => peers.push(*a),
-                IpAddr::V6(_) => {
-                    return Err(anyhow!(
-                        "vrrp_instance {}: IPv6 unicast_peer is not implemented yet",
-                        vi.name
-                    ));
-                }
-            }
+        let vips: Vec<(IpAddr, u8)> = vi
+            .virtual_ipaddress
+            .iter()
+            .map(|v| (v.addr, v.prefix))
+            .collect();
+        if let Some(peer) = vi.unicast_peer.iter().find(|p| p.is_ipv6() != ipv6) {
+            return Err(anyhow!(
+                "vrrp_instance {}: unicast_peer {peer} is not of the VIPs' family",
+                vi.name
+            ));
         }
+        let peers = vi.unicast_peer.clone();
         let auth = match &vi.authentication {
             None => None,
             Some(a) if a.auth_type == AuthType::Pass => Some(Advert::auth_data_from(&a.auth_pass)),
@@ -131,10 +130,50 @@ impl InstanceConfig {
                 AUTH_NONE
             },
             advert_int_cs: (self.params.advert_int.as_secs_f64() * CENTIS_PER_SEC).round() as u16,
-            addresses: self.vips.iter().map(|(a, _)| *a).collect(),
+            addresses: self.vip_addrs(),
             auth_data: self.auth.unwrap_or_default(),
         }
     }
+
+    pub fn vip_addrs(&self) -> Vec<IpAddr> {
+        self.vips.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// Where adverts go when there are no unicast peers.
+    fn multicast_group(&self) -> IpAddr {
+        if self.local_addr.is_ipv6() {
+            VRRP_MCAST_GROUP6.into()
+        } else {
+            VRRP_MCAST_GROUP.into()
+        }
+    }
+}
+
+/// Whether the instance's VIPs are IPv6 (all of them; one family per
+/// instance, as keepalived has it). IPv6 is VRRPv3 only.
+pub fn instance_is_ipv6(vi: &VrrpInstance) -> Result<bool> {
+    let ipv6 = vi
+        .virtual_ipaddress
+        .first()
+        .is_some_and(|v| v.addr.is_ipv6());
+    if vi
+        .virtual_ipaddress
+        .iter()
+        .any(|v| v.addr.is_ipv6() != ipv6)
+    {
+        return Err(anyhow!(
+            "vrrp_instance {}: IPv4 and IPv6 VIPs in one instance: an instance is of one \
+             family (as keepalived's): put each family in an instance of its own",
+            vi.name
+        ));
+    }
+    if ipv6 && vi.version.0 != 3 {
+        return Err(anyhow!(
+            "vrrp_instance {}: IPv6 VIPs need version = 3 (VRRPv2 is IPv4 only)",
+            vi.name
+        ));
+    }
+    Ok(ipv6)
 }
 
 /// Why a received packet was dropped (counted, logged at a rate limit).
@@ -153,9 +192,9 @@ pub enum DropReason {
 /// for us (another vrid, or our own). Pure: tested without sockets.
 pub fn validate(
     cfg: &InstanceConfig,
-    raw: &[u8],
-) -> Result<Option<(Ipv4Addr, Advert)>, DropReason> {
-    let r = split_ipv4(raw).ok_or(DropReason::NotVrrp)?;
+    received: Option<&Received>,
+) -> Result<Option<(IpAddr, Advert)>, DropReason> {
+    let r = received.ok_or(DropReason::NotVrrp)?;
     if r.src == cfg.local_addr {
         return Ok(None);
     }
@@ -191,7 +230,7 @@ pub fn validate(
 pub struct StateChange {
     pub instance: String,
     pub state: State,
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     /// Fired by the agent once the data plane serves (or stops serving)
     /// the VIPs: the instance waits for it before it touches the addresses.
     pub applied: Option<oneshot::Sender<()>>,
@@ -239,7 +278,7 @@ pub async fn run(
     };
     // Like keepalived at start: we hold no VIP until we are master.
     for (vip, _) in r.cfg.vips.clone() {
-        r.nl.del_address(r.cfg.link.index, vip.into()).await?;
+        r.nl.del_address(r.cfg.link.index, vip).await?;
     }
     r.apply(Event::Start).await;
     let mut link_poll = tokio::time::interval(LINK_POLL);
@@ -256,7 +295,7 @@ pub async fn run(
                 r.apply(Event::Timeout).await;
             }
             packet = r.socket.recv() => match packet {
-                Ok(raw) => r.on_packet(&raw).await,
+                Ok(received) => r.on_packet(received.as_ref()).await,
                 Err(e) => warn!("vrrp_instance {}: receive failed: {e}", r.cfg.name),
             },
             _ = link_poll.tick() => r.check_links().await,
@@ -265,8 +304,8 @@ pub async fn run(
 }
 
 impl Runner {
-    async fn on_packet(&mut self, raw: &[u8]) {
-        match validate(&self.cfg, raw) {
+    async fn on_packet(&mut self, received: Option<&Received>) {
+        match validate(&self.cfg, received) {
             Ok(Some((src, adv))) => {
                 let advert_int = Duration::from_millis(u64::from(adv.advert_int_cs) * 10);
                 self.apply(Event::Advert {
@@ -335,9 +374,14 @@ impl Runner {
                 // The data plane first, so the VIP's first packets are balanced.
                 self.report(State::Master).await;
                 for (vip, prefix) in &self.cfg.vips {
-                    self.nl
-                        .add_address(self.cfg.link.index, (*vip).into(), *prefix)
-                        .await?;
+                    match vip {
+                        IpAddr::V4(_) => {
+                            self.nl
+                                .add_address(self.cfg.link.index, *vip, *prefix)
+                                .await?
+                        }
+                        IpAddr::V6(v6) => self.nl.add_vip6(self.cfg.link.index, *v6).await?,
+                    }
                 }
                 self.gratuitous_arps();
                 Ok(())
@@ -355,11 +399,7 @@ impl Runner {
                 // the connection, which answers with an RST.
                 let mut removed = Ok(());
                 for (vip, _) in &self.cfg.vips {
-                    if let Err(e) = self
-                        .nl
-                        .del_address(self.cfg.link.index, (*vip).into())
-                        .await
-                    {
+                    if let Err(e) = self.nl.del_address(self.cfg.link.index, *vip).await {
                         removed = Err(e);
                     }
                 }
@@ -372,7 +412,7 @@ impl Runner {
     fn send_advert(&self, priority: u8) -> Result<()> {
         let adv = self.cfg.advert(priority);
         let dsts = if self.cfg.unicast_peers.is_empty() {
-            vec![VRRP_MCAST_GROUP]
+            vec![self.cfg.multicast_group()]
         } else {
             self.cfg.unicast_peers.clone()
         };
@@ -384,16 +424,17 @@ impl Runner {
         Ok(())
     }
 
-    /// keepalived: a burst now, another garp_master_delay later if still master.
+    /// keepalived: a burst now, another garp_master_delay later if still
+    /// master (gratuitous ARPs, unsolicited NAs for IPv6 VIPs).
     fn gratuitous_arps(&self) {
         let (index, mac) = (self.cfg.link.index, self.cfg.link.mac);
-        let vips: Vec<Ipv4Addr> = self.cfg.vips.iter().map(|(a, _)| *a).collect();
+        let vips = self.cfg.vip_addrs();
         let name = self.cfg.name.clone();
         let mut epoch = self.master_epoch.subscribe();
         let started = *epoch.borrow_and_update();
         tokio::spawn(async move {
             if let Err(e) = garp::send_burst(index, mac, &vips) {
-                warn!("vrrp_instance {name}: gratuitous ARP failed: {e}");
+                warn!("vrrp_instance {name}: gratuitous ARP / unsolicited NA failed: {e}");
             }
             tokio::time::sleep(garp::GARP_SECOND_BURST_DELAY).await;
             if *epoch.borrow() == started {
@@ -413,7 +454,7 @@ impl Runner {
         let change = StateChange {
             instance: self.cfg.name.clone(),
             state,
-            vips: self.cfg.vips.iter().map(|(a, _)| *a).collect(),
+            vips: self.cfg.vip_addrs(),
             applied: Some(applied),
         };
         if self.states.send(change).await.is_ok() {
@@ -426,19 +467,36 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::{config::parse, vrrp::socket::split_ipv4};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const PEER: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 189);
     const LOCAL: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
+    const LINK: LinkInfo = LinkInfo {
+        index: 2,
+        mac: [2, 0, 0, 0, 0, 1],
+        mtu: 1500,
+    };
+    const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x188);
+    const PEER6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x189);
+    const SEED_V6: &str = "[[vrrp_instance]]\nname = \"VI_6\"\nstate = \"BACKUP\"\n\
+        virtual_router_id = 61\npriority = 100\nadvert_int = 1\nversion = 3\n\
+        virtual_ipaddress = [\"2001:db8:122::100\"]\n";
 
     fn seed_instance() -> InstanceConfig {
         let c = parse("seed", include_str!("../../../configs/seed-dr.toml")).unwrap();
-        let link = LinkInfo {
-            index: 2,
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1500,
-        };
-        InstanceConfig::from_config(c.vrrp_instance[0].get_ref(), "eth0", link, LOCAL).unwrap()
+        InstanceConfig::from_config(c.vrrp_instance[0].get_ref(), "eth0", LINK, LOCAL.into())
+            .unwrap()
+    }
+
+    fn instance_of(toml: &str, local: IpAddr) -> Result<InstanceConfig> {
+        let c = parse("vrrp", toml).unwrap();
+        InstanceConfig::from_config(c.vrrp_instance[0].get_ref(), "eth0", LINK, local)
+    }
+
+    /// What the IPv4 socket hands over for raw bytes.
+    fn check(cfg: &InstanceConfig, raw: &[u8]) -> Result<Option<(IpAddr, Advert)>, DropReason> {
+        validate(cfg, split_ipv4(raw).as_ref())
     }
 
     /// An IPv4 packet carrying `payload`, from `src` with `ttl`.
@@ -454,57 +512,62 @@ mod tests {
     fn advert_from_peer(cfg: &InstanceConfig, edit: impl FnOnce(&mut Advert)) -> Vec<u8> {
         let mut adv = cfg.advert(90);
         edit(&mut adv);
-        ip_packet(PEER, VRRP_TTL, &adv.encode(PEER, VRRP_MCAST_GROUP))
+        ip_packet(
+            PEER,
+            VRRP_TTL,
+            &adv.encode(PEER.into(), VRRP_MCAST_GROUP.into()),
+        )
     }
 
     #[test]
     fn a_valid_advert_passes() {
         let cfg = seed_instance();
-        let (src, adv) = validate(&cfg, &advert_from_peer(&cfg, |_| {}))
+        let (src, adv) = check(&cfg, &advert_from_peer(&cfg, |_| {}))
             .unwrap()
             .unwrap();
-        assert_eq!(src, PEER);
+        assert_eq!(src, IpAddr::from(PEER));
         assert_eq!(adv.priority, 90);
     }
 
     #[test]
     fn bad_adverts_are_dropped_with_the_reason() {
         let cfg = seed_instance();
-        let good = cfg.advert(90).encode(PEER, VRRP_MCAST_GROUP);
+        let good = cfg.advert(90).encode(PEER.into(), VRRP_MCAST_GROUP.into());
         assert_eq!(
-            validate(&cfg, &ip_packet(PEER, 254, &good)),
+            check(&cfg, &ip_packet(PEER, 254, &good)),
             Err(DropReason::BadTtl)
         );
         let mut bad_sum = good.clone();
         bad_sum[6] ^= 0xff;
         assert_eq!(
-            validate(&cfg, &ip_packet(PEER, 255, &bad_sum)),
+            check(&cfg, &ip_packet(PEER, 255, &bad_sum)),
             Err(DropReason::Malformed)
         );
         assert_eq!(
-            validate(&cfg, &ip_packet(PEER, 255, &good[..5])),
+            check(&cfg, &ip_packet(PEER, 255, &good[..5])),
             Err(DropReason::Malformed)
         );
         let wrong_pass = advert_from_peer(&cfg, |a| a.auth_data = Advert::auth_data_from("2222"));
-        assert_eq!(validate(&cfg, &wrong_pass), Err(DropReason::AuthMismatch));
+        assert_eq!(check(&cfg, &wrong_pass), Err(DropReason::AuthMismatch));
         let no_auth = advert_from_peer(&cfg, |a| a.auth_type = AUTH_NONE);
-        assert_eq!(validate(&cfg, &no_auth), Err(DropReason::AuthMismatch));
+        assert_eq!(check(&cfg, &no_auth), Err(DropReason::AuthMismatch));
         let slow = advert_from_peer(&cfg, |a| a.advert_int_cs = 200);
-        assert_eq!(validate(&cfg, &slow), Err(DropReason::IntervalMismatch));
-        assert_eq!(validate(&cfg, &[1, 2, 3]), Err(DropReason::NotVrrp));
+        assert_eq!(check(&cfg, &slow), Err(DropReason::IntervalMismatch));
+        assert_eq!(check(&cfg, &[1, 2, 3]), Err(DropReason::NotVrrp));
     }
 
     #[test]
     fn other_routers_and_our_own_packets_are_ignored() {
         let cfg = seed_instance();
         let other_vrid = advert_from_peer(&cfg, |a| a.vrid = 52);
-        assert_eq!(validate(&cfg, &other_vrid), Ok(None));
+        assert_eq!(check(&cfg, &other_vrid), Ok(None));
         let own = ip_packet(
             LOCAL,
             VRRP_TTL,
-            &cfg.advert(100).encode(LOCAL, VRRP_MCAST_GROUP),
+            &cfg.advert(100)
+                .encode(LOCAL.into(), VRRP_MCAST_GROUP.into()),
         );
-        assert_eq!(validate(&cfg, &own), Ok(None));
+        assert_eq!(check(&cfg, &own), Ok(None));
     }
 
     #[test]
@@ -513,7 +576,54 @@ mod tests {
         assert_eq!(cfg.vrid, 51);
         assert_eq!(cfg.params.priority, 100);
         assert!(cfg.params.start_as_master);
-        assert_eq!(cfg.vips, vec![(Ipv4Addr::new(172, 16, 122, 100), 32)]);
+        assert_eq!(
+            cfg.vips,
+            vec![(Ipv4Addr::new(172, 16, 122, 100).into(), 32)]
+        );
         assert_eq!(cfg.auth, Some(*b"1111\0\0\0\0"));
+    }
+
+    #[test]
+    fn an_ipv6_instance_resolves_and_validates_vrrpv3_over_ipv6() {
+        let cfg = instance_of(SEED_V6, LOCAL6.into()).unwrap();
+        let vip: IpAddr = "2001:db8:122::100".parse().unwrap();
+        assert_eq!(cfg.vips, vec![(vip, 128)]);
+        assert_eq!(cfg.multicast_group(), IpAddr::from(VRRP_MCAST_GROUP6));
+        let received = |src: Ipv6Addr, ttl: u8, edit: &dyn Fn(&mut Advert)| {
+            let mut adv = cfg.advert(90);
+            edit(&mut adv);
+            Received {
+                src: src.into(),
+                dst: VRRP_MCAST_GROUP6.into(),
+                ttl,
+                payload: adv.encode(src.into(), VRRP_MCAST_GROUP6.into()),
+            }
+        };
+        let good = received(PEER6, VRRP_TTL, &|_| {});
+        let (src, adv) = validate(&cfg, Some(&good)).unwrap().unwrap();
+        assert_eq!(
+            (src, adv.priority, adv.addresses),
+            (PEER6.into(), 90, vec![vip])
+        );
+        // RFC 5798: a hop limit other than 255 came from off the link.
+        let far = received(PEER6, 254, &|_| {});
+        assert_eq!(validate(&cfg, Some(&far)), Err(DropReason::BadTtl));
+        // Our own advert, and another router's vrid: not for us.
+        let own = received(LOCAL6, VRRP_TTL, &|_| {});
+        assert_eq!(validate(&cfg, Some(&own)), Ok(None));
+        let other = received(PEER6, VRRP_TTL, &|a| a.vrid = 62);
+        assert_eq!(validate(&cfg, Some(&other)), Ok(None));
+        // A payload whose checksum was made for another source.
+        let mut forged = good.clone();
+        forged.src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x190).into();
+        assert_eq!(validate(&cfg, Some(&forged)), Err(DropReason::Malformed));
+    }
+
+    /// (Mixed families and IPv6 over VRRPv2 are refused by the config's
+    /// validation, with the line: config/tests.rs.)
+    #[test]
+    fn an_ipv6_instance_needs_an_ipv6_local_address() {
+        let err = instance_of(SEED_V6, LOCAL.into()).unwrap_err().to_string();
+        assert!(err.contains("not of the VIPs' family"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! choices): a pure function of (state, event, now) -> (state, actions).
 //! Time is injected, so takeover times are tested exactly.
 
-use std::{net::Ipv4Addr, time::Duration, time::Instant};
+use std::{net::IpAddr, time::Duration, time::Instant};
 
 /// The address owner's priority: always master.
 pub const PRIORITY_OWNER: u8 = 255;
@@ -40,8 +40,9 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// Configured `state = "MASTER"`: take over at once on start.
     pub start_as_master: bool,
-    /// Our address on the link: breaks ties between equal priorities.
-    pub local_addr: Ipv4Addr,
+    /// Our address on the link (IPv6: the link-local one, the adverts'
+    /// source): breaks ties between equal priorities.
+    pub local_addr: IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub enum Event {
     /// A valid advertisement of our vrid.
     Advert {
         priority: u8,
-        src: Ipv4Addr,
+        src: IpAddr,
         advert_int: Duration,
     },
     /// The deadline passed.
@@ -232,7 +233,7 @@ impl Machine {
     fn master_rx(
         &mut self,
         priority: u8,
-        src: Ipv4Addr,
+        src: IpAddr,
         advert_int: Duration,
         now: Instant,
     ) -> Vec<Action> {
@@ -256,8 +257,10 @@ impl Machine {
 mod tests {
     use super::*;
 
-    const LOCAL: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 188);
-    const PEER: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 189);
+    use std::net::Ipv4Addr;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 122, 188));
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 122, 189));
     const SEC: Duration = Duration::from_secs(1);
 
     fn params(priority: u8) -> Params {
@@ -418,7 +421,7 @@ mod tests {
         m.handle(Event::Start, t0);
         let lower = Event::Advert {
             priority: 100,
-            src: Ipv4Addr::new(172, 16, 122, 1),
+            src: Ipv4Addr::new(172, 16, 122, 1).into(),
             advert_int: SEC,
         };
         assert_eq!(

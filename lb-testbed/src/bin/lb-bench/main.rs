@@ -126,6 +126,8 @@ enum Target {
     /// The seed's service on its IPv6 addresses, DR (lb hands the frame to
     /// lb6 by tail call).
     Dr6,
+    /// The same in TUN (lb6 hands the frame on to lb6_tun by tail call).
+    Tun6,
 }
 
 struct Row {
@@ -174,28 +176,42 @@ fn fresh_frames(
     baselines: &mut Baselines,
     dr: &mut ProgTest,
     tun: &mut ProgTest,
-    hit: &[u8],
+    tun6: &mut ProgTest,
+    hits: (&[u8], &[u8]),
     results: &mut bench_report::Results,
 ) -> Result<()> {
+    let (hit, hit6) = hits;
     const SECTION: &str = "Flow-table hits, a fresh frame each run (repeat 1, mean of many calls: Katran's tester's way)";
     let calls = if budget.rounds < FULL.rounds {
         QUICK_FRESH_CALLS
     } else {
         FRESH_CALLS
     };
-    let (mut base, mut d, mut t) = (vec![], vec![], vec![]);
+    let (mut base, mut d, mut t, mut t6) = (vec![], vec![], vec![], vec![]);
     for _ in 0..budget.rounds {
         base.push(fresh_runs(baselines.prog("xdp_tx")?, hit, calls)?);
         d.push(fresh_runs(dr.dp.program()?, hit, calls)?);
         t.push(fresh_runs(tun.dp.program()?, hit, calls)?);
+        t6.push(fresh_runs(tun6.dp.program()?, hit6, calls)?);
     }
-    let (base, d, t) = (median(&mut base), median(&mut d), median(&mut t));
+    let (base, d, t, t6) = (
+        median(&mut base),
+        median(&mut d),
+        median(&mut t),
+        median(&mut t6),
+    );
     results.push(SECTION, "baseline XDP_TX, MAC swap", base, None);
     results.push(SECTION, "lb: DR hit", d, Some(("XDP_TX fresh", base)));
     results.push(
         SECTION,
         "lb: TUN hit (IPIP)",
         t,
+        Some(("XDP_TX fresh", base)),
+    );
+    results.push(
+        SECTION,
+        "lb: TUN over IPv6 hit (IPv6-in-IPv6)",
+        t6,
         Some(("XDP_TX fresh", base)),
     );
     Ok(())
@@ -259,6 +275,10 @@ fn main() -> Result<()> {
     // Prime the flow in every flow table: the rows time flow-table hits
     // (and, for NAT, the reply of a known flow).
     let mut dr6 = ProgTest::with_service(seed_service6())?;
+    let mut tun6 = ProgTest::with_service(lb_userspace::planning::plan::PlannedService {
+        forward: lb_common::ForwardKind::Tun,
+        ..seed_service6()
+    })?;
     let hit6 = Ipv6Packet::tcp(CLIENT_IP6, 40000, VIP6, PORT, TCP_ACK, &[0u8; 6]).frame();
     let miss6 = Ipv6Packet::tcp(CLIENT_IP6, 40000, VIP6, 22, TCP_ACK, &[0u8; 6]).frame();
     for (t, frame) in [
@@ -266,6 +286,7 @@ fn main() -> Result<()> {
         (&mut tun, &hit),
         (&mut nat, &hit),
         (&mut dr6, &hit6),
+        (&mut tun6, &hit6),
     ] {
         let (verdict, _) = t.run(frame)?;
         if verdict != XDP_TX {
@@ -366,6 +387,14 @@ fn main() -> Result<()> {
             Miss6,
             Some(1),
         ),
+        row(
+            "lb: TUN over IPv6, flow-table hit, live frames",
+            "TUN6 live",
+            Tun6,
+            LiveFrames,
+            Hit6,
+            Some(5),
+        ),
     ];
     println!(
         "measuring {} rounds x {} runs per path (BPF_PROG_TEST_RUN, rounds interleaved)",
@@ -386,6 +415,7 @@ fn main() -> Result<()> {
                 Tun => tun.dp.program()?,
                 Nat => nat.dp.program()?,
                 Dr6 => dr6.dp.program()?,
+                Tun6 => tun6.dp.program()?,
             };
             match time_xdp(prog, frame, budget.repeat, r.mode) {
                 Ok(ns) => r.samples.push(ns),
@@ -426,7 +456,8 @@ fn main() -> Result<()> {
         &mut baselines,
         &mut dr,
         &mut tun,
-        &hit,
+        &mut tun6,
+        (&hit, &hit6),
         &mut results,
     )?;
     schedulers::bench(&budget, baselines.prog("xdp_tx")?, &hit, &mut results)?;

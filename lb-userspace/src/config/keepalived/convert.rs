@@ -12,6 +12,8 @@ const DEFAULT_LB_KIND: &str = "NAT";
 const DEFAULT_PROTOCOL: &str = "TCP";
 const DEFAULT_VRRP_STATE: &str = "BACKUP";
 const DEFAULT_PRIORITY: i64 = 100;
+/// The VRRP version of an instance of IPv6 addresses.
+const VRRPV3: i64 = 3;
 
 /// Checkers keepalived has and lb does not (yet).
 const UNSUPPORTED_CHECKERS: [&str; 5] = [
@@ -266,6 +268,17 @@ impl Converter {
         }
         if let (Some(v), false) = (self.vrrp_version, t.contains_key("version")) {
             t.insert("version".into(), Value::Integer(v));
+        }
+        // keepalived runs an instance of IPv6 addresses as VRRPv3 whatever
+        // the version says (VRRPv2 is IPv4 only): so does the import.
+        let ipv6 = t
+            .get("virtual_ipaddress")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.contains(':'));
+        if ipv6 {
+            t.insert("version".into(), Value::Integer(VRRPV3));
         }
         Some(t)
     }

@@ -175,3 +175,23 @@ fn ipv6_virtual_servers_are_carried_over() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_ipv6_vrrp_instance_is_carried_over_as_vrrpv3() {
+    let dir = std::env::temp_dir().join(format!("lb-import-vrrp6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        "vrrp_instance VI_6 {\n  state BACKUP\n  interface eth0\n  virtual_router_id 61\n  priority 90\n  advert_int 1\n\
+           virtual_ipaddress {\n    2001:db8:122::100/128\n  }\n}\n",
+    )
+    .unwrap();
+    let imported = import(&conf).unwrap();
+    let config =
+        parse("imported", &imported.toml).unwrap_or_else(|e| panic!("{e}\n{}", imported.toml));
+    let vi = config.vrrp_instance[0].get_ref();
+    assert_eq!(vi.version.0, 3, "{}", imported.toml);
+    assert_eq!(vi.virtual_ipaddress[0].to_string(), "2001:db8:122::100/128");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,244 @@
+//! VRRPv3 over IPv6 end to end, as root, in namespaces: an IPv6 VIP
+//! (2001:db8:122::100) governed by a vrrp_instance, adverts from the
+//! link-local address to ff02::12, the VIP taken over nodad and announced
+//! with unsolicited neighbour advertisements. Interop with Debian's real
+//! keepalived (each side MASTER in turn) and failover between two of our
+//! balancers: long-lived keep-alive connections that keep asking through
+//! the master's clean stop, its return (preemption) and its death (SIGKILL,
+//! cable pulled), each answered by its first server every time (mh: both
+//! balancers pick a connection's server alike).
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use lb_testbed::{
+    keepalive,
+    topology::{Host, Topology, VIP6, wait_until},
+};
+
+/// Master_Down_Interval of a backup with priority 90: 3 x 1 s + (256 - 90) / 256 s.
+const BACKUP_MASTER_DOWN: Duration = Duration::from_millis(3000 + 166 * 1000 / 256);
+/// Slack for process start-up, the 100 ms polling and scheduling.
+const SLACK: Duration = Duration::from_secs(2);
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+const SAMPLE_PERIOD: Duration = Duration::from_millis(200);
+const SAMPLES: usize = 10;
+const VRID: u8 = 61;
+/// Keep-alive connections through the failover.
+const CONNECTIONS: usize = 8;
+
+fn keepalived_conf(state: &str, priority: u8) -> String {
+    format!(
+        "global_defs {{\n  router_id KEEPALIVED_PEER6\n}}\n\
+         vrrp_instance VI_6 {{\n  state {state}\n  interface eth0\n  virtual_router_id {VRID}\n  priority {priority}\n  advert_int 1\n  version 3\n\
+           virtual_ipaddress {{\n    {VIP6}/128\n  }}\n}}\n"
+    )
+}
+
+/// The dual-stack config, its IPv6 VIP governed by a VRRPv3 instance
+/// (the IPv4 service stays, not governed: always balanced).
+fn our_config(topo: &Topology, state: &str, priority: u8) -> String {
+    format!(
+        "[[vrrp_instance]]\nname = \"VI_6\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+         virtual_router_id = {VRID}\npriority = {priority}\nadvert_int = 1\nversion = 3\n\
+         virtual_ipaddress = [\"{VIP6}\"]\n\n{}",
+        topo.config_from("dual-stack.toml")
+    )
+}
+
+fn topology(tag: &str) -> Topology {
+    let mut topo = Topology::create(&format!("lbw{}{tag}", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(rs, &["start", "--vip", &VIP6.to_string()])
+            .unwrap();
+    }
+    topo
+}
+
+fn curl6(topo: &Topology) -> Option<String> {
+    topo.curl_on(Host::Client, &format!("[{VIP6}]")).ok()
+}
+
+/// Samples who holds the VIP; asserts exactly `holder` does, every time.
+fn assert_only_holder(topo: &Topology, holder: Host, other: Host) {
+    for _ in 0..SAMPLES {
+        assert!(topo.holds_vip6(holder), "{holder:?} lost the VIP");
+        assert!(!topo.holds_vip6(other), "{other:?} holds the VIP too");
+        thread::sleep(SAMPLE_PERIOD);
+    }
+}
+
+#[test]
+fn ours_master_with_keepalived_backup_over_ipv6() {
+    let mut topo = topology("a");
+    topo.start_agent_with(Host::Lb, &our_config(&topo, "MASTER", 100))
+        .unwrap();
+    assert!(
+        topo.wait_for_vrrp_state(Host::Lb, "MASTER", ELECTION_TIMEOUT)
+            && wait_until(ELECTION_TIMEOUT, || topo.holds_vip6(Host::Lb)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    topo.start_keepalived(Host::Lb2, &keepalived_conf("BACKUP", 90))
+        .unwrap();
+    assert_only_holder(&topo, Host::Lb, Host::Lb2);
+    let klog = topo.keepalived_log(Host::Lb2);
+    assert!(klog.contains("Entering BACKUP STATE"), "{klog}");
+    assert!(
+        !klog.contains("Entering MASTER STATE"),
+        "keepalived must accept our VRRPv3 adverts over IPv6:\n{klog}"
+    );
+    // The VIP is balanced here: curl -6 reaches the servers.
+    assert!(curl6(&topo).is_some_and(|a| a.starts_with("hello rs")));
+
+    // A clean stop sends priority 0: keepalived takes over after its skew.
+    assert!(topo.stop_agent().unwrap());
+    let took = wait_until(BACKUP_MASTER_DOWN + SLACK, || topo.holds_vip6(Host::Lb2));
+    assert!(
+        took.is_some(),
+        "keepalived did not take the IPv6 VIP:\n{}",
+        topo.keepalived_log(Host::Lb2)
+    );
+    assert!(!topo.holds_vip6(Host::Lb), "we must give the VIP up");
+}
+
+#[test]
+fn keepalived_master_with_ours_backup_over_ipv6() {
+    let mut topo = topology("b");
+    topo.start_keepalived(Host::Lb2, &keepalived_conf("MASTER", 100))
+        .unwrap();
+    assert!(
+        wait_until(ELECTION_TIMEOUT, || topo.holds_vip6(Host::Lb2)).is_some(),
+        "{}",
+        topo.keepalived_log(Host::Lb2)
+    );
+    topo.start_agent_with(Host::Lb, &our_config(&topo, "BACKUP", 90))
+        .unwrap();
+    assert!(
+        topo.wait_for_vrrp_state(Host::Lb, "BACKUP", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log()
+    );
+    assert_only_holder(&topo, Host::Lb2, Host::Lb);
+
+    // The client learns the VIP at keepalived's host (its neighbour cache):
+    // our unsolicited advertisements must move it after the takeover.
+    lb_testbed::netns::exec_in(
+        &topo.ns(Host::Client),
+        &["ping", "-6", "-c", "1", "-W", "2", &VIP6.to_string()],
+    )
+    .unwrap();
+
+    // keepalived dies without a word: we take over after Master_Down_Interval.
+    let killed = Instant::now();
+    topo.signal_keepalived(Host::Lb2, "KILL").unwrap();
+    let took = wait_until(BACKUP_MASTER_DOWN + SLACK, || topo.holds_vip6(Host::Lb));
+    assert!(
+        took.is_some(),
+        "we did not take the IPv6 VIP:\n{}",
+        topo.agent_log()
+    );
+    eprintln!(
+        "we took the IPv6 VIP {:?} after keepalived was killed",
+        killed.elapsed()
+    );
+    assert!(
+        topo.wait_for_vrrp_state(Host::Lb, "MASTER", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log()
+    );
+    // The killed keepalived's host still holds the VIP (nobody removed it)
+    // and would answer a solicitation too: the client's cache must point
+    // at us because we announced.
+    let answers: Vec<Option<String>> = (0..4).map(|_| curl6(&topo)).collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_deref().is_some_and(|a| a.starts_with("hello rs"))),
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn failover_between_two_balancers_over_ipv6() {
+    let mut topo = topology("c");
+    // mh over the IPv6 service: a connection the new master never saw goes
+    // to the server the old one chose (no connection sync for IPv6 yet).
+    let config = |topo: &Topology, state, priority| {
+        our_config(topo, state, priority).replace(
+            "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+            "lb_algo = \"mh\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        )
+    };
+    let master_conf = config(&topo, "MASTER", 100);
+    assert!(master_conf.contains("lb_algo = \"mh\""), "{master_conf}");
+    topo.start_agent_with(Host::Lb, &master_conf).unwrap();
+    assert!(topo.wait_for_vrrp_state(Host::Lb, "MASTER", ELECTION_TIMEOUT));
+    topo.start_agent_with(Host::Lb2, &config(&topo, "BACKUP", 90))
+        .unwrap();
+    assert!(
+        topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log_on(Host::Lb2)
+    );
+    assert_only_holder(&topo, Host::Lb, Host::Lb2);
+
+    // While the connections keep asking: (a) the master stops cleanly
+    // (priority 0: the backup takes over after its skew), (b) it comes
+    // back and preempts, (c) it dies (SIGKILL) and its cable goes with it
+    // (a dead machine answers nothing, its VIP included): the backup takes
+    // over after Master_Down_Interval.
+    let client = topo.ns(Host::Client);
+    let topo_ref = &mut topo;
+    let (seen, ()) = keepalive::through(&client, VIP6.into(), CONNECTIONS, || {
+        let holder_is = |topo: &Topology, holder: Host, other: Host| {
+            wait_until(ELECTION_TIMEOUT, || {
+                topo.holds_vip6(holder) && !topo.holds_vip6(other)
+            })
+            .is_some()
+        };
+        assert!(topo_ref.stop_agent().unwrap());
+        assert!(
+            holder_is(topo_ref, Host::Lb2, Host::Lb),
+            "{}",
+            topo_ref.agent_log_on(Host::Lb2)
+        );
+        thread::sleep(keepalive::REQUEST_PERIOD * 5);
+        topo_ref.start_agent_with(Host::Lb, &master_conf).unwrap();
+        assert!(
+            holder_is(topo_ref, Host::Lb, Host::Lb2),
+            "the backup must yield:\n{}",
+            topo_ref.agent_log_on(Host::Lb2)
+        );
+        thread::sleep(keepalive::REQUEST_PERIOD * 5);
+        let master = topo_ref.agent_pid(Host::Lb).unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &master])
+            .status();
+        assert!(killed.is_ok_and(|s| s.success()));
+        topo_ref.unplug(Host::Lb).unwrap();
+        let died = Instant::now();
+        assert!(
+            wait_until(BACKUP_MASTER_DOWN + SLACK, || topo_ref
+                .holds_vip6(Host::Lb2))
+            .is_some(),
+            "{}",
+            topo_ref.agent_log_on(Host::Lb2)
+        );
+        eprintln!(
+            "the backup took the IPv6 VIP {:?} after the master died",
+            died.elapsed()
+        );
+        // A few more requests on each connection through the survivor.
+        thread::sleep(keepalive::REQUEST_PERIOD * 5);
+    });
+    let broken = keepalive::broken(&seen);
+    assert!(broken.is_empty(), "{broken:?}");
+    let servers = keepalive::kept_their_servers(&seen, 15).unwrap();
+    eprintln!("{CONNECTIONS} keep-alive connections kept their servers: {servers:?}");
+    assert!(curl6(&topo).is_some_and(|a| a.starts_with("hello rs")));
+}
