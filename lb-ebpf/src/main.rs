@@ -50,13 +50,16 @@ lb_ebpf::license!();
 #[xdp]
 #[inline(always)]
 pub fn lb(ctx: XdpContext) -> u32 {
-    match process_packet(&ctx) {
-        Ok(action) => action,
-        Err(Abort(reason)) => {
-            count(reason);
-            xdp_action::XDP_ABORTED
-        }
-    }
+    verdict(process_packet(&ctx))
+}
+
+/// The action, or XDP_ABORTED with the abort's counter bumped.
+#[inline(always)]
+fn verdict(result: Result<u32, Abort>) -> u32 {
+    result.unwrap_or_else(|Abort(reason)| {
+        count(reason);
+        xdp_action::XDP_ABORTED
+    })
 }
 
 /// Frames that are not IPv4, by tail call from `lb`: IPv6 services (v6.rs);
@@ -64,26 +67,14 @@ pub fn lb(ctx: XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn lb6(ctx: XdpContext) -> u32 {
-    match v6::process_packet(&ctx) {
-        Ok(action) => action,
-        Err(Abort(reason)) => {
-            count(reason);
-            xdp_action::XDP_ABORTED
-        }
-    }
+    verdict(v6::process_packet(&ctx))
 }
 
 /// IPv6 TUN, by tail call from `lb6` once it chose the server (v6.rs).
 #[xdp]
 #[inline(always)]
 pub fn lb6_tun(ctx: XdpContext) -> u32 {
-    match v6::tunnel(&ctx) {
-        Ok(action) => action,
-        Err(Abort(reason)) => {
-            count(reason);
-            xdp_action::XDP_ABORTED
-        }
-    }
+    verdict(v6::tunnel(&ctx))
 }
 
 /// A connect() of a process on the balancer (local.rs).

@@ -12,7 +12,8 @@ use anyhow::{Context as _, Result, bail};
 /// keepalived is the VRRP peer of the interop tests; tshark (Wireshark's
 /// dissectors) checks our IPVS sync messages; bird2 is the BGP speaker the
 /// agent runs for scale-out (and the router of its tests); fontconfig, freetype,
-/// pkg-config and a font for the benchmark's chart (plotters' ttf text).
+/// pkg-config and a font for the benchmark's chart (plotters' ttf text); gcc
+/// builds the bench's LD_PRELOAD shim that lets Debian's xdp-bench run here.
 const DEBIAN_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -32,6 +33,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "libfontconfig-dev",
     "libfreetype-dev",
     "fonts-dejavu-core",
+    "gcc",
 ];
 pub const NIGHTLY: &str = "nightly";
 /// What the BPF build (rust-src) and the data plane's lint run (clippy) need.

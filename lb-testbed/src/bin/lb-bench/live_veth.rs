@@ -43,10 +43,17 @@ const UDP_PAYLOAD: [u8; 18] = [0; 18];
 /// Frames an XDP_DROP program on `iface` consumed (ethtool -S: veth's
 /// rx_queue_N_xdp_drops), summed over queues.
 fn xdp_drops(iface: &str) -> u64 {
-    let Ok(out) = Command::new("ethtool").args(["-S", iface]).output() else {
-        return 0;
-    };
-    String::from_utf8_lossy(&out.stdout)
+    Command::new("ethtool")
+        .args(["-S", iface])
+        .output()
+        .map_or(0, |out| {
+            sum_xdp_drops(&String::from_utf8_lossy(&out.stdout))
+        })
+}
+
+/// The sum of the rx_queue_N_xdp_drops lines of `ethtool -S` output.
+pub fn sum_xdp_drops(ethtool_stats: &str) -> u64 {
+    ethtool_stats
         .lines()
         .filter(|l| l.contains("xdp_drops"))
         .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())

@@ -493,7 +493,7 @@ fn main() -> Result<()> {
             "agent memory with a full flow table not measured: {e:#}"
         ));
     }
-    results.xdp_bench = xdp_bench::run();
+    results.xdp_bench = xdp_bench::run(&mut baselines);
     write_outputs(&results, &args)
 }
 
