@@ -200,10 +200,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
             return Ok(xdp_action::XDP_PASS);
         }
     };
-    if action == xdp_action::XDP_TX {
-        count(counters::TX);
-    }
-    Ok(action)
+    Ok(maps::counted_tx(action))
 }
 
 /// The service of the packet's (VIP, port, protocol), else the VIP's

@@ -182,6 +182,16 @@ pub static LB_GLOBALS: Array<LbGlobals, 1> = Array::new();
 #[btf_map]
 pub static LB_GLOBALS6: Array<LbGlobals6, 1> = Array::new();
 
+/// `action`, with the TX counter bumped when it is XDP_TX (what every
+/// forwarding path returns through).
+#[inline(always)]
+pub fn counted_tx(action: u32) -> u32 {
+    if action == aya_ebpf::bindings::xdp_action::XDP_TX {
+        count(lb_common::counters::TX);
+    }
+    action
+}
+
 /// Bumps one of the lb_common::counters.
 #[inline(always)]
 pub fn count(counter: u32) {

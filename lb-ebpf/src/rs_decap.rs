@@ -57,7 +57,8 @@ pub fn rs_decap(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
     let (ether_type, l3_off) = parse_l2(ctx)?;
-    let local = if ether_type == ETH_P_IP {
+    // Whether the inner destination is a local VIP, and the outer header's length.
+    let (local, outer_len) = if ether_type == ETH_P_IP {
         let outer: &Ipv4Hdr = header(ctx, l3_off)?;
         if outer.proto != IPPROTO_IPIP
             || outer.ihl() != IPV4_MIN_IHL_WORDS * 4
@@ -68,7 +69,7 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
         let inner: &Ipv4Hdr = header(ctx, l3_off + Ipv4Hdr::LEN)?;
         let inner_dst = inner.dst_addr;
         // SAFETY: read-only lookup of a plain value.
-        unsafe { RS_VIPS.get(&inner_dst) }.is_some()
+        (unsafe { RS_VIPS.get(&inner_dst) }.is_some(), Ipv4Hdr::LEN)
     } else if ether_type == ETH_P_IPV6 {
         // Extension headers in front of the inner packet are not walked: such
         // a packet goes to the kernel as it is.
@@ -79,7 +80,10 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
         let inner: &Ipv6Header = header(ctx, l3_off + Ipv6Header::LEN)?;
         let inner_dst = inner.dst;
         // SAFETY: read-only lookup of a plain value.
-        unsafe { RS_VIPS6.get(&inner_dst) }.is_some()
+        (
+            unsafe { RS_VIPS6.get(&inner_dst) }.is_some(),
+            Ipv6Header::LEN,
+        )
     } else {
         return Ok(xdp_action::XDP_PASS);
     };
@@ -87,11 +91,6 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, OutOfBounds> {
         count(RsDecapCounter::NotLocalVip);
         return Ok(xdp_action::XDP_PASS);
     }
-    let outer_len = if ether_type == ETH_P_IP {
-        Ipv4Hdr::LEN
-    } else {
-        Ipv6Header::LEN
-    };
     // Drop the outer header: move the start forward by its length and write
     // the (unchanged) Ethernet and VLAN headers again in front of the inner one.
     let eth_copy = *header::<EthHdr>(ctx, 0)?;

@@ -18,7 +18,7 @@ use crate::{
     header::Abort,
     maps::{
         FORWARD6_PROGRAMS, FORWARD6_REAL, LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES6,
-        account, count,
+        account, count, counted_tx,
     },
     parse,
     persist::{self, Template},
@@ -71,11 +71,7 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     if kind == Some(ForwardKind::Tun) {
         return tail_call_tunnel(ctx, real_id);
     }
-    let action = forward::dr::forward(ctx, real, globals)?;
-    if action == xdp_action::XDP_TX {
-        count(counters::TX);
-    }
-    Ok(action)
+    Ok(counted_tx(forward::dr::forward(ctx, real, globals)?))
 }
 
 /// Hands the frame to `lb6_tun` with `real_id` (its TX is counted there).
@@ -103,11 +99,9 @@ pub fn tunnel(ctx: &XdpContext) -> Result<u32, Abort> {
     let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
     let real_id = *FORWARD6_REAL.get(0).ok_or(Abort(counters::ABORT_MAP))?;
     let real = REALS.get(real_id).ok_or(Abort(counters::ABORT_MAP))?;
-    let action = forward::tun::forward6(ctx, &pkt, real_id, real, globals)?;
-    if action == xdp_action::XDP_TX {
-        count(counters::TX);
-    }
-    Ok(action)
+    Ok(counted_tx(forward::tun::forward6(
+        ctx, &pkt, real_id, real, globals,
+    )?))
 }
 
 /// The service of the packet's (VIP, port, protocol), else the VIP's

@@ -359,20 +359,40 @@ fn mode(forward: ForwardKind) -> ProgTest {
 #[test]
 fn generated_hostile_frames_keep_the_invariant() {
     for forward in [ForwardKind::Dr, ForwardKind::Tun, ForwardKind::Nat] {
-        let t = RefCell::new(mode(forward));
-        let mut runner = TestRunner::new(Config {
-            cases: FRAMES_PER_MODE,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        let result = runner.run(&hostile(), |h| {
-            let frame = h.frame();
-            check_frame(&mut t.borrow_mut(), &frame)
-                .map_err(|e| TestCaseError::fail(format!("{forward:?}: {e}\nframe {frame:02x?}")))
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
+        let mut t = mode(forward);
+        run_generated(
+            &mut t,
+            hostile(),
+            Hostile::frame,
+            check_forwarded,
+            &format!("{forward:?}"),
+        );
+    }
+}
+
+/// Sends FRAMES_PER_MODE frames made by `frame` from `strategy`'s values
+/// through `t`, each checked by check_frame_with(`forwarded`); panics with
+/// the first frame that breaks the invariant (`label` says which run).
+fn run_generated<H: std::fmt::Debug>(
+    t: &mut ProgTest,
+    strategy: impl Strategy<Value = H>,
+    frame: fn(&H) -> Vec<u8>,
+    forwarded: fn(&[u8], &[u8]) -> Result<(), String>,
+    label: &str,
+) {
+    let t = RefCell::new(t);
+    let mut runner = TestRunner::new(Config {
+        cases: FRAMES_PER_MODE,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |h| {
+        let frame = frame(&h);
+        check_frame_with(&mut t.borrow_mut(), &frame, forwarded)
+            .map_err(|e| TestCaseError::fail(format!("{label}: {e}\nframe {frame:02x?}")))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
 
@@ -541,23 +561,16 @@ fn generated_hostile_ipv6_frames_keep_the_invariant() {
             forward,
             ..seed_service6()
         };
-        let t = RefCell::new(ProgTest::with_service(service).unwrap());
-        let mut runner = TestRunner::new(Config {
-            cases: FRAMES_PER_MODE,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        let result = runner.run(&hostile6(), |h| {
-            let frame = h.frame();
-            check_frame_with(&mut t.borrow_mut(), &frame, check).map_err(|e| {
-                TestCaseError::fail(format!("IPv6 {forward:?}: {e}\nframe {frame:02x?}"))
-            })
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
+        let mut t = ProgTest::with_service(service).unwrap();
+        run_generated(
+            &mut t,
+            hostile6(),
+            Hostile6::frame,
+            check,
+            &format!("IPv6 {forward:?}"),
+        );
         // The generator reached the balanced path, not only the passes.
-        assert!(counted(&t.borrow(), is_sent) > 0, "{forward:?}");
+        assert!(counted(&t, is_sent) > 0, "{forward:?}");
     }
 }
 

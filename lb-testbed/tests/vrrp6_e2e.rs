@@ -23,7 +23,6 @@ const BACKUP_MASTER_DOWN: Duration = Duration::from_millis(3000 + 166 * 1000 / 2
 /// Slack for process start-up, the 100 ms polling and scheduling.
 const SLACK: Duration = Duration::from_secs(2);
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
-const SAMPLE_PERIOD: Duration = Duration::from_millis(200);
 const SAMPLES: usize = 10;
 const VRID: u8 = 61;
 /// Keep-alive connections through the failover.
@@ -63,13 +62,9 @@ fn curl6(topo: &Topology) -> Option<String> {
     topo.curl_on(Host::Client, &format!("[{VIP6}]")).ok()
 }
 
-/// Samples who holds the VIP; asserts exactly `holder` does, every time.
+/// Asserts exactly `holder` holds the VIP, SAMPLES times.
 fn assert_only_holder(topo: &Topology, holder: Host, other: Host) {
-    for _ in 0..SAMPLES {
-        assert!(topo.holds_vip6(holder), "{holder:?} lost the VIP");
-        assert!(!topo.holds_vip6(other), "{other:?} holds the VIP too");
-        thread::sleep(SAMPLE_PERIOD);
-    }
+    topo.assert_only_holder(Topology::holds_vip6, holder, other, SAMPLES);
 }
 
 #[test]

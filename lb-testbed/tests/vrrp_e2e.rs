@@ -19,7 +19,6 @@ const BACKUP_MASTER_DOWN: Duration = Duration::from_millis(3000 + 166 * 1000 / 2
 /// Slack for process start-up, the 100 ms polling and scheduling.
 const SLACK: Duration = Duration::from_secs(2);
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
-const SAMPLE_PERIOD: Duration = Duration::from_millis(200);
 const SAMPLES: usize = 15;
 
 fn keepalived_conf(state: &str, priority: u8, pass: &str) -> String {
@@ -39,13 +38,9 @@ fn our_config(topo: &Topology, state: &str, priority: u8, pass: &str) -> String 
         .replace("auth_pass = \"1111\"", &format!("auth_pass = \"{pass}\""))
 }
 
-/// Samples who holds the VIP; asserts exactly `holder` does, every time.
+/// Asserts exactly `holder` holds the VIP, SAMPLES times.
 fn assert_only_holder(topo: &Topology, holder: Host, other: Host) {
-    for _ in 0..SAMPLES {
-        assert!(topo.holds_vip(holder), "{holder:?} lost the VIP");
-        assert!(!topo.holds_vip(other), "{other:?} holds the VIP too");
-        thread::sleep(SAMPLE_PERIOD);
-    }
+    topo.assert_only_holder(Topology::holds_vip, holder, other, SAMPLES);
 }
 
 fn topology(tag: &str) -> Topology {

@@ -49,6 +49,8 @@ const TWO_ARMED_GATEWAY: &str = "192.168.200.1";
 const TWO_ARMED_CLIENT: &str = "192.168.200.50/24";
 /// Interface name inside every host namespace.
 pub const HOST_IFACE: &str = "eth0";
+/// How often assert_only_holder looks at who holds a VIP.
+const VIP_SAMPLE_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 const BRIDGE: &str = "br0";
 /// Bounds of the waits for servers and the agent.
 const NGINX_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -418,32 +420,37 @@ impl Topology {
 
     /// Does `host` hold the VIP on its interface?
     pub fn holds_vip(&self, host: Host) -> bool {
-        ip(&[
-            "-n",
-            &self.ns(host),
-            "-4",
-            "addr",
-            "show",
-            "dev",
-            HOST_IFACE,
-        ])
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet {VIP}/")))
-        .unwrap_or(false)
+        self.lists_address(host, &format!("inet {VIP}/"))
     }
 
     /// Does `host`'s interface hold the IPv6 VIP (a VRRPv3 master's)?
     pub fn holds_vip6(&self, host: Host) -> bool {
-        ip(&[
-            "-n",
-            &self.ns(host),
-            "-6",
-            "addr",
-            "show",
-            "dev",
-            HOST_IFACE,
-        ])
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("inet6 {VIP6}/128")))
-        .unwrap_or(false)
+        self.lists_address(host, &format!("inet6 {VIP6}/128"))
+    }
+
+    /// Whether `ip addr show` of `host`'s interface has `needle` ("inet
+    /// ADDR/" or "inet6 ADDR/PREFIX").
+    fn lists_address(&self, host: Host, needle: &str) -> bool {
+        ip(&["-n", &self.ns(host), "addr", "show", "dev", HOST_IFACE])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(needle))
+            .unwrap_or(false)
+    }
+
+    /// Samples who holds a VIP (`holds`: Topology::holds_vip or
+    /// holds_vip6) `samples` times, VIP_SAMPLE_PERIOD apart; panics unless
+    /// exactly `holder` does every time.
+    pub fn assert_only_holder(
+        &self,
+        holds: fn(&Self, Host) -> bool,
+        holder: Host,
+        other: Host,
+        samples: usize,
+    ) {
+        for _ in 0..samples {
+            assert!(holds(self, holder), "{holder:?} lost the VIP");
+            assert!(!holds(self, other), "{other:?} holds the VIP too");
+            std::thread::sleep(VIP_SAMPLE_PERIOD);
+        }
     }
 
     /// Does the balancer's interface still carry an XDP program?

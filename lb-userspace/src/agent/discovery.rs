@@ -16,7 +16,7 @@ use crate::{
     dataplane::TunnelSources,
     neighbours::MacTracker,
     netlink::{self, LinkInfo, Netlink},
-    planning::plan::Plan,
+    planning::plan::{Plan, ipv4_only},
     vrrp::instance::InstanceConfig,
 };
 
@@ -76,11 +76,7 @@ async fn tunnel_source(
     plan: &Plan,
     governed: &HashSet<IpAddr>,
 ) -> Result<Ipv4Addr> {
-    let governed4 = governed.iter().filter_map(|v| match v {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    });
-    let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(governed4).collect();
+    let vips: HashSet<Ipv4Addr> = plan.ipv4_vips().chain(ipv4_only(governed)).collect();
     let own = own_address(nl, link.index, &vips).await?;
     match own {
         Some(a) => Ok(a),
@@ -152,14 +148,8 @@ pub async fn resolve_vrrp_instances(
                 })?
                 .into()
         } else {
-            let vips: HashSet<Ipv4Addr> = vi
-                .virtual_ipaddress
-                .iter()
-                .filter_map(|v| match v.addr {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
+            let vips: HashSet<Ipv4Addr> =
+                ipv4_only(vi.virtual_ipaddress.iter().map(|v| &v.addr)).collect();
             own_address(nl, link.index, &vips)
                 .await?
                 .ok_or_else(|| {

@@ -289,11 +289,11 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     // After go_live (nothing is announced before the data plane serves)
     // and after the drop: BIRD starts with the capabilities kept for it.
     if let Some(bgp) = &config.bgp {
-        let governed4 = governed_vips.iter().filter_map(|v| match v {
-            std::net::IpAddr::V4(v4) => Some(*v4),
-            std::net::IpAddr::V6(_) => None,
-        });
-        let vips: std::collections::HashSet<_> = agent.plan.ipv4_vips().chain(governed4).collect();
+        let vips: std::collections::HashSet<_> = agent
+            .plan
+            .ipv4_vips()
+            .chain(plan::ipv4_only(&governed_vips))
+            .collect();
         let catch_up = agent.sync.is_some().then_some(sync_link::CATCHUP_WAIT);
         agent.bgp = Some(
             BgpLink::start(

@@ -19,7 +19,7 @@ use crate::{
     config::LvsSyncDaemon,
     dataplane::{Dataplane, LiveEntry, monotonic_ns},
     netlink::Netlink,
-    planning::plan::Plan,
+    planning::plan::{Plan, ipv4_only},
     sync::{
         codec::{self, SyncConn},
         daemon::{Settings, SyncDaemon},
@@ -132,14 +132,8 @@ impl SyncLink {
                 config.interface
             )
         })?;
-        let vips: std::collections::HashSet<Ipv4Addr> = instances
-            .iter()
-            .flat_map(|i| i.vips.iter())
-            .filter_map(|(a, _)| match a {
-                std::net::IpAddr::V4(v4) => Some(*v4),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect();
+        let vips: std::collections::HashSet<Ipv4Addr> =
+            ipv4_only(instances.iter().flat_map(|i| i.vips.iter().map(|(a, _)| a))).collect();
         let local = super::discovery::own_address(nl, link.index, &vips)
             .await?
             .ok_or_else(|| {

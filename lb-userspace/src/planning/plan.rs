@@ -118,6 +118,17 @@ impl Protocol {
     }
 }
 
+/// The IPv4 addresses among `addrs` (for what deals with IPv4 only: the
+/// sync daemon's and BGP's source, IPv4 TUN's, VRRPv2/v3-over-IPv4's).
+pub fn ipv4_only<'a>(
+    addrs: impl IntoIterator<Item = &'a IpAddr>,
+) -> impl Iterator<Item = Ipv4Addr> {
+    addrs.into_iter().filter_map(|a| match a {
+        IpAddr::V4(v4) => Some(*v4),
+        IpAddr::V6(_) => None,
+    })
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub services: Vec<PlannedService>,
@@ -127,10 +138,7 @@ impl Plan {
     /// The IPv4 VIPs of the services (what VRRP, BGP and the TUN source
     /// deal with so far), with repeats.
     pub fn ipv4_vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.services.iter().filter_map(|s| match s.vip {
-            IpAddr::V4(vip) => Some(vip),
-            IpAddr::V6(_) => None,
-        })
+        ipv4_only(self.services.iter().map(|s| &s.vip))
     }
 
     /// Every real server of every service, sorry servers included.

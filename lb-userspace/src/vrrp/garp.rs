@@ -11,6 +11,8 @@ use std::{
 
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
+use super::packet;
+
 /// keepalived's garp_master_repeat.
 pub const GARP_REPEAT: usize = 5;
 /// keepalived's garp_master_delay: the second burst.
@@ -79,20 +81,8 @@ pub fn unsolicited_na_frame(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
 
 /// ICMPv6's checksum: the IPv6 pseudo-header, then the message.
 fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, icmp: &[u8]) -> u16 {
-    let mut data = Vec::with_capacity(40 + icmp.len());
-    data.extend_from_slice(&src.octets());
-    data.extend_from_slice(&dst.octets());
-    data.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
-    data.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
-    data.extend_from_slice(icmp);
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let pseudo = packet::pseudo_header6(src, dst, icmp.len(), IPPROTO_ICMPV6);
+    packet::checksum(&[&pseudo, icmp])
 }
 
 /// The announcement of `vip`: a gratuitous ARP or an unsolicited NA.

@@ -65,7 +65,7 @@ pub enum DecodeError {
 }
 
 /// Internet checksum (RFC 1071) over `chunks`, as if concatenated.
-fn checksum(chunks: &[&[u8]]) -> u16 {
+pub(super) fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     let mut odd: Option<u8> = None;
     for byte in chunks.iter().flat_map(|c| c.iter().copied()) {
@@ -94,16 +94,20 @@ fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> Result<Vec<u8>, Decode
             p[10..12].copy_from_slice(&(len as u16).to_be_bytes());
             Ok(p)
         }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let mut p = vec![0u8; PSEUDO_HEADER6_LEN];
-            p[0..16].copy_from_slice(&src.octets());
-            p[16..32].copy_from_slice(&dst.octets());
-            p[32..36].copy_from_slice(&(len as u32).to_be_bytes());
-            p[39] = IPPROTO_VRRP;
-            Ok(p)
-        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => Ok(pseudo_header6(src, dst, len, IPPROTO_VRRP)),
         _ => Err(DecodeError::MixedFamilies),
     }
+}
+
+/// The IPv6 pseudo-header (RFC 8200 8.1) of an upper-layer message of
+/// `len` bytes and protocol `next_header` (VRRP, ICMPv6) from `src` to `dst`.
+pub(super) fn pseudo_header6(src: Ipv6Addr, dst: Ipv6Addr, len: usize, next_header: u8) -> Vec<u8> {
+    let mut p = vec![0u8; PSEUDO_HEADER6_LEN];
+    p[0..16].copy_from_slice(&src.octets());
+    p[16..32].copy_from_slice(&dst.octets());
+    p[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+    p[39] = next_header;
+    p
 }
 
 /// An address's bytes as the advert carries it.
