@@ -180,7 +180,17 @@ pub const FAMILY_PROGRAM_IPV6: u32 = 0;
 /// `forward6_programs` slots: forwarding methods `lb6` hands a scheduled
 /// frame to by tail call, each verified on its own (lb6's scheduling
 /// paths times a tunnel's code exceed the verifier's budget in one
-/// program). The real server's id travels in `forward6_real`.
+/// program). What lb6 decided travels in `forward6_flow`.
 pub const FORWARD6_PROGRAM_SLOTS: u32 = 1;
 /// The slot of `lb6_tun` (IPv6-in-IPv6).
 pub const FORWARD6_PROGRAM_TUN: u32 = 0;
+
+/// `nat6_programs` slots: NAT66's two directions, each a program of its
+/// own (an array beside forward6_programs, whose pinned size earlier
+/// agents fixed at one slot).
+pub const NAT6_PROGRAM_SLOTS: u32 = 2;
+/// `lb6_nat`: client -> VIP becomes client -> real server.
+pub const NAT6_PROGRAM_FORWARD: u32 = 0;
+/// `lb6_nat_reply`: a real server's reply (or an ICMPv6 error about a
+/// NAT'ed flow) back to the client as from the VIP.
+pub const NAT6_PROGRAM_REPLY: u32 = 1;

@@ -62,11 +62,13 @@ counters! {
     DROP_TUN_TOO_BIG => "drop_tun_too_big",
     /// TUN: sent to another interface (bpf_fib_lookup's next hop) by redirect.
     REDIRECT => "redirect",
-    /// NAT: a real server's reply rewritten back to the VIP and sent on.
+    /// NAT: a real server's reply rewritten back to the VIP and sent on
+    /// (IPv4 and IPv6).
     NAT_REPLY => "nat_reply",
     /// TUN: an ICMP fragmentation-needed error was sent back to the client.
     ICMP_FRAG_NEEDED => "icmp_frag_needed",
-    /// NAT: an ICMP error about a NAT'ed flow, translated back to the VIP.
+    /// NAT: an ICMP or ICMPv6 error about a NAT'ed flow, translated back
+    /// to the VIP.
     NAT_ICMP => "nat_icmp",
     /// A service entry names a forwarding method this program does not know
     /// (an agent newer than the program): passed untouched.
@@ -105,7 +107,8 @@ counters! {
     /// balanced (the policy: docs in the README's IPv6 section).
     PASS_IPV6_EXT_HEADER => "pass_ipv6_ext_header",
     /// IPv6 TCP/UDP to a service whose forwarding method this program does
-    /// not do over IPv6 (the agent refuses such a config): passed.
+    /// not know (an agent newer than the program wrote it): passed. (Until
+    /// NAT66, IPv6 NAT services too.)
     PASS_IPV6_UNSUPPORTED_FORWARD => "pass_ipv6_unsupported_forward",
     /// IPv6 TUN: an ICMPv6 Packet Too Big was sent back to the client (the
     /// encapsulated packet would exceed the MTU; IPv6 never fragments on

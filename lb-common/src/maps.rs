@@ -52,6 +52,9 @@ pub mod pin_names {
     pub const PERSIST6: &str = "persist6";
     pub const LB_GLOBALS6: &str = "lb_globals6";
     pub const FORWARD6_PROGRAMS: &str = "forward6_programs";
+    pub const FORWARD6_FLOW: &str = "forward6_flow";
+    pub const NAT6_PROGRAMS: &str = "nat6_programs";
+    pub const NAT_REVERSE6: &str = "nat_reverse6";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -80,11 +83,14 @@ pub mod map_names {
     pub const PERSIST6: &str = "PERSIST6";
     pub const LB_GLOBALS6: &str = "LB_GLOBALS6";
     pub const FORWARD6_PROGRAMS: &str = "FORWARD6_PROGRAMS";
+    pub const FORWARD6_FLOW: &str = "FORWARD6_FLOW";
+    pub const NAT6_PROGRAMS: &str = "NAT6_PROGRAMS";
+    pub const NAT_REVERSE6: &str = "NAT_REVERSE6";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 24] = [
+    pub const PINNED: [(&str, &str); 27] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -113,6 +119,11 @@ pub mod map_names {
         (LB_GLOBALS6, super::pin_names::LB_GLOBALS6),
         // Pinned for the reason family_programs is.
         (FORWARD6_PROGRAMS, super::pin_names::FORWARD6_PROGRAMS),
+        // Shared by the lb6 that writes it and the program it tail-calls,
+        // also while a restarted agent's programs replace the old ones.
+        (FORWARD6_FLOW, super::pin_names::FORWARD6_FLOW),
+        (NAT6_PROGRAMS, super::pin_names::NAT6_PROGRAMS),
+        (NAT_REVERSE6, super::pin_names::NAT_REVERSE6),
     ];
 }
 
@@ -614,6 +625,9 @@ pub const GLOBAL_FLAG_NAT: u32 = 1 << 0;
 /// Some service has port 0 (all ports, with persistence): a packet that
 /// matches no (vip, port) service is looked up again with port 0.
 pub const GLOBAL_FLAG_PORT0: u32 = 1 << 1;
+/// Some IPv6 service uses NAT: IPv6 packets that are no service's (and
+/// ICMPv6 errors) are looked up in `nat_reverse6`.
+pub const GLOBAL_FLAG_NAT6: u32 = 1 << 3;
 /// Connection sync runs: new connections, state changes and new
 /// persistence templates go to the agent through `sync_events`.
 pub const GLOBAL_FLAG_SYNC: u32 = 1 << 2;
@@ -661,6 +675,36 @@ pub struct NatReverse {
     pub _pad3: u32,
 }
 
+/// `nat_reverse6` value, keyed by an IPv6 reply's 5-tuple (real server ->
+/// client): `NatReverse` for IPv6 (its own type, so NatReverse keeps the
+/// size pinned maps of earlier versions have).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatReverse6 {
+    pub vip: Ipv6Octets,
+    /// Network byte order.
+    pub vport: u16,
+    pub _pad: u16,
+    pub client_mac: [u8; 6],
+    pub _pad2: [u8; 2],
+    pub client_ifindex: u32,
+    pub real_id: u32,
+    pub service_id: u32,
+}
+
+/// `forward6_flow` value (single entry, per CPU): what `lb6` decided about
+/// the frame it hands to a forwarding program by tail call (which carries
+/// no arguments; the frame's run never leaves its CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forward6Flow {
+    pub real_id: u32,
+    pub service_id: u32,
+    /// 1: the packet opened the connection (NAT remembers its reply path).
+    pub new_flow: u8,
+    pub _pad: [u8; 3],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -681,6 +725,8 @@ mod pod {
     unsafe impl aya::Pod for LbGlobals6 {}
     unsafe impl aya::Pod for LocalConn {}
     unsafe impl aya::Pod for NatReverse {}
+    unsafe impl aya::Pod for NatReverse6 {}
+    unsafe impl aya::Pod for Forward6Flow {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
     unsafe impl aya::Pod for LocalityKey {}
@@ -731,6 +777,8 @@ mod tests {
         assert_eq!(size_of::<LbGlobals6>(), 16);
         assert_eq!(size_of::<LocalConn>(), 32);
         assert_eq!(size_of::<NatReverse>(), 32);
+        assert_eq!(size_of::<NatReverse6>(), 40);
+        assert_eq!(size_of::<Forward6Flow>(), 12);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(
             size_of::<LookupTable>(),

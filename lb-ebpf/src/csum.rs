@@ -68,3 +68,13 @@ pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
 pub fn replace_addr(check: u16, old: Ipv4Octets, new: Ipv4Octets) -> u16 {
     replace4(check, u32::from_ne_bytes(old), u32::from_ne_bytes(new))
 }
+
+/// The same for an IPv6 address as it sits in the packet: its eight
+/// words at once (one's complement of a word w is 0xffff - w, so the old
+/// address's sum is taken from eight times 0xffff).
+#[inline(always)]
+pub fn replace_addr6(check: u16, old: &Ipv6Octets, new: &Ipv6Octets) -> u16 {
+    const WORDS: u32 = 8;
+    let sum = u32::from(!u16::from_be(check)) + (WORDS * 0xffff - sum(old)) + sum(new);
+    (!fold(sum)).to_be()
+}

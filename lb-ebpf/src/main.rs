@@ -77,6 +77,20 @@ pub fn lb6_tun(ctx: XdpContext) -> u32 {
     verdict(v6::tunnel(&ctx))
 }
 
+/// NAT66 towards the real server, by tail call from `lb6` (v6.rs).
+#[xdp]
+#[inline(always)]
+pub fn lb6_nat(ctx: XdpContext) -> u32 {
+    verdict(v6::nat(&ctx))
+}
+
+/// NAT66 replies and ICMPv6 errors, by tail call from `lb6` (v6.rs).
+#[xdp]
+#[inline(always)]
+pub fn lb6_nat_reply(ctx: XdpContext) -> u32 {
+    verdict(v6::nat_reply(&ctx))
+}
+
 /// A connect() of a process on the balancer (local.rs).
 #[cgroup_sock_addr(connect4)]
 pub fn local_connect4(ctx: SockAddrContext) -> i32 {

@@ -10,12 +10,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FAMILY_PROGRAM_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
-    FORWARD6_PROGRAM_SLOTS, FlowEntry, FlowKey, FlowKey6, Ipv6Octets, LOCAL_CONNS_SIZE,
-    LOCALITY_CACHE_SIZE, LbGlobals, LbGlobals6, LocalConn, LocalityEntry, LocalityKey,
-    LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, NatReverse,
-    PERSIST_TABLE_SIZE, PersistEntry, PersistKey, PersistKey6, RealConns, RealServer,
-    SYNC_EVENTS_BYTES, SchedState, ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats,
-    counters::COUNTER_COUNT,
+    FORWARD6_PROGRAM_SLOTS, FlowEntry, FlowKey, FlowKey6, Forward6Flow, Ipv6Octets,
+    LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LbGlobals6, LocalConn, LocalityEntry,
+    LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES,
+    MAX_TX_PORTS, NAT6_PROGRAM_SLOTS, NatReverse, NatReverse6, PERSIST_TABLE_SIZE, PersistEntry,
+    PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo,
+    ServiceKey, ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -33,11 +33,16 @@ pub static FAMILY_PROGRAMS: ProgramArray<{ FAMILY_PROGRAM_SLOTS as usize }> = Pr
 pub static FORWARD6_PROGRAMS: ProgramArray<{ FORWARD6_PROGRAM_SLOTS as usize }> =
     ProgramArray::new();
 
-/// The real server `lb6` chose, for the forwarding program it tail-calls
-/// (a tail call carries no arguments; per CPU, and the frame's run never
-/// leaves its CPU).
+/// What `lb6` decided (server, service, new flow), for the forwarding
+/// program it tail-calls (a tail call carries no arguments; per CPU, and
+/// the frame's run never leaves its CPU).
 #[btf_map]
-pub static FORWARD6_REAL: PerCpuArray<u32, 1> = PerCpuArray::new();
+pub static FORWARD6_FLOW: PerCpuArray<Forward6Flow, 1> = PerCpuArray::new();
+
+/// NAT6_PROGRAM_* -> NAT66's programs (`lb6_nat`, `lb6_nat_reply`),
+/// written by the agent after it loaded them.
+#[btf_map]
+pub static NAT6_PROGRAMS: ProgramArray<{ NAT6_PROGRAM_SLOTS as usize }> = ProgramArray::new();
 
 /// (IPv6 VIP, port, protocol) -> service: the same ServiceInfo, ids and
 /// backend sets as IPv4 services.
@@ -147,6 +152,11 @@ pub static COUNTERS: PerCpuArray<u64, { COUNTER_COUNT as usize }> = PerCpuArray:
 /// Reply 5-tuple (real server -> client) -> what NAT must restore.
 #[btf_map]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatReverse, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
+    LruHashMap::new();
+
+/// IPv6 reply 5-tuple (real server -> client) -> what NAT66 must restore.
+#[btf_map]
+pub static NAT_REVERSE6: LruHashMap<FlowKey6, NatReverse6, { FLOW_TABLE_DEFAULT_SIZE as usize }> =
     LruHashMap::new();
 
 /// ifindex -> interface, for redirects between the balancer's interfaces

@@ -4,7 +4,9 @@
 //! that the bytes lie inside the frame. Parsing never modifies the packet.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, FlowKey6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv6Octets, counters};
+use lb_common::{
+    FlowKey, FlowKey6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Ipv6Octets, counters,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 
 use crate::header::{Header, OutOfBounds, header};
@@ -294,6 +296,60 @@ pub fn parse_icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
             sport: u16::from_ne_bytes([ports[0], ports[1]]),
             dport: u16::from_ne_bytes([ports[2], ports[3]]),
             proto: inner.proto,
+            _pad: [0; 3],
+        },
+    })
+}
+
+/// An ICMPv6 error quoting a TCP/UDP packet: IcmpError over IPv6.
+pub struct Icmp6Error {
+    pub l3_off: usize,
+    /// Offset of the ICMPv6 header.
+    pub icmp_off: usize,
+    /// Offset of the quoted IPv6 header.
+    pub inner_off: usize,
+    /// The quoted packet's 5-tuple (client -> real server for a NAT flow).
+    pub inner: FlowKey6,
+}
+
+/// ICMPv6 error messages (RFC 4443 section 3): destination unreachable,
+/// packet too big, time exceeded, parameter problem.
+const ICMPV6_ERROR_TYPES: core::ops::RangeInclusive<u8> = 1..=4;
+
+/// Parses an ICMPv6 error directly behind the fixed IPv6 header, quoting
+/// TCP/UDP directly behind the quoted fixed header; None for anything else
+/// (then passed as it is).
+#[inline(always)]
+pub fn parse_icmp6_error(ctx: &XdpContext) -> Option<Icmp6Error> {
+    let (ether_type, l3_off) = parse_l2(ctx).ok()?;
+    if ether_type != ETH_P_IPV6 {
+        return None;
+    }
+    let ip: &Ipv6Header = header(ctx, l3_off).ok()?;
+    if ip.next_header != IPPROTO_ICMPV6 {
+        return None;
+    }
+    let icmp_off = l3_off + Ipv6Header::LEN;
+    let icmp_type: &u8 = header(ctx, icmp_off).ok()?;
+    if !ICMPV6_ERROR_TYPES.contains(icmp_type) {
+        return None;
+    }
+    let inner_off = icmp_off + ICMP_HEADER_LEN;
+    let inner: &Ipv6Header = header(ctx, inner_off).ok()?;
+    if inner.next_header != IPPROTO_TCP && inner.next_header != IPPROTO_UDP {
+        return None;
+    }
+    let ports: [u8; QUOTED_PORTS_LEN] = *header(ctx, inner_off + Ipv6Header::LEN).ok()?;
+    Some(Icmp6Error {
+        l3_off,
+        icmp_off,
+        inner_off,
+        inner: FlowKey6 {
+            src: inner.src,
+            dst: inner.dst,
+            sport: u16::from_ne_bytes([ports[0], ports[1]]),
+            dport: u16::from_ne_bytes([ports[2], ports[3]]),
+            proto: inner.next_header,
             _pad: [0; 3],
         },
     })

@@ -98,7 +98,11 @@ pub fn seed_service(weights: [u32; 2]) -> PlannedService {
 /// The seed's virtual service on its IPv6 addresses: [VIP6]:80 TCP rr DR
 /// over RS1_IP6, RS2_IP6 (real ids 1 and 2).
 pub fn seed_service6() -> PlannedService {
-    let mut svc = seed_service([1, 1]);
+    on_ipv6(seed_service([1, 1]))
+}
+
+/// `svc` moved to the seed's IPv6 addresses (its two servers' too).
+fn on_ipv6(mut svc: PlannedService) -> PlannedService {
     svc.vip = VIP6.into();
     svc.reals[0].ip = RS1_IP6.into();
     svc.reals[1].ip = RS2_IP6.into();
@@ -122,6 +126,12 @@ pub fn nat_service(rs_port: u16, protocol: Protocol) -> PlannedService {
         r.port = rs_port;
     }
     svc
+}
+
+/// The same on the seed's IPv6 addresses (NAT66): [VIP6]:80 -> RS1_IP6,
+/// RS2_IP6 on `rs_port`.
+pub fn nat_service6(rs_port: u16, protocol: Protocol) -> PlannedService {
+    on_ipv6(nat_service(rs_port, protocol))
 }
 
 /// A TCP service on VIP:PORT (DR) with `scheduler` over as many real

@@ -3,7 +3,7 @@
 //! offset past the Ethernet header (no NIC hands XDP less), bad IHL, IP options, fragments, bad total lengths, TCP data
 //! offsets out of range, VLAN stacks, IPv6 extension headers, every TCP
 //! flag combination to the VIP — in DR, TUN and NAT; and IPv6 frames to an
-//! IPv6 DR and an IPv6 TUN service (extension header chains, fragments,
+//! IPv6 DR, an IPv6 TUN and an IPv6 NAT service (extension header chains, fragments,
 //! bad payload lengths, truncations, flipped bytes). On every frame one of:
 //! PASS with the frame unmodified; DROP with a drop-reason counter counted;
 //! or a forward whose output is well-formed, its checksums verified here,
@@ -442,6 +442,47 @@ fn check_forwarded6_tun(input: &[u8], out: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the TCP/UDP checksum of the IPv6 packet at `l3` (transport
+/// header right behind the fixed header) is right over its payload length.
+fn l4_checksum6_ok(frame: &[u8], l3: usize) -> bool {
+    let ip = &frame[l3..];
+    let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let addr =
+        |at: usize| std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&ip[at..at + 16]).unwrap());
+    let l4 = &ip[IPV6_HEADER_LEN..IPV6_HEADER_LEN + len];
+    l4_checksum6(addr(8), addr(24), ip[6], l4) == 0
+}
+
+/// NAT66 (no port mapping) rewrites the MACs, the destination address to
+/// the server the frame goes to, and the checksum, which stays right
+/// wherever the input's was; every other byte is the input's.
+fn check_forwarded6_nat(input: &[u8], out: &[u8]) -> Result<(), String> {
+    let l3 = l3_offset(input).ok_or("forwarded a frame without an L3 header")?;
+    let server = if out[0..6] == RS1_MAC {
+        RS1_IP6
+    } else if out[0..6] == RS2_MAC {
+        RS2_IP6
+    } else {
+        return Err("NAT66: unexpected MAC".into());
+    };
+    let dst = l3 + 24..l3 + 40;
+    if out.len() != input.len() || out[6..12] != LB_MAC || out[dst.clone()] != server.octets() {
+        return Err("NAT66: MACs, length or destination wrong".into());
+    }
+    if l4_checksum6_ok(input, l3) && !l4_checksum6_ok(out, l3) {
+        return Err("NAT66: L4 checksum broken".into());
+    }
+    let check = l3 + IPV6_HEADER_LEN + if input[l3 + 6] == IPPROTO_TCP { 16 } else { 6 };
+    let unchanged = |i: &usize| !dst.contains(i) && !(check..check + 2).contains(i);
+    if (12..out.len())
+        .filter(unchanged)
+        .any(|i| out[i] != input[i])
+    {
+        return Err("NAT66 changed more than the address and checksum".into());
+    }
+    Ok(())
+}
+
 /// One generated IPv6 frame: a packet (chains of extension headers
 /// before its transport header), then the damage done to it.
 #[derive(Debug, Clone)]
@@ -552,9 +593,10 @@ impl Hostile6 {
 #[test]
 fn generated_hostile_ipv6_frames_keep_the_invariant() {
     type Check = fn(&[u8], &[u8]) -> Result<(), String>;
-    let modes: [(ForwardKind, Check); 2] = [
+    let modes: [(ForwardKind, Check); 3] = [
         (ForwardKind::Dr, check_forwarded6),
         (ForwardKind::Tun, check_forwarded6_tun),
+        (ForwardKind::Nat, check_forwarded6_nat),
     ];
     for (forward, check) in modes {
         let service = lb_userspace::planning::plan::PlannedService {

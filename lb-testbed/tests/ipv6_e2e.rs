@@ -5,13 +5,15 @@
 //! and added back by its check; persistence by an IPv6 prefix, turned on by
 //! a reload. TUN over IPv6: IPv6-in-IPv6 to servers that run rs_decap
 //! (`realserver start --mode tun`), an upload that needs the balancer's
-//! ICMPv6 Packet Too Big. The namespaces go when the test ends.
+//! ICMPv6 Packet Too Big. NAT66, one-armed with port mapping: the client on
+//! another IPv6 subnet, the real servers routing through the balancer. The
+//! namespaces go when the test ends.
 
 use std::{net::IpAddr, time::Duration};
 
 use lb_testbed::{
     netns::ip,
-    topology::{Host, RS1_IP6, RS2_IP6, Topology, VIP, VIP6, agent_binary, wait_until},
+    topology::{Host, LB_IP6, RS1_IP6, RS2_IP6, Topology, VIP, VIP6, agent_binary, wait_until},
 };
 
 const CURLS: usize = 6;
@@ -224,5 +226,63 @@ fn tun_over_ipv6_end_to_end() {
     for rs in [Host::Rs1, Host::Rs2] {
         topo.realserver(rs, &["stop", "--vip", &vip6]).unwrap();
     }
+    assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
+
+/// The NAT66 service's port: the real servers listen on 80 (port mapping).
+const NAT66_PORT: u16 = 8080;
+
+#[test]
+fn nat66_one_armed_with_port_mapping_end_to_end() {
+    let prefix = format!("lbv6n{}", std::process::id());
+    let mut topo = Topology::create(&prefix).expect("topology");
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    topo.make_nat66_one_armed().unwrap();
+    let binary = agent_binary().unwrap();
+    // The dual-stack config with its IPv6 service made the seed's NAT one
+    // over IPv6: the balancer's own address, port 8080 mapped to 80.
+    let nat = topo
+        .config_from("dual-stack.toml")
+        .replace(
+            &format!("vip = \"{VIP6}\"\nport = 80\n"),
+            &format!("vip = \"{LB_IP6}\"\nport = {NAT66_PORT}\n"),
+        )
+        .replace(
+            "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+            "lb_algo = \"rr\"\nlb_kind = \"NAT\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        );
+    assert_eq!(nat.matches("lb_kind = \"NAT\"").count(), 1, "{nat}");
+    assert!(nat.contains(&format!("port = {NAT66_PORT}")), "{nat}");
+    let config = topo.write_config("lb.toml", &nat).unwrap();
+    topo.start_agent(&binary, &config, &[]).unwrap();
+    assert!(
+        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
+    let list = topo.list(&binary).unwrap();
+    assert!(
+        list.contains(&format!("  -> {:<28} Masq    1 ", "[2001:db8:122::193]:80")),
+        "{list}"
+    );
+
+    // The servers answer the client's address (it is not theirs to reach
+    // but through the balancer): rr alternates, the reply from the VIP.
+    let vip = format!("[{LB_IP6}]:{NAT66_PORT}");
+    let answers: Vec<String> = (0..CURLS)
+        .map(|_| topo.curl_on(Host::Client, &vip).unwrap())
+        .collect();
+    assert_alternate(&answers, "NAT66");
+    // A request of many segments each way keeps its mapping.
+    let upload = topo.files_dir().join("upload66.bin");
+    std::fs::write(&upload, vec![0x5a; UPLOAD_BYTES]).unwrap();
+    let answer = topo.upload_to(&vip, &upload).unwrap();
+    assert!(answer.starts_with("hello rs"), "{answer:?}");
+    let counters = topo.counters(Host::Lb).unwrap();
+    assert!(
+        counters[lb_common::counters::NAT_REPLY as usize] > 0,
+        "replies came back through the balancer: {counters:?}"
+    );
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
 }

@@ -9,7 +9,6 @@ use lb_userspace::{
     agent::{self, AgentOptions},
     config,
     dataplane::DEFAULT_PIN_DIR,
-    planning::plan,
     realserver, runtime_files, stats,
 };
 
@@ -188,13 +187,6 @@ fn init_tracing(level: log::LevelFilter) {
 
 fn check(path: &Path) -> Result<()> {
     let config = config::load(path).map_err(|e| anyhow!("{e}"))?;
-    if let Err(unsupported) = plan::plan(&config) {
-        return Err(anyhow!(
-            "{}: valid, but this version cannot serve it:\n  {}",
-            path.display(),
-            unsupported.join("\n  ")
-        ));
-    }
     for note in config::not_acted_on(&config) {
         println!("note: not acted on yet: {note}");
     }

@@ -2,5 +2,6 @@
 
 pub mod dr;
 pub mod nat;
+pub mod nat6;
 pub mod nexthop;
 pub mod tun;

@@ -22,7 +22,7 @@ const UDP_NO_CHECKSUM: [u8; 2] = [0; 2];
 
 /// Which end of the packet is rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     Source,
     Destination,
 }
@@ -37,18 +37,32 @@ fn rewrite(
     port: u16,
 ) -> Result<(), Abort> {
     let ip: &mut Ipv4Hdr = header_mut(ctx, pkt.l3_off)?;
-    let old_addr = if end == End::Source {
-        ip.src_addr
+    let field = if end == End::Source {
+        &mut ip.src_addr
     } else {
-        ip.dst_addr
+        &mut ip.dst_addr
     };
+    let old_addr = *field;
+    *field = addr;
     ip.check = csum::replace_addr(u16::from_ne_bytes(ip.check), old_addr, addr).to_ne_bytes();
-    match end {
-        End::Source => ip.src_addr = addr,
-        End::Destination => ip.dst_addr = addr,
-    }
-    if pkt.flow.proto == IPPROTO_TCP {
-        let tcp: &mut TcpHdr = header_mut(ctx, pkt.l4_off)?;
+    rewrite_l4(ctx, (pkt.l4_off, pkt.flow.proto), end, port, |check| {
+        csum::replace_addr(check, old_addr, addr)
+    })
+}
+
+/// Rewrites one end's port of the TCP/UDP header at `l4_off` and updates
+/// its checksum for the port and, through `addr_changed`, for the address
+/// the pseudo-header covers (either family's).
+#[inline(always)]
+pub(super) fn rewrite_l4(
+    ctx: &XdpContext,
+    (l4_off, proto): (usize, u8),
+    end: End,
+    port: u16,
+    addr_changed: impl Fn(u16) -> u16,
+) -> Result<(), Abort> {
+    if proto == IPPROTO_TCP {
+        let tcp: &mut TcpHdr = header_mut(ctx, l4_off)?;
         let field = if end == End::Source {
             &mut tcp.source
         } else {
@@ -56,10 +70,10 @@ fn rewrite(
         };
         let old_port = u16::from_ne_bytes(*field);
         *field = port.to_ne_bytes();
-        let check = csum::replace_addr(u16::from_ne_bytes(tcp.check), old_addr, addr);
+        let check = addr_changed(u16::from_ne_bytes(tcp.check));
         tcp.check = csum::replace2(check, old_port, port).to_ne_bytes();
     } else {
-        let udp: &mut UdpHdr = header_mut(ctx, pkt.l4_off)?;
+        let udp: &mut UdpHdr = header_mut(ctx, l4_off)?;
         let field = if end == End::Source {
             &mut udp.src
         } else {
@@ -68,7 +82,7 @@ fn rewrite(
         let old_port = u16::from_ne_bytes(*field);
         *field = port.to_ne_bytes();
         if udp.check != UDP_NO_CHECKSUM {
-            let check = csum::replace_addr(u16::from_ne_bytes(udp.check), old_addr, addr);
+            let check = addr_changed(u16::from_ne_bytes(udp.check));
             let check = csum::replace2(check, old_port, port);
             udp.check = if check == 0 {
                 [0xff; 2]
@@ -82,7 +96,7 @@ fn rewrite(
 
 /// Sets the frame's MACs and sends it out of `ifindex`.
 #[inline(always)]
-fn send(
+pub(super) fn send(
     ctx: &XdpContext,
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
@@ -97,14 +111,19 @@ fn send(
 
 /// Sends a rewritten reply back out where the client's packets came in
 /// (two-armed: the outside interface), to the client's next hop.
+/// (`client`: the client's MAC and the interface its packets came in on.)
 #[inline(always)]
-fn to_client(ctx: &XdpContext, back: &NatReverse, globals: &LbGlobals) -> Result<u32, Abort> {
-    let src_mac = if back.client_ifindex == globals.inside_ifindex {
+pub(super) fn to_client(
+    ctx: &XdpContext,
+    (client_mac, client_ifindex): ([u8; 6], u32),
+    globals: &LbGlobals,
+) -> Result<u32, Abort> {
+    let src_mac = if client_ifindex == globals.inside_ifindex {
         globals.inside_mac
     } else {
         globals.iface_mac
     };
-    send(ctx, back.client_mac, src_mac, back.client_ifindex, globals)
+    send(ctx, client_mac, src_mac, client_ifindex, globals)
 }
 
 /// Client -> VIP:vport becomes client -> real:port; the reply path is
@@ -229,5 +248,5 @@ pub fn icmp_reply(
         outer.src_addr = back.vip;
     }
     count(counters::NAT_ICMP);
-    to_client(ctx, &back, globals).map(Some)
+    to_client(ctx, (back.client_mac, back.client_ifindex), globals).map(Some)
 }

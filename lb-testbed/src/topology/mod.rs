@@ -41,6 +41,10 @@ pub use crate::seed::{
 const NAT_OUTSIDE_LB: &str = "192.168.100.1/24";
 const NAT_OUTSIDE_GATEWAY: &str = "192.168.100.1";
 const NAT_OUTSIDE_CLIENT: &str = "192.168.100.50/24";
+/// NAT66's outside subnet, beside NAT_OUTSIDE_*'s.
+const NAT66_OUTSIDE_LB: &str = "2001:db8:100::1/64";
+const NAT66_OUTSIDE_GATEWAY: &str = "2001:db8:100::1";
+const NAT66_OUTSIDE_CLIENT: &str = "2001:db8:100::50/64";
 /// Two-armed NAT: the outside network.
 const OUTSIDE_BRIDGE: &str = "br1";
 const OUTSIDE_IFACE: &str = "eth1";

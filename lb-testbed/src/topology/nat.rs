@@ -28,6 +28,28 @@ impl Topology {
         Ok(())
     }
 
+    /// NAT66, one-armed: make_nat_one_armed over IPv6. The client moves to
+    /// 2001:db8:100::/64 behind the balancer's second IPv6 address, the
+    /// real servers route through the balancer's 2001:db8:122::188, which
+    /// is the NAT VIP. The client keeps its IPv4 address.
+    pub fn make_nat66_one_armed(&mut self) -> Result<()> {
+        let (client, lb) = (self.ns(Host::Client), self.ns(Host::Lb));
+        let add = |ns: &str, addr: &str| {
+            // nodad: usable at once (add_host's reason).
+            ip(&["-n", ns, "addr", "add", addr, "dev", HOST_IFACE, "nodad"])
+        };
+        add(&lb, NAT66_OUTSIDE_LB)?;
+        ip(&[
+            "-n", &client, "-6", "addr", "flush", "dev", HOST_IFACE, "scope", "global",
+        ])?;
+        add(&client, NAT66_OUTSIDE_CLIENT)?;
+        default_route(&client, NAT66_OUTSIDE_GATEWAY)?;
+        for rs in [Host::Rs1, Host::Rs2] {
+            default_route(&self.ns(rs), &LB_IP6.to_string())?;
+        }
+        Ok(())
+    }
+
     /// LVS-NAT: the real servers answer through the balancer.
     fn route_real_servers_through_lb(&self) -> Result<()> {
         for rs in [Host::Rs1, Host::Rs2] {

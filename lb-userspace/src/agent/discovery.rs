@@ -251,7 +251,7 @@ mod tests {
         let text = [("10.0.0.1", 80), ("10.0.0.2", 80), ("10.0.0.1", 443)]
             .map(|(vip, port)| service(vip, port))
             .concat();
-        let plan = plan(&parse("vips", &text).unwrap()).unwrap();
+        let plan = plan(&parse("vips", &text).unwrap());
         let (a, b) = (
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
@@ -262,7 +262,7 @@ mod tests {
         // An IPv6 VIP is warned about too, unless an instance governs it.
         let v6 = service("10.0.0.1", 80)
             + &service("2001:db8::2", 80).replace("10.0.1.1", "2001:db8::1:1");
-        let plan = crate::planning::plan::plan(&parse("v6", &v6).unwrap()).unwrap();
+        let plan = crate::planning::plan::plan(&parse("v6", &v6).unwrap());
         let c: IpAddr = "2001:db8::2".parse().unwrap();
         assert_eq!(unowned_vips(&plan, &[a], &HashSet::new()), [c]);
         assert!(unowned_vips(&plan, &[a], &HashSet::from([c])).is_empty());

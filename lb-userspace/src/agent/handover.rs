@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn the_next_agent_gives_every_server_its_id_back() {
         let seed = include_str!("../../../configs/seed-dr.toml");
-        let old = plan(&parse("seed", seed).unwrap()).unwrap();
+        let old = plan(&parse("seed", seed).unwrap());
         let handover = Handover::of(
             &old,
             65536,
@@ -204,7 +204,7 @@ mod tests {
             &seed[second..],
             &seed[first..second]
         );
-        let new = plan(&parse("swapped", &swapped).unwrap()).unwrap();
+        let new = plan(&parse("swapped", &swapped).unwrap());
         let kept = stable_ids::keep_ids(new, &back.id_plan(), |_| false).unwrap();
         let ids = |p: &Plan| -> Vec<(IpAddr, u32)> {
             let mut v: Vec<_> = p.reals().map(|r| (r.ip, r.real_id)).collect();

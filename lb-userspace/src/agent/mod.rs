@@ -154,20 +154,9 @@ fn conn_timeouts(config: &Config) -> ConnTimeouts {
         })
 }
 
-/// Plans a config, or says why this version cannot serve it.
-fn plan_of(config: &Config, path: &std::path::Path) -> Result<Plan> {
-    plan::plan(config).map_err(|e| {
-        anyhow!(
-            "{}: this version cannot serve it:\n  {}",
-            path.display(),
-            e.join("\n  ")
-        )
-    })
-}
-
 pub async fn run(opts: AgentOptions) -> Result<()> {
     let config = config::load(&opts.config_path).map_err(|e| anyhow!("{e}"))?;
-    let fresh_plan = plan_of(&config, &opts.config_path)?;
+    let fresh_plan = plan::plan(&config);
     for note in config::not_acted_on(&config) {
         warn!("not acted on yet: {note}");
     }

@@ -11,8 +11,8 @@ use anyhow::{Context as _, Result, anyhow};
 use tracing::{info, warn};
 
 use super::{
-    Agent, conn_timeouts, plan_of, resolve_vrrp_instances, service_index, sync_link,
-    tunnel_source_of, vip_gate, vrrp_set::VrrpSet,
+    Agent, conn_timeouts, resolve_vrrp_instances, service_index, sync_link, tunnel_source_of,
+    vip_gate, vrrp_set::VrrpSet,
 };
 use crate::{
     config, netlink,
@@ -47,7 +47,7 @@ impl Agent {
     pub(super) async fn reload(&mut self, vrrp: &mut VrrpSet) -> Result<ReloadSummary> {
         // 1. Everything that can refuse the new file.
         let config = config::load(&self.config_path).map_err(|e| anyhow!("{e}"))?;
-        let fresh = plan_of(&config, &self.config_path)?;
+        let fresh = plan::plan(&config);
         let dp = &self.dp;
         let new_plan = stable_ids::keep_ids(fresh, &self.plan, |id| dp.real_busy(id))
             .map_err(|e| anyhow!("{}: {e}", self.config_path.display()))?;

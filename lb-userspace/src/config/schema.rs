@@ -188,21 +188,6 @@ pub enum Protocol {
     Udp,
 }
 
-impl VirtualServer {
-    /// What this balancer does not do yet for an IPv6 virtual server (empty
-    /// for IPv4): `check` and the plan refuse such a config.
-    pub fn not_yet_over_ipv6(&self) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        if self.vip.is_ipv4() {
-            return missing;
-        }
-        if self.lb_kind == LbKind::Nat {
-            missing.push("lb_kind NAT (DR and TUN are)");
-        }
-        missing
-    }
-}
-
 impl Protocol {
     /// ipvsadm's column.
     pub fn ipvsadm_name(self) -> &'static str {

@@ -203,13 +203,6 @@ fn validate_virtual_servers(config: &Config, at: &Locator<'_>, errors: &mut Vec<
             std::net::SocketAddr::new(vs.vip, vs.port.0)
         );
         let mut err = |msg: String| errors.push(at.error(span.clone(), msg));
-        let missing = vs.not_yet_over_ipv6();
-        if !missing.is_empty() {
-            err(format!(
-                "{name}: not implemented over IPv6 yet: {}",
-                missing.join(", ")
-            ));
-        }
         match (vs.persistence_granularity, vs.vip.is_ipv6()) {
             (Some(Granularity::Prefix(_)), false) => err(format!(
                 "{name}: persistence_granularity of an IPv4 service is a netmask like \"255.255.255.0\""

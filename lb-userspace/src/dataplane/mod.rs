@@ -51,8 +51,33 @@ pub static BASELINES_OBJECT: &[u8] =
 pub const PROGRAM_NAME: &str = "lb";
 /// The IPv6 program, reached from `lb` by tail call (family_programs).
 pub const IPV6_PROGRAM_NAME: &str = "lb6";
-/// lb6's TUN (IPv6-in-IPv6), tail-called from lb6.
-pub const IPV6_TUN_PROGRAM_NAME: &str = "lb6_tun";
+/// The programs reached by tail call, each in its program array's slot,
+/// in install order: lb6 last, so that what it hands frames to is in place
+/// before the first frame reaches it.
+const TAIL_CALLED: [(&str, &str, u32); 4] = [
+    // lb6's TUN (IPv6-in-IPv6).
+    (
+        "lb6_tun",
+        map_names::FORWARD6_PROGRAMS,
+        lb_common::FORWARD6_PROGRAM_TUN,
+    ),
+    // NAT66, both directions.
+    (
+        "lb6_nat",
+        map_names::NAT6_PROGRAMS,
+        lb_common::NAT6_PROGRAM_FORWARD,
+    ),
+    (
+        "lb6_nat_reply",
+        map_names::NAT6_PROGRAMS,
+        lb_common::NAT6_PROGRAM_REPLY,
+    ),
+    (
+        IPV6_PROGRAM_NAME,
+        map_names::FAMILY_PROGRAMS,
+        lb_common::FAMILY_PROGRAM_IPV6,
+    ),
+];
 /// Where the running agent pins its maps (lb-toml.md).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// Pinned XDP links (hitless restart) are named this + the interface.
@@ -434,22 +459,13 @@ fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a MapData> {
     }
 }
 
-/// Loads `lb6` and puts it in `lb`'s family_programs slot for IPv6, and
-/// `lb6_tun` in lb6's forward6_programs slot for TUN. Before any attach:
-/// a frame never finds a slot half-written.
+/// Loads the tail-called programs (TAIL_CALLED) and puts each in its
+/// slot. Before any attach: a frame never finds a slot half-written.
 fn install_ipv6_program(ebpf: &mut Ebpf) -> Result<()> {
-    install_tail_call(
-        ebpf,
-        IPV6_TUN_PROGRAM_NAME,
-        map_names::FORWARD6_PROGRAMS,
-        lb_common::FORWARD6_PROGRAM_TUN,
-    )?;
-    install_tail_call(
-        ebpf,
-        IPV6_PROGRAM_NAME,
-        map_names::FAMILY_PROGRAMS,
-        lb_common::FAMILY_PROGRAM_IPV6,
-    )
+    for (name, map, slot) in TAIL_CALLED {
+        install_tail_call(ebpf, name, map, slot)?;
+    }
+    Ok(())
 }
 
 /// Loads program `name` and puts it in slot `slot` of program array `map`.

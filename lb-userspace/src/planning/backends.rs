@@ -111,10 +111,7 @@ mod tests {
             "persistence_timeout = 0",
             &format!("persistence_timeout = 0\n{extra}"),
         );
-        plan(&parse("seed", &text).unwrap())
-            .unwrap()
-            .services
-            .remove(0)
+        plan(&parse("seed", &text).unwrap()).services.remove(0)
     }
 
     fn ids(backends: &[Backend]) -> Vec<(u32, u32)> {

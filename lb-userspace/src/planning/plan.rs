@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::{
-    ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, IPPROTO_TCP, IPPROTO_UDP, SCHED_FLAG_FALLBACK,
-    SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey, ServiceKey6,
+    ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_NAT6, GLOBAL_FLAG_PORT0, IPPROTO_TCP, IPPROTO_UDP,
+    SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceKey, ServiceKey6,
 };
 
 use crate::config::{Config, Granularity, LbAlgo, LbKind, Protocol};
@@ -154,10 +154,10 @@ impl Plan {
 pub fn global_flags<'a>(services: impl IntoIterator<Item = &'a PlannedService>) -> u32 {
     services.into_iter().fold(0, |flags, s| {
         flags
-            | if s.forward == ForwardKind::Nat {
-                GLOBAL_FLAG_NAT
-            } else {
-                0
+            | match (s.forward, s.vip) {
+                (ForwardKind::Nat, IpAddr::V4(_)) => GLOBAL_FLAG_NAT,
+                (ForwardKind::Nat, IpAddr::V6(_)) => GLOBAL_FLAG_NAT6,
+                _ => 0,
             }
             | if s.port == 0 { GLOBAL_FLAG_PORT0 } else { 0 }
     })
@@ -200,26 +200,14 @@ fn sched_flags(vs: &crate::config::VirtualServer) -> u8 {
     (if port { SCHED_FLAG_HASH_PORT } else { 0 }) | if fallback { SCHED_FLAG_FALLBACK } else { 0 }
 }
 
-/// Builds the plan, or lists every virtual service this data plane cannot
-/// serve yet (the agent then refuses to start rather than forward wrongly).
-pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
-    let mut unsupported = Vec::new();
+/// Builds the plan of a valid config (every virtual service is served,
+/// both families, every forwarding method).
+pub fn plan(config: &Config) -> Plan {
     let mut services = Vec::new();
     let mut next_real_id = 1u32;
     for (service_id, vs) in config.virtual_server.iter().enumerate() {
         let vs = vs.get_ref();
-        let name = format!("virtual_server {}", SocketAddr::new(vs.vip, vs.port.0));
         let vip = vs.vip;
-        if vip.is_ipv6() {
-            let missing = vs.not_yet_over_ipv6();
-            if !missing.is_empty() {
-                unsupported.push(format!(
-                    "{name}: not implemented over IPv6 yet: {}",
-                    missing.join(", ")
-                ));
-                continue;
-            }
-        }
         let mut reals = Vec::new();
         for (rs_index, rs) in vs.real_server.iter().enumerate() {
             let rs = rs.get_ref();
@@ -276,11 +264,7 @@ pub fn plan(config: &Config) -> Result<Plan, Vec<String>> {
             sorry,
         });
     }
-    if unsupported.is_empty() {
-        Ok(Plan { services })
-    } else {
-        Err(unsupported)
-    }
+    Plan { services }
 }
 
 #[cfg(test)]
@@ -291,7 +275,7 @@ mod tests {
     #[test]
     fn seed_plan_has_one_service_two_reals_with_ids_from_1() {
         let c = parse("seed", include_str!("../../../configs/seed-dr.toml")).unwrap();
-        let p = plan(&c).unwrap();
+        let p = plan(&c);
         assert_eq!(p.services.len(), 1);
         let s = &p.services[0];
         assert_eq!(s.service_id, 0);
@@ -314,10 +298,10 @@ mod tests {
             "lb_algo = \"rr\"",
             "lb_algo = \"mh\"\nmh-fallback = true\nsh-port = true",
         );
-        let p = plan(&parse("seed", &text).unwrap()).unwrap();
+        let p = plan(&parse("seed", &text).unwrap());
         assert_eq!(p.services[0].sched_flags, SCHED_FLAG_FALLBACK);
         let text = text.replace("lb_algo = \"mh\"", "lb_algo = \"sh\"");
-        let p = plan(&parse("seed", &text).unwrap()).unwrap();
+        let p = plan(&parse("seed", &text).unwrap());
         assert_eq!(p.services[0].sched_flags, SCHED_FLAG_HASH_PORT);
     }
 }

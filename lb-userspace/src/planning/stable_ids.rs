@@ -154,7 +154,7 @@ mod tests {
     const SEED: &str = include_str!("../../../configs/seed-dr.toml");
 
     fn planned(text: &str) -> Plan {
-        plan(&parse("test", text).unwrap()).unwrap()
+        plan(&parse("test", text).unwrap())
     }
 
     fn ids(p: &Plan) -> Vec<(IpAddr, u32)> {

@@ -205,7 +205,7 @@ mod tests {
     const SEED: &str = include_str!("../../../configs/seed-dr.toml");
 
     fn seed() -> Plan {
-        plan(&parse("seed", SEED).unwrap()).unwrap()
+        plan(&parse("seed", SEED).unwrap())
     }
 
     fn key(sport: u16) -> FlowKey {
@@ -310,7 +310,7 @@ mod tests {
             "persistence_timeout = 360\npersistence_granularity = \"255.255.255.0\"",
         );
         assert_ne!(text, SEED);
-        let plan = plan(&parse("p", &text).unwrap()).unwrap();
+        let plan = plan(&parse("p", &text).unwrap());
         let globals = lb_userspace_timeouts();
         let net = FlowKey {
             src: [172, 16, 122, 0],
@@ -357,6 +357,6 @@ mod tests {
     }
 
     fn plan_of(text: &str) -> Plan {
-        plan(&parse("x", text).unwrap()).unwrap()
+        plan(&parse("x", text).unwrap())
     }
 }

@@ -20,7 +20,7 @@ fn the_seeds_keepalived_conf_becomes_the_seeds_lb_toml() {
     )
     .unwrap();
     // The same services, servers, checkers and VRRP instance.
-    assert_eq!(plan(&ours).unwrap(), plan(&seed).unwrap());
+    assert_eq!(plan(&ours), plan(&seed));
     assert_eq!(
         format!("{:?}", ours.vrrp_instance[0].get_ref()),
         format!("{:?}", seed.vrrp_instance[0].get_ref())
@@ -51,7 +51,7 @@ fn the_man_page_examples_import_with_a_warning_per_keyword_left_behind() {
     let imported = import(&fixture("sample.conf")).unwrap();
     let config =
         parse("imported", &imported.toml).unwrap_or_else(|e| panic!("{e}\n{}", imported.toml));
-    let p = plan(&config).unwrap();
+    let p = plan(&config);
     // 443 and 1358 from the file, 53/UDP from the include; fwmark skipped.
     let services: Vec<(String, u16)> = p
         .services
@@ -158,7 +158,7 @@ fn ipv6_virtual_servers_are_carried_over() {
     assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
     let config =
         parse("imported", &imported.toml).unwrap_or_else(|e| panic!("{e}\n{}", imported.toml));
-    let planned = plan(&config).unwrap();
+    let planned = plan(&config);
     let svc = &planned.services[0];
     assert_eq!(svc.endpoint().to_string(), "[2001:db8:122::100]:80");
     let reals: Vec<(String, u32)> = svc
