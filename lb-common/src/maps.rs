@@ -456,6 +456,20 @@ pub struct PersistKey6 {
 }
 
 impl PersistKey6 {
+    /// The template as a flow key, as sync events and records carry it
+    /// (PersistKey::as_flow_key).
+    #[inline(always)]
+    pub fn as_flow_key(&self) -> FlowKey6 {
+        FlowKey6 {
+            src: self.client_net,
+            dst: self.vip,
+            sport: 0,
+            dport: self.vport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+
     /// `addr` cut to its first `prefix` bits (ipv6_addr_prefix): the client
     /// network of a template.
     #[inline(always)]
@@ -649,6 +663,20 @@ pub struct SyncEvent {
     pub _pad: [u8; 2],
 }
 
+/// `sync_events` record of an IPv6 connection or template: SyncEvent with
+/// an IPv6 key (its own size, so the agent tells the two apart by length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncEvent6 {
+    /// The flow; for a template: client network -> VIP:port (sport 0).
+    pub key: FlowKey6,
+    pub service_id: u32,
+    pub real_id: u32,
+    pub state: u8,
+    pub kind: u8,
+    pub _pad: [u8; 2],
+}
+
 /// SyncEvent::kind: a connection.
 pub const SYNC_EVENT_FLOW: u8 = 0;
 /// SyncEvent::kind: a persistence template.
@@ -727,6 +755,7 @@ mod pod {
     unsafe impl aya::Pod for NatReverse {}
     unsafe impl aya::Pod for NatReverse6 {}
     unsafe impl aya::Pod for Forward6Flow {}
+    unsafe impl aya::Pod for SyncEvent6 {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
     unsafe impl aya::Pod for LocalityKey {}
@@ -779,6 +808,7 @@ mod tests {
         assert_eq!(size_of::<NatReverse>(), 32);
         assert_eq!(size_of::<NatReverse6>(), 40);
         assert_eq!(size_of::<Forward6Flow>(), 12);
+        assert_eq!(size_of::<SyncEvent6>(), 52);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(
             size_of::<LookupTable>(),

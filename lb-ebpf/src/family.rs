@@ -38,6 +38,15 @@ impl TemplateKey for PersistKey {
 #[derive(Clone, Copy)]
 pub struct ScratchKey6(*mut PersistKey6);
 
+impl ScratchKey6 {
+    /// The key itself (to announce the template).
+    #[inline(always)]
+    pub fn key(&self) -> &PersistKey6 {
+        // SAFETY: as in entry() below.
+        unsafe { &*self.0 }
+    }
+}
+
 impl TemplateKey for ScratchKey6 {
     #[inline(always)]
     fn entry(&self) -> Option<*mut PersistEntry> {

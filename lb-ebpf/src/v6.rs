@@ -2,7 +2,7 @@
 //! backend sets, servers, schedulers, conntrack and statistics are the
 //! IPv4 ones (generic over family.rs); the differences are the maps keyed
 //! by address (SERVICES6, FLOW_TABLE6, PERSIST6, LOCALITY6, NAT_REVERSE6)
-//! and what is not done over IPv6 yet: connection-sync events. TUN and NAT
+//! and the connection-sync events (SyncEvent6, sync::announce6). TUN and NAT
 //! run in programs of their own (`lb6_tun`, `lb6_nat`), tail-called once
 //! the server is chosen, and so do NAT replies (`lb6_nat_reply`): one
 //! program with all of them exceeds the verifier's budget.
@@ -10,8 +10,8 @@
 use aya_ebpf::{bindings::xdp_action, btf_maps::ProgramArray, programs::XdpContext};
 use lb_common::{
     FORWARD6_PROGRAM_TUN, FlowKey6, Forward6Flow, ForwardKind, GLOBAL_FLAG_NAT6, GLOBAL_FLAG_PORT0,
-    LbGlobals, NAT6_PROGRAM_FORWARD, NAT6_PROGRAM_REPLY, SERVICE_FLAG_STANDBY, ServiceInfo,
-    ServiceKey6, counters,
+    LbGlobals, NAT6_PROGRAM_FORWARD, NAT6_PROGRAM_REPLY, SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW,
+    SYNC_EVENT_TEMPLATE, ServiceInfo, ServiceKey6, counters,
 };
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
     },
     parse,
     persist::{self, Template},
-    sched,
+    sched, sync,
 };
 
 /// An IPv6 frame (the IPv4 parser found another EtherType): balanced if
@@ -63,8 +63,14 @@ pub fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
         return Ok(xdp_action::XDP_PASS);
     };
     let (real_id, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
-        Lookup::Hit(real_id, _, _) => (real_id, false),
-        found => match schedule_new_flow(svc, vport, &pkt, found) {
+        Lookup::Hit(real_id, _, moved) => {
+            if let Some(state) = moved {
+                let ids = (svc.service_id, real_id);
+                sync::announce6(globals, key6(flow), ids, state, SYNC_EVENT_FLOW);
+            }
+            (real_id, false)
+        }
+        found => match schedule_new_flow(globals, svc, vport, &pkt, found) {
             Some(real_id) => (real_id, true),
             None => {
                 count(counters::DROP_NO_REAL);
@@ -228,12 +234,18 @@ fn find_service(flow: &FlowKey6, globals: &LbGlobals) -> Option<(&'static Servic
     unsafe { SERVICES6.get(&key) }.map(|svc| (svc, 0))
 }
 
+/// A flow as sync::announce6 takes it.
+#[inline(always)]
+fn key6(flow: &FlowKey6) -> sync::Key6<'_> {
+    (&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto)
+}
+
 /// The server for a connection the flow table does not hold: its
-/// persistence template's or the scheduler's, remembered in FLOW_TABLE6
-/// (as main.rs's schedule_new_flow, without sync events: connection sync
-/// carries no IPv6 records yet).
+/// persistence template's or the scheduler's, remembered in FLOW_TABLE6,
+/// announced to connection sync (as main.rs's schedule_new_flow).
 #[inline(always)]
 fn schedule_new_flow(
+    globals: &LbGlobals,
     svc: &ServiceInfo,
     vport: u16,
     pkt: &parse::L4Packet6,
@@ -249,22 +261,39 @@ fn schedule_new_flow(
         Template::Valid(real_id) => real_id,
         _ => sched::schedule(svc, flow)?,
     };
-    let (mut real_id, _) = persist::remember(svc, template, chosen);
-    match found {
-        Lookup::Stale(entry) => {
-            conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags);
-        }
+    let (mut real_id, new_template) = persist::remember(svc, template, chosen);
+    if let Some(template) = new_template {
+        let k = template.key();
+        let key = (&k.client_net, &k.vip, 0, k.vport, k.proto);
+        sync::announce6(
+            globals,
+            key,
+            (svc.service_id, real_id),
+            0,
+            SYNC_EVENT_TEMPLATE,
+        );
+    }
+    let tracked = match found {
+        Lookup::Stale(entry) => conntrack::reuse(entry, flow, svc.service_id, real_id, tcp_flags),
         _ => match conntrack::insert(flow, svc.service_id, real_id, tcp_flags) {
-            conntrack::Inserted::Tracked(_) => {}
-            conntrack::Inserted::Raced(theirs) => real_id = theirs,
+            conntrack::Inserted::Tracked(state) => Some(state),
+            conntrack::Inserted::Raced(theirs) => {
+                real_id = theirs;
+                None
+            }
             // Full table: the flow's hash keeps every packet of the
             // untracked connection on one server (as IPv4; a persistent
             // service's template already pins it).
             conntrack::Inserted::Full if svc.persist_timeout_s == 0 => {
                 real_id = sched::by_flow_hash(svc, flow).unwrap_or(real_id);
+                None
             }
-            conntrack::Inserted::Full => {}
+            conntrack::Inserted::Full => None,
         },
+    };
+    if let Some(state) = tracked {
+        let ids = (svc.service_id, real_id);
+        sync::announce6(globals, key6(flow), ids, state, SYNC_EVENT_FLOW);
     }
     Some(real_id)
 }

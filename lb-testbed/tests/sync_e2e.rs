@@ -38,14 +38,6 @@ fn sync_config(topo: &Topology, state: &str, priority: u8, extra: &str) -> Strin
     config
 }
 
-/// Records applied from sync on `host`, as its status says.
-fn applied(topo: &Topology, host: Host) -> u64 {
-    topo.status(host)
-        .ok()
-        .and_then(|s| s.sync)
-        .map_or(0, |s| s.applied_conns)
-}
-
 /// The master stops, returns and preempts, then dies unplugged, while 16
 /// keep-alive connections keep asking. `persistence`: the service line
 /// that replaces `persistence_timeout = 0`.
@@ -92,7 +84,7 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
     let (seen, ()) = keepalive::through(&client, VIP.into(), CONNECTIONS, || {
         // The backup holds every connection before anything happens.
         let synced = wait_until(SYNC_TIMEOUT, || {
-            applied(&topo, Host::Lb2) >= CONNECTIONS as u64
+            topo.sync_applied(Host::Lb2) >= CONNECTIONS as u64
         });
         thread::sleep(BETWEEN_EVENTS);
 
@@ -196,16 +188,16 @@ fn bad_sync_datagrams_are_counted_and_change_nothing() {
         dport: 80,
         fwmark: 0,
         timeout_s: 900,
-        caddr: std::net::Ipv4Addr::new(198, 18, 0, 7),
-        vaddr: VIP,
-        daddr: lb_testbed::topology::RS2_IP,
+        caddr: std::net::Ipv4Addr::new(198, 18, 0, 7).into(),
+        vaddr: VIP.into(),
+        daddr: lb_testbed::topology::RS2_IP.into(),
     };
     let unknown_service = SyncConn {
         vport: 8080,
         ..good
     };
     let unknown_server = SyncConn {
-        daddr: std::net::Ipv4Addr::new(172, 16, 122, 77),
+        daddr: std::net::Ipv4Addr::new(172, 16, 122, 77).into(),
         cport: 45001,
         ..good
     };

@@ -4,7 +4,7 @@
 
 use aya::maps::{MapData, RingBuf};
 use lb_common::{
-    FlowKey, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, SyncEvent,
+    FlowKey, FlowKey6, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, SyncEvent, SyncEvent6,
     conntrack::{S_ESTABLISHED, S_FIN_WAIT, S_NONE, S_SYN_RECV},
     counters,
 };
@@ -113,4 +113,66 @@ fn a_new_persistence_template_is_reported_once() {
             .collect::<Vec<_>>(),
         [(SYNC_EVENT_FLOW, template.real_id)]
     );
+}
+
+/// Every IPv6 event waiting in the ring (SyncEvent6: the agent tells the
+/// families apart by length).
+fn drain6(ring: &mut RingBuf<MapData>) -> Vec<SyncEvent6> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), size_of::<SyncEvent6>());
+        // SAFETY: as in drain, for SyncEvent6.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent6>()) });
+    }
+    out
+}
+
+#[test]
+fn ipv6_connections_and_templates_are_reported_as_ipv6_events() {
+    let mut service = seed_service6();
+    service.persistence = Some(Persistence {
+        timeout_s: 300,
+        netmask: std::net::Ipv4Addr::BROADCAST,
+        prefix6: 64,
+    });
+    let mut t = ProgTest::with_service(service).unwrap();
+    let mut ring = t.enable_sync().unwrap();
+    let packet6 = |flags| Ipv6Packet::tcp(CLIENT_IP6, 43000, VIP6, PORT, flags, b"").frame();
+    forwarded_to(&mut t, &packet6(TCP_SYN));
+    let first = drain6(&mut ring);
+    let kinds: Vec<(u8, u8)> = first.iter().map(|e| (e.kind, e.state)).collect();
+    assert_eq!(
+        kinds,
+        [(SYNC_EVENT_TEMPLATE, S_NONE), (SYNC_EVENT_FLOW, S_SYN_RECV)],
+        "{first:?}"
+    );
+    let flow = FlowKey6 {
+        src: CLIENT_IP6.octets(),
+        dst: VIP6.octets(),
+        sport: 43000u16.to_be(),
+        dport: PORT.to_be(),
+        proto: lb_common::IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    assert_eq!(first[1].key, flow);
+    // The template: the client's /64 -> [VIP6]:PORT, no client port.
+    let mut net = CLIENT_IP6.octets();
+    net[8..].fill(0);
+    assert_eq!(
+        first[0].key,
+        FlowKey6 {
+            src: net,
+            sport: 0,
+            ..flow
+        }
+    );
+    assert_eq!(first[0].real_id, first[1].real_id);
+    // ESTABLISHED is reported; plain hits are not.
+    forwarded_to(&mut t, &packet6(TCP_ACK));
+    forwarded_to(&mut t, &packet6(TCP_ACK));
+    let moved: Vec<(u8, u32)> = drain6(&mut ring)
+        .iter()
+        .map(|e| (e.state, e.real_id))
+        .collect();
+    assert_eq!(moved, [(S_ESTABLISHED, first[1].real_id)]);
 }

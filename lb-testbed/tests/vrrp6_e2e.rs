@@ -5,8 +5,9 @@
 //! keepalived (each side MASTER in turn) and failover between two of our
 //! balancers: long-lived keep-alive connections that keep asking through
 //! the master's clean stop, its return (preemption) and its death (SIGKILL,
-//! cable pulled), each answered by its first server every time (mh: both
-//! balancers pick a connection's server alike).
+//! cable pulled), each answered by its first server every time: rr, which
+//! would send a connection the new master never saw elsewhere, with
+//! connection sync carrying the IPv6 connections (IPVS's 72-byte records).
 
 use std::{
     thread,
@@ -23,6 +24,11 @@ const BACKUP_MASTER_DOWN: Duration = Duration::from_millis(3000 + 166 * 1000 / 2
 /// Slack for process start-up, the 100 ms polling and scheduling.
 const SLACK: Duration = Duration::from_secs(2);
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A returning master that follows sync waits for its catch-up, then
+/// preempts.
+const PREEMPT_TIMEOUT: Duration = Duration::from_secs(25);
+/// Until the backup holds every connection.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 const SAMPLES: usize = 10;
 const VRID: u8 = 61;
 /// Keep-alive connections through the failover.
@@ -161,18 +167,22 @@ fn keepalived_master_with_ours_backup_over_ipv6() {
 #[test]
 fn failover_between_two_balancers_over_ipv6() {
     let mut topo = topology("c");
-    // mh over the IPv6 service: a connection the new master never saw goes
-    // to the server the old one chose (no connection sync for IPv6 yet).
+    // rr over the IPv6 service, connection sync following the instance:
+    // the backup holds every connection before it takes over.
     let config = |topo: &Topology, state, priority| {
-        our_config(topo, state, priority).replace(
-            "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
-            "lb_algo = \"mh\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        format!(
+            "[global]\nlvs_sync_daemon = {{ interface = \"eth0\", vrrp_instance = \"VI_6\" }}\n\n{}",
+            our_config(topo, state, priority)
         )
     };
     let master_conf = config(&topo, "MASTER", 100);
-    assert!(master_conf.contains("lb_algo = \"mh\""), "{master_conf}");
+    assert_eq!(
+        master_conf.matches("lb_algo = \"rr\"").count(),
+        2,
+        "{master_conf}"
+    );
     topo.start_agent_with(Host::Lb, &master_conf).unwrap();
-    assert!(topo.wait_for_vrrp_state(Host::Lb, "MASTER", ELECTION_TIMEOUT));
+    assert!(topo.wait_for_vrrp_state(Host::Lb, "MASTER", PREEMPT_TIMEOUT));
     topo.start_agent_with(Host::Lb2, &config(&topo, "BACKUP", 90))
         .unwrap();
     assert!(
@@ -190,22 +200,30 @@ fn failover_between_two_balancers_over_ipv6() {
     let client = topo.ns(Host::Client);
     let topo_ref = &mut topo;
     let (seen, ()) = keepalive::through(&client, VIP6.into(), CONNECTIONS, || {
-        let holder_is = |topo: &Topology, holder: Host, other: Host| {
-            wait_until(ELECTION_TIMEOUT, || {
+        let holder_is = |topo: &Topology, holder: Host, other: Host, timeout| {
+            wait_until(timeout, || {
                 topo.holds_vip6(holder) && !topo.holds_vip6(other)
             })
             .is_some()
         };
+        assert!(
+            wait_until(SYNC_TIMEOUT, || topo_ref.sync_applied(Host::Lb2)
+                >= CONNECTIONS as u64)
+            .is_some(),
+            "the backup never held the IPv6 connections: {:?}\n{}",
+            topo_ref.status(Host::Lb2).ok().and_then(|s| s.sync),
+            topo_ref.agent_log_on(Host::Lb2)
+        );
         assert!(topo_ref.stop_agent().unwrap());
         assert!(
-            holder_is(topo_ref, Host::Lb2, Host::Lb),
+            holder_is(topo_ref, Host::Lb2, Host::Lb, ELECTION_TIMEOUT),
             "{}",
             topo_ref.agent_log_on(Host::Lb2)
         );
         thread::sleep(keepalive::REQUEST_PERIOD * 5);
         topo_ref.start_agent_with(Host::Lb, &master_conf).unwrap();
         assert!(
-            holder_is(topo_ref, Host::Lb, Host::Lb2),
+            holder_is(topo_ref, Host::Lb, Host::Lb2, PREEMPT_TIMEOUT),
             "the backup must yield:\n{}",
             topo_ref.agent_log_on(Host::Lb2)
         );
@@ -230,6 +248,13 @@ fn failover_between_two_balancers_over_ipv6() {
         );
         // A few more requests on each connection through the survivor.
         thread::sleep(keepalive::REQUEST_PERIOD * 5);
+        // ActiveConn on the survivor: the open IPv6 connections, synced.
+        assert_eq!(
+            topo_ref.conn_counts(Host::Lb2).map_or(0, |c| c.0),
+            CONNECTIONS as u64,
+            "{}",
+            topo_ref.agent_log_on(Host::Lb2)
+        );
     });
     let broken = keepalive::broken(&seen);
     assert!(broken.is_empty(), "{broken:?}");

@@ -3,7 +3,11 @@
 //! read every field as we meant it. No root needed; tshark comes with
 //! `cargo xtask setup`.
 
-use std::{net::Ipv4Addr, path::Path, process::Command};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    process::Command,
+};
 
 use lb_userspace::sync::codec::{SYNC_GROUP, SYNC_PORT, SyncConn, conn_flags, encode};
 
@@ -101,10 +105,33 @@ fn conn(i: u16, flags: u32, state: u16, timeout_s: u32) -> SyncConn {
         dport: 8080,
         fwmark: u32::from(i),
         timeout_s,
-        caddr: Ipv4Addr::new(198, 18, 0, i as u8),
-        vaddr: Ipv4Addr::new(172, 16, 122, 100),
-        daddr: Ipv4Addr::new(172, 16, 122, 193 + (i % 2) as u8),
+        caddr: Ipv4Addr::new(198, 18, 0, i as u8).into(),
+        vaddr: Ipv4Addr::new(172, 16, 122, 100).into(),
+        daddr: Ipv4Addr::new(172, 16, 122, 193 + (i % 2) as u8).into(),
     }
+}
+
+/// `conn` on IPv6 addresses (a 72-byte record).
+fn conn6(i: u16, flags: u32, state: u16, timeout_s: u32) -> SyncConn {
+    let ip6 = |net: u16, last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, last));
+    SyncConn {
+        caddr: ip6(0x50, i),
+        vaddr: ip6(0x122, 0x100),
+        daddr: ip6(0x122, 0x193 + i % 2),
+        ..conn(i, flags, state, timeout_s)
+    }
+}
+
+/// tshark's reading of `fields` in `messages` (through a pcap file named
+/// by `tag`).
+fn decoded(messages: &[Vec<u8>], tag: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let dir = std::env::temp_dir().join(format!("lb-sync-wire-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("sync.pcap");
+    write_pcap(&pcap, messages);
+    let rows = tshark_fields(&pcap, fields);
+    std::fs::remove_dir_all(&dir).unwrap();
+    rows
 }
 
 fn joined(values: impl Iterator<Item = String>) -> String {
@@ -120,10 +147,6 @@ fn wiresharks_dissector_reads_every_field_as_we_meant_it() {
     ];
     let messages = encode(51, &conns, 1472);
     assert_eq!(messages.len(), 1);
-    let dir = std::env::temp_dir().join(format!("lb-sync-wire-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pcap = dir.join("sync.pcap");
-    write_pcap(&pcap, &messages);
     let fields = [
         "ipvs.syncid",
         "ipvs.conncount",
@@ -143,8 +166,7 @@ fn wiresharks_dissector_reads_every_field_as_we_meant_it() {
         "ipvs.vaddr",
         "ipvs.daddr",
     ];
-    let rows = tshark_fields(&pcap, &fields);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let rows = decoded(&messages, "v4", &fields);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
     let got = |name: &str| row[fields.iter().position(|f| *f == name).unwrap()].clone();
@@ -199,4 +221,56 @@ fn wiresharks_dissector_reads_every_field_as_we_meant_it() {
     ] {
         assert_eq!(got(field), value, "{field}");
     }
+}
+
+#[test]
+fn wiresharks_dissector_reads_ipv6_records_beside_ipv4_ones() {
+    let conns = [
+        conn6(0, conn_flags::DROUTE, 1, 900),
+        conn(1, conn_flags::DROUTE, 1, 900),
+        conn6(3, conn_flags::TUNNEL | conn_flags::TEMPLATE, 0, 360),
+    ];
+    let messages = encode(51, &conns, 1472);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].len(), 8 + 72 + 36 + 72);
+    let fields = [
+        "ipvs.conncount",
+        "ipvs.size",
+        "ipvs.type",
+        "ipvs.size.v1",
+        "ipvs.flags.v1",
+        "ipvs.cport",
+        "ipvs.timeout",
+        "ipvs.caddr",
+        "ipvs.daddr",
+        "ipvs.caddr6",
+        "ipvs.vaddr6",
+        "ipvs.daddr6",
+    ];
+    let rows = decoded(&messages, "v6", &fields);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    let got = |name: &str| row[fields.iter().position(|f| *f == name).unwrap()].clone();
+    assert_eq!(got("ipvs.conncount"), "3");
+    assert_eq!(got("ipvs.size"), messages[0].len().to_string());
+    // STYPE_F_INET6 = 1 marks the IPv6 records.
+    assert_eq!(got("ipvs.type"), "1,0,1", "{row:?}");
+    assert_eq!(got("ipvs.size.v1"), "72,36,72");
+    let flags = joined(conns.iter().map(|c| format!("0x{:08x}", c.flags)));
+    assert_eq!(got("ipvs.flags.v1"), flags);
+    assert_eq!(got("ipvs.cport"), "40000,40001,40003");
+    assert_eq!(got("ipvs.timeout"), "900,900,360");
+    // The IPv4 record's addresses, and the IPv6 records' in their fields.
+    assert_eq!(got("ipvs.caddr"), conns[1].caddr.to_string());
+    assert_eq!(got("ipvs.daddr"), conns[1].daddr.to_string());
+    let v6 = |pick: fn(&SyncConn) -> IpAddr| {
+        joined(
+            [&conns[0], &conns[2]]
+                .into_iter()
+                .map(|c| pick(c).to_string()),
+        )
+    };
+    assert_eq!(got("ipvs.caddr6"), v6(|c| c.caddr));
+    assert_eq!(got("ipvs.vaddr6"), v6(|c| c.vaddr));
+    assert_eq!(got("ipvs.daddr6"), v6(|c| c.daddr));
 }

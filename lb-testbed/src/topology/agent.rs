@@ -140,6 +140,15 @@ impl Topology {
         lb_userspace::runtime_files::read_status(&self.pin_dir_on(host))
     }
 
+    /// Connection-sync records the agent on `host` applied, as its status
+    /// says (0 without sync or status).
+    pub fn sync_applied(&self, host: Host) -> u64 {
+        self.status(host)
+            .ok()
+            .and_then(|s| s.sync)
+            .map_or(0, |s| s.applied_conns)
+    }
+
     /// The state of every vrrp_instance of the agent on `host`, as its
     /// status says (empty when it publishes none yet).
     pub fn vrrp_states(&self, host: Host) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Result, anyhow};
 use aya::maps::{MapData, RingBuf};
-use lb_common::{LbGlobals, SyncEvent};
+use lb_common::{LbGlobals, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, SyncEvent, SyncEvent6};
 use tokio::io::unix::AsyncFd;
 use tracing::info;
 
@@ -23,7 +23,7 @@ use crate::{
     sync::{
         codec::{self, SyncConn},
         daemon::{Settings, SyncDaemon},
-        records::{self, Local, SyncedEntry},
+        records::{self, Local, SyncedEntry, Tuple},
         socket::Endpoint,
     },
     vrrp::{instance::InstanceConfig, state::State as VrrpRunState},
@@ -226,18 +226,24 @@ impl SyncLink {
         let ring = self.events.get_mut();
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
-            if !sends || item.len() != size_of::<SyncEvent>() {
+            if !sends {
                 continue;
             }
-            // SAFETY: the data plane writes whole SyncEvents (repr(C), plain
-            // integers); the length was checked.
-            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent>()) };
-            let local = Local {
-                key: &e.key,
-                service_id: e.service_id,
-                real_id: e.real_id,
-                state: e.state,
-                template: e.kind == lb_common::SYNC_EVENT_TEMPLATE,
+            // The family by the record's length: the data plane writes whole
+            // SyncEvents (IPv4) or SyncEvent6s, repr(C) plain integers of
+            // two different sizes.
+            let local = match item.len() {
+                len if len == size_of::<SyncEvent>() => {
+                    // SAFETY: a whole SyncEvent, its length checked.
+                    let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent>()) };
+                    local_of((&e.key).into(), e.service_id, e.real_id, e.state, e.kind)
+                }
+                len if len == size_of::<SyncEvent6>() => {
+                    // SAFETY: a whole SyncEvent6, its length checked.
+                    let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent6>()) };
+                    local_of((&e.key).into(), e.service_id, e.real_id, e.state, e.kind)
+                }
+                _ => continue,
             };
             out.extend(records::record_of(plan, timeouts, &local));
         }
@@ -245,20 +251,44 @@ impl SyncLink {
     }
 }
 
+/// A data-plane event as what to announce.
+fn local_of(key: Tuple, service_id: u32, real_id: u32, state: u8, kind: u8) -> Local {
+    Local {
+        key,
+        service_id,
+        real_id,
+        state,
+        template: kind == SYNC_EVENT_TEMPLATE,
+    }
+}
+
 /// Announces every live connection and template of this balancer.
 pub fn full_pass(link: &SyncLink, dp: &Dataplane, plan: &Plan, timeouts: &LbGlobals) -> Result<()> {
     let mut chunk = Vec::with_capacity(PASS_CHUNK);
     dp.for_each_live(|entry| {
-        let (key, service_id, real_id, state, template) = match entry {
-            LiveEntry::Flow(k, f) => (k, f.service_id, f.real_id, f.state, false),
-            LiveEntry::Template(k, t) => (k.as_flow_key(), t.service_id, t.real_id, 0, true),
-        };
-        let local = Local {
-            key: &key,
-            service_id,
-            real_id,
-            state,
-            template,
+        let local = match entry {
+            LiveEntry::Flow(k, f) => local_of(
+                (&k).into(),
+                f.service_id,
+                f.real_id,
+                f.state,
+                SYNC_EVENT_FLOW,
+            ),
+            LiveEntry::Flow6(k, f) => local_of(
+                (&k).into(),
+                f.service_id,
+                f.real_id,
+                f.state,
+                SYNC_EVENT_FLOW,
+            ),
+            LiveEntry::Template(k, t) => {
+                let key = (&k.as_flow_key()).into();
+                local_of(key, t.service_id, t.real_id, 0, SYNC_EVENT_TEMPLATE)
+            }
+            LiveEntry::Template6(k, t) => {
+                let key = (&k.as_flow_key()).into();
+                local_of(key, t.service_id, t.real_id, 0, SYNC_EVENT_TEMPLATE)
+            }
         };
         chunk.extend(records::record_of(plan, timeouts, &local));
         if chunk.len() >= PASS_CHUNK {

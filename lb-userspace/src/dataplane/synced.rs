@@ -7,7 +7,7 @@ use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, Result};
 use aya::Pod;
-use lb_common::{FlowEntry, FlowKey, PersistEntry, PersistKey, map_names};
+use lb_common::{FlowEntry, FlowKey, FlowKey6, PersistEntry, PersistKey, PersistKey6, map_names};
 
 use super::{Dataplane, bpf_sys, map_data};
 use crate::sync::records::SyncedEntry;
@@ -19,6 +19,8 @@ const BPF_ANY: u64 = 0;
 pub enum LiveEntry {
     Flow(FlowKey, FlowEntry),
     Template(PersistKey, PersistEntry),
+    Flow6(FlowKey6, FlowEntry),
+    Template6(PersistKey6, PersistEntry),
 }
 
 impl Dataplane {
@@ -31,26 +33,22 @@ impl Dataplane {
         let mut applied = 0;
         for entry in entries {
             let written = match entry {
-                SyncedEntry::Flow(key, flow) => self.write_synced_flow(key, flow)?,
+                SyncedEntry::Flow(key, flow) => {
+                    self.write_synced(map_names::FLOW_TABLE, key, flow, flow_count)?
+                }
                 SyncedEntry::Template(key, template) => {
-                    self.write_synced_template(key, template)?
+                    self.write_synced(map_names::PERSIST, key, template, template_count)?
+                }
+                SyncedEntry::Flow6(key, flow) => {
+                    self.write_synced(map_names::FLOW_TABLE6, key, flow, flow_count)?
+                }
+                SyncedEntry::Template6(key, template) => {
+                    self.write_synced(map_names::PERSIST6, key, template, template_count)?
                 }
             };
             applied += u64::from(written);
         }
         Ok(applied)
-    }
-
-    fn write_synced_flow(&mut self, key: &FlowKey, flow: &FlowEntry) -> Result<bool> {
-        self.write_synced(map_names::FLOW_TABLE, key, flow, |f: &FlowEntry| {
-            (f.real_id, bpf_sys::Counter::of_state(f.state))
-        })
-    }
-
-    fn write_synced_template(&mut self, key: &PersistKey, template: &PersistEntry) -> Result<bool> {
-        self.write_synced(map_names::PERSIST, key, template, |t: &PersistEntry| {
-            (t.real_id, bpf_sys::Counter::Persistent)
-        })
     }
 
     /// Replaces `key`'s entry in hash map `map` with `value`; the count
@@ -93,6 +91,30 @@ impl Dataplane {
         {
             visit(LiveEntry::Template(k, v));
         }
+        let flows6 = map_data(&self.ebpf, map_names::FLOW_TABLE6)?.fd().as_fd();
+        bpf_sys::for_each_batch(flows6, |keys: &[FlowKey6], values: &[FlowEntry]| {
+            for (k, v) in keys.iter().zip(values) {
+                visit(LiveEntry::Flow6(*k, *v));
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+        .context("reading the IPv6 flow table for connection sync")?;
+        let templates6 = map_data(&self.ebpf, map_names::PERSIST6)?.fd().as_fd();
+        for (k, v) in bpf_sys::lookup_all::<PersistKey6, PersistEntry>(templates6)
+            .context("reading the IPv6 persistence templates for connection sync")?
+        {
+            visit(LiveEntry::Template6(k, v));
+        }
         Ok(())
     }
+}
+
+/// Which count a flow entry is in: its server's ActiveConn or InActConn.
+fn flow_count(f: &FlowEntry) -> (u32, bpf_sys::Counter) {
+    (f.real_id, bpf_sys::Counter::of_state(f.state))
+}
+
+/// A template counts in its server's persistent count.
+fn template_count(t: &PersistEntry) -> (u32, bpf_sys::Counter) {
+    (t.real_id, bpf_sys::Counter::Persistent)
 }

@@ -7,9 +7,10 @@
 //! version 1, spare 0) then `count` connection records, each padded to 4
 //! bytes. An IPv4 record is 36 bytes (type 0, protocol, version/size, flags,
 //! state, cport, vport, dport, fwmark, timeout in seconds, caddr, vaddr,
-//! daddr) followed by optional parameters (type, length, data).
+//! daddr) followed by optional parameters (type, length, data); an IPv6
+//! record (type STYPE_F_INET6) is the same with 16-byte addresses, 72 bytes.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The kernel's defaults (IP_VS_SYNC_GROUP, IP_VS_SYNC_PORT).
 pub const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
@@ -76,9 +77,12 @@ pub struct SyncConn {
     pub fwmark: u32,
     /// Seconds left; 0: the receiver's default for the state.
     pub timeout_s: u32,
-    pub caddr: Ipv4Addr,
-    pub vaddr: Ipv4Addr,
-    pub daddr: Ipv4Addr,
+    /// Client, virtual and real server addresses, of one family (the
+    /// VIP's decides the record's; an address of the other family is
+    /// encoded IPv4-mapped, or as 0.0.0.0 when it has no IPv4 form).
+    pub caddr: IpAddr,
+    pub vaddr: IpAddr,
+    pub daddr: IpAddr,
 }
 
 /// A decoded message: its sync id and the records it could read.
@@ -87,8 +91,8 @@ pub struct Message {
     pub syncid: u8,
     pub version: u8,
     pub conns: Vec<SyncConn>,
-    /// Records the kernel too would skip one by one (IPv6 while only IPv4
-    /// is served, an unknown mandatory parameter).
+    /// Records the kernel too would skip one by one (an unknown mandatory
+    /// parameter).
     pub skipped: usize,
 }
 
@@ -129,9 +133,22 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn addr(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+fn addr(b: &[u8], at: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]))
 }
+
+fn addr6(b: &[u8], at: usize) -> IpAddr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&b[at..at + 16]);
+    IpAddr::V6(Ipv6Addr::from(octets))
+}
+
+/// Reads the address of a record's family at an offset.
+type AddrReader = fn(&[u8], usize) -> IpAddr;
+
+/// Where the addresses of a record start (the fixed fields before them
+/// are the same for both families).
+const ADDRS_OFFSET: usize = 24;
 
 /// Decodes a datagram as the kernel's ip_vs_process_message does.
 pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
@@ -184,7 +201,8 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
 /// skipped on its own.
 fn decode_record(r: &[u8]) -> Result<Option<SyncConn>, DecodeError> {
     let record_type = r[0];
-    let fixed = if record_type & STYPE_F_INET6 != 0 {
+    let inet6 = record_type == STYPE_F_INET6;
+    let fixed = if inet6 {
         V6_CONN_LEN
     } else if record_type == 0 {
         V4_CONN_LEN
@@ -194,7 +212,7 @@ fn decode_record(r: &[u8]) -> Result<Option<SyncConn>, DecodeError> {
     if r.len() < fixed {
         return Err(DecodeError::Truncated);
     }
-    let mut skip = record_type & STYPE_F_INET6 != 0;
+    let mut skip = false;
     let mut seen = 0u8;
     let mut at = fixed;
     while at < r.len() {
@@ -230,6 +248,11 @@ fn decode_record(r: &[u8]) -> Result<Option<SyncConn>, DecodeError> {
     if skip {
         return Ok(None);
     }
+    let (read, len): (AddrReader, usize) = if inet6 {
+        (addr6, IPV6_LEN)
+    } else {
+        (addr, IPV4_LEN)
+    };
     Ok(Some(SyncConn {
         protocol: r[1],
         flags: be32(r, 4),
@@ -239,9 +262,9 @@ fn decode_record(r: &[u8]) -> Result<Option<SyncConn>, DecodeError> {
         dport: be16(r, 14),
         fwmark: be32(r, 16),
         timeout_s: be32(r, 20),
-        caddr: addr(r, 24),
-        vaddr: addr(r, 28),
-        daddr: addr(r, 32),
+        caddr: read(r, ADDRS_OFFSET),
+        vaddr: read(r, ADDRS_OFFSET + len),
+        daddr: read(r, ADDRS_OFFSET + 2 * len),
     }))
 }
 
@@ -286,12 +309,36 @@ fn decode_v0(buf: &[u8]) -> Result<Message, DecodeError> {
 }
 
 /// Version-1 datagrams carrying `conns`, each at most `maxlen` bytes and
-/// MAX_CONNS_PER_MESSAGE records (the kernel's sync buffer rules).
+/// MAX_CONNS_PER_MESSAGE records (the kernel's sync buffer rules); a
+/// datagram holds at least one record whatever maxlen says.
 pub fn encode(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Vec<u8>> {
-    conns
-        .chunks(records_per_message(maxlen))
-        .map(|chunk| encode_one(syncid, chunk))
-        .collect()
+    let mut datagrams = Vec::new();
+    let (mut start, mut len) = (0, HEADER_LEN);
+    for (i, conn) in conns.iter().enumerate() {
+        let size = record_len(conn);
+        if i > start && (len + size > maxlen || i - start == MAX_CONNS_PER_MESSAGE) {
+            datagrams.push(encode_one(syncid, &conns[start..i]));
+            (start, len) = (i, HEADER_LEN);
+        }
+        len += size;
+    }
+    if start < conns.len() {
+        datagrams.push(encode_one(syncid, &conns[start..]));
+    }
+    datagrams
+}
+
+/// IPv4 and IPv6 address lengths in records.
+const IPV4_LEN: usize = 4;
+const IPV6_LEN: usize = 16;
+
+/// The record's length: the VIP's family decides.
+fn record_len(conn: &SyncConn) -> usize {
+    if conn.vaddr.is_ipv6() {
+        V6_CONN_LEN
+    } else {
+        V4_CONN_LEN
+    }
 }
 
 /// IPv4 records one datagram of at most `maxlen` bytes holds (at least one).
@@ -300,7 +347,7 @@ pub fn records_per_message(maxlen: usize) -> usize {
 }
 
 fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {
-    let len = HEADER_LEN + conns.len() * V4_CONN_LEN;
+    let len = HEADER_LEN + conns.iter().map(record_len).sum::<usize>();
     let mut out = Vec::with_capacity(len);
     out.push(0);
     out.push(syncid);
@@ -309,9 +356,10 @@ fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {
     out.push(VERSION_1);
     out.extend_from_slice(&[0, 0]);
     for c in conns {
-        out.push(0); // type: IPv4
+        let inet6 = c.vaddr.is_ipv6();
+        out.push(if inet6 { STYPE_F_INET6 } else { 0 });
         out.push(c.protocol);
-        out.extend_from_slice(&(V4_CONN_LEN as u16).to_be_bytes());
+        out.extend_from_slice(&(record_len(c) as u16).to_be_bytes());
         out.extend_from_slice(&c.flags.to_be_bytes());
         out.extend_from_slice(&c.state.to_be_bytes());
         out.extend_from_slice(&c.cport.to_be_bytes());
@@ -319,11 +367,31 @@ fn encode_one(syncid: u8, conns: &[SyncConn]) -> Vec<u8> {
         out.extend_from_slice(&c.dport.to_be_bytes());
         out.extend_from_slice(&c.fwmark.to_be_bytes());
         out.extend_from_slice(&c.timeout_s.to_be_bytes());
-        out.extend_from_slice(&c.caddr.octets());
-        out.extend_from_slice(&c.vaddr.octets());
-        out.extend_from_slice(&c.daddr.octets());
+        for a in [c.caddr, c.vaddr, c.daddr] {
+            if inet6 {
+                out.extend_from_slice(&v6_octets(a));
+            } else {
+                out.extend_from_slice(&v4_octets(a));
+            }
+        }
     }
     out
+}
+
+/// `a` in an IPv6 record (an IPv4 address IPv4-mapped).
+fn v6_octets(a: IpAddr) -> [u8; IPV6_LEN] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// `a` in an IPv4 record (0.0.0.0 for an IPv6 address without an IPv4 form).
+fn v4_octets(a: IpAddr) -> [u8; IPV4_LEN] {
+    match a {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+    }
 }
 
 /// The seed's client on the DR service, established on RS1 (tests).
@@ -338,9 +406,21 @@ pub(crate) fn seed_conn(cport: u16) -> SyncConn {
         dport: 80,
         fwmark: 0,
         timeout_s: 900,
-        caddr: Ipv4Addr::new(172, 16, 122, 50),
-        vaddr: Ipv4Addr::new(172, 16, 122, 100),
-        daddr: Ipv4Addr::new(172, 16, 122, 193),
+        caddr: Ipv4Addr::new(172, 16, 122, 50).into(),
+        vaddr: Ipv4Addr::new(172, 16, 122, 100).into(),
+        daddr: Ipv4Addr::new(172, 16, 122, 193).into(),
+    }
+}
+
+/// seed_conn on the seed's IPv6 addresses (tests).
+#[cfg(test)]
+pub(crate) fn seed_conn6(cport: u16) -> SyncConn {
+    let seed6 = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, last));
+    SyncConn {
+        caddr: seed6(0x50),
+        vaddr: seed6(0x100),
+        daddr: seed6(0x193),
+        ..seed_conn(cport)
     }
 }
 
@@ -372,6 +452,54 @@ mod tests {
         let back = decode(&msg[0]).unwrap();
         assert_eq!(back.syncid, 51);
         assert_eq!(back.conns, [conn(40000)]);
+    }
+
+    #[test]
+    fn an_ipv6_record_is_byte_for_byte_the_kernels() {
+        let msg = encode(51, &[seed_conn6(40000)], 1472);
+        #[rustfmt::skip]
+        let mut expected: Vec<u8> = vec![
+            // header: reserved, syncid 51, size 80, 1 conn, version 1, spare
+            0, 51, 0, 80, 1, 1, 0, 0,
+            // type STYPE_F_INET6, TCP, ver 0 / size 72, flags DROUTE
+            1, 6, 0, 72, 0, 0, 0, 3,
+            // state ESTABLISHED, cport 40000, vport 80, dport 80
+            0, 1, 0x9c, 0x40, 0, 80, 0, 80,
+            // fwmark 0, timeout 900
+            0, 0, 0, 0, 0, 0, 3, 0x84,
+        ];
+        // caddr 2001:db8:122::50, vaddr ::100, daddr ::193.
+        for last in [[0x00, 0x50], [0x01, 0x00], [0x01, 0x93]] {
+            expected.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0x01, 0x22, 0, 0]);
+            expected.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            expected.extend_from_slice(&last);
+        }
+        assert_eq!(msg, [expected]);
+        let back = decode(&msg[0]).unwrap();
+        assert_eq!(
+            (back.conns.as_slice(), back.skipped),
+            (&[seed_conn6(40000)][..], 0)
+        );
+    }
+
+    #[test]
+    fn both_families_share_datagrams_by_their_sizes() {
+        // 20 IPv4 (720 bytes) and 20 IPv6 (1440) records: 1464 bytes of
+        // records fit 1472 once; the rest spills into a second datagram.
+        let conns: Vec<SyncConn> = (0..40)
+            .map(|i| if i % 2 == 0 { conn(i) } else { seed_conn6(i) })
+            .collect();
+        let msgs = encode(1, &conns, 1472);
+        assert!(
+            msgs.iter().all(|m| m.len() <= 1472),
+            "{:?}",
+            msgs.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(msgs.len(), 2);
+        let decoded: Vec<SyncConn> = msgs.iter().flat_map(|m| decode(m).unwrap().conns).collect();
+        assert_eq!(decoded, conns);
+        // One record always goes, whatever maxlen says.
+        assert_eq!(encode(1, &[seed_conn6(1)], 10).len(), 1);
     }
 
     #[test]
@@ -471,7 +599,7 @@ mod tests {
         assert_eq!((m.version, m.syncid), (0, 3));
         assert_eq!(m.conns[0].protocol, 17);
         assert_eq!(m.conns[0].cport, 5353);
-        assert_eq!(m.conns[0].daddr, Ipv4Addr::new(10, 0, 0, 7));
+        assert_eq!(m.conns[0].daddr, IpAddr::from([10, 0, 0, 7]));
         assert_eq!(m.conns[0].timeout_s, 0);
     }
 }

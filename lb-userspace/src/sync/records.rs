@@ -4,10 +4,11 @@
 //! flow-table or template entry of the matching service and real server
 //! here, or is refused with a reason.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_common::{
-    FlowEntry, FlowKey, ForwardKind, IPPROTO_TCP, IPPROTO_UDP, LbGlobals, PersistEntry, PersistKey,
+    FlowEntry, FlowKey, FlowKey6, ForwardKind, IPPROTO_TCP, IPPROTO_UDP, LbGlobals, PersistEntry,
+    PersistKey, PersistKey6,
     conntrack::{S_ESTABLISHED, S_UDP},
 };
 
@@ -25,6 +26,8 @@ const IPVS_UDP_NORMAL: u16 = 0;
 pub enum SyncedEntry {
     Flow(FlowKey, FlowEntry),
     Template(PersistKey, PersistEntry),
+    Flow6(FlowKey6, FlowEntry),
+    Template6(PersistKey6, PersistEntry),
 }
 
 /// Why a record was not applied (counted by reason).
@@ -36,6 +39,8 @@ pub enum Refused {
     UnknownServer,
     /// A protocol or state we do not keep.
     BadState,
+    /// The client's address is of another family than the VIP's.
+    MixedFamilies,
 }
 
 impl Refused {
@@ -44,14 +49,50 @@ impl Refused {
             Refused::UnknownService => "unknown_service",
             Refused::UnknownServer => "unknown_server",
             Refused::BadState => "bad_state",
+            Refused::MixedFamilies => "mixed_families",
+        }
+    }
+}
+
+/// A connection's addresses, ports (network order, as the data plane
+/// keeps them) and protocol, of either family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl From<&FlowKey> for Tuple {
+    fn from(k: &FlowKey) -> Self {
+        Tuple {
+            src: k.src.into(),
+            dst: k.dst.into(),
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
+        }
+    }
+}
+
+impl From<&FlowKey6> for Tuple {
+    fn from(k: &FlowKey6) -> Self {
+        Tuple {
+            src: k.src.into(),
+            dst: k.dst.into(),
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
         }
     }
 }
 
 /// What a connection or template of ours is, as a record: the key as the
 /// data plane keeps it (a template's: client network -> VIP:port, sport 0).
-pub struct Local<'a> {
-    pub key: &'a FlowKey,
+pub struct Local {
+    pub key: Tuple,
     pub service_id: u32,
     pub real_id: u32,
     /// Our state (conntrack::S_*); ignored for templates.
@@ -81,7 +122,7 @@ fn forward_flags(forward: ForwardKind) -> u32 {
 /// The record the kernel would send for `local` (timeouts: the connection
 /// timeouts in force here). None when the plan no longer has its service
 /// or server (a reload removed it).
-pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local<'_>) -> Option<SyncConn> {
+pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local) -> Option<SyncConn> {
     let svc = service_by_id(plan, local.service_id)?;
     let real = real_by_id(svc, local.real_id)?;
     let vport = u16::from_be(local.key.dport);
@@ -115,13 +156,9 @@ pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local<'_>) -> Option
         dport,
         fwmark: 0,
         timeout_s,
-        caddr: Ipv4Addr::from(local.key.src),
-        vaddr: Ipv4Addr::from(local.key.dst),
-        daddr: match real.ip {
-            std::net::IpAddr::V4(ip) => ip,
-            // IPv6 flows are not announced (IPVS's 72-byte records: not yet).
-            std::net::IpAddr::V6(_) => return None,
-        },
+        caddr: local.key.src,
+        vaddr: local.key.dst,
+        daddr: real.ip,
     })
 }
 
@@ -129,9 +166,7 @@ pub fn record_of(plan: &Plan, timeouts: &LbGlobals, local: &Local<'_>) -> Option
 /// all-ports service.
 fn service_of<'a>(plan: &'a Plan, conn: &SyncConn) -> Option<&'a PlannedService> {
     let matches = |s: &&PlannedService, port: u16| {
-        s.vip == std::net::IpAddr::V4(conn.vaddr)
-            && s.port == port
-            && s.protocol.number() == conn.protocol
+        s.vip == conn.vaddr && s.port == port && s.protocol.number() == conn.protocol
     };
     plan.services
         .iter()
@@ -154,45 +189,76 @@ pub fn entry_of(plan: &Plan, conn: &SyncConn, now_ns: u64) -> Result<SyncedEntry
         .ok_or(Refused::UnknownServer)?;
     if conn.flags & conn_flags::TEMPLATE != 0 {
         let persistence = svc.persistence.as_ref().ok_or(Refused::UnknownService)?;
-        return Ok(SyncedEntry::Template(
-            PersistKey {
-                client_net: conn.caddr.octets(),
-                vip: conn.vaddr.octets(),
-                vport: svc.port.to_be(),
-                proto: conn.protocol,
-                _pad: 0,
-            },
-            PersistEntry {
-                real_id: real.real_id,
-                service_id: svc.service_id,
-                mask: u32::from_ne_bytes(persistence.netmask.octets()),
-                _pad: 0,
-                last_seen_ns: now_ns,
-            },
-        ));
+        let template = PersistEntry {
+            real_id: real.real_id,
+            service_id: svc.service_id,
+            mask: persistence.map_mask(svc.vip.is_ipv6()),
+            _pad: 0,
+            last_seen_ns: now_ns,
+        };
+        let vport = svc.port.to_be();
+        return Ok(match (conn.caddr, conn.vaddr) {
+            (IpAddr::V4(client_net), IpAddr::V4(vip)) => SyncedEntry::Template(
+                PersistKey {
+                    client_net: client_net.octets(),
+                    vip: vip.octets(),
+                    vport,
+                    proto: conn.protocol,
+                    _pad: 0,
+                },
+                template,
+            ),
+            (IpAddr::V6(client_net), IpAddr::V6(vip)) => SyncedEntry::Template6(
+                PersistKey6 {
+                    client_net: client_net.octets(),
+                    vip: vip.octets(),
+                    vport,
+                    proto: conn.protocol,
+                    _pad: 0,
+                },
+                template,
+            ),
+            _ => return Err(Refused::MixedFamilies),
+        });
     }
     let state = match conn.protocol {
         IPPROTO_TCP if conn.state < IPVS_TCP_STATES => conn.state as u8,
         IPPROTO_UDP if conn.state == IPVS_UDP_NORMAL => S_UDP,
         _ => return Err(Refused::BadState),
     };
-    Ok(SyncedEntry::Flow(
-        FlowKey {
-            src: conn.caddr.octets(),
-            dst: conn.vaddr.octets(),
-            sport: conn.cport.to_be(),
-            dport: conn.vport.to_be(),
-            proto: conn.protocol,
-            _pad: [0; 3],
-        },
-        FlowEntry {
-            real_id: real.real_id,
-            service_id: svc.service_id,
-            last_seen_ns: now_ns,
-            state,
-            _pad: [0; 7],
-        },
-    ))
+    let flow = FlowEntry {
+        real_id: real.real_id,
+        service_id: svc.service_id,
+        last_seen_ns: now_ns,
+        state,
+        _pad: [0; 7],
+    };
+    let (sport, dport) = (conn.cport.to_be(), conn.vport.to_be());
+    Ok(match (conn.caddr, conn.vaddr) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => SyncedEntry::Flow(
+            FlowKey {
+                src: src.octets(),
+                dst: dst.octets(),
+                sport,
+                dport,
+                proto: conn.protocol,
+                _pad: [0; 3],
+            },
+            flow,
+        ),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => SyncedEntry::Flow6(
+            FlowKey6 {
+                src: src.octets(),
+                dst: dst.octets(),
+                sport,
+                dport,
+                proto: conn.protocol,
+                _pad: [0; 3],
+            },
+            flow,
+        ),
+        _ => return Err(Refused::MixedFamilies),
+    })
 }
 
 #[cfg(test)]
@@ -219,10 +285,9 @@ mod tests {
         }
     }
 
-    fn flow(plan: &Plan, sport: u16, real: usize, state: u8) -> Local<'static> {
-        let k: &'static FlowKey = Box::leak(Box::new(key(sport)));
+    fn flow(plan: &Plan, sport: u16, real: usize, state: u8) -> Local {
         Local {
-            key: k,
+            key: (&key(sport)).into(),
             service_id: plan.services[0].service_id,
             real_id: plan.services[0].reals[real].real_id,
             state,
@@ -239,11 +304,11 @@ mod tests {
         assert_eq!(rec.flags, conn_flags::DROUTE, "established: active, DR");
         assert_eq!((rec.state, rec.timeout_s), (1, 900));
         assert_eq!((rec.cport, rec.vport, rec.dport), (40000, 80, 80));
-        assert_eq!(rec.daddr, Ipv4Addr::new(172, 16, 122, 195));
+        assert_eq!(rec.daddr, IpAddr::from([172, 16, 122, 195]));
         let SyncedEntry::Flow(k, e) = entry_of(&plan, &rec, 7).unwrap() else {
             panic!("a flow")
         };
-        assert_eq!(k, *local.key);
+        assert_eq!(Tuple::from(&k), local.key);
         assert_eq!(
             (e.real_id, e.service_id, e.state),
             (local.real_id, 0, S_ESTABLISHED)
@@ -267,7 +332,7 @@ mod tests {
         let globals = lb_userspace_timeouts();
         let good = record_of(&plan, &globals, &flow(&plan, 40000, 0, S_ESTABLISHED)).unwrap();
         let other_vip = SyncConn {
-            vaddr: Ipv4Addr::new(10, 9, 9, 9),
+            vaddr: IpAddr::from([10, 9, 9, 9]),
             ..good
         };
         assert_eq!(entry_of(&plan, &other_vip, 0), Err(Refused::UnknownService));
@@ -277,7 +342,7 @@ mod tests {
             Err(Refused::UnknownService)
         );
         let other_real = SyncConn {
-            daddr: Ipv4Addr::new(172, 16, 122, 77),
+            daddr: IpAddr::from([172, 16, 122, 77]),
             ..good
         };
         assert_eq!(entry_of(&plan, &other_real, 0), Err(Refused::UnknownServer));
@@ -318,7 +383,7 @@ mod tests {
             ..key(0)
         };
         let local = Local {
-            key: &net,
+            key: (&net).into(),
             service_id: 0,
             real_id: plan.services[0].reals[0].real_id,
             state: 0,
@@ -342,7 +407,7 @@ mod tests {
             ..key(5000)
         };
         let udp = Local {
-            key: &udp_key,
+            key: (&udp_key).into(),
             service_id: 0,
             real_id: udp_plan.services[0].reals[0].real_id,
             state: S_UDP,
@@ -358,5 +423,81 @@ mod tests {
 
     fn plan_of(text: &str) -> Plan {
         plan(&parse("x", text).unwrap())
+    }
+
+    const DUAL_STACK: &str = include_str!("../../../configs/dual-stack.toml");
+
+    #[test]
+    fn ipv6_connections_and_templates_round_trip() {
+        let text = DUAL_STACK.replace(
+            "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+            "lb_algo = \"rr\"\nlb_kind = \"DR\"\npersistence_timeout = 300\npersistence_granularity = 64\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        );
+        assert_ne!(text, DUAL_STACK);
+        let plan = plan_of(&text);
+        let svc = &plan.services[1];
+        assert!(svc.vip.is_ipv6());
+        let globals = lb_userspace_timeouts();
+        let ip6 = |last: u16| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, last);
+        let key = FlowKey6 {
+            src: ip6(0x50).octets(),
+            dst: ip6(0x100).octets(),
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let local = Local {
+            key: (&key).into(),
+            service_id: svc.service_id,
+            real_id: svc.reals[1].real_id,
+            state: S_ESTABLISHED,
+            template: false,
+        };
+        let rec = record_of(&plan, &globals, &local).unwrap();
+        assert_eq!(rec.daddr, IpAddr::V6(ip6(0x195)));
+        assert_eq!(
+            (rec.flags, rec.cport, rec.timeout_s),
+            (conn_flags::DROUTE, 40000, 900)
+        );
+        let entry = entry_of(&plan, &rec, 3).unwrap();
+        let SyncedEntry::Flow6(k, e) = entry else {
+            panic!("an IPv6 flow: {entry:?}")
+        };
+        assert_eq!(k, key);
+        assert_eq!(
+            (e.real_id, e.service_id, e.state),
+            (local.real_id, svc.service_id, S_ESTABLISHED)
+        );
+
+        // A template: the client's /64 -> the service, its prefix length kept.
+        let net = PersistKey6 {
+            client_net: PersistKey6::client_net_of(&ip6(0x50).octets(), 64),
+            vip: ip6(0x100).octets(),
+            vport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        let template = Local {
+            key: (&net.as_flow_key()).into(),
+            state: 0,
+            template: true,
+            ..local
+        };
+        let rec = record_of(&plan, &globals, &template).unwrap();
+        assert_eq!(rec.flags, conn_flags::TEMPLATE | conn_flags::DROUTE);
+        let entry = entry_of(&plan, &rec, 3).unwrap();
+        let SyncedEntry::Template6(k, e) = entry else {
+            panic!("an IPv6 template: {entry:?}")
+        };
+        assert_eq!(k, net);
+        assert_eq!((e.real_id, e.mask), (local.real_id, 64));
+
+        // A client of the other family than the VIP's: refused.
+        let mixed = SyncConn {
+            caddr: IpAddr::from([172, 16, 122, 50]),
+            ..record_of(&plan, &globals, &local).unwrap()
+        };
+        assert_eq!(entry_of(&plan, &mixed, 0), Err(Refused::MixedFamilies));
     }
 }

@@ -64,9 +64,9 @@ fn record(i: u32) -> SyncConn {
         dport: PORT,
         fwmark: 0,
         timeout_s: 900,
-        caddr: std::net::Ipv4Addr::from(SOURCES + i),
-        vaddr: VIP,
-        daddr: RS1_IP,
+        caddr: std::net::Ipv4Addr::from(SOURCES + i).into(),
+        vaddr: VIP.into(),
+        daddr: RS1_IP.into(),
     }
 }
 
