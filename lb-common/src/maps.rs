@@ -55,6 +55,7 @@ pub mod pin_names {
     pub const FORWARD6_FLOW: &str = "forward6_flow";
     pub const NAT6_PROGRAMS: &str = "nat6_programs";
     pub const NAT_REVERSE6: &str = "nat_reverse6";
+    pub const LOCAL_CONNS6: &str = "local_conns6";
 }
 
 /// Object names of the maps in the ELF file (the statics in lb-ebpf).
@@ -86,11 +87,12 @@ pub mod map_names {
     pub const FORWARD6_FLOW: &str = "FORWARD6_FLOW";
     pub const NAT6_PROGRAMS: &str = "NAT6_PROGRAMS";
     pub const NAT_REVERSE6: &str = "NAT_REVERSE6";
+    pub const LOCAL_CONNS6: &str = "LOCAL_CONNS6";
     /// Not pinned: events are transient, each program has its own ring.
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 27] = [
+    pub const PINNED: [(&str, &str); 28] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -124,6 +126,7 @@ pub mod map_names {
         (FORWARD6_FLOW, super::pin_names::FORWARD6_FLOW),
         (NAT6_PROGRAMS, super::pin_names::NAT6_PROGRAMS),
         (NAT_REVERSE6, super::pin_names::NAT_REVERSE6),
+        (LOCAL_CONNS6, super::pin_names::LOCAL_CONNS6),
     ];
 }
 
@@ -633,6 +636,20 @@ pub struct LocalConn {
     pub _pad: [u8; 3],
 }
 
+/// `local_conns6` value, keyed by socket cookie: a local client's socket
+/// pointed at an IPv6 real server. The family-independent part is a
+/// LocalConn (its IPv4 addresses zero), so the socket callbacks follow
+/// both kinds alike; its own map, so local_conns keeps its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalConn6 {
+    pub conn: LocalConn,
+    pub vip: Ipv6Octets,
+    pub real: Ipv6Octets,
+    /// The socket's own address, once known.
+    pub client: Ipv6Octets,
+}
+
 /// Some service uses NAT: packets that are no service's are looked up in
 /// `nat_reverse` (they may be replies of real servers).
 pub const GLOBAL_FLAG_NAT: u32 = 1 << 0;
@@ -756,6 +773,7 @@ mod pod {
     unsafe impl aya::Pod for NatReverse6 {}
     unsafe impl aya::Pod for Forward6Flow {}
     unsafe impl aya::Pod for SyncEvent6 {}
+    unsafe impl aya::Pod for LocalConn6 {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
     unsafe impl aya::Pod for LocalityKey {}
@@ -809,6 +827,7 @@ mod tests {
         assert_eq!(size_of::<NatReverse6>(), 40);
         assert_eq!(size_of::<Forward6Flow>(), 12);
         assert_eq!(size_of::<SyncEvent6>(), 52);
+        assert_eq!(size_of::<LocalConn6>(), 80);
         assert_eq!(size_of::<RealConns>(), 32);
         assert_eq!(
             size_of::<LookupTable>(),

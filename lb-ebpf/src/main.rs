@@ -130,6 +130,27 @@ pub fn local_recvmsg4(ctx: SockAddrContext) -> i32 {
     local::to_vip(&ctx)
 }
 
+/// The same four for IPv6 VIPs (local.rs).
+#[cgroup_sock_addr(connect6)]
+pub fn local_connect6(ctx: SockAddrContext) -> i32 {
+    local::to_real6(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn local_sendmsg6(ctx: SockAddrContext) -> i32 {
+    local::to_real6(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn local_getpeername6(ctx: SockAddrContext) -> i32 {
+    local::to_vip6(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn local_recvmsg6(ctx: SockAddrContext) -> i32 {
+    local::to_vip6(&ctx)
+}
+
 #[inline(always)]
 fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     let pkt = match parse::parse_l4(ctx) {

@@ -11,11 +11,11 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BackendSet, FAMILY_PROGRAM_SLOTS, FLOW_TABLE_DEFAULT_SIZE,
     FORWARD6_PROGRAM_SLOTS, FlowEntry, FlowKey, FlowKey6, Forward6Flow, Ipv6Octets,
-    LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LbGlobals6, LocalConn, LocalityEntry,
-    LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES,
-    MAX_TX_PORTS, NAT6_PROGRAM_SLOTS, NatReverse, NatReverse6, PERSIST_TABLE_SIZE, PersistEntry,
-    PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState, ServiceInfo,
-    ServiceKey, ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    LOCAL_CONNS_SIZE, LOCALITY_CACHE_SIZE, LbGlobals, LbGlobals6, LocalConn, LocalConn6,
+    LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
+    MAX_SERVICES, MAX_TX_PORTS, NAT6_PROGRAM_SLOTS, NatReverse, NatReverse6, PERSIST_TABLE_SIZE,
+    PersistEntry, PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState,
+    ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -182,6 +182,16 @@ pub static SYNC_EVENTS: RingBuf<SyncEvent, { SYNC_EVENTS_BYTES as usize }> = Rin
 #[btf_map]
 pub static LOCAL_CONNS: HashMap<u64, LocalConn, { LOCAL_CONNS_SIZE as usize }, BPF_F_NO_PREALLOC> =
     HashMap::new();
+
+/// The same for sockets pointed at IPv6 real servers (local.rs's
+/// connect6 side).
+#[btf_map]
+pub static LOCAL_CONNS6: HashMap<
+    u64,
+    LocalConn6,
+    { LOCAL_CONNS_SIZE as usize },
+    BPF_F_NO_PREALLOC,
+> = HashMap::new();
 
 /// Single entry: facts about the interface (its MAC).
 #[btf_map]

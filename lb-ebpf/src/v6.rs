@@ -215,7 +215,7 @@ pub fn nat_reply(ctx: &XdpContext) -> Result<u32, Abort> {
 /// all-ports (port 0) persistent service; with the port it was found
 /// under (as main.rs's find_service).
 #[inline(always)]
-fn find_service(flow: &FlowKey6, globals: &LbGlobals) -> Option<(&'static ServiceInfo, u16)> {
+pub fn find_service(flow: &FlowKey6, globals: &LbGlobals) -> Option<(&'static ServiceInfo, u16)> {
     let mut key = ServiceKey6 {
         vip: flow.dst,
         port: flow.dport,

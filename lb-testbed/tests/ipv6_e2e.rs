@@ -3,13 +3,19 @@
 //! DR service on an IPv4 and an IPv6 VIP at once (configs/dual-stack.toml),
 //! real nginx and curl -6; the IPv6 server stopped and restarted is removed
 //! and added back by its check; persistence by an IPv6 prefix, turned on by
-//! a reload. TUN over IPv6: IPv6-in-IPv6 to servers that run rs_decap
-//! (`realserver start --mode tun`), an upload that needs the balancer's
-//! ICMPv6 Packet Too Big. NAT66, one-armed with port mapping: the client on
+//! a reload; curl -6 typed on the director, balanced by connect6. TUN over
+//! IPv6: IPv6-in-IPv6 to servers that run rs_decap (`realserver start
+//! --mode tun`), an upload that needs the balancer's ICMPv6 Packet Too Big. NAT66, one-armed with port mapping: the client on
 //! another IPv6 subnet, the real servers routing through the balancer. The
 //! namespaces go when the test ends.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use lb_common::counters::LOCAL_BALANCED;
 
 use lb_testbed::{
     netns::ip,
@@ -109,6 +115,8 @@ fn dual_stack_dr_with_ipv6_checks_end_to_end() {
         "{conns}"
     );
 
+    on_the_director(&topo);
+
     // The IPv6 server stopped: its TCP_CHECK over IPv6 takes it out...
     topo.stop_nginx(Host::Rs2);
     assert!(
@@ -159,6 +167,79 @@ fn dual_stack_dr_with_ipv6_checks_end_to_end() {
         "VIP still on lo"
     );
     assert!(topo.stop_agent().unwrap(), "{}", topo.agent_log());
+}
+
+/// curl -6 typed on the director itself (the seed's curls of sections 4
+/// and 5.4, over IPv6): the connect6 program points each at the server
+/// rr picks; the application sees the VIP as its peer.
+fn on_the_director(topo: &Topology) {
+    let before = topo.counters(Host::Lb).unwrap()[LOCAL_BALANCED as usize];
+    let answers: Vec<String> = (0..CURLS)
+        .map(|_| topo.curl_on(Host::Lb, &format!("[{VIP6}]")).unwrap())
+        .collect();
+    assert_alternate(&answers, "curl -6 on the director");
+    let lb = topo.ns(Host::Lb);
+    let (peer, body) = std::thread::scope(|s| {
+        s.spawn(|| {
+            lb_testbed::netns::enter(&lb).unwrap();
+            let mut stream = TcpStream::connect((VIP6, 80)).unwrap();
+            let peer = stream.peer_addr().unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            (peer, reply)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(peer, SocketAddr::from((VIP6, 80)));
+    assert!(body.contains("hello rs"), "{body}");
+    let after = topo.counters(Host::Lb).unwrap()[LOCAL_BALANCED as usize];
+    assert_eq!(after - before, CURLS as u64 + 1);
+
+    // Open local connections are listed (list -c) and counted as their
+    // TCP states go; closed, they leave.
+    const OPEN: usize = 2;
+    let streams: Vec<TcpStream> = std::thread::scope(|s| {
+        s.spawn(|| {
+            lb_testbed::netns::enter(&lb).unwrap();
+            (0..OPEN)
+                .map(|_| TcpStream::connect((VIP6, 80)).unwrap())
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    let local6 = |topo: &Topology| {
+        topo.connections(Host::Lb)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.virt == (IpAddr::V6(VIP6), 80))
+            .filter(|c| c.client.0 == IpAddr::V6(LB_IP6))
+            .collect::<Vec<_>>()
+    };
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let listed = local6(topo);
+    assert_eq!(listed.len(), OPEN, "{listed:#?}");
+    for entry in &listed {
+        assert!(ports.contains(&entry.client.1), "{entry:?} {ports:?}");
+        assert_eq!(entry.state, "ESTABLISHED", "{entry:?}");
+        assert!(
+            [RS1_IP6, RS2_IP6].map(IpAddr::V6).contains(&entry.dest.0),
+            "{entry:?}"
+        );
+    }
+    drop(streams);
+    assert!(
+        wait_until(COUNT_TIMEOUT, || local6(topo).is_empty()).is_some(),
+        "{:#?}",
+        local6(topo)
+    );
 }
 
 /// Bytes of the upload: many full-sized segments, each too big for the

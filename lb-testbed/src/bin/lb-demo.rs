@@ -225,6 +225,11 @@ fn dual_stack(topo: &mut Topology, binary: &std::path::Path) -> Result<()> {
         say("client", &format!("curl -g http://[{VIP6}]/"));
         println!("{}", topo.curl_on(Host::Client, &format!("[{VIP6}]"))?);
     }
+    // As the seed types its curls on the director too.
+    for _ in 0..2 {
+        say("lb", &format!("curl -g http://[{VIP6}]/"));
+        println!("{}", topo.curl_on(Host::Lb, &format!("[{VIP6}]"))?);
+    }
     topo.stop_agent()?;
     for rs in [Host::Rs1, Host::Rs2] {
         topo.realserver(rs, &["stop", "--vip", &VIP6.to_string()])?;

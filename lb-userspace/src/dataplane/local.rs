@@ -1,7 +1,8 @@
 //! The socket-level programs for the balancer's own clients (lb-ebpf's
 //! local.rs and local_conns.rs): attached to the root of the cgroup v2
 //! hierarchy so every process's connect(), sendto(), getpeername(),
-//! recvfrom(), TCP state changes and socket release pass them; they act
+//! recvfrom() (IPv4 and IPv6), TCP state changes and socket release pass
+//! them; they act
 //! only in the agent's network namespace (its cookie is in lb_globals) and
 //! on the sockets they balanced. Shared with other programs there
 //! (bpf_links, held as FdLinks: dropping one detaches it). `--keep-dataplane`
@@ -27,13 +28,17 @@ use super::Dataplane;
 
 /// The programs, as named in the object: the sock_ops and release ones
 /// first, so no balanced socket is ever left unfollowed.
-pub const LOCAL_PROGRAMS: [&str; 6] = [
+pub const LOCAL_PROGRAMS: [&str; 10] = [
     "local_sock_ops",
     "local_release",
     "local_connect4",
     "local_sendmsg4",
     "local_getpeername4",
     "local_recvmsg4",
+    "local_connect6",
+    "local_sendmsg6",
+    "local_getpeername6",
+    "local_recvmsg6",
 ];
 
 /// Pinned links of the socket-level programs are named this + the program.

@@ -10,9 +10,9 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
     BackendSet, FlowEntry, FlowKey, FlowKey6, ForwardKind, IPPROTO_TCP, Ipv6Octets, LbGlobals,
-    LocalConn, PersistEntry, PersistKey, PersistKey6, REAL_FLAG_IPV6, RealConns, RealServer,
-    SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo, ServiceKey, ServiceKey6,
-    TrafficStats,
+    LocalConn, LocalConn6, PersistEntry, PersistKey, PersistKey6, REAL_FLAG_IPV6, RealConns,
+    RealServer, SCHED_FLAG_FALLBACK, SCHED_FLAG_HASH_PORT, SchedulerKind, ServiceInfo, ServiceKey,
+    ServiceKey6, TrafficStats,
     conntrack::{S_NONE, STATE_NAMES},
     pin_names,
 };
@@ -206,18 +206,28 @@ fn globals_of(pin_dir: &Path) -> Result<LbGlobals> {
 fn local_connections(pin_dir: &Path, globals: &LbGlobals) -> Result<Vec<ConnView>> {
     let conns: HashMap<MapData, u64, LocalConn> =
         HashMap::try_from(open_pinned(pin_dir, pin_names::LOCAL_CONNS)?)?;
-    Ok(conns
+    let view = |c: &LocalConn, [client, vip, real]: [IpAddr; 3]| ConnView {
+        protocol: protocol_name(c.proto),
+        expire_s: u64::from(globals.timeout_s(c.state)),
+        state: state_name(c.state),
+        client: (client, u16::from_be(c.cport)),
+        virt: (vip, u16::from_be(c.vport)),
+        dest: (real, u16::from_be(c.rport)),
+    };
+    let mut views: Vec<ConnView> = conns
         .iter()
         .filter_map(|item| item.ok())
-        .map(|(_, c)| ConnView {
-            protocol: protocol_name(c.proto),
-            expire_s: u64::from(globals.timeout_s(c.state)),
-            state: state_name(c.state),
-            client: (ipv4(c.client).into(), u16::from_be(c.cport)),
-            virt: (ipv4(c.vip).into(), u16::from_be(c.vport)),
-            dest: (ipv4(c.real).into(), u16::from_be(c.rport)),
-        })
-        .collect())
+        .map(|(_, c)| view(&c, [c.client, c.vip, c.real].map(|a| ipv4(a).into())))
+        .collect();
+    let conns6: HashMap<MapData, u64, LocalConn6> =
+        HashMap::try_from(open_pinned(pin_dir, pin_names::LOCAL_CONNS6)?)?;
+    views.extend(conns6.iter().filter_map(|item| item.ok()).map(|(_, c)| {
+        view(
+            &c.conn,
+            [c.client, c.vip, c.real].map(|a| Ipv6Addr::from(a).into()),
+        )
+    }));
+    Ok(views)
 }
 
 /// A stats slot summed over CPUs.
