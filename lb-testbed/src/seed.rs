@@ -25,7 +25,7 @@ pub const SORRY_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 197);
 /// The IPv6 network beside the seed's (not in the seed: 2001:db8::/32 is
 /// the documentation prefix), each host ::N where the seed has .N.
 pub const SUBNET6_PREFIX: u8 = 64;
-const fn seed6(last: u16) -> Ipv6Addr {
+pub const fn seed6(last: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0x122, 0, 0, 0, 0, last)
 }
 pub const VIP6: Ipv6Addr = seed6(0x100);

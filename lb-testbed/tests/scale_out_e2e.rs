@@ -6,13 +6,15 @@
 //! balancer joins, one is drained, and one is SIGKILLed and unplugged:
 //! every connection keeps its server and gets every answer — with mh
 //! (identical tables on every balancer) and with rr plus connection sync
-//! in both directions.
+//! in both directions. An IPv6 VIP beside the IPv4 one is announced in the
+//! sessions' ipv6 channel and spread the same way; IPv6 keep-alive
+//! connections keep their servers through a drain.
 
 use std::{thread, time::Duration, time::Instant};
 
 use lb_testbed::{
     keepalive::{self, broken, kept_their_servers},
-    topology::{Host, Topology, VIP, agent_binary},
+    topology::{Host, Topology, VIP, VIP6, agent_binary},
 };
 
 const CONNECTIONS: usize = 32;
@@ -276,4 +278,80 @@ fn a_vip_without_its_quorum_of_servers_is_withdrawn() {
         topo.agent_log()
     );
     assert_eq!(topo.curl_vip().unwrap(), "hello rs2");
+}
+
+/// IPv6 connections through the scale-out.
+const CONNECTIONS6: usize = 16;
+
+#[test]
+fn ipv6_vips_are_announced_and_spread_over_the_balancers() {
+    let mut topo = Topology::create(&format!("lbs{}v6", std::process::id())).unwrap();
+    topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
+    topo.start_nginx(Host::Rs2, "hello rs2").unwrap();
+    for rs in [Host::Rs1, Host::Rs2] {
+        topo.realserver(rs, &["start", "--vip", &VIP6.to_string()])
+            .unwrap();
+    }
+    topo.make_scale_out(false).unwrap();
+    let config = topo.scale_out_config6("lb_algo = \"mh\"\nmh_port = true");
+    topo.start_agent_with(Host::Lb, &config).unwrap();
+    topo.start_agent_with(Host::Lb2, &config).unwrap();
+    let logs = |topo: &Topology| {
+        format!(
+            "--- lb ---\n{}\n--- lb2 ---\n{}\n--- router ---\n{}",
+            topo.agent_log(),
+            topo.agent_log_on(Host::Lb2),
+            topo.router_log()
+        )
+    };
+    assert!(
+        topo.wait_for_next_hops6(&[Host::Lb, Host::Lb2], ROUTE_TIMEOUT)
+            .is_some(),
+        "the router never spread the IPv6 VIP over both balancers: {:?}\n{}",
+        topo.router_next_hops6(),
+        logs(&topo)
+    );
+    assert_eq!(
+        topo.router_next_hops(),
+        [Host::Lb, Host::Lb2].map(|h| h.ip()),
+        "the IPv4 VIP beside it"
+    );
+    let bgp = topo
+        .status(Host::Lb)
+        .unwrap()
+        .bgp
+        .expect("bgp in the status");
+    assert_eq!(bgp.announced, vec![VIP.into(), std::net::IpAddr::V6(VIP6)]);
+
+    let client = topo.ns(Host::Client);
+    let before = (tx_packets(&topo, Host::Lb), tx_packets(&topo, Host::Lb2));
+    let (seen, (both_carried, drained)) =
+        keepalive::through(&client, VIP6.into(), CONNECTIONS6, || {
+            thread::sleep(BETWEEN_EVENTS);
+            let both_carried =
+                tx_packets(&topo, Host::Lb) > before.0 && tx_packets(&topo, Host::Lb2) > before.1;
+            // lb2 is drained: the IPv6 route (and the IPv4 one) withdrawn,
+            // its connections move to lb mid-stream; mh keeps their servers.
+            let drain = std::process::Command::new(agent_binary().unwrap())
+                .args(["drain", "--timeout", DRAIN_TIMEOUT_S, "--pin-path"])
+                .arg(topo.pin_dir_on(Host::Lb2))
+                .output()
+                .unwrap();
+            let drained = drain.status.success()
+                && topo
+                    .wait_for_next_hops6(&[Host::Lb], ROUTE_TIMEOUT)
+                    .is_some();
+            thread::sleep(BETWEEN_EVENTS);
+            (both_carried, drained)
+        });
+    assert!(
+        both_carried,
+        "ECMP gave both balancers IPv6 connections\n{}",
+        logs(&topo)
+    );
+    assert!(drained, "{:?}\n{}", topo.router_next_hops6(), logs(&topo));
+    let broken = broken(&seen);
+    assert!(broken.is_empty(), "{broken:#?}\n{}", logs(&topo));
+    let servers = kept_their_servers(&seen, MIN_ANSWERS / 2).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{CONNECTIONS6} IPv6 connections kept their servers through the drain: {servers:?}");
 }

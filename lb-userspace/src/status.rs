@@ -3,10 +3,7 @@
 //! the runtime directory, read by `lb-userspace status` and `reload`; the
 //! metrics endpoint); rendering it is pure and tested without root.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::{fmt::Write as _, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +35,7 @@ pub struct AgentStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BgpStatus {
     /// VIPs announced now.
-    pub announced: Vec<Ipv4Addr>,
+    pub announced: Vec<IpAddr>,
     /// The sessions as BIRD last reported them.
     pub sessions: Vec<crate::bgp::birdc::Session>,
     /// `lb-userspace drain`: withdrawn on purpose.
@@ -266,6 +263,8 @@ impl AgentStatus {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -309,7 +308,7 @@ mod tests {
             },
             local_clients: Some("/sys/fs/cgroup/unified".into()),
             bgp: Some(BgpStatus {
-                announced: vec![Ipv4Addr::new(172, 16, 122, 100)],
+                announced: vec![Ipv4Addr::new(172, 16, 122, 100).into()],
                 sessions: vec![crate::bgp::birdc::Session {
                     neighbor: Ipv4Addr::new(172, 16, 122, 1),
                     state: "up".into(),

@@ -9,11 +9,21 @@
 //!   {p}-lb 172.16.122.188, {p}-lb2 .189, {p}-lb3 .190 ──────────── br0
 //!   {p}-rs1 .193, {p}-rs2 .195 (VIP on lo) ─────────────────────── ┘
 //! ```
+//!
+//! IPv6 beside it: the client's 2001:db8:10::50 behind the router's
+//! 2001:db8:10::1 and 2001:db8:122::1, the balancers announcing IPv6 VIPs
+//! in an ipv6 channel of the same sessions.
 
 use super::*;
 
 pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 1);
 pub const LB3_IP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 190);
+pub const ROUTER_IP6: Ipv6Addr = crate::seed::seed6(0x1);
+pub const LB3_IP6: Ipv6Addr = crate::seed::seed6(0x190);
+/// The client's own IPv6 subnet, behind the router.
+pub const OUTSIDE_CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x50);
+const OUTSIDE_ROUTER6: &str = "2001:db8:10::1";
+const OUTSIDE_NET6: &str = "2001:db8:10::/64";
 /// The client's own subnet, behind the router.
 pub const OUTSIDE_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 const OUTSIDE_ROUTER: &str = "10.0.0.1";
@@ -59,6 +69,7 @@ impl Topology {
             "dev",
             OUTSIDE_IFACE,
         ])?;
+        add6(&router, &format!("{OUTSIDE_ROUTER6}/{SUBNET6_PREFIX}"))?;
         ip(&["-n", &router, "link", "set", OUTSIDE_IFACE, "up"])?;
         // The client leaves the seed's segment: everything via the router.
         ip(&["-n", &client, "link", "set", HOST_IFACE, "down"])?;
@@ -71,8 +82,10 @@ impl Topology {
             "dev",
             OUTSIDE_IFACE,
         ])?;
+        add6(&client, &format!("{OUTSIDE_CLIENT_IP6}/{SUBNET6_PREFIX}"))?;
         ip(&["-n", &client, "link", "set", OUTSIDE_IFACE, "up"])?;
         default_route(&client, OUTSIDE_ROUTER)?;
+        default_route(&client, OUTSIDE_ROUTER6)?;
         for ns in [&router, &client] {
             exec_in(ns, &["ethtool", "-K", OUTSIDE_IFACE, "tx", "off"])?;
         }
@@ -81,20 +94,19 @@ impl Topology {
             // Flows spread by ports too: one client, many connections.
             ("net.ipv4.fib_multipath_hash_policy", "1"),
             ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv6.fib_multipath_hash_policy", "1"),
         ] {
             exec_in(&router, &["sysctl", "-q", "-w", &format!("{key}={value}")])?;
         }
         // Direct return: the real servers answer the client via the router.
         for rs in Host::REAL_SERVERS {
-            ip(&[
-                "-n",
-                &self.ns(rs),
-                "route",
-                "add",
-                OUTSIDE_NET,
-                "via",
-                &ROUTER_IP.to_string(),
-            ])?;
+            for (net, router_ip) in [
+                (OUTSIDE_NET, ROUTER_IP.to_string()),
+                (OUTSIDE_NET6, ROUTER_IP6.to_string()),
+            ] {
+                ip(&["-n", &self.ns(rs), "route", "add", net, "via", &router_ip])?;
+            }
         }
         // Gone already when a VRRP agent ran and stopped.
         let _ = ip(&[
@@ -120,10 +132,12 @@ impl Topology {
                  log stderr {{ info, remote, warning, error, auth, fatal, bug }};\n\
                  protocol device {{ }}\n\
                  protocol kernel {{\n  ipv4 {{ import none; export all; }};\n  merge paths on;\n}}\n\
+                 protocol kernel {{\n  ipv6 {{ import none; export all; }};\n  merge paths on;\n}}\n\
                  {}\
                  protocol bgp balancers {{\n  local {ROUTER_IP} as {ROUTER_AS};\n  \
                  neighbor range {}.0/{SUBNET_PREFIX} as {BALANCERS_AS};\n  hold time {HOLD_TIME_S};\n  \
-                 keepalive time 1;\n{bfd_on}  ipv4 {{ import all; export none; }};\n}}\n",
+                 keepalive time 1;\n{bfd_on}  ipv4 {{ import all; export none; }};\n  \
+                 ipv6 {{ import all; export none; }};\n}}\n",
                 if bfd { "protocol bfd { }\n" } else { "" },
                 subnet_base()
             ),
@@ -201,6 +215,37 @@ impl Topology {
         hops
     }
 
+    /// The same for the IPv6 VIP.
+    pub fn router_next_hops6(&self) -> Vec<Ipv6Addr> {
+        let Ok(out) = ip(&[
+            "-n",
+            &self.ns(Host::Router),
+            "-6",
+            "route",
+            "show",
+            &format!("{VIP6}/128"),
+        ]) else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut hops: Vec<Ipv6Addr> = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect();
+        hops.sort();
+        hops
+    }
+
+    /// Waits until the router spreads the IPv6 VIP over exactly `hosts`.
+    pub fn wait_for_next_hops6(&self, hosts: &[Host], timeout: Duration) -> Option<Duration> {
+        let mut want: Vec<Ipv6Addr> = hosts.iter().filter_map(|h| h.ip6()).collect();
+        want.sort();
+        wait_until(timeout, || self.router_next_hops6() == want)
+    }
+
     /// Waits until the router spreads the VIP over exactly `hosts`;
     /// how long it took.
     pub fn wait_for_next_hops(&self, hosts: &[Host], timeout: Duration) -> Option<Duration> {
@@ -236,6 +281,34 @@ impl Topology {
              [[bgp.neighbor]]\naddress = \"{ROUTER_IP}\"\nremote_as = {ROUTER_AS}\n"
         )
     }
+}
+
+impl Topology {
+    /// scale_out_config with the same service on the IPv6 VIP too (its
+    /// servers' IPv6 addresses; announced in the sessions' ipv6 channel).
+    pub fn scale_out_config6(&self, scheduler: &str) -> String {
+        let config = self.scale_out_config(scheduler, false, false);
+        let reals: String = [RS1_IP6, RS2_IP6]
+            .iter()
+            .map(|ip| {
+                format!(
+                    "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
+                     [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
+                )
+            })
+            .collect();
+        let service6 = format!(
+            "[[virtual_server]]\nvip = \"{VIP6}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
+             {scheduler}\nlb_kind = \"DR\"\n{reals}\n"
+        );
+        // Before [bgp]: a table header ends the virtual_server before it.
+        config.replacen("[bgp]\n", &format!("{service6}[bgp]\n"), 1)
+    }
+}
+
+/// Adds an IPv6 address to `ns`'s outside interface, usable at once.
+fn add6(ns: &str, addr: &str) -> Result<()> {
+    ip(&["-n", ns, "addr", "add", addr, "dev", OUTSIDE_IFACE, "nodad"]).map(|_| ())
 }
 
 /// "172.16.122" of the seed's /24.

@@ -106,8 +106,7 @@ impl Host {
             Host::Router => "router",
         }
     }
-    /// The host's IPv6 address beside its IPv4 one (the seed's hosts only;
-    /// the scale-out hosts have none).
+    /// The host's IPv6 address beside its IPv4 one.
     pub fn ip6(self) -> Option<Ipv6Addr> {
         Some(match self {
             Host::Client => CLIENT_IP6,
@@ -116,7 +115,8 @@ impl Host {
             Host::Rs1 => RS1_IP6,
             Host::Rs2 => RS2_IP6,
             Host::Sorry => SORRY_IP6,
-            Host::Lb3 | Host::Router => return None,
+            Host::Lb3 => ecmp::LB3_IP6,
+            Host::Router => ecmp::ROUTER_IP6,
         })
     }
 

@@ -7,7 +7,7 @@
 use std::{
     collections::HashSet,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use tracing::{info, warn};
 
-use super::discovery::own_address;
+use super::discovery::{own_address, own_address6};
 use crate::{
     bgp::{
         announce::{self, Holds, ServiceReadiness},
@@ -37,7 +37,7 @@ pub struct BgpLink {
     bird: Bird,
     settings: BirdSettings,
     /// What BIRD's file holds now.
-    announced: Vec<Ipv4Addr>,
+    announced: Vec<IpAddr>,
     sessions: Vec<Session>,
     /// Since when a drain runs.
     draining: Option<Instant>,
@@ -55,14 +55,22 @@ impl BgpLink {
         config: &Bgp,
         nl: &Netlink,
         link: &LinkInfo,
-        vips: &HashSet<Ipv4Addr>,
+        vips: &HashSet<IpAddr>,
         pin_dir: &Path,
         catch_up: Option<Duration>,
     ) -> Result<Self> {
-        let source = own_address(nl, link.index, vips).await?.ok_or_else(|| {
+        let vips4: HashSet<Ipv4Addr> = crate::planning::plan::ipv4_only(vips).collect();
+        let source = own_address(nl, link.index, &vips4).await?.ok_or_else(|| {
             anyhow!("[bgp]: the interface has no IPv4 address of its own to peer from")
         })?;
-        let settings = settings_of(config, source);
+        let next_hop6 = own_address6(nl, link.index, vips).await?;
+        if next_hop6.is_none() && vips.iter().any(IpAddr::is_ipv6) {
+            warn!(
+                "[bgp]: the interface has no global IPv6 address of its own: IPv6 VIPs are not \
+                 announced (their next hop)"
+            );
+        }
+        let settings = settings_of(config, source, next_hop6);
         let (conf, ctl) = runtime_files::bird_paths(pin_dir);
         write_atomically(&conf, &bird_conf::render(&settings, &[]))?;
         let bird = Bird::start(conf, ctl);
@@ -100,7 +108,7 @@ impl BgpLink {
     /// BIRD with `birdc configure`, which restarts only the sessions whose
     /// settings changed.
     pub async fn reconfigure(&mut self, config: &Bgp) {
-        let settings = settings_of(config, self.settings.source);
+        let settings = settings_of(config, self.settings.source, self.settings.next_hop6);
         if settings == self.settings {
             return;
         }
@@ -113,7 +121,7 @@ impl BgpLink {
 
     /// BIRD's file for `vips`, then `birdc configure`; false if the file
     /// could not be written.
-    async fn write_and_configure(&self, vips: &[Ipv4Addr]) -> bool {
+    async fn write_and_configure(&self, vips: &[IpAddr]) -> bool {
         if let Err(e) = write_atomically(self.bird.conf(), &bird_conf::render(&self.settings, vips))
         {
             warn!("BGP: {e:#}");
@@ -128,7 +136,11 @@ impl BgpLink {
 
     /// Announces what `services` allow (BIRD reconfigured only on change).
     pub async fn update(&mut self, services: &[ServiceReadiness]) {
-        let wanted = announce::announced(services, self.holds());
+        let mut wanted = announce::announced(services, self.holds());
+        // IPv6 VIPs need an IPv6 next hop (warned about at start).
+        if self.settings.next_hop6.is_none() {
+            wanted.retain(IpAddr::is_ipv4);
+        }
         if wanted == self.announced {
             return;
         }
@@ -216,9 +228,10 @@ impl BgpLink {
     }
 }
 
-/// What BIRD is told, from [bgp] and our address.
-fn settings_of(config: &Bgp, source: Ipv4Addr) -> BirdSettings {
+/// What BIRD is told, from [bgp] and our addresses.
+fn settings_of(config: &Bgp, source: Ipv4Addr, next_hop6: Option<Ipv6Addr>) -> BirdSettings {
     BirdSettings {
+        next_hop6,
         router_id: config.router_id.unwrap_or(source),
         source,
         local_as: config.local_as,

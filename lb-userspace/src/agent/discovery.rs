@@ -101,15 +101,7 @@ async fn tunnel_source6(
         .map(|s| s.vip)
         .chain(governed.iter().copied())
         .collect();
-    let own = nl
-        .addresses(link.index)
-        .await?
-        .into_iter()
-        .find_map(|a| match a {
-            IpAddr::V6(a) if !vips.contains(&a.into()) && !a.is_unicast_link_local() => Some(a),
-            _ => None,
-        });
-    match own {
+    match own_address6(nl, link.index, &vips).await? {
         Some(a) => Ok(a),
         None if needs_tun(plan, true) => Err(anyhow!(
             "lb_kind TUN over IPv6 needs a global IPv6 address of the interface's own (not a VIP, \
@@ -117,6 +109,24 @@ async fn tunnel_source6(
         )),
         None => Ok(Ipv6Addr::UNSPECIFIED),
     }
+}
+
+/// The interface's first global IPv6 address that is none of `vips` (a
+/// link-local one reaches no routed peer): TUN's outer source, BGP's next
+/// hop of IPv6 VIPs.
+pub async fn own_address6(
+    nl: &Netlink,
+    ifindex: u32,
+    vips: &HashSet<IpAddr>,
+) -> Result<Option<Ipv6Addr>> {
+    Ok(nl
+        .addresses(ifindex)
+        .await?
+        .into_iter()
+        .find_map(|a| match a {
+            IpAddr::V6(a) if !vips.contains(&a.into()) && !a.is_unicast_link_local() => Some(a),
+            _ => None,
+        }))
 }
 
 /// Each vrrp_instance with its interface and our address on it.

@@ -278,10 +278,12 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     // After go_live (nothing is announced before the data plane serves)
     // and after the drop: BIRD starts with the capabilities kept for it.
     if let Some(bgp) = &config.bgp {
-        let vips: std::collections::HashSet<_> = agent
+        let vips: std::collections::HashSet<IpAddr> = agent
             .plan
-            .ipv4_vips()
-            .chain(plan::ipv4_only(&governed_vips))
+            .services
+            .iter()
+            .map(|s| s.vip)
+            .chain(governed_vips.iter().copied())
             .collect();
         let catch_up = agent.sync.is_some().then_some(sync_link::CATCHUP_WAIT);
         agent.bgp = Some(
@@ -591,15 +593,10 @@ impl Agent {
             .plan
             .services
             .iter()
-            // BIRD is configured for IPv4 routes only, so far.
-            .filter_map(|svc| match svc.vip {
-                IpAddr::V4(vip) => Some((svc, vip)),
-                IpAddr::V6(_) => None,
-            })
-            .map(|(svc, vip)| {
+            .map(|svc| {
                 let applied = self.applied.get(&svc.service_id);
                 ServiceReadiness {
-                    vip,
+                    vip: svc.vip,
                     quorum_holds: applied.is_some_and(|a| !a.state.quorum_lost),
                     standby: applied.is_none_or(|a| a.standby),
                 }

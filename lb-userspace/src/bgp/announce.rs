@@ -6,12 +6,12 @@
 //! healthy real servers holds (keepalived's quorum) and, where a
 //! vrrp_instance governs the VIP, this balancer is its MASTER.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 /// One virtual service as the announcement sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceReadiness {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// `quorum` real servers are healthy.
     pub quorum_holds: bool,
     /// Passed, not balanced (a vrrp_instance governing the VIP is not MASTER).
@@ -26,12 +26,12 @@ pub struct Holds {
     pub catching_up: bool,
 }
 
-/// The VIPs to announce, sorted.
-pub fn announced(services: &[ServiceReadiness], holds: Holds) -> Vec<Ipv4Addr> {
+/// The VIPs to announce, sorted (IPv4 before IPv6).
+pub fn announced(services: &[ServiceReadiness], holds: Holds) -> Vec<IpAddr> {
     if holds.draining || holds.catching_up {
         return Vec::new();
     }
-    let vips: BTreeSet<Ipv4Addr> = services
+    let vips: BTreeSet<IpAddr> = services
         .iter()
         .filter(|s| s.quorum_holds && !s.standby)
         .map(|s| s.vip)
@@ -41,12 +41,14 @@ pub fn announced(services: &[ServiceReadiness], holds: Holds) -> Vec<Ipv4Addr> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 100);
-    const VIP2: Ipv4Addr = Ipv4Addr::new(172, 16, 122, 101);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 122, 100));
+    const VIP2: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 122, 101));
 
-    fn svc(vip: Ipv4Addr, quorum_holds: bool, standby: bool) -> ServiceReadiness {
+    fn svc(vip: IpAddr, quorum_holds: bool, standby: bool) -> ServiceReadiness {
         ServiceReadiness {
             vip,
             quorum_holds,
@@ -73,6 +75,12 @@ mod tests {
                 none
             ),
             vec![VIP, VIP2]
+        );
+        // An IPv6 VIP beside them: after IPv4's.
+        let vip6: IpAddr = "2001:db8:122::100".parse().unwrap();
+        assert_eq!(
+            announced(&[svc(vip6, true, false), svc(VIP, true, false)], none),
+            vec![VIP, vip6]
         );
     }
 

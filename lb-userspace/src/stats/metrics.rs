@@ -463,7 +463,7 @@ mod tests {
                 drops: [("unknown_service".to_string(), 2)].into(),
             }),
             bgp: Some(crate::status::BgpStatus {
-                announced: vec![Ipv4Addr::new(10, 0, 0, 100)],
+                announced: vec![Ipv4Addr::new(10, 0, 0, 100).into()],
                 sessions: vec![crate::bgp::birdc::Session {
                     neighbor: Ipv4Addr::new(10, 0, 0, 254),
                     state: "up".into(),
