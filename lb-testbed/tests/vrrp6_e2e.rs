@@ -16,7 +16,7 @@ use std::{
 
 use lb_testbed::{
     keepalive,
-    topology::{Host, Topology, VIP6, wait_until},
+    topology::{Host, LB_IP6, LB2_IP6, Topology, VIP6, wait_until},
 };
 
 /// Master_Down_Interval of a backup with priority 90: 3 x 1 s + (256 - 90) / 256 s.
@@ -260,5 +260,50 @@ fn failover_between_two_balancers_over_ipv6() {
     assert!(broken.is_empty(), "{broken:?}");
     let servers = keepalive::kept_their_servers(&seen, 15).unwrap();
     eprintln!("{CONNECTIONS} keep-alive connections kept their servers: {servers:?}");
+    assert!(curl6(&topo).is_some_and(|a| a.starts_with("hello rs")));
+}
+
+/// unicast_peer over IPv6: adverts leave from the link-local address to
+/// the peer's global one, and are heard although the peer list holds
+/// global addresses (a backup that heard nothing would be MASTER after
+/// Master_Down_Interval: both would hold the VIP).
+#[test]
+fn unicast_peers_over_ipv6() {
+    let mut topo = topology("u");
+    let config = |topo: &Topology, state, priority, peer: std::net::Ipv6Addr| {
+        our_config(topo, state, priority).replacen(
+            "virtual_ipaddress = ",
+            &format!("unicast_peer = [\"{peer}\"]\nvirtual_ipaddress = "),
+            1,
+        )
+    };
+    let master = config(&topo, "MASTER", 100, LB2_IP6);
+    assert!(master.contains("unicast_peer"), "{master}");
+    topo.start_agent_with(Host::Lb, &master).unwrap();
+    assert!(topo.wait_for_vrrp_state(Host::Lb, "MASTER", ELECTION_TIMEOUT));
+    topo.start_agent_with(Host::Lb2, &config(&topo, "BACKUP", 90, LB_IP6))
+        .unwrap();
+    assert!(
+        topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", ELECTION_TIMEOUT),
+        "{}",
+        topo.agent_log_on(Host::Lb2)
+    );
+    thread::sleep(BACKUP_MASTER_DOWN + SLACK);
+    assert_eq!(
+        topo.vrrp_states(Host::Lb2),
+        ["BACKUP"],
+        "the backup must hear the master's unicast adverts:\n{}\n--- master ---\n{}\n{:?}",
+        topo.agent_log_on(Host::Lb2),
+        topo.agent_log(),
+        topo.status(Host::Lb2).map(|s| s.vrrp)
+    );
+    assert_only_holder(&topo, Host::Lb, Host::Lb2);
+    // The master stops: its priority-0 advert, unicast, hands over.
+    assert!(topo.stop_agent().unwrap());
+    assert!(
+        wait_until(ELECTION_TIMEOUT, || topo.holds_vip6(Host::Lb2)).is_some(),
+        "{}",
+        topo.agent_log_on(Host::Lb2)
+    );
     assert!(curl6(&topo).is_some_and(|a| a.starts_with("hello rs")));
 }

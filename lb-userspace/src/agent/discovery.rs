@@ -146,17 +146,34 @@ pub async fn resolve_vrrp_instances(
             )
         })?;
         let local: IpAddr = if crate::vrrp::instance::instance_is_ipv6(vi)? {
-            // VRRPv3 over IPv6 sends from the link-local address.
-            nl.link_local6(link.index)
-                .await?
-                .ok_or_else(|| {
-                    anyhow!(
-                        "vrrp_instance {}: {iface} has no IPv6 link-local address to send adverts \
-                     from (is IPv6 disabled on it?)",
-                        vi.name
-                    )
-                })?
-                .into()
+            // Unicast to global peer addresses goes from our global
+            // address: the peers' sockets are bound to theirs, and ours
+            // receives what is sent to it.
+            let global_peers = vi.unicast_peer.iter().any(|p| match p {
+                IpAddr::V6(a) => !a.is_unicast_link_local(),
+                IpAddr::V4(_) => false,
+            });
+            let vips: HashSet<IpAddr> = vi.virtual_ipaddress.iter().map(|v| v.addr).collect();
+            let global = if global_peers {
+                own_address6(nl, link.index, &vips).await?
+            } else {
+                None
+            };
+            match global {
+                Some(a) => a.into(),
+                // VRRPv3 over IPv6 sends from the link-local address.
+                None => nl
+                    .link_local6(link.index)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "vrrp_instance {}: {iface} has no IPv6 link-local address to send \
+                             adverts from (is IPv6 disabled on it?)",
+                            vi.name
+                        )
+                    })?
+                    .into(),
+            }
         } else {
             let vips: HashSet<Ipv4Addr> =
                 ipv4_only(vi.virtual_ipaddress.iter().map(|v| &v.addr)).collect();

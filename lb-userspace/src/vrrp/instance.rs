@@ -188,6 +188,15 @@ pub enum DropReason {
     NotAPeer,
 }
 
+/// Whether an advert from `src` is a unicast peer's: from an address the
+/// instance lists or, over IPv6, from a link-local one. RFC 5798 sends
+/// from the link-local address, which a peer list of global addresses (as
+/// keepalived's unicast_peer is mostly written) does not hold; the hop
+/// limit of 255, checked before, proves it came from the link.
+fn from_a_peer(cfg: &InstanceConfig, src: IpAddr) -> bool {
+    cfg.unicast_peers.contains(&src) || matches!(src, IpAddr::V6(a) if a.is_unicast_link_local())
+}
+
 /// Checks a received packet against the instance. Ok(None): valid but not
 /// for us (another vrid, or our own). Pure: tested without sockets.
 pub fn validate(
@@ -205,7 +214,7 @@ pub fn validate(
     if adv.vrid != cfg.vrid {
         return Ok(None);
     }
-    if !cfg.unicast_peers.is_empty() && !cfg.unicast_peers.contains(&r.src) {
+    if !cfg.unicast_peers.is_empty() && !from_a_peer(cfg, r.src) {
         return Err(DropReason::NotAPeer);
     }
     if adv.version != cfg.params.version {
@@ -617,6 +626,29 @@ mod tests {
         let mut forged = good.clone();
         forged.src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x190).into();
         assert_eq!(validate(&cfg, Some(&forged)), Err(DropReason::Malformed));
+    }
+
+    #[test]
+    fn ipv6_unicast_peers_are_heard_from_their_link_local_addresses() {
+        let unicast = format!("{SEED_V6}unicast_peer = [\"2001:db8:122::189\"]\n");
+        let cfg = instance_of(&unicast, LOCAL6.into()).unwrap();
+        let from = |src: IpAddr| Received {
+            src,
+            dst: LOCAL6.into(),
+            ttl: VRRP_TTL,
+            payload: cfg.advert(90).encode(src, LOCAL6.into()),
+        };
+        // The peer's adverts leave from its link-local address.
+        assert!(validate(&cfg, Some(&from(PEER6.into()))).unwrap().is_some());
+        // From its listed global address too.
+        let listed: IpAddr = "2001:db8:122::189".parse().unwrap();
+        assert!(validate(&cfg, Some(&from(listed))).unwrap().is_some());
+        // A global address nobody listed: not a peer.
+        let stranger: IpAddr = "2001:db8:122::77".parse().unwrap();
+        assert_eq!(
+            validate(&cfg, Some(&from(stranger))),
+            Err(DropReason::NotAPeer)
+        );
     }
 
     /// (Mixed families and IPv6 over VRRPv2 are refused by the config's
