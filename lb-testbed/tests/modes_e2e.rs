@@ -5,7 +5,9 @@
 
 use std::{fs, process::Command, time::Duration};
 
-use lb_testbed::topology::{Host, Topology, VIP, agent_binary};
+use lb_testbed::topology::{
+    Host, RS1_IP6, RS2_IP6, TWO_ARMED_GATEWAY6, Topology, VIP, agent_binary,
+};
 
 const SEQUENTIAL: usize = 10;
 const CONCURRENT: usize = 200;
@@ -192,16 +194,24 @@ fn nat_one_armed_with_port_mapping() {
 
 /// Two-armed LVS-NAT: clients outside (eth1), real servers inside (eth0),
 /// frames redirected between the two through the tx_ports devmap; with
-/// port mapping 80 -> 8080.
+/// port mapping 80 -> 8080. NAT66 beside it, the same way.
 #[test]
 fn nat_two_armed_with_port_mapping() {
     let mut topo = Topology::create(&format!("lbm{}nat2", std::process::id())).unwrap();
     let sha = big_file(&topo);
     topo.make_nat_two_armed().unwrap();
+    let nat66: String = [RS1_IP6, RS2_IP6]
+        .iter()
+        .map(|ip| format!("  [[virtual_server.real_server]]\n  ip = \"{ip}\"\n  port = 8080\n"))
+        .collect();
     let config = topo
         .config_from("seed-nat.toml")
         .replace("vip = \"172.16.122.188\"", "vip = \"192.168.200.1\"")
-        .replace("port = 80\n  weight", "port = 8080\n  weight");
+        .replace("port = 80\n  weight", "port = 8080\n  weight")
+        + &format!(
+            "\n[[virtual_server]]\nvip = \"{TWO_ARMED_GATEWAY6}\"\nport = 80\nprotocol = \"TCP\"\n\
+             lb_algo = \"rr\"\nlb_kind = \"NAT\"\n\n{nat66}"
+        );
     start_plain(&mut topo, &config);
     let log = topo.agent_log();
     assert!(
@@ -216,6 +226,24 @@ fn nat_two_armed_with_port_mapping() {
         counters[lb_common::counters::REDIRECT as usize] > 0,
         "{counters:?}"
     );
+    // NAT66 between the same two interfaces: curl -6 alternates.
+    let answers: Vec<String> = (0..SEQUENTIAL)
+        .map(|_| {
+            topo.curl_on(Host::Client, &format!("[{TWO_ARMED_GATEWAY6}]"))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|a| a.starts_with("hello rs")),
+        "{answers:?}\n{}",
+        topo.agent_log()
+    );
+    for pair in answers.windows(2) {
+        assert_ne!(pair[0], pair[1], "rr must alternate over IPv6: {answers:?}");
+    }
+    let after = topo.counters(Host::Lb).unwrap();
+    let replies = lb_common::counters::NAT_REPLY as usize;
+    assert!(after[replies] > counters[replies], "{after:?}");
 }
 
 /// Like `start`, for configs without a vrrp_instance (the VIP is fixed).

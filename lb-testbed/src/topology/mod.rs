@@ -51,6 +51,10 @@ const OUTSIDE_IFACE: &str = "eth1";
 const TWO_ARMED_LB: &str = "192.168.200.1/24";
 const TWO_ARMED_GATEWAY: &str = "192.168.200.1";
 const TWO_ARMED_CLIENT: &str = "192.168.200.50/24";
+const TWO_ARMED_LB6: &str = "2001:db8:200::1/64";
+/// The balancer's outside IPv6 address: the two-armed NAT66 VIP.
+pub const TWO_ARMED_GATEWAY6: &str = "2001:db8:200::1";
+const TWO_ARMED_CLIENT6: &str = "2001:db8:200::50/64";
 /// Interface name inside every host namespace.
 pub const HOST_IFACE: &str = "eth0";
 /// How often assert_only_holder looks at who holds a VIP.

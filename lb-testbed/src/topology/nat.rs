@@ -44,32 +44,32 @@ impl Topology {
         ])?;
         add(&client, NAT66_OUTSIDE_CLIENT)?;
         default_route(&client, NAT66_OUTSIDE_GATEWAY)?;
+        self.route_real_servers_through_lb()
+    }
+
+    /// LVS-NAT: the real servers answer through the balancer (both
+    /// families).
+    fn route_real_servers_through_lb(&self) -> Result<()> {
         for rs in [Host::Rs1, Host::Rs2] {
+            default_route(&self.ns(rs), &LB_IP.to_string())?;
             default_route(&self.ns(rs), &LB_IP6.to_string())?;
         }
         Ok(())
     }
 
-    /// LVS-NAT: the real servers answer through the balancer.
-    fn route_real_servers_through_lb(&self) -> Result<()> {
-        for rs in [Host::Rs1, Host::Rs2] {
-            default_route(&self.ns(rs), &LB_IP.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// LVS-NAT two-armed: a second network (192.168.200.0/24, bridge br1)
-    /// joins the client's new interface and the balancer's eth1; the real
-    /// servers stay inside (br0) and route through the balancer's eth0. The
-    /// agent then runs with --iface eth1 --iface eth0, and the service
-    /// address is the balancer's outside one.
+    /// LVS-NAT two-armed: a second network (192.168.200.0/24 and
+    /// 2001:db8:200::/64, bridge br1) joins the client's new interface and
+    /// the balancer's eth1; the real servers stay inside (br0) and route
+    /// through the balancer's eth0. The agent then runs with --iface eth1
+    /// --iface eth0, and the service address is the balancer's outside one
+    /// (TWO_ARMED_GATEWAY6 over IPv6).
     pub fn make_nat_two_armed(&mut self) -> Result<()> {
         let (sw, client, lb) = (self.switch_ns(), self.ns(Host::Client), self.ns(Host::Lb));
         ip(&["-n", &sw, "link", "add", OUTSIDE_BRIDGE, "type", "bridge"])?;
         ip(&["-n", &sw, "link", "set", OUTSIDE_BRIDGE, "up"])?;
-        for (port, ns, addr) in [
-            ("v-lbo", &lb, TWO_ARMED_LB),
-            ("v-clo", &client, TWO_ARMED_CLIENT),
+        for (port, ns, addr, addr6) in [
+            ("v-lbo", &lb, TWO_ARMED_LB, TWO_ARMED_LB6),
+            ("v-clo", &client, TWO_ARMED_CLIENT, TWO_ARMED_CLIENT6),
         ] {
             ip(&[
                 "-n",
@@ -97,12 +97,24 @@ impl Topology {
             ])?;
             ip(&["-n", ns, "addr", "add", addr, "dev", OUTSIDE_IFACE])?;
             ip(&["-n", ns, "link", "set", OUTSIDE_IFACE, "up"])?;
+            // nodad: usable at once (add_host's reason).
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                addr6,
+                "dev",
+                OUTSIDE_IFACE,
+                "nodad",
+            ])?;
             exec_in(ns, &["ethtool", "-K", OUTSIDE_IFACE, "tx", "off"])?;
         }
         // Redirected frames leave the balancer through eth1: its peer needs XDP.
         self.attach_xdp_pass("v-lbo")?;
         ip(&["-n", &client, "link", "set", HOST_IFACE, "down"])?;
         default_route(&client, TWO_ARMED_GATEWAY)?;
+        default_route(&client, TWO_ARMED_GATEWAY6)?;
         self.route_real_servers_through_lb()?;
         self.service_addr = TWO_ARMED_GATEWAY.parse()?;
         self.agent_ifaces = vec![OUTSIDE_IFACE.to_string(), HOST_IFACE.to_string()];
@@ -126,6 +138,7 @@ impl Topology {
         ])?;
         for rs in [Host::Rs1, Host::Rs2] {
             ip(&["-n", &self.ns(rs), "route", "del", "default"])?;
+            ip(&["-n", &self.ns(rs), "-6", "route", "del", "default"])?;
         }
         self.service_addr = VIP;
         Ok(())
