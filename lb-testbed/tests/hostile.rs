@@ -420,13 +420,7 @@ fn check_forwarded6_tun(input: &[u8], out: &[u8]) -> Result<(), String> {
         return Err("TUN over IPv6: L2 headers not kept".into());
     }
     let outer = &out[l3..l3 + IPV6_HEADER_LEN];
-    let server = if out[0..6] == RS1_MAC {
-        RS1_IP6
-    } else if out[0..6] == RS2_MAC {
-        RS2_IP6
-    } else {
-        return Err("TUN over IPv6: unexpected MAC".into());
-    };
+    let server = server6_of(out, "TUN over IPv6")?;
     // The inner packet's own length (its payload length field), not the
     // frame's: bytes past it are a trailer that rides along uncounted, as
     // Ethernet padding would.
@@ -440,6 +434,18 @@ fn check_forwarded6_tun(input: &[u8], out: &[u8]) -> Result<(), String> {
         return Err(format!("TUN over IPv6: outer header {outer:02x?}"));
     }
     Ok(())
+}
+
+/// The IPv6 address of the server whose MAC the forwarded frame `out` is
+/// sent to (`mode` names the check in the error).
+fn server6_of(out: &[u8], mode: &str) -> Result<std::net::Ipv6Addr, String> {
+    if out[0..6] == RS1_MAC {
+        Ok(RS1_IP6)
+    } else if out[0..6] == RS2_MAC {
+        Ok(RS2_IP6)
+    } else {
+        Err(format!("{mode}: unexpected MAC"))
+    }
 }
 
 /// Whether the TCP/UDP checksum of the IPv6 packet at `l3` (transport
@@ -458,13 +464,7 @@ fn l4_checksum6_ok(frame: &[u8], l3: usize) -> bool {
 /// wherever the input's was; every other byte is the input's.
 fn check_forwarded6_nat(input: &[u8], out: &[u8]) -> Result<(), String> {
     let l3 = l3_offset(input).ok_or("forwarded a frame without an L3 header")?;
-    let server = if out[0..6] == RS1_MAC {
-        RS1_IP6
-    } else if out[0..6] == RS2_MAC {
-        RS2_IP6
-    } else {
-        return Err("NAT66: unexpected MAC".into());
-    };
+    let server = server6_of(out, "NAT66")?;
     let dst = l3 + 24..l3 + 40;
     if out.len() != input.len() || out[6..12] != LB_MAC || out[dst.clone()] != server.octets() {
         return Err("NAT66: MACs, length or destination wrong".into());

@@ -10,7 +10,6 @@
 //! namespaces go when the test ends.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream},
     time::Duration,
 };
@@ -42,6 +41,30 @@ fn in_set(topo: &Topology, real: std::net::Ipv6Addr) -> Option<bool> {
 
 fn both_in(topo: &Topology) -> bool {
     in_set(topo, RS1_IP6) == Some(true) && in_set(topo, RS2_IP6) == Some(true)
+}
+
+/// configs/dual-stack.toml with its IPv6 service forwarded by `kind`
+/// (the IPv4 one stays DR), started on the balancer once both IPv6
+/// servers passed their checks.
+fn start_dual_stack_with_ipv6_kind(
+    topo: &mut Topology,
+    kind: &str,
+    edit: impl Fn(String) -> String,
+) {
+    let config = edit(topo.config_from("dual-stack.toml")).replace(
+        "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
+        &format!("lb_algo = \"rr\"\nlb_kind = \"{kind}\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001"),
+    );
+    let line = format!("lb_kind = \"{kind}\"");
+    assert_eq!(config.matches(&line).count(), 1, "{config}");
+    let path = topo.write_config("lb.toml", &config).unwrap();
+    topo.start_agent(&agent_binary().unwrap(), &path, &[])
+        .unwrap();
+    assert!(
+        wait_until(CHECK_TIMEOUT, || both_in(topo)).is_some(),
+        "{}",
+        topo.agent_log()
+    );
 }
 
 fn assert_alternate(answers: &[String], what: &str) {
@@ -179,21 +202,7 @@ fn on_the_director(topo: &Topology) {
         .collect();
     assert_alternate(&answers, "curl -6 on the director");
     let lb = topo.ns(Host::Lb);
-    let (peer, body) = std::thread::scope(|s| {
-        s.spawn(|| {
-            lb_testbed::netns::enter(&lb).unwrap();
-            let mut stream = TcpStream::connect((VIP6, 80)).unwrap();
-            let peer = stream.peer_addr().unwrap();
-            stream
-                .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-                .unwrap();
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply).unwrap();
-            (peer, reply)
-        })
-        .join()
-        .unwrap()
-    });
+    let (peer, body) = topo.http_get_on(Host::Lb, (VIP6, 80).into()).unwrap();
     assert_eq!(peer, SocketAddr::from((VIP6, 80)));
     assert!(body.contains("hello rs"), "{body}");
     let after = topo.counters(Host::Lb).unwrap()[LOCAL_BALANCED as usize];
@@ -262,18 +271,7 @@ fn tun_over_ipv6_end_to_end() {
         .unwrap();
     }
     let binary = agent_binary().unwrap();
-    let tun = topo.config_from("dual-stack.toml").replace(
-        "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
-        "lb_algo = \"rr\"\nlb_kind = \"TUN\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
-    );
-    assert_eq!(tun.matches("lb_kind = \"TUN\"").count(), 1, "{tun}");
-    let config = topo.write_config("lb.toml", &tun).unwrap();
-    topo.start_agent(&binary, &config, &[]).unwrap();
-    assert!(
-        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
-        "{}",
-        topo.agent_log()
-    );
+    start_dual_stack_with_ipv6_kind(&mut topo, "TUN", |c| c);
     let list = topo.list(&binary).unwrap();
     assert!(
         list.contains(&format!("  -> {:<28} Tunnel  1 ", "[2001:db8:122::193]:80")),
@@ -323,25 +321,14 @@ fn nat66_one_armed_with_port_mapping_end_to_end() {
     let binary = agent_binary().unwrap();
     // The dual-stack config with its IPv6 service made the seed's NAT one
     // over IPv6: the balancer's own address, port 8080 mapped to 80.
-    let nat = topo
-        .config_from("dual-stack.toml")
-        .replace(
+    start_dual_stack_with_ipv6_kind(&mut topo, "NAT", |config| {
+        let nat = config.replace(
             &format!("vip = \"{VIP6}\"\nport = 80\n"),
             &format!("vip = \"{LB_IP6}\"\nport = {NAT66_PORT}\n"),
-        )
-        .replace(
-            "lb_algo = \"rr\"\nlb_kind = \"DR\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
-            "lb_algo = \"rr\"\nlb_kind = \"NAT\"\n\n  [[virtual_server.real_server]]\n  ip = \"2001",
         );
-    assert_eq!(nat.matches("lb_kind = \"NAT\"").count(), 1, "{nat}");
-    assert!(nat.contains(&format!("port = {NAT66_PORT}")), "{nat}");
-    let config = topo.write_config("lb.toml", &nat).unwrap();
-    topo.start_agent(&binary, &config, &[]).unwrap();
-    assert!(
-        wait_until(CHECK_TIMEOUT, || both_in(&topo)).is_some(),
-        "{}",
-        topo.agent_log()
-    );
+        assert!(nat.contains(&format!("port = {NAT66_PORT}")), "{nat}");
+        nat
+    });
     let list = topo.list(&binary).unwrap();
     assert!(
         list.contains(&format!("  -> {:<28} Masq    1 ", "[2001:db8:122::193]:80")),

@@ -4,7 +4,6 @@
 //! like IPVS's LOCAL_OUT hook. As root, in namespaces the test makes.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     thread,
 };
@@ -50,21 +49,7 @@ fn curl_on_the_director_is_balanced_like_a_clients() {
 
     // The application sees the VIP as its peer.
     let lb = topo.ns(Host::Lb);
-    let (peer, body) = thread::scope(|s| {
-        s.spawn(|| {
-            netns::enter(&lb).unwrap();
-            let mut stream = TcpStream::connect((VIP, 80)).unwrap();
-            let peer = stream.peer_addr().unwrap();
-            stream
-                .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-                .unwrap();
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply).unwrap();
-            (peer, reply)
-        })
-        .join()
-        .unwrap()
-    });
+    let (peer, body) = topo.http_get_on(Host::Lb, (VIP, 80).into()).unwrap();
     assert_eq!(peer, SocketAddr::from((VIP, 80)));
     assert!(body.contains("hello rs"), "{body}");
 

@@ -47,6 +47,17 @@ struct Events {
     both_carried: bool,
 }
 
+/// The three agents' logs and the router's BIRD's.
+fn logs_of(topo: &Topology) -> String {
+    format!(
+        "--- lb ---\n{}\n--- lb2 ---\n{}\n--- lb3 ---\n{}\n--- router ---\n{}",
+        topo.agent_log(),
+        topo.agent_log_on(Host::Lb2),
+        topo.agent_log_on(Host::Lb3),
+        topo.router_log()
+    )
+}
+
 fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     let mut topo = Topology::create(&format!("lbs{}{tag}", std::process::id())).unwrap();
     topo.start_nginx(Host::Rs1, "hello rs1").unwrap();
@@ -55,15 +66,7 @@ fn scale_out(tag: &str, scheduler: &str, sync: bool, bfd: bool) {
     let config = topo.scale_out_config(scheduler, sync, bfd);
     topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.start_agent_with(Host::Lb2, &config).unwrap();
-    let logs = |topo: &Topology| {
-        format!(
-            "--- lb ---\n{}\n--- lb2 ---\n{}\n--- lb3 ---\n{}\n--- router ---\n{}",
-            topo.agent_log(),
-            topo.agent_log_on(Host::Lb2),
-            topo.agent_log_on(Host::Lb3),
-            topo.router_log()
-        )
-    };
+    let logs = logs_of;
     assert!(
         topo.wait_for_next_hops(&[Host::Lb, Host::Lb2], ROUTE_TIMEOUT)
             .is_some(),
@@ -296,14 +299,7 @@ fn ipv6_vips_are_announced_and_spread_over_the_balancers() {
     let config = topo.scale_out_config6("lb_algo = \"mh\"\nmh_port = true");
     topo.start_agent_with(Host::Lb, &config).unwrap();
     topo.start_agent_with(Host::Lb2, &config).unwrap();
-    let logs = |topo: &Topology| {
-        format!(
-            "--- lb ---\n{}\n--- lb2 ---\n{}\n--- router ---\n{}",
-            topo.agent_log(),
-            topo.agent_log_on(Host::Lb2),
-            topo.router_log()
-        )
-    };
+    let logs = logs_of;
     assert!(
         topo.wait_for_next_hops6(&[Host::Lb, Host::Lb2], ROUTE_TIMEOUT)
             .is_some(),

@@ -13,16 +13,21 @@ use lb_userspace::planning::plan::Persistence;
 
 const TCP_FIN_ACK: u8 = 0x11;
 
-/// Every event waiting in the ring.
-fn drain(ring: &mut RingBuf<MapData>) -> Vec<SyncEvent> {
+/// Every event waiting in the ring, each a `T` (SyncEvent, SyncEvent6:
+/// the agent tells the families apart by length).
+fn drain_as<T: Copy>(ring: &mut RingBuf<MapData>) -> Vec<T> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
-        assert_eq!(item.len(), size_of::<SyncEvent>());
-        // SAFETY: the program writes whole SyncEvents (repr(C), plain
-        // integers) and the length was checked.
-        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent>()) });
+        assert_eq!(item.len(), size_of::<T>());
+        // SAFETY: T is SyncEvent or SyncEvent6 (repr(C), plain integers),
+        // the program writes them whole, and the length was checked.
+        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
     }
     out
+}
+
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<SyncEvent> {
+    drain_as(ring)
 }
 
 fn packet(sport: u16, flags: u8) -> Vec<u8> {
@@ -115,16 +120,8 @@ fn a_new_persistence_template_is_reported_once() {
     );
 }
 
-/// Every IPv6 event waiting in the ring (SyncEvent6: the agent tells the
-/// families apart by length).
 fn drain6(ring: &mut RingBuf<MapData>) -> Vec<SyncEvent6> {
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        assert_eq!(item.len(), size_of::<SyncEvent6>());
-        // SAFETY: as in drain, for SyncEvent6.
-        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<SyncEvent6>()) });
-    }
-    out
+    drain_as(ring)
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! The clients: curl (one, many at once), downloads and uploads through
 //! the service, UDP exchanges, sockets opened inside a host.
 
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+};
+
 use super::*;
 
 impl Topology {
@@ -102,6 +107,25 @@ impl Topology {
             &["curl", "-gsS", "--max-time", CURL_MAX_TIME_SECS, &url],
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// An HTTP/1.0 GET to `to` from a socket of `host`'s namespace: the
+    /// peer address the application sees (getpeername) and the reply.
+    pub fn http_get_on(&self, host: Host, to: SocketAddr) -> Result<(SocketAddr, String)> {
+        let ns = self.ns(host);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                netns::enter(&ns)?;
+                let mut stream = TcpStream::connect(to)?;
+                let peer = stream.peer_addr()?;
+                stream.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply)?;
+                Ok((peer, reply))
+            })
+            .join()
+            .map_err(|_| anyhow!("the GET thread panicked"))?
+        })
     }
 
     /// `n` requests at once from the client (curl --parallel, each its own

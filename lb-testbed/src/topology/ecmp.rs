@@ -194,41 +194,22 @@ impl Topology {
     /// The next hops of the router's route to the VIP (the balancers ECMP
     /// spreads its flows over), sorted.
     pub fn router_next_hops(&self) -> Vec<Ipv4Addr> {
-        let Ok(out) = ip(&[
-            "-n",
-            &self.ns(Host::Router),
-            "route",
-            "show",
-            &format!("{VIP}/32"),
-        ]) else {
-            return Vec::new();
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut hops: Vec<Ipv4Addr> = text
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect();
-        hops.sort();
-        hops
+        self.next_hops_of("-4", &format!("{VIP}/32"))
     }
 
     /// The same for the IPv6 VIP.
     pub fn router_next_hops6(&self) -> Vec<Ipv6Addr> {
-        let Ok(out) = ip(&[
-            "-n",
-            &self.ns(Host::Router),
-            "-6",
-            "route",
-            "show",
-            &format!("{VIP6}/128"),
-        ]) else {
+        self.next_hops_of("-6", &format!("{VIP6}/128"))
+    }
+
+    /// The `via` addresses of `ip FAMILY route show ROUTE` on the router,
+    /// sorted.
+    fn next_hops_of<A: std::str::FromStr + Ord>(&self, family: &str, route: &str) -> Vec<A> {
+        let Ok(out) = ip(&["-n", &self.ns(Host::Router), family, "route", "show", route]) else {
             return Vec::new();
         };
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut hops: Vec<Ipv6Addr> = text
+        let mut hops: Vec<A> = text
             .split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)

@@ -77,33 +77,41 @@ impl Dataplane {
 
     /// Every connection and template in the tables, batch by batch.
     pub fn for_each_live(&self, mut visit: impl FnMut(LiveEntry)) -> Result<()> {
-        let flows = map_data(&self.ebpf, map_names::FLOW_TABLE)?.fd().as_fd();
-        bpf_sys::for_each_batch(flows, |keys: &[FlowKey], values: &[FlowEntry]| {
+        self.visit_flows(map_names::FLOW_TABLE, &mut visit, LiveEntry::Flow)?;
+        self.visit_templates(map_names::PERSIST, &mut visit, LiveEntry::Template)?;
+        self.visit_flows(map_names::FLOW_TABLE6, &mut visit, LiveEntry::Flow6)?;
+        self.visit_templates(map_names::PERSIST6, &mut visit, LiveEntry::Template6)
+    }
+
+    /// Every entry of flow table `map`, batch by batch, as `entry`.
+    fn visit_flows<K: Copy + Default>(
+        &self,
+        map: &str,
+        visit: &mut impl FnMut(LiveEntry),
+        entry: fn(K, FlowEntry) -> LiveEntry,
+    ) -> Result<()> {
+        let fd = map_data(&self.ebpf, map)?.fd().as_fd();
+        bpf_sys::for_each_batch(fd, |keys: &[K], values: &[FlowEntry]| {
             for (k, v) in keys.iter().zip(values) {
-                visit(LiveEntry::Flow(*k, *v));
+                visit(entry(*k, *v));
             }
             Ok::<(), anyhow::Error>(())
         })
-        .context("reading the flow table for connection sync")?;
-        let templates = map_data(&self.ebpf, map_names::PERSIST)?.fd().as_fd();
-        for (k, v) in bpf_sys::lookup_all::<PersistKey, PersistEntry>(templates)
-            .context("reading the persistence templates for connection sync")?
+        .with_context(|| format!("reading {map} for connection sync"))
+    }
+
+    /// Every template of `map`, as `entry`.
+    fn visit_templates<K: Copy + Default>(
+        &self,
+        map: &str,
+        visit: &mut impl FnMut(LiveEntry),
+        entry: fn(K, PersistEntry) -> LiveEntry,
+    ) -> Result<()> {
+        let fd = map_data(&self.ebpf, map)?.fd().as_fd();
+        for (k, v) in bpf_sys::lookup_all::<K, PersistEntry>(fd)
+            .with_context(|| format!("reading {map} for connection sync"))?
         {
-            visit(LiveEntry::Template(k, v));
-        }
-        let flows6 = map_data(&self.ebpf, map_names::FLOW_TABLE6)?.fd().as_fd();
-        bpf_sys::for_each_batch(flows6, |keys: &[FlowKey6], values: &[FlowEntry]| {
-            for (k, v) in keys.iter().zip(values) {
-                visit(LiveEntry::Flow6(*k, *v));
-            }
-            Ok::<(), anyhow::Error>(())
-        })
-        .context("reading the IPv6 flow table for connection sync")?;
-        let templates6 = map_data(&self.ebpf, map_names::PERSIST6)?.fd().as_fd();
-        for (k, v) in bpf_sys::lookup_all::<PersistKey6, PersistEntry>(templates6)
-            .context("reading the IPv6 persistence templates for connection sync")?
-        {
-            visit(LiveEntry::Template6(k, v));
+            visit(entry(k, v));
         }
         Ok(())
     }
