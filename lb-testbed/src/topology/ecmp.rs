@@ -245,23 +245,31 @@ impl Topology {
         } else {
             String::new()
         };
-        let reals: String = [RS1_IP, RS2_IP]
-            .iter()
-            .map(|ip| {
-                format!(
-                    "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
-                     [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
-                )
-            })
-            .collect();
         format!(
-            "[global]\nrouter_id = \"LVS_DEVEL\"\n{sync_line}\n\
-             [[virtual_server]]\nvip = \"{VIP}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
-             {scheduler}\nlb_kind = \"DR\"\n{reals}\n\
+            "[global]\nrouter_id = \"LVS_DEVEL\"\n{sync_line}\n{}\
              [bgp]\nlocal_as = {BALANCERS_AS}\nhold_time = {HOLD_TIME_S}\nbfd = {bfd}\n\
-             [[bgp.neighbor]]\naddress = \"{ROUTER_IP}\"\nremote_as = {ROUTER_AS}\n"
+             [[bgp.neighbor]]\naddress = \"{ROUTER_IP}\"\nremote_as = {ROUTER_AS}\n",
+            dr_service(&VIP.into(), &[RS1_IP.into(), RS2_IP.into()], scheduler)
         )
     }
+}
+
+/// A DR virtual_server on `vip` over `reals` (port 80, TCP_CHECK) with
+/// `scheduler` lines.
+fn dr_service(vip: &IpAddr, reals: &[IpAddr], scheduler: &str) -> String {
+    let reals: String = reals
+        .iter()
+        .map(|ip| {
+            format!(
+                "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
+                 [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
+            )
+        })
+        .collect();
+    format!(
+        "[[virtual_server]]\nvip = \"{vip}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
+         {scheduler}\nlb_kind = \"DR\"\n{reals}\n"
+    )
 }
 
 impl Topology {
@@ -269,19 +277,7 @@ impl Topology {
     /// servers' IPv6 addresses; announced in the sessions' ipv6 channel).
     pub fn scale_out_config6(&self, scheduler: &str) -> String {
         let config = self.scale_out_config(scheduler, false, false);
-        let reals: String = [RS1_IP6, RS2_IP6]
-            .iter()
-            .map(|ip| {
-                format!(
-                    "[[virtual_server.real_server]]\nip = \"{ip}\"\nport = 80\nweight = 1\n\
-                     [virtual_server.real_server.tcp_check]\nconnect_timeout = 3\n"
-                )
-            })
-            .collect();
-        let service6 = format!(
-            "[[virtual_server]]\nvip = \"{VIP6}\"\nport = 80\nprotocol = \"TCP\"\ndelay_loop = 2\n\
-             {scheduler}\nlb_kind = \"DR\"\n{reals}\n"
-        );
+        let service6 = dr_service(&VIP6.into(), &[RS1_IP6.into(), RS2_IP6.into()], scheduler);
         // Before [bgp]: a table header ends the virtual_server before it.
         config.replacen("[bgp]\n", &format!("{service6}[bgp]\n"), 1)
     }
