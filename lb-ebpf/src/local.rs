@@ -20,7 +20,9 @@ use lb_common::{
 
 use crate::{
     family::Flow,
-    find_service, local_conns,
+    find_service,
+    kernel::{ipv6_octets, ipv6_words},
+    local_conns,
     maps::{LB_GLOBALS, LOCAL_CONNS, LOCAL_CONNS6, REAL_ADDRS6, REALS, count},
     persist::{self, Template},
     sched, v6,
@@ -157,28 +159,11 @@ pub fn to_vip(ctx: &SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// An IPv6 address as bpf_sock_addr and bpf_sock hold it (four words in
-/// packet order) as octets.
-#[inline(always)]
-pub fn octets(words: &[u32; 4]) -> Ipv6Octets {
-    let mut out = [0u8; 16];
-    for (i, word) in words.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-    }
-    out
-}
-
 /// Writes `addr` into user_ip6 one 32-bit word at a time (the widest
 /// store the verifier allows into that field).
 #[inline(always)]
 fn set_user_ip6(words: &mut [u32; 4], addr: &Ipv6Octets) {
-    for (i, word) in words.iter_mut().enumerate() {
-        let value = u32::from_ne_bytes([
-            addr[i * 4],
-            addr[i * 4 + 1],
-            addr[i * 4 + 2],
-            addr[i * 4 + 3],
-        ]);
+    for (word, value) in words.iter_mut().zip(ipv6_words(addr)) {
         // SAFETY: a field of the kernel's bpf_sock_addr for this call.
         unsafe { core::ptr::write_volatile(word, value) };
     }
@@ -192,7 +177,7 @@ pub fn to_real6(ctx: &SockAddrContext) -> i32 {
     };
     // SAFETY: the kernel's bpf_sock_addr for this call, valid while we run.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let vip = octets(&sa.user_ip6);
+    let vip = ipv6_octets(&sa.user_ip6);
     let vport = sa.user_port as u16;
     // As over IPv4: every local client is one client, ::.
     let flow = FlowKey6 {
@@ -244,7 +229,7 @@ pub fn to_real6(ctx: &SockAddrContext) -> i32 {
         },
         vip,
         real: *addr,
-        client: octets(&sk.src_ip6),
+        client: ipv6_octets(&sk.src_ip6),
     };
     local_conns::track6(cookie, &conn);
     count(counters::LOCAL_BALANCED);
@@ -262,7 +247,7 @@ pub fn to_vip6(ctx: &SockAddrContext) -> i32 {
     };
     // SAFETY: the kernel's bpf_sock_addr for this call, valid while we run.
     let sa = unsafe { &mut *ctx.sock_addr };
-    if octets(&sa.user_ip6) == peer.real && sa.user_port as u16 == peer.conn.rport {
+    if ipv6_octets(&sa.user_ip6) == peer.real && sa.user_port as u16 == peer.conn.rport {
         set_user_ip6(&mut sa.user_ip6, &peer.vip);
         sa.user_port = u32::from(peer.conn.vport);
     }

@@ -19,8 +19,7 @@ use lb_common::{
 };
 
 use crate::{
-    kernel::BPF_ANY,
-    local::octets,
+    kernel::{BPF_ANY, ipv6_octets},
     maps::{LOCAL_CONNS, LOCAL_CONNS6, REAL_STATS, SERVICE_STATS, account_conn, conns_add, count},
 };
 
@@ -147,7 +146,7 @@ pub fn on_sock_op(ctx: &SockOpsContext) {
         match entry {
             Tracked::V4(_) => conn.client = ctx.local_ip4().to_ne_bytes(),
             // SAFETY: as above.
-            Tracked::V6(conn6) => unsafe { (*conn6).client = octets(&ctx.local_ip6()) },
+            Tracked::V6(conn6) => unsafe { (*conn6).client = ipv6_octets(&ctx.local_ip6()) },
         }
         // sock_ops gives the local port in host order.
         conn.cport = (ctx.local_port() as u16).to_be();

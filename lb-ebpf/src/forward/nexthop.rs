@@ -8,10 +8,10 @@ use aya_ebpf::{
 };
 use lb_common::{Ipv4Octets, Ipv6Octets, LbGlobals, REAL_FLAG_MAC_VALID, RealServer, counters};
 
-use crate::maps::{TX_PORTS, count};
-
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+use crate::{
+    kernel::{AF_INET, AF_INET6, ipv6_words},
+    maps::{TX_PORTS, count},
+};
 
 pub struct NextHop {
     pub dst_mac: [u8; 6],
@@ -50,16 +50,9 @@ pub fn lookup6(
     // SAFETY: as above.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     init(&mut p, AF_INET6, globals, tot_len);
-    p.__bindgen_anon_3.ipv6_src = words(addrs.0);
-    p.__bindgen_anon_4.ipv6_dst = words(addrs.1);
+    p.__bindgen_anon_3.ipv6_src = ipv6_words(addrs.0);
+    p.__bindgen_anon_4.ipv6_dst = ipv6_words(addrs.1);
     resolve(ctx, globals, &mut p, real)
-}
-
-/// An IPv6 address as bpf_fib_lookup holds it: four words in packet order.
-#[inline(always)]
-fn words(addr: &Ipv6Octets) -> [u32; 4] {
-    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    [word(0), word(4), word(8), word(12)]
 }
 
 /// The fields both families fill alike (in place: a FibParams returned by
