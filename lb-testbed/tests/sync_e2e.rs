@@ -97,6 +97,8 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         topo.start_agent_with(Host::Lb, &master).unwrap();
         let a_back = topo.wait_for_vrrp_state(Host::Lb, "MASTER", TAKEOVER_TIMEOUT);
         let b_yielded = topo.wait_for_vrrp_state(Host::Lb2, "BACKUP", TAKEOVER_TIMEOUT);
+        // It took over once it had heard lb2's whole table, not by a timer.
+        let a_caught_up = topo.status(Host::Lb).ok().and_then(|s| s.sync);
         thread::sleep(BETWEEN_EVENTS);
         let active_a = topo.conn_counts(Host::Lb).map_or(0, |c| c.0);
 
@@ -124,6 +126,17 @@ fn connections_survive_every_failover(tag: &str, persistence: &str) {
         );
         assert!(stopped.is_ok_and(|ok| ok), "{}", log());
         assert!(b_took && b_yielded && a_back && b_again, "{}", log());
+        let a_caught_up = a_caught_up.expect("lb's status has no sync");
+        assert_eq!(
+            a_caught_up.catch_up,
+            "complete",
+            "{a_caught_up:?}\n{}",
+            log()
+        );
+        assert!(
+            a_caught_up.peers.values().any(|p| p.full_passes >= 2),
+            "{a_caught_up:?}"
+        );
         assert!(killed.is_ok(), "{}", log());
         // ActiveConn on both balancers: the open connections.
         assert_eq!(active_a, CONNECTIONS as u64, "{}", log());

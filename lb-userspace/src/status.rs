@@ -174,14 +174,24 @@ impl AgentStatus {
         }
         if let Some(sync) = &self.sync {
             let _ = writeln!(out, "\nConnection sync (syncid {})", sync.syncid);
-            let peers: Vec<String> = sync.peers.iter().map(|p| p.to_string()).collect();
+            let peers: Vec<String> = sync
+                .peers
+                .iter()
+                .map(|(p, heard)| format!("{p} ({} whole tables)", heard.full_passes))
+                .collect();
             let drops: Vec<String> = sync.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let _ = writeln!(
                 out,
-                "  role {}; sent {} messages ({} connections); received {} messages ({} connections), {} applied",
+                "  role {}{}; sent {} messages ({} connections, {} whole tables); received {} messages ({} connections), {} applied",
                 sync.role,
+                if sync.catch_up.is_empty() {
+                    String::new()
+                } else {
+                    format!(", catch-up {}", sync.catch_up)
+                },
                 sync.sent_messages,
                 sync.sent_conns,
+                sync.full_passes_sent,
                 sync.received_messages,
                 sync.received_conns,
                 sync.applied_conns

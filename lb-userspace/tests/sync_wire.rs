@@ -9,7 +9,9 @@ use std::{
     process::Command,
 };
 
-use lb_userspace::sync::codec::{SYNC_GROUP, SYNC_PORT, SyncConn, conn_flags, encode};
+use lb_userspace::sync::codec::{
+    SYNC_GROUP, SYNC_PORT, SyncConn, conn_flags, encode, encode_pass_end,
+};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const IPPROTO_UDP: u8 = 17;
@@ -273,4 +275,14 @@ fn wiresharks_dissector_reads_ipv6_records_beside_ipv4_ones() {
     assert_eq!(got("ipvs.caddr6"), v6(|c| c.caddr));
     assert_eq!(got("ipvs.vaddr6"), v6(|c| c.vaddr));
     assert_eq!(got("ipvs.daddr6"), v6(|c| c.daddr));
+}
+
+#[test]
+fn wiresharks_dissector_reads_the_end_of_an_announcement_as_an_empty_message() {
+    // The end of a full announcement (catch-up) is a plain version-1
+    // message with no records: Wireshark (and the kernel) read it as such.
+    let end = encode_pass_end(51);
+    let fields = ["ipvs.syncid", "ipvs.conncount", "ipvs.size", "ipvs.version"];
+    let rows = decoded(&[end], "end", &fields);
+    assert_eq!(rows, [["51", "0", "8", "1"]], "{rows:?}");
 }

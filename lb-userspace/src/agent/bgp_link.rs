@@ -29,8 +29,7 @@ use crate::{
     status::{BgpStatus, DrainStatus},
 };
 
-/// How often the sessions are read back from BIRD (and the catch-up end
-/// noticed).
+/// How often the sessions are read back from BIRD.
 pub const SESSION_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct BgpLink {
@@ -43,21 +42,18 @@ pub struct BgpLink {
     draining: Option<Instant>,
     /// (packets forwarded, when that count last moved), while draining.
     forwarded: Option<(u64, Instant)>,
-    /// Until when connection sync's catch-up holds announcements back.
-    catch_up_until: Option<Instant>,
+    /// Connection sync's catch-up runs: announcements are held back.
+    catching_up: bool,
 }
 
 impl BgpLink {
     /// Resolves [bgp] on this host and starts BIRD announcing nothing yet.
-    /// `catch_up`: how long connection sync needs before this balancer
-    /// may take connections (None without sync).
     pub async fn start(
         config: &Bgp,
         nl: &Netlink,
         link: &LinkInfo,
         vips: &HashSet<IpAddr>,
         pin_dir: &Path,
-        catch_up: Option<Duration>,
     ) -> Result<Self> {
         let vips4: HashSet<Ipv4Addr> = crate::planning::plan::ipv4_only(vips).collect();
         let source = own_address(nl, link.index, &vips4).await?.ok_or_else(|| {
@@ -91,16 +87,20 @@ impl BgpLink {
             sessions: Vec::new(),
             draining: None,
             forwarded: None,
-            catch_up_until: catch_up.map(|d| Instant::now() + d),
+            catching_up: false,
         })
+    }
+
+    /// Connection sync's catch-up runs (a joining balancer must know its
+    /// peers' connections before ECMP hands it some) or not.
+    pub fn set_catching_up(&mut self, catching_up: bool) {
+        self.catching_up = catching_up;
     }
 
     fn holds(&self) -> Holds {
         Holds {
             draining: self.draining.is_some(),
-            catching_up: self
-                .catch_up_until
-                .is_some_and(|until| Instant::now() < until),
+            catching_up: self.catching_up,
         }
     }
 

@@ -254,7 +254,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
     };
     agent.go_live(&opts)?;
     let (vrrp_tx, mut vrrp_states) = mpsc::channel(VRRP_EVENT_QUEUE);
-    let mut vrrp = VrrpSet::new(nl, vrrp_tx);
+    let sync_hold = agent.sync.as_ref().map(|l| l.hold.subscribe());
+    let mut vrrp = VrrpSet::new(nl, vrrp_tx, sync_hold);
     vrrp.sync(instances).await;
     agent.publish(&vrrp);
     if let Some(addr) = opts.metrics_listen {
@@ -285,18 +286,8 @@ pub async fn run(opts: AgentOptions) -> Result<()> {
             .map(|s| s.vip)
             .chain(governed_vips.iter().copied())
             .collect();
-        let catch_up = agent.sync.is_some().then_some(sync_link::CATCHUP_WAIT);
-        agent.bgp = Some(
-            BgpLink::start(
-                bgp.get_ref(),
-                &agent.nl,
-                &link,
-                &vips,
-                &opts.pin_dir,
-                catch_up,
-            )
-            .await?,
-        );
+        agent.bgp =
+            Some(BgpLink::start(bgp.get_ref(), &agent.nl, &link, &vips, &opts.pin_dir).await?);
         agent.announce().await;
     }
     agent.ready = true;
@@ -487,6 +478,7 @@ impl Agent {
         // of its time sweeping.
         let mut next_sweep = tokio::time::Instant::now();
         let mut full_pass = tokio::time::interval(sync_link::FULL_PASS_PERIOD);
+        let mut catch_up = tokio::time::interval(sync_link::CATCHUP_POLL);
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); return Ok(()) }
@@ -549,8 +541,8 @@ impl Agent {
                                 let records = link.take_events(&self.plan, &self.timeouts.as_globals());
                                 link.daemon.send(records);
                             }
-                            sync_link::Activity::Heard(conns) => {
-                                if let Err(e) = sync_link::apply(link, &mut self.dp, &self.plan, &conns) {
+                            sync_link::Activity::Heard(heard) => {
+                                if let Err(e) = sync_link::apply(link, &mut self.dp, &self.plan, heard) {
                                     warn!("applying synced connections failed: {e:#}");
                                 }
                             }
@@ -562,6 +554,11 @@ impl Agent {
                         && let Err(e) = sync_link::full_pass(link, &self.dp, &self.plan, &self.timeouts.as_globals())
                     {
                         warn!("announcing the connection table failed: {e:#}");
+                    }
+                }
+                _ = catch_up.tick(), if self.sync.as_ref().is_some_and(SyncLink::catching_up) => {
+                    if let Some(link) = &mut self.sync {
+                        link.poll_catch_up(std::time::Instant::now());
                     }
                 }
                 _ = sweep.tick(), if tokio::time::Instant::now() >= next_sweep => {
@@ -602,6 +599,7 @@ impl Agent {
                 }
             })
             .collect();
+        bgp.set_catching_up(self.sync.as_ref().is_some_and(SyncLink::catching_up));
         bgp.update(&services).await;
     }
 

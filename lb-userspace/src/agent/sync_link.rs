@@ -2,18 +2,24 @@
 //! for the sync daemon while this balancer sends (MASTER of the instance
 //! the daemon follows, or always without one); what the daemon hears goes
 //! into the tables while it receives (BACKUP, or always). Beyond IPVS, the
-//! whole table is announced again every FULL_PASS_PERIOD, so a balancer
-//! that starts, restarts or becomes BACKUP catches up on every live
-//! connection, and an instance that follows sync waits for that before
-//! it takes mastership back.
+//! whole table is announced again and again (a new announcement at most
+//! FULL_PASS_PERIOD after the last one ended, each paced by the daemon
+//! and closed by an empty message), so a balancer that starts, restarts or
+//! becomes BACKUP catches up on every live connection (sync/catch_up.rs
+//! tells when), and an instance that follows sync does not take mastership
+//! back before that.
 
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, anyhow};
 use aya::maps::{MapData, RingBuf};
 use lb_common::{LbGlobals, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, SyncEvent, SyncEvent6};
-use tokio::io::unix::AsyncFd;
-use tracing::info;
+use tokio::{io::unix::AsyncFd, sync::watch};
+use tracing::{info, warn};
 
 use crate::{
     config::LvsSyncDaemon,
@@ -21,30 +27,37 @@ use crate::{
     netlink::Netlink,
     planning::plan::{Plan, ipv4_only},
     sync::{
+        catch_up::{CatchUp, Outcome},
         codec::{self, SyncConn},
-        daemon::{Settings, SyncDaemon},
+        daemon::{Inbound, Settings, SyncDaemon},
         records::{self, Local, SyncedEntry, Tuple},
         socket::Endpoint,
     },
     vrrp::{instance::InstanceConfig, state::State as VrrpRunState},
 };
 
-/// How often a sending balancer announces its whole table again.
+/// How often a sending balancer looks whether to announce its whole table
+/// again (it does when the last announcement has gone out).
 pub const FULL_PASS_PERIOD: Duration = Duration::from_secs(2);
-/// How long an instance that sync follows waits, as BACKUP, before it
-/// takes mastership back: two full passes and a flush.
-pub const CATCHUP_WAIT: Duration = Duration::from_secs(5);
+/// A catch-up that heard nobody for this long is over (nobody sends: two
+/// periods and a margin, since a sender with an empty table still ends an
+/// announcement every period).
+pub const CATCHUP_SILENCE: Duration = Duration::from_secs(5);
+/// A catch-up ends at the latest after this (a peer that never ends an
+/// announcement, as the kernel's daemon): two announcements of a million
+/// connections at the daemon's PASS_RATE take 20 s.
+pub const CATCHUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a running catch-up is looked at.
+pub const CATCHUP_POLL: Duration = Duration::from_millis(250);
 /// IPv4 and UDP headers: maxlen defaults to the MTU less these (keepalived).
 const IP_UDP_HEADERS: u32 = 28;
-/// Records handed to the daemon at once during a full pass.
-const PASS_CHUNK: usize = 4096;
 
 /// What woke the agent up.
 pub enum Activity {
     /// The data plane reported connections (SyncLink::take_events).
     Reported,
-    /// The daemon heard these from another balancer.
-    Heard(Vec<SyncConn>),
+    /// The daemon heard this from another balancer.
+    Heard(Inbound),
 }
 
 /// What this balancer does with sync now.
@@ -92,20 +105,19 @@ impl Role {
     }
 }
 
-/// An instance that sync follows starts as BACKUP and waits CATCHUP_WAIT
-/// (or its own longer preempt_delay) before preempting: a returning master
-/// must hold the connections the others accepted meanwhile before it takes
-/// their packets.
+/// An instance that sync follows starts as BACKUP and does not preempt
+/// before its catch-up ends (SyncLink::hold): a returning master must hold
+/// the connections the others accepted meanwhile before it takes their
+/// packets.
 pub fn hold_preemption(instances: &mut [InstanceConfig], config: Option<&LvsSyncDaemon>) {
     let Some(name) = config.and_then(|c| c.vrrp_instance.as_deref()) else {
         return;
     };
     for instance in instances.iter_mut().filter(|i| i.name == name) {
         instance.params.start_as_master = false;
-        instance.params.preempt_delay = instance.params.preempt_delay.max(CATCHUP_WAIT);
+        instance.waits_for_sync = true;
         info!(
-            "vrrp_instance {name}: starts as BACKUP and waits {:?} for connection sync's catch-up before it takes mastership",
-            instance.params.preempt_delay
+            "vrrp_instance {name}: starts as BACKUP and takes mastership only once connection sync caught up (at most {CATCHUP_TIMEOUT:?})"
         );
     }
 }
@@ -116,6 +128,11 @@ pub struct SyncLink {
     instance: Option<String>,
     events: AsyncFd<RingBuf<MapData>>,
     pub role: Role,
+    /// While receiving: the catch-up on the peers' tables.
+    catch_up: Option<CatchUp>,
+    /// true until a receiving role's catch-up ended: holds back the
+    /// preemption of an instance that waits_for_sync.
+    pub hold: watch::Sender<bool>,
 }
 
 impl SyncLink {
@@ -184,12 +201,16 @@ impl SyncLink {
             Role::Both
         };
         daemon.set_role(role.name());
-        Ok(Self {
+        let mut link = Self {
             daemon,
             instance: config.vrrp_instance.clone(),
             events,
-            role,
-        })
+            role: Role::Idle,
+            catch_up: None,
+            hold: watch::channel(true).0,
+        };
+        link.set_role(role, Instant::now());
+        Ok(link)
     }
 
     /// Follows the VRRP state of the instance (if any).
@@ -197,9 +218,59 @@ impl SyncLink {
         let role = Role::of(self.instance.as_deref(), states);
         if role != self.role {
             info!("connection sync: {} -> {}", self.role.name(), role.name());
-            self.role = role;
-            self.daemon.set_role(role.name());
+            self.set_role(role, Instant::now());
         }
+    }
+
+    /// A role that starts receiving starts a catch-up; any other holds
+    /// preemption until the next one ended.
+    fn set_role(&mut self, role: Role, now: Instant) {
+        if role.receives() && !self.role.receives() {
+            self.catch_up = Some(CatchUp::begin(now, CATCHUP_SILENCE, CATCHUP_TIMEOUT));
+            self.daemon.set_catch_up("running");
+            self.hold.send_replace(true);
+        } else if !role.receives() {
+            // The last outcome stays on show; one cut short says so.
+            if self.catching_up() {
+                self.daemon.set_catch_up("interrupted");
+            }
+            self.catch_up = None;
+            self.hold.send_replace(true);
+        }
+        self.role = role;
+        self.daemon.set_role(role.name());
+    }
+
+    /// A catch-up is running.
+    pub fn catching_up(&self) -> bool {
+        self.catch_up.is_some() && *self.hold.borrow()
+    }
+
+    /// Ends the catch-up when it is over (logged once), releasing the hold.
+    pub fn poll_catch_up(&mut self, now: Instant) {
+        if !self.catching_up() {
+            return;
+        }
+        let Some(catch_up) = &mut self.catch_up else {
+            return;
+        };
+        let Some(outcome) = catch_up.poll(now) else {
+            return;
+        };
+        match outcome {
+            Outcome::Complete => {
+                info!("connection sync: caught up (every peer announced its whole table)")
+            }
+            Outcome::Alone => {
+                info!("connection sync: nobody sends, nothing to catch up on")
+            }
+            Outcome::TimedOut => warn!(
+                "connection sync: catch-up given up after {CATCHUP_TIMEOUT:?}; no end of a whole table from {:?}",
+                catch_up.missing()
+            ),
+        }
+        self.daemon.set_catch_up(outcome.name());
+        self.hold.send_replace(false);
     }
 
     /// Waits until the data plane reported connections or the daemon
@@ -262,9 +333,13 @@ fn local_of(key: Tuple, service_id: u32, real_id: u32, state: u8, kind: u8) -> L
     }
 }
 
-/// Announces every live connection and template of this balancer.
+/// Announces every live connection and template of this balancer (the
+/// daemon paces it), unless the last announcement is still going out.
 pub fn full_pass(link: &SyncLink, dp: &Dataplane, plan: &Plan, timeouts: &LbGlobals) -> Result<()> {
-    let mut chunk = Vec::with_capacity(PASS_CHUNK);
+    if link.daemon.announcing() {
+        return Ok(());
+    }
+    let mut all = Vec::new();
     dp.for_each_live(|entry| {
         let local = match entry {
             LiveEntry::Flow(k, f) => local_of(
@@ -290,22 +365,29 @@ pub fn full_pass(link: &SyncLink, dp: &Dataplane, plan: &Plan, timeouts: &LbGlob
                 local_of(key, t.service_id, t.real_id, 0, SYNC_EVENT_TEMPLATE)
             }
         };
-        chunk.extend(records::record_of(plan, timeouts, &local));
-        if chunk.len() >= PASS_CHUNK {
-            link.daemon.send(std::mem::take(&mut chunk));
-        }
+        all.extend(records::record_of(plan, timeouts, &local));
     })?;
-    link.daemon.send(chunk);
+    link.daemon.announce(all);
     Ok(())
 }
 
-/// Writes what the daemon heard into the tables (counted by outcome).
-pub fn apply(link: &SyncLink, dp: &mut Dataplane, plan: &Plan, conns: &[SyncConn]) -> Result<()> {
+/// Writes what the daemon heard into the tables (counted by outcome); a
+/// running catch-up hears of it afterwards.
+pub fn apply(link: &mut SyncLink, dp: &mut Dataplane, plan: &Plan, heard: Inbound) -> Result<()> {
+    let conns = &heard.conns;
     if !link.role.receives() {
         link.daemon
             .count_applied(0, &vec!["not_receiving"; conns.len()]);
         return Ok(());
     }
+    let written = write(link, dp, plan, conns);
+    if let Some(catch_up) = &mut link.catch_up {
+        catch_up.heard(heard.from, heard.pass_end);
+    }
+    written
+}
+
+fn write(link: &SyncLink, dp: &mut Dataplane, plan: &Plan, conns: &[SyncConn]) -> Result<()> {
     let now = monotonic_ns();
     let mut entries: Vec<SyncedEntry> = Vec::with_capacity(conns.len());
     let mut refused = Vec::new();

@@ -38,16 +38,24 @@ pub struct VrrpSet {
     /// Each task returns its instance's name and generation with its result.
     tasks: JoinSet<(String, u64, Result<()>)>,
     next_generation: u64,
+    /// Connection sync's catch-up (true: running), for instances that
+    /// wait for it.
+    sync_hold: Option<watch::Receiver<bool>>,
 }
 
 impl VrrpSet {
-    pub fn new(nl: Netlink, states: mpsc::Sender<StateChange>) -> Self {
+    pub fn new(
+        nl: Netlink,
+        states: mpsc::Sender<StateChange>,
+        sync_hold: Option<watch::Receiver<bool>>,
+    ) -> Self {
         Self {
             nl,
             states,
             running: HashMap::new(),
             tasks: JoinSet::new(),
             next_generation: 0,
+            sync_hold,
         }
     }
 
@@ -108,9 +116,9 @@ impl VrrpSet {
                 generation,
             },
         );
-        let (nl, states) = (self.nl.clone(), self.states.clone());
+        let (nl, states, hold) = (self.nl.clone(), self.states.clone(), self.sync_hold.clone());
         self.tasks.spawn(async move {
-            let result = vrrp_instance::run(cfg, nl, states, stop_rx).await;
+            let result = vrrp_instance::run(cfg, nl, states, stop_rx, hold).await;
             (name, generation, result)
         });
     }

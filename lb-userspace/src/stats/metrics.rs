@@ -240,6 +240,24 @@ pub fn render(
         let peers = Gauge::<i64>::default();
         peers.set(sync.peers.len() as i64);
         r.register("sync_peers", "Balancers heard from", peers);
+        let passes = family::<Counter>(
+            &mut r,
+            "sync_full_tables",
+            "Full announcements of a connection table (catch-up), sent or heard ended",
+        );
+        passes
+            .get_or_create(&labels(&[("direction", "sent".to_string())]))
+            .inc_by(sync.full_passes_sent);
+        passes
+            .get_or_create(&labels(&[("direction", "received".to_string())]))
+            .inc_by(sync.peers.values().map(|p| p.full_passes).sum());
+        let catching_up = Gauge::<i64>::default();
+        catching_up.set(i64::from(sync.catch_up == "running"));
+        r.register(
+            "sync_catching_up",
+            "1 while this balancer catches up on its peers' connection tables",
+            catching_up,
+        );
     }
     if let Some(bgp) = &status.bgp {
         let announced = family::<Gauge>(
@@ -459,7 +477,16 @@ mod tests {
                 received_messages: 4,
                 received_conns: 40,
                 applied_conns: 38,
-                peers: [Ipv4Addr::new(10, 0, 0, 2)].into(),
+                full_passes_sent: 0,
+                peers: [(
+                    Ipv4Addr::new(10, 0, 0, 2),
+                    crate::sync::daemon::PeerHeard {
+                        messages: 4,
+                        full_passes: 3,
+                    },
+                )]
+                .into(),
+                catch_up: "running".into(),
                 drops: [("unknown_service".to_string(), 2)].into(),
             }),
             bgp: Some(crate::status::BgpStatus {
@@ -492,6 +519,8 @@ mod tests {
             r#"lb_sync_applied_connections_total 38"#,
             r#"lb_sync_drops_total{reason="unknown_service"} 2"#,
             r#"lb_sync_peers 1"#,
+            r#"lb_sync_full_tables_total{direction="received"} 3"#,
+            r#"lb_sync_catching_up 1"#,
             r#"lb_bgp_announced{vip="10.0.0.100"} 1"#,
             r#"lb_bgp_session_established{neighbor="10.0.0.254"} 1"#,
             r#"lb_draining 0"#,

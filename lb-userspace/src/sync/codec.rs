@@ -96,6 +96,13 @@ pub struct Message {
     pub skipped: usize,
 }
 
+impl Message {
+    /// encode_pass_end's message: version 1 and no record at all.
+    pub fn is_pass_end(&self) -> bool {
+        self.version == VERSION_1 && self.conns.is_empty() && self.skipped == 0
+    }
+}
+
 /// Why a whole datagram was dropped (the kernel drops it the same way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -328,6 +335,15 @@ pub fn encode(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Vec<u8>> {
     datagrams
 }
 
+/// The end of a full announcement (an lb extension inside IPVS's format):
+/// a version-1 message with no records. The kernel reads it and does
+/// nothing (ip_vs_process_message loops over nr_conns = 0), so a kernel
+/// backup is unaffected; a balancer of ours counts it to know when it has
+/// heard a peer's whole table.
+pub fn encode_pass_end(syncid: u8) -> Vec<u8> {
+    encode_one(syncid, &[])
+}
+
 /// IPv4 and IPv6 address lengths in records.
 const IPV4_LEN: usize = 4;
 const IPV6_LEN: usize = 16;
@@ -452,6 +468,29 @@ mod tests {
         let back = decode(&msg[0]).unwrap();
         assert_eq!(back.syncid, 51);
         assert_eq!(back.conns, [conn(40000)]);
+    }
+
+    #[test]
+    fn the_end_of_a_full_announcement_is_an_empty_v1_message() {
+        let end = encode_pass_end(51);
+        // reserved, syncid 51, size 8, no records, version 1, spare
+        assert_eq!(end, [0, 51, 0, 8, 0, 1, 0, 0]);
+        let back = decode(&end).unwrap();
+        assert!(back.is_pass_end() && back.syncid == 51);
+        // A message with records, or one whose records were all skipped,
+        // or a version-0 one, is no end marker.
+        assert!(
+            !decode(&encode(51, &[conn(1)], 1472)[0])
+                .unwrap()
+                .is_pass_end()
+        );
+        let skipped = Message {
+            version: VERSION_1,
+            skipped: 1,
+            ..Message::default()
+        };
+        assert!(!skipped.is_pass_end());
+        assert!(!decode(&[0, 0, 0, 4]).unwrap().is_pass_end());
     }
 
     #[test]

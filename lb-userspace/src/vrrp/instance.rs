@@ -51,6 +51,9 @@ pub struct InstanceConfig {
     pub unicast_peers: Vec<IpAddr>,
     pub notify: NotifyScripts,
     pub track_interfaces: Vec<String>,
+    /// Connection sync follows this instance: it starts as BACKUP and does
+    /// not preempt while sync's catch-up runs (run's `sync_hold`).
+    pub waits_for_sync: bool,
 }
 
 impl InstanceConfig {
@@ -116,6 +119,7 @@ impl InstanceConfig {
                 any: vi.notify.clone(),
             },
             track_interfaces: vi.track_interface.clone(),
+            waits_for_sync: false,
         })
     }
 
@@ -257,13 +261,16 @@ struct Runner {
 }
 
 /// Runs the instance until `shutdown` turns true; then, if master, sends
-/// priority 0 and removes the VIPs.
+/// priority 0 and removes the VIPs. `sync_hold` (true: catch-up running)
+/// holds preemption back when the instance waits_for_sync.
 pub async fn run(
     cfg: InstanceConfig,
     nl: Netlink,
     states: mpsc::Sender<StateChange>,
     mut shutdown: watch::Receiver<bool>,
+    sync_hold: Option<watch::Receiver<bool>>,
 ) -> Result<()> {
+    let mut sync_hold = sync_hold.filter(|_| cfg.waits_for_sync);
     let socket = VrrpSocket::open(
         &cfg.iface,
         cfg.link.index,
@@ -289,6 +296,10 @@ pub async fn run(
     for (vip, _) in r.cfg.vips.clone() {
         r.nl.del_address(r.cfg.link.index, vip).await?;
     }
+    if let Some(hold) = &mut sync_hold {
+        let held = *hold.borrow_and_update();
+        r.machine.hold_preemption(held);
+    }
     r.apply(Event::Start).await;
     let mut link_poll = tokio::time::interval(LINK_POLL);
     loop {
@@ -308,6 +319,19 @@ pub async fn run(
                 Err(e) => warn!("vrrp_instance {}: receive failed: {e}", r.cfg.name),
             },
             _ = link_poll.tick() => r.check_links().await,
+            changed = async { sync_hold.as_mut().unwrap().changed().await }, if sync_hold.is_some() => {
+                match changed {
+                    Ok(()) => {
+                        let held = sync_hold.as_mut().is_some_and(|h| *h.borrow_and_update());
+                        r.machine.hold_preemption(held);
+                    }
+                    // The agent is gone: nothing holds us any more.
+                    Err(_) => {
+                        sync_hold = None;
+                        r.machine.hold_preemption(false);
+                    }
+                }
+            }
         }
     }
 }

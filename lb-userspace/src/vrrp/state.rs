@@ -83,6 +83,8 @@ pub struct Machine {
     master_adver_int: Duration,
     /// keepalived's preempt_time: when a pending preempt_delay ends.
     preempt_time: Option<Instant>,
+    /// Preemption held back from outside (connection sync's catch-up).
+    preemption_held: bool,
 }
 
 impl Machine {
@@ -94,7 +96,15 @@ impl Machine {
             deadline: None,
             master_adver_int,
             preempt_time: None,
+            preemption_held: false,
         }
+    }
+
+    /// While held, a lower-priority master's adverts keep us BACKUP as a
+    /// running preempt_delay does; released, the next of them is ignored
+    /// and the down timer runs out.
+    pub fn hold_preemption(&mut self, held: bool) {
+        self.preemption_held = held;
     }
 
     pub fn state(&self) -> State {
@@ -212,7 +222,10 @@ impl Machine {
         if priority == PRIORITY_STOP {
             // The master is leaving: take over after Skew_Time only.
             self.deadline = Some(now + self.skew());
-        } else if !self.p.preempt || priority >= self.p.priority || self.preempt_delay_pending(now)
+        } else if !self.p.preempt
+            || priority >= self.p.priority
+            || self.preempt_delay_pending(now)
+            || self.preemption_held
         {
             if self.p.version == 3 {
                 self.master_adver_int = advert_int;
@@ -381,6 +394,27 @@ mod tests {
         }
         assert_eq!(m.state(), State::Backup);
         assert_eq!(m.deadline(), Some(t0 + SEC * 20 + m.master_down_interval()));
+    }
+
+    #[test]
+    fn a_held_preemption_waits_for_its_release() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(100));
+        m.hold_preemption(true);
+        m.handle(Event::Start, t0);
+        // Held: a lower master's adverts keep us BACKUP however long.
+        for i in 1..=30 {
+            m.handle(advert(90), t0 + SEC * i);
+            assert_eq!(m.deadline(), Some(t0 + SEC * i + m.master_down_interval()));
+        }
+        assert_eq!(m.state(), State::Backup);
+        // Released: its adverts are ignored and the down timer runs out.
+        m.hold_preemption(false);
+        let released = t0 + SEC * 31;
+        assert!(m.handle(advert(90), released).is_empty());
+        assert_eq!(m.deadline(), Some(t0 + SEC * 30 + m.master_down_interval()));
+        let d = m.deadline().unwrap();
+        assert!(m.handle(Event::Timeout, d).contains(&Action::BecomeMaster));
     }
 
     #[test]
