@@ -41,6 +41,7 @@ pub mod pin_names {
     pub const TX_PORTS: &str = "tx_ports";
     pub const REAL_CONNS: &str = "real_conns";
     pub const LOOKUP_TABLES: &str = "lookup_tables";
+    pub const WEIGHT_TABLES: &str = "weight_tables";
     pub const LOCALITY: &str = "locality";
     pub const PERSIST: &str = "persist";
     pub const LOCAL_CONNS: &str = "local_conns";
@@ -73,6 +74,7 @@ pub mod map_names {
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const REAL_CONNS: &str = "REAL_CONNS";
     pub const LOOKUP_TABLES: &str = "LOOKUP_TABLES";
+    pub const WEIGHT_TABLES: &str = "WEIGHT_TABLES";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
     pub const LOCAL_CONNS: &str = "LOCAL_CONNS";
@@ -92,7 +94,7 @@ pub mod map_names {
     pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 
     /// (ELF object name, pin file name) of every map the agent pins.
-    pub const PINNED: [(&str, &str); 28] = [
+    pub const PINNED: [(&str, &str); 29] = [
         (SERVICES, super::pin_names::SERVICES),
         (BACKEND_SETS, super::pin_names::BACKEND_SETS),
         (REALS, super::pin_names::REALS),
@@ -127,6 +129,7 @@ pub mod map_names {
         (NAT6_PROGRAMS, super::pin_names::NAT6_PROGRAMS),
         (NAT_REVERSE6, super::pin_names::NAT_REVERSE6),
         (LOCAL_CONNS6, super::pin_names::LOCAL_CONNS6),
+        (WEIGHT_TABLES, super::pin_names::WEIGHT_TABLES),
     ];
 }
 
@@ -372,6 +375,105 @@ impl Default for LookupTable {
             _pad: 0,
             buckets: [0; crate::consts::LOOKUP_TABLE_MAX as usize],
         }
+    }
+}
+
+/// `weight_tables` value, one per backend-set slot of a fo, ovf or twos
+/// service: what those schedulers would otherwise add up or search for in
+/// a scan of the set on every new connection. Built by the agent from the
+/// set's weights (planning/sched_tables.rs), written before the set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightTable {
+    /// The sum of the set's weights.
+    pub total: u32,
+    /// Servers with a weight above 0: the used part of `by_weight`.
+    pub live: u32,
+    /// Running sum of the weights up to and including each index.
+    pub cumulative: [u32; MAX_BACKENDS_PER_SERVICE as usize],
+    /// Indexes of the servers with a weight, heaviest first, in set order
+    /// among equals (MAX_BACKENDS_PER_SERVICE <= 256: an index fits a u8).
+    pub by_weight: [u8; MAX_BACKENDS_PER_SERVICE as usize],
+}
+
+impl Default for WeightTable {
+    fn default() -> Self {
+        Self {
+            total: 0,
+            live: 0,
+            cumulative: [0; MAX_BACKENDS_PER_SERVICE as usize],
+            by_weight: [0; MAX_BACKENDS_PER_SERVICE as usize],
+        }
+    }
+}
+
+/// Halvings of a binary search over all MAX_BACKENDS_PER_SERVICE entries.
+const DRAW_STEPS: u32 = MAX_BACKENDS_PER_SERVICE.trailing_zeros();
+const _: () = assert!(MAX_BACKENDS_PER_SERVICE.is_power_of_two());
+
+/// 1 when `value` < `target`, else 0, without a branch: the sign of the
+/// 64-bit difference of two 32-bit values. The black_boxes keep the
+/// compiler from turning the difference back into a comparison, or the
+/// bit's use into a select: BPF does both with a branch, and a branch per
+/// step doubles the verifier's paths at every step.
+#[inline(always)]
+fn below(value: u32, target: u64) -> usize {
+    let difference = core::hint::black_box(u64::from(value).wrapping_sub(target));
+    core::hint::black_box((difference >> 63) as usize)
+}
+
+impl WeightTable {
+    /// The table of a set whose first `weights.len()` servers have these
+    /// weights (in set order).
+    pub fn of(weights: &[u32]) -> Self {
+        // Past the set the running sum is "unreachable": draw's search
+        // runs over every entry and never stops there.
+        let mut table = Self {
+            cumulative: [u32::MAX; MAX_BACKENDS_PER_SERVICE as usize],
+            ..Self::default()
+        };
+        let mut sum = 0u32;
+        for (slot, weight) in table.cumulative.iter_mut().zip(weights) {
+            sum = sum.saturating_add(*weight);
+            *slot = sum;
+        }
+        table.total = sum;
+        let mut live = 0usize;
+        for (index, weight) in weights.iter().enumerate().take(table.by_weight.len()) {
+            if *weight == 0 {
+                continue;
+            }
+            // Insertion after every heavier-or-equal one: heaviest first,
+            // set order among equals.
+            let at = table.by_weight[..live]
+                .iter()
+                .position(|&i| weights[usize::from(i)] < *weight)
+                .unwrap_or(live);
+            table.by_weight.copy_within(at..live, at + 1);
+            table.by_weight[at] = index as u8;
+            live += 1;
+        }
+        table.live = live as u32;
+        table
+    }
+
+    /// ip_vs_twos_schedule's draw: walking the set in order, the remainder
+    /// `r` less each server's weight reaches 0 or below first at the index
+    /// returned (servers of weight 0 skipped); None when none reaches (r
+    /// above the total, or no weight). That is the first index whose
+    /// running sum is at least r, and at least 1 (r = 0 lands on the first
+    /// server with a weight): a branchless binary search (lower bound) over
+    /// all entries, DRAW_STEPS fixed halvings.
+    #[inline(always)]
+    pub fn draw(&self, count: u32, r: u32) -> Option<u32> {
+        let target = u64::from(r.max(1));
+        let mut base = 0usize;
+        for step in 1..=DRAW_STEPS {
+            let half = (MAX_BACKENDS_PER_SERVICE >> step) as usize;
+            base += below(*self.cumulative.get(base + half)?, target) * half;
+        }
+        let index = (base + below(*self.cumulative.get(base)?, target)) as u32;
+        (index < count).then_some(index)
     }
 }
 
@@ -776,6 +878,7 @@ mod pod {
     unsafe impl aya::Pod for LocalConn6 {}
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
+    unsafe impl aya::Pod for WeightTable {}
     unsafe impl aya::Pod for LocalityKey {}
     unsafe impl aya::Pod for LocalityKey6 {}
     unsafe impl aya::Pod for LocalityMember {}
@@ -801,6 +904,78 @@ mod tests {
         assert_eq!(PersistKey6::client_net_of(&addr, 128), addr);
         assert_eq!(PersistKey6::client_net_of(&addr, 0), [0; 16]);
         assert_eq!(PersistKey6::client_net_of(&addr, 200), addr);
+    }
+
+    /// ip_vs_twos_schedule's walk, as the scan did it.
+    fn walk_draw(weights: &[u32], r: u32) -> Option<u32> {
+        let mut left = i64::from(r);
+        for (i, w) in weights.iter().enumerate() {
+            if *w == 0 {
+                continue;
+            }
+            left -= i64::from(*w);
+            if left <= 0 {
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// fo's and ovf's pass: the first heaviest among those that qualify.
+    fn heaviest(weights: &[u32], qualifies: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, w) in weights.iter().enumerate() {
+            if *w > 0 && qualifies(i) && best.is_none_or(|b| *w > weights[b]) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn a_weight_table_draws_and_orders_as_the_scans_did() {
+        // A small deterministic generator: weights with zeros and ties.
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed % n
+        };
+        let mut sets: Vec<Vec<u32>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![0, 3, 0, 4]];
+        for _ in 0..200 {
+            let len = 1 + next(MAX_BACKENDS_PER_SERVICE) as usize;
+            let max = [2, 5, 100, 65_535][next(4) as usize];
+            sets.push((0..len).map(|_| next(max)).collect());
+        }
+        sets.push(vec![65_535; MAX_BACKENDS_PER_SERVICE as usize]);
+        for weights in &sets {
+            let t = WeightTable::of(weights);
+            let count = weights.len() as u32;
+            assert_eq!(t.total, weights.iter().sum::<u32>());
+            // Every draw twos can make, and one past the total.
+            let draws: Vec<u32> = if t.total <= 2_000 {
+                (0..=t.total + 1).collect()
+            } else {
+                (0..2_000).map(|_| next(t.total + 2)).collect()
+            };
+            for r in draws {
+                assert_eq!(t.draw(count, r), walk_draw(weights, r), "{weights:?} r={r}");
+            }
+            // fo: the first entry; ovf: the first that qualifies.
+            let order: Vec<usize> = t.by_weight[..t.live as usize]
+                .iter()
+                .map(|&i| usize::from(i))
+                .collect();
+            assert_eq!(order.first().copied(), heaviest(weights, |_| true));
+            let overflowed = |i: usize| i % 3 == 1;
+            assert_eq!(
+                order.iter().copied().find(|&i| !overflowed(i)),
+                heaviest(weights, |i| !overflowed(i)),
+                "{weights:?}"
+            );
+            assert_eq!(t.live as usize, weights.iter().filter(|w| **w > 0).count());
+        }
     }
 
     // The layouts are an ABI between the object file and the agent: pin them.

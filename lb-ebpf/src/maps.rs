@@ -15,7 +15,8 @@ use lb_common::{
     LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
     MAX_SERVICES, MAX_TX_PORTS, NAT6_PROGRAM_SLOTS, NatReverse, NatReverse6, PERSIST_TABLE_SIZE,
     PersistEntry, PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState,
-    ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, counters::COUNTER_COUNT,
+    ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, WeightTable,
+    counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
@@ -57,6 +58,16 @@ pub static REAL_ADDRS6: Array<Ipv6Octets, { MAX_REALS as usize }> = Array::new()
 /// Two slots per service: the destinations of a service (see ServiceInfo::backend_set).
 #[btf_map]
 pub static BACKEND_SETS: Array<BackendSet, { MAX_BACKEND_SETS as usize }> = Array::new();
+
+/// backend-set slot -> fo's, ovf's and twos' view of its weights (written
+/// by the agent before the set; see WeightTable).
+#[btf_map]
+pub static WEIGHT_TABLES: HashMap<
+    u32,
+    WeightTable,
+    { MAX_BACKEND_SETS as usize },
+    BPF_F_NO_PREALLOC,
+> = HashMap::new();
 
 /// real id -> real server address and MAC. Slot 0 is never used.
 #[btf_map]

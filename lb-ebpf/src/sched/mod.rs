@@ -11,9 +11,12 @@ mod twos;
 mod weight;
 mod wrr;
 
-use lb_common::{SchedulerKind, ServiceInfo};
+use lb_common::{SchedulerKind, ServiceInfo, WeightTable};
 
-use crate::{family::Flow, maps::BACKEND_SETS};
+use crate::{
+    family::Flow,
+    maps::{BACKEND_SETS, WEIGHT_TABLES},
+};
 use hashed::Hash;
 use least::Cost;
 
@@ -32,15 +35,23 @@ pub fn schedule<F: Flow>(svc: &ServiceInfo, flow: &F) -> Option<u32> {
         @ (SchedulerKind::Lc | SchedulerKind::Wlc | SchedulerKind::Sed | SchedulerKind::Nq) => {
             least::pick(set, core::hint::black_box(Cost::of(kind)))
         }
-        SchedulerKind::Fo => weight::pick(set, false),
-        SchedulerKind::Ovf => weight::pick(set, true),
-        SchedulerKind::Twos => twos::pick(set),
+        SchedulerKind::Fo => weight::pick(set, weight_table(svc)?, false),
+        SchedulerKind::Ovf => weight::pick(set, weight_table(svc)?, true),
+        SchedulerKind::Twos => twos::pick(set, weight_table(svc)?),
         SchedulerKind::Dh => hashed::pick(svc, set, flow, Hash::Destination),
         SchedulerKind::Sh => hashed::pick(svc, set, flow, Hash::Source),
         SchedulerKind::Mh => hashed::pick(svc, set, flow, Hash::Maglev),
         SchedulerKind::Lblc => locality::pick(svc, set, flow, false),
         SchedulerKind::Lblcr => locality::pick(svc, set, flow, true),
     }
+}
+
+/// The agent's WeightTable of the service's current backend set.
+#[inline(always)]
+fn weight_table(svc: &ServiceInfo) -> Option<&'static WeightTable> {
+    // SAFETY: the agent writes a slot's table whole before the service
+    // names the slot, and never in place while it does.
+    unsafe { WEIGHT_TABLES.get(&svc.backend_set) }
 }
 
 /// A stable choice for a connection the flow table cannot hold: the flow's

@@ -1,49 +1,55 @@
 //! Schedulers that pick by weight alone: fo (ip_vs_fo.c, the first server
 //! of highest weight) and ovf (ip_vs_ovf.c, the same among servers whose
-//! active connections do not exceed their weight).
+//! active connections do not exceed their weight). The agent's WeightTable
+//! lists the set's servers heaviest first (set order among equals): fo
+//! takes its first entry, ovf the first that has not overflowed, instead
+//! of a scan of the whole set for the heaviest.
 
-use lb_common::BackendSet;
+use lb_common::{BackendSet, WeightTable};
 
 use super::scan::{Visit, backend_at, scan};
 use crate::maps::conns_of;
 
-struct Heaviest<'a> {
+/// ovf's walk down the heaviest-first list.
+struct FirstNotOverflowed<'a> {
     set: &'a BackendSet,
-    overflow: bool,
-    real_id: u32,
-    /// 0 = none yet (weight-0 servers never qualify).
-    weight: u32,
+    table: &'a WeightTable,
+    real_id: Option<u32>,
 }
 
-impl Visit for Heaviest<'_> {
+impl Visit for FirstNotOverflowed<'_> {
     #[inline(always)]
-    fn visit(&mut self, idx: u32) -> bool {
-        let Some(backend) = backend_at(self.set, idx) else {
+    fn visit(&mut self, rank: u32) -> bool {
+        let Some(&idx) = self.table.by_weight.get(rank as usize) else {
             return false;
         };
-        let weight = backend.weight;
-        if weight == 0 || weight <= self.weight {
+        let Some(backend) = backend_at(self.set, u32::from(idx)) else {
+            return false;
+        };
+        if conns_of(backend.real_id).active > backend.weight as i64 {
             return true;
         }
-        if self.overflow && conns_of(backend.real_id).active > weight as i64 {
-            return true;
-        }
-        self.real_id = backend.real_id;
-        self.weight = weight;
-        true
+        self.real_id = Some(backend.real_id);
+        false
     }
 }
 
 /// `overflow`: ovf's rule (skip servers with more active connections than
 /// weight); otherwise fo's.
 #[inline(always)]
-pub fn pick(set: &BackendSet, overflow: bool) -> Option<u32> {
-    let mut v = Heaviest {
+pub fn pick(set: &BackendSet, table: &WeightTable, overflow: bool) -> Option<u32> {
+    if !overflow {
+        if table.live == 0 {
+            return None;
+        }
+        let idx = *table.by_weight.first()?;
+        return Some(backend_at(set, u32::from(idx))?.real_id);
+    }
+    let mut v = FirstNotOverflowed {
         set,
-        overflow,
-        real_id: 0,
-        weight: 0,
+        table,
+        real_id: None,
     };
-    scan(set.count, &mut v);
-    (v.weight > 0).then_some(v.real_id)
+    scan(table.live, &mut v);
+    v.real_id
 }

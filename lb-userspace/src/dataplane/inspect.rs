@@ -41,6 +41,22 @@ impl Dataplane {
         out
     }
 
+    /// Instructions the verifier processed for each loaded XDP program
+    /// (bpf_prog_info's verified_insns), by name: how close each is to the
+    /// kernel's budget of a million.
+    pub fn verified_insns(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let count = program.info().ok()?.verified_instruction_count()?;
+                Some((name.to_string(), count))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The raw fd of one of the program's maps (for a probe that must run
     /// on another thread; valid while the Dataplane lives).
     pub fn map_fd(&self, name: &str) -> Result<std::os::fd::RawFd> {

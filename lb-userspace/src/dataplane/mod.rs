@@ -134,6 +134,7 @@ struct WritableMaps {
     globals6: Array<MapData, lb_common::LbGlobals6>,
     sched_state: Array<MapData, lb_common::SchedState>,
     lookup_tables: HashMap<MapData, u32, lb_common::LookupTable>,
+    weight_tables: HashMap<MapData, u32, lb_common::WeightTable>,
 }
 
 /// The loaded (verified) balancer with its maps.
@@ -427,6 +428,7 @@ impl Dataplane {
                 globals6: Array::try_from(take(map_names::LB_GLOBALS6)?)?,
                 sched_state: Array::try_from(take(map_names::SCHED_STATE)?)?,
                 lookup_tables: HashMap::try_from(take(map_names::LOOKUP_TABLES)?)?,
+                weight_tables: HashMap::try_from(take(map_names::WEIGHT_TABLES)?)?,
             });
         }
         self.maps

@@ -7,7 +7,7 @@ use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LbGlobals6, LookupTable,
     REAL_FLAG_ACTIVE, REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY,
-    SchedState, SchedulerKind, ServiceInfo, TrafficStats, map_names,
+    SchedState, SchedulerKind, ServiceInfo, TrafficStats, WeightTable, map_names,
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -281,6 +281,16 @@ impl Dataplane {
             maps.lookup_tables
                 .insert(slot, table, 0)
                 .context("writing the scheduler's lookup table")?;
+        }
+        if matches!(
+            svc.scheduler,
+            SchedulerKind::Fo | SchedulerKind::Ovf | SchedulerKind::Twos
+        ) {
+            // Before the flip, as the lookup table.
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            maps.weight_tables
+                .insert(slot, WeightTable::of(&weights), 0)
+                .context("writing the scheduler's weight table")?;
         }
         if svc.scheduler == SchedulerKind::Wrr {
             // IPVS resets wrr's mark whenever the destinations change.

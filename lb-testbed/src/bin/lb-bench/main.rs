@@ -248,6 +248,10 @@ const BASELINE: &str = "bench/baseline.json";
 /// `--check` fails when a ratio got this much worse.
 const TOLERANCE: f64 = 0.25;
 
+/// The kernel's limit on instructions processed per program
+/// (BPF_COMPLEXITY_LIMIT_INSNS).
+const VERIFIER_BUDGET: u32 = 1_000_000;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -479,7 +483,16 @@ fn main() -> Result<()> {
     }
     // A fresh load: every map is still in the object (the agent takes some
     // out once it writes them).
-    results.maps = lb_userspace::dataplane::Dataplane::load(&Default::default())?
+    let fresh = lb_userspace::dataplane::Dataplane::load(&Default::default())?;
+    // How close each program is to the verifier's budget: what any further
+    // code in it has to fit into.
+    for (program, insns) in fresh.verified_insns() {
+        results.notes.push(format!(
+            "verifier: {program} processed {insns} instructions of its budget of {VERIFIER_BUDGET} ({:.1}%)",
+            100.0 * f64::from(insns) / f64::from(VERIFIER_BUDGET)
+        ));
+    }
+    results.maps = fresh
         .map_memory()
         .into_iter()
         .map(|(name, max_entries, bytes)| bench_report::MapMemory {
