@@ -282,19 +282,18 @@ impl Dataplane {
                 .insert(slot, table, 0)
                 .context("writing the scheduler's lookup table")?;
         }
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         if matches!(
             svc.scheduler,
             SchedulerKind::Fo | SchedulerKind::Ovf | SchedulerKind::Twos
         ) {
             // Before the flip, as the lookup table.
-            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             maps.weight_tables
                 .insert(slot, WeightTable::of(&weights), 0)
                 .context("writing the scheduler's weight table")?;
         }
         if svc.scheduler == SchedulerKind::Wrr {
             // IPVS resets wrr's mark whenever the destinations change.
-            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             maps.sched_state
                 .set(svc.service_id, SchedState::wrr_for(&weights), 0)
                 .context("writing the wrr state")?;

@@ -250,21 +250,34 @@ async fn send_all(
     conns: &[SyncConn],
     stats: &Mutex<SyncStats>,
 ) {
-    let to = SocketAddr::from((settings.endpoint.group, settings.endpoint.port));
     for datagram in codec::encode(settings.syncid, conns, settings.maxlen) {
-        let sent = sock.send_to(&datagram, to).await;
-        let Ok(mut stats) = stats.lock() else {
-            return;
-        };
-        match sent {
-            Ok(_) => {
-                stats.sent_messages += 1;
-                stats.sent_conns += u64::from(datagram[4]);
-            }
-            Err(e) => {
-                stats.drop_one("send_failed");
-                warn!("sending a sync message failed: {e}");
-            }
+        send_datagram(sock, settings, &datagram, stats).await;
+    }
+}
+
+/// Sends one encoded message to the group, counted as sent (with its
+/// records) or as failed; whether it went out.
+async fn send_datagram(
+    sock: &UdpSocket,
+    settings: &Settings,
+    datagram: &[u8],
+    stats: &Mutex<SyncStats>,
+) -> bool {
+    let to = SocketAddr::from((settings.endpoint.group, settings.endpoint.port));
+    let sent = sock.send_to(datagram, to).await;
+    let Ok(mut stats) = stats.lock() else {
+        return false;
+    };
+    match sent {
+        Ok(_) => {
+            stats.sent_messages += 1;
+            stats.sent_conns += u64::from(datagram[4]);
+            true
+        }
+        Err(e) => {
+            stats.drop_one("send_failed");
+            warn!("sending a sync message failed: {e}");
+            false
         }
     }
 }
@@ -372,22 +385,11 @@ async fn run(
 
 /// The empty message that ends a full announcement.
 async fn send_pass_end(sock: &UdpSocket, settings: &Settings, stats: &Mutex<SyncStats>) {
-    let to = SocketAddr::from((settings.endpoint.group, settings.endpoint.port));
-    let sent = sock
-        .send_to(&codec::encode_pass_end(settings.syncid), to)
-        .await;
-    let Ok(mut stats) = stats.lock() else {
-        return;
-    };
-    match sent {
-        Ok(_) => {
-            stats.sent_messages += 1;
-            stats.full_passes_sent += 1;
-        }
-        Err(e) => {
-            stats.drop_one("send_failed");
-            warn!("sending the end of a full announcement failed: {e}");
-        }
+    let end = codec::encode_pass_end(settings.syncid);
+    if send_datagram(sock, settings, &end, stats).await
+        && let Ok(mut stats) = stats.lock()
+    {
+        stats.full_passes_sent += 1;
     }
 }
 
