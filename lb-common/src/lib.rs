@@ -11,6 +11,8 @@ pub mod consts;
 pub mod counters;
 pub mod maps;
 pub mod sched_hash;
+pub mod service_filter;
 
 pub use consts::*;
 pub use maps::*;
+pub use service_filter::ServiceFilter;

@@ -75,6 +75,9 @@ pub mod map_names {
     pub const REAL_CONNS: &str = "REAL_CONNS";
     pub const LOOKUP_TABLES: &str = "LOOKUP_TABLES";
     pub const WEIGHT_TABLES: &str = "WEIGHT_TABLES";
+    /// Not pinned: derived from the services each agent writes (an
+    /// adopting agent rewrites them all before its program goes live).
+    pub const SERVICE_FILTER: &str = "SERVICE_FILTER";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
     pub const LOCAL_CONNS: &str = "LOCAL_CONNS";
@@ -879,6 +882,7 @@ mod pod {
     unsafe impl aya::Pod for RealConns {}
     unsafe impl aya::Pod for LookupTable {}
     unsafe impl aya::Pod for WeightTable {}
+    unsafe impl aya::Pod for crate::ServiceFilter {}
     unsafe impl aya::Pod for LocalityKey {}
     unsafe impl aya::Pod for LocalityKey6 {}
     unsafe impl aya::Pod for LocalityMember {}

@@ -33,7 +33,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use lb_common::{
     FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
-    SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, ServiceInfo, ServiceKey, counters,
+    SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, ServiceFilter, ServiceInfo,
+    ServiceKey, counters,
 };
 // The shared modules, under the names the modules of this binary use.
 use lb_ebpf::{csum, header, header::Abort, kernel, parse};
@@ -240,6 +241,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
 
 /// The service of the packet's (VIP, port, protocol), else the VIP's
 /// all-ports (port 0) persistent service; with the key it was found under.
+/// A key whose filter bit is clear is not looked up (no service has it).
 #[inline(always)]
 fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<(&'static ServiceInfo, ServiceKey)> {
     let mut key = ServiceKey {
@@ -248,14 +250,19 @@ fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<(&'static Service
         proto: flow.proto,
         _pad: 0,
     };
-    // SAFETY: the agent replaces service entries whole (map update), never in place.
-    if let Some(svc) = unsafe { SERVICES.get(&key) } {
-        return Some((svc, key));
+    if maps::may_be_service(ServiceFilter::bit_v4(&key)) {
+        // SAFETY: the agent replaces service entries whole (map update), never in place.
+        if let Some(svc) = unsafe { SERVICES.get(&key) } {
+            return Some((svc, key));
+        }
     }
     if globals.flags & GLOBAL_FLAG_PORT0 == 0 {
         return None;
     }
     key.port = 0;
+    if !maps::may_be_service(ServiceFilter::bit_v4(&key)) {
+        return None;
+    }
     // SAFETY: as above.
     unsafe { SERVICES.get(&key) }.map(|svc| (svc, key))
 }

@@ -15,13 +15,18 @@ use lb_common::{
     LocalityEntry, LocalityKey, LocalityKey6, LookupTable, MAX_BACKEND_SETS, MAX_REALS,
     MAX_SERVICES, MAX_TX_PORTS, NAT6_PROGRAM_SLOTS, NatReverse, NatReverse6, PERSIST_TABLE_SIZE,
     PersistEntry, PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState,
-    ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, WeightTable,
+    ServiceFilter, ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, WeightTable,
     counters::COUNTER_COUNT,
 };
 
 /// (VIP, port, protocol) -> service.
 #[btf_map]
 pub static SERVICES: HashMap<ServiceKey, ServiceInfo, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Single entry: a bit per service key (lb-common's service_filter.rs),
+/// tested before SERVICES / SERVICES6 are.
+#[btf_map]
+pub static SERVICE_FILTER: Array<ServiceFilter, 1> = Array::new();
 
 /// FAMILY_PROGRAM_* -> the program for frames that are not IPv4 (`lb6`),
 /// written by the agent after it loaded both.
@@ -230,6 +235,13 @@ pub fn count(counter: u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *c += 1 };
     }
+}
+
+/// Whether a service may be under the key of filter bit `bit`: false
+/// means none is, and the service maps need not be asked.
+#[inline(always)]
+pub fn may_be_service(bit: u32) -> bool {
+    SERVICE_FILTER.get(0).is_none_or(|f| f.holds(bit))
 }
 
 /// Adds `active` and `inactive` to a real server's connection counters,

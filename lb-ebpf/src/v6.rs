@@ -11,7 +11,7 @@ use aya_ebpf::{bindings::xdp_action, btf_maps::ProgramArray, programs::XdpContex
 use lb_common::{
     FORWARD6_PROGRAM_TUN, FlowKey6, Forward6Flow, ForwardKind, GLOBAL_FLAG_NAT6, GLOBAL_FLAG_PORT0,
     LbGlobals, NAT6_PROGRAM_FORWARD, NAT6_PROGRAM_REPLY, SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW,
-    SYNC_EVENT_TEMPLATE, ServiceInfo, ServiceKey6, counters,
+    SYNC_EVENT_TEMPLATE, ServiceFilter, ServiceInfo, ServiceKey6, counters,
 };
 
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     header::Abort,
     maps::{
         FORWARD6_FLOW, FORWARD6_PROGRAMS, LB_GLOBALS, NAT6_PROGRAMS, REAL_STATS, REALS,
-        SERVICE_STATS, SERVICES6, account, count, counted_tx,
+        SERVICE_STATS, SERVICES6, account, count, counted_tx, may_be_service,
     },
     parse,
     persist::{self, Template},
@@ -222,14 +222,19 @@ pub fn find_service(flow: &FlowKey6, globals: &LbGlobals) -> Option<(&'static Se
         proto: flow.proto,
         _pad: 0,
     };
-    // SAFETY: the agent replaces service entries whole (map update), never in place.
-    if let Some(svc) = unsafe { SERVICES6.get(&key) } {
-        return Some((svc, key.port));
+    if may_be_service(ServiceFilter::bit_v6(&key)) {
+        // SAFETY: the agent replaces service entries whole (map update), never in place.
+        if let Some(svc) = unsafe { SERVICES6.get(&key) } {
+            return Some((svc, key.port));
+        }
     }
     if globals.flags & GLOBAL_FLAG_PORT0 == 0 {
         return None;
     }
     key.port = 0;
+    if !may_be_service(ServiceFilter::bit_v6(&key)) {
+        return None;
+    }
     // SAFETY: as above.
     unsafe { SERVICES6.get(&key) }.map(|svc| (svc, 0))
 }

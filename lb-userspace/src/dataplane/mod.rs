@@ -135,6 +135,7 @@ struct WritableMaps {
     sched_state: Array<MapData, lb_common::SchedState>,
     lookup_tables: HashMap<MapData, u32, lb_common::LookupTable>,
     weight_tables: HashMap<MapData, u32, lb_common::WeightTable>,
+    service_filter: Array<MapData, lb_common::ServiceFilter>,
 }
 
 /// The loaded (verified) balancer with its maps.
@@ -143,6 +144,10 @@ pub struct Dataplane {
     maps: Option<WritableMaps>,
     /// service id -> backend-set slot in use.
     active_slots: StdHashMap<u32, u32>,
+    /// service id -> its key's bit in service_filter, and the filter as
+    /// last written (writer.rs).
+    filter_bits: StdHashMap<u32, u32>,
+    filter_written: lb_common::ServiceFilter,
     /// (interface, link) of each attachment.
     links: Vec<(String, XdpLinkId)>,
     /// The maps are a previous agent's (hitless restart).
@@ -222,6 +227,10 @@ impl Dataplane {
             ebpf,
             maps: None,
             active_slots,
+            // The filter map is the new program's own (not pinned): empty
+            // until the services are written, all of them on adoption.
+            filter_bits: StdHashMap::new(),
+            filter_written: lb_common::ServiceFilter::default(),
             adopted: opts.adopt_pins.is_some(),
             adopting_dir: None,
             links: Vec::new(),
@@ -429,6 +438,7 @@ impl Dataplane {
                 sched_state: Array::try_from(take(map_names::SCHED_STATE)?)?,
                 lookup_tables: HashMap::try_from(take(map_names::LOOKUP_TABLES)?)?,
                 weight_tables: HashMap::try_from(take(map_names::WEIGHT_TABLES)?)?,
+                service_filter: Array::try_from(take(map_names::SERVICE_FILTER)?)?,
             });
         }
         self.maps

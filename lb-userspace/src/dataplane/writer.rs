@@ -7,7 +7,7 @@ use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LbGlobals6, LookupTable,
     REAL_FLAG_ACTIVE, REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY,
-    SchedState, SchedulerKind, ServiceInfo, TrafficStats, WeightTable, map_names,
+    SchedState, SchedulerKind, ServiceFilter, ServiceInfo, TrafficStats, WeightTable, map_names,
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -210,6 +210,23 @@ impl Dataplane {
             }
         }
         self.active_slots.remove(&svc.service_id);
+        // After the entry went: its bit never clears under a live service.
+        self.filter_bits.remove(&svc.service_id);
+        self.write_filter()
+    }
+
+    /// Writes service_filter if the services' bits changed since the last
+    /// write.
+    fn write_filter(&mut self) -> Result<()> {
+        let filter = ServiceFilter::of(self.filter_bits.values().copied());
+        if filter == self.filter_written {
+            return Ok(());
+        }
+        self.maps()?
+            .service_filter
+            .set(0, filter, 0)
+            .context("writing service_filter")?;
+        self.filter_written = filter;
         Ok(())
     }
 
@@ -301,6 +318,14 @@ impl Dataplane {
         maps.backend_sets
             .set(slot, set, 0)
             .with_context(|| format!("writing the backend set of {}", svc.endpoint()))?;
+        // Before the entry: a packet of the service always finds its bit.
+        let bit = match svc.key() {
+            ServiceMapKey::V4(key) => ServiceFilter::bit_v4(&key),
+            ServiceMapKey::V6(key) => ServiceFilter::bit_v6(&key),
+        };
+        self.filter_bits.insert(svc.service_id, bit);
+        self.write_filter()?;
+        let maps = self.maps()?;
         match svc.key() {
             ServiceMapKey::V4(key) => maps.services.insert(key, info, 0),
             ServiceMapKey::V6(key) => maps.services6.insert(key, info, 0),
