@@ -12,6 +12,7 @@ pub mod counters;
 pub mod maps;
 pub mod sched_hash;
 pub mod service_filter;
+pub mod service_hit;
 
 pub use consts::*;
 pub use maps::*;

@@ -78,6 +78,8 @@ pub mod map_names {
     /// Not pinned: derived from the services each agent writes (an
     /// adopting agent rewrites them all before its program goes live).
     pub const SERVICE_FILTER: &str = "SERVICE_FILTER";
+    /// Not pinned, for the same reason; mapped by the agent (service_hit.rs).
+    pub const SERVICE_HITS: &str = "SERVICE_HITS";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
     pub const LOCAL_CONNS: &str = "LOCAL_CONNS";

@@ -60,7 +60,18 @@ fn first_state<F: Flow>(flow: &F, tcp_flags: u8) -> u8 {
 /// state (moving it between its server's active and inactive counts).
 #[inline(always)]
 pub fn lookup<F: Flow>(flow: &F, service_id: u32, tcp_flags: u8) -> Lookup {
-    let Some(ptr) = flow.entry() else {
+    classify(flow, flow.entry(), service_id, tcp_flags)
+}
+
+/// As `lookup`, with the flow's entry already looked up (`entry`).
+#[inline(always)]
+pub fn classify<F: Flow>(
+    flow: &F,
+    entry: Option<*mut FlowEntry>,
+    service_id: u32,
+    tcp_flags: u8,
+) -> Lookup {
+    let Some(ptr) = entry else {
         return Lookup::Miss;
     };
     // SAFETY: the pointer comes from the map lookup; only the agent deletes

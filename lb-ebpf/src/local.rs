@@ -20,9 +20,8 @@ use lb_common::{
 
 use crate::{
     family::Flow,
-    find_service,
     kernel::{ipv6_octets, ipv6_words},
-    local_conns,
+    local_conns, lookup_service,
     maps::{LB_GLOBALS, LOCAL_CONNS, LOCAL_CONNS6, REAL_ADDRS6, REALS, count},
     persist::{self, Template},
     sched, v6,
@@ -92,7 +91,7 @@ pub fn to_real(ctx: &SockAddrContext) -> i32 {
         proto: sa.protocol as u8,
         _pad: [0; 3],
     };
-    let Some((svc, key)) = find_service(&flow, globals) else {
+    let Some((svc, key)) = lookup_service(&flow, globals) else {
         return ALLOW;
     };
     // SAFETY: the helper reads the context it is given.

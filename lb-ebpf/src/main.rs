@@ -32,14 +32,16 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
+    FlowEntry, FlowKey, ForwardKind, GLOBAL_FLAG_NAT, GLOBAL_FLAG_PORT0, LbGlobals, RealServer,
     SERVICE_FLAG_STANDBY, SYNC_EVENT_FLOW, SYNC_EVENT_TEMPLATE, ServiceFilter, ServiceInfo,
     ServiceKey, counters,
+    service_hit::{self, ServiceHit},
 };
 // The shared modules, under the names the modules of this binary use.
 use lb_ebpf::{csum, header, header::Abort, kernel, parse};
 
 use conntrack::Lookup;
+use family::Flow as _;
 use maps::{LB_GLOBALS, REAL_STATS, REALS, SERVICE_STATS, SERVICES, account, count};
 use persist::Template;
 
@@ -182,7 +184,7 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     };
     let flow = &pkt.flow;
     let globals = LB_GLOBALS.get(0).ok_or(Abort(counters::ABORT_MAP))?;
-    let Some((svc, service_key)) = find_service(flow, globals) else {
+    let Some(found) = find_service(flow, globals) else {
         // Not for a service; with NAT services it may be a real server's reply.
         if globals.flags & GLOBAL_FLAG_NAT != 0
             && let Some(action) = forward::nat::reply(ctx, &pkt, globals)?
@@ -192,45 +194,63 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
         count(counters::PASS_NO_SERVICE);
         return Ok(xdp_action::XDP_PASS);
     };
-    if svc.flags & SERVICE_FLAG_STANDBY != 0 {
+    if found.hit.standby {
         count(counters::PASS_STANDBY);
         return Ok(xdp_action::XDP_PASS);
     }
+    let (mut service_id, mut forward) = (found.service_id, found.hit.forward);
 
-    let (real_id, real, new_conn) = match conntrack::lookup(flow, svc.service_id, pkt.tcp_flags) {
-        Lookup::Hit(real_id, real, moved) => {
-            if let Some(state) = moved {
-                let ids = (svc.service_id, real_id);
-                sync::announce(globals, *flow, ids, state, SYNC_EVENT_FLOW);
+    let (real_id, real, new_conn) =
+        match conntrack::classify(flow, found.entry, service_id, pkt.tcp_flags) {
+            Lookup::Hit(real_id, real, moved) => {
+                if let Some(state) = moved {
+                    sync::announce(
+                        globals,
+                        *flow,
+                        (service_id, real_id),
+                        state,
+                        SYNC_EVENT_FLOW,
+                    );
+                }
+                (real_id, real, false)
             }
-            (real_id, real, false)
-        }
-        found => {
-            match schedule_new_flow(ctx, globals, svc, &service_key, flow, pkt.tcp_flags, found)? {
-                Some((real_id, real)) => (real_id, real, true),
-                None => {
-                    count(counters::DROP_NO_REAL);
-                    return Ok(xdp_action::XDP_DROP);
+            found_flow => {
+                // Scheduling needs the service's entry: a hit taken without
+                // it (service_hit) whose server went looks it up now.
+                let Some((svc, service_key)) = found.info.or_else(|| lookup_service(flow, globals))
+                else {
+                    count(counters::PASS_NO_SERVICE);
+                    return Ok(xdp_action::XDP_PASS);
+                };
+                (service_id, forward) = (svc.service_id, svc.forward);
+                match schedule_new_flow(
+                    ctx,
+                    globals,
+                    svc,
+                    &service_key,
+                    flow,
+                    pkt.tcp_flags,
+                    found_flow,
+                )? {
+                    Some((real_id, real)) => (real_id, real, true),
+                    None => {
+                        count(counters::DROP_NO_REAL);
+                        return Ok(xdp_action::XDP_DROP);
+                    }
                 }
             }
-        }
-    };
+        };
 
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    account(&SERVICE_STATS, svc.service_id, bytes, new_conn);
+    account(&SERVICE_STATS, service_id, bytes, new_conn);
     account(&REAL_STATS, real_id, bytes, new_conn);
 
-    let action = match ForwardKind::from_u8(svc.forward) {
+    let action = match ForwardKind::from_u8(forward) {
         Some(ForwardKind::Dr) => forward::dr::forward(ctx, real, globals)?,
         Some(ForwardKind::Tun) => forward::tun::forward(ctx, &pkt, real, globals)?,
-        Some(ForwardKind::Nat) => forward::nat::forward(
-            ctx,
-            &pkt,
-            real,
-            globals,
-            new_conn,
-            (svc.service_id, real_id),
-        )?,
+        Some(ForwardKind::Nat) => {
+            forward::nat::forward(ctx, &pkt, real, globals, new_conn, (service_id, real_id))?
+        }
         None => {
             count(counters::PASS_UNKNOWN_FORWARD);
             return Ok(xdp_action::XDP_PASS);
@@ -239,17 +259,77 @@ fn process_packet(ctx: &XdpContext) -> Result<u32, Abort> {
     Ok(maps::counted_tx(action))
 }
 
+/// A packet's service, as `find_service` found it.
+struct FoundService {
+    service_id: u32,
+    hit: ServiceHit,
+    /// Its entry and the key it is under; None when the flow's entry and
+    /// service_hits told all a hit needs (no service lookup made).
+    info: Option<(&'static ServiceInfo, ServiceKey)>,
+    /// The flow's entry in the flow table, if it has one.
+    entry: Option<*mut FlowEntry>,
+}
+
+/// The packet's service, and its flow's entry. The service filter first:
+/// a packet for no service costs no lookup. Then the flow table: a flow
+/// whose service is the one of the packet's (VIP, port, protocol) by
+/// service_hits is a hit without the service's hash lookup (a flow-table
+/// hit's other lookup); anything else looks the service up (lookup_service).
+#[inline(always)]
+fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<FoundService> {
+    let key = service_key(flow, flow.dport);
+    let exact = maps::may_be_service(ServiceFilter::bit_v4(&key));
+    let any_port = globals.flags & GLOBAL_FLAG_PORT0 != 0
+        && maps::may_be_service(ServiceFilter::bit_v4(&service_key(flow, 0)));
+    if !exact && !any_port {
+        return None;
+    }
+    let entry = flow.entry();
+    if exact && let Some(ptr) = entry {
+        // SAFETY: a flow-table value pointer; the id is read once.
+        let service_id = unsafe { (*ptr).service_id };
+        let key_bytes = service_hit::key_word(key.vip, key.port, key.proto);
+        if let Some(hit) = maps::service_hit(service_id, key_bytes) {
+            return Some(FoundService {
+                service_id,
+                hit,
+                info: None,
+                entry,
+            });
+        }
+    }
+    let (svc, key) = lookup_service(flow, globals)?;
+    Some(FoundService {
+        service_id: svc.service_id,
+        hit: ServiceHit {
+            forward: svc.forward,
+            standby: svc.flags & SERVICE_FLAG_STANDBY != 0,
+        },
+        info: Some((svc, key)),
+        entry,
+    })
+}
+
+/// The service key of the packet's VIP and protocol on `port`.
+#[inline(always)]
+fn service_key(flow: &FlowKey, port: u16) -> ServiceKey {
+    ServiceKey {
+        vip: flow.dst,
+        port,
+        proto: flow.proto,
+        _pad: 0,
+    }
+}
+
 /// The service of the packet's (VIP, port, protocol), else the VIP's
 /// all-ports (port 0) persistent service; with the key it was found under.
 /// A key whose filter bit is clear is not looked up (no service has it).
 #[inline(always)]
-fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<(&'static ServiceInfo, ServiceKey)> {
-    let mut key = ServiceKey {
-        vip: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
-    };
+fn lookup_service(
+    flow: &FlowKey,
+    globals: &LbGlobals,
+) -> Option<(&'static ServiceInfo, ServiceKey)> {
+    let mut key = service_key(flow, flow.dport);
     if maps::may_be_service(ServiceFilter::bit_v4(&key)) {
         // SAFETY: the agent replaces service entries whole (map update), never in place.
         if let Some(svc) = unsafe { SERVICES.get(&key) } {

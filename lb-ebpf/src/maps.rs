@@ -17,6 +17,7 @@ use lb_common::{
     PersistEntry, PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState,
     ServiceFilter, ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, WeightTable,
     counters::COUNTER_COUNT,
+    service_hit::{self, ServiceHit},
 };
 
 /// (VIP, port, protocol) -> service.
@@ -27,6 +28,12 @@ pub static SERVICES: HashMap<ServiceKey, ServiceInfo, { MAX_SERVICES as usize }>
 /// tested before SERVICES / SERVICES6 are.
 #[btf_map]
 pub static SERVICE_FILTER: Array<ServiceFilter, 1> = Array::new();
+
+/// service id -> the word a flow-table hit needs of its service
+/// (lb-common's service_hit.rs). Mappable: the agent stores each word
+/// atomically.
+#[btf_map]
+pub static SERVICE_HITS: Array<u64, { MAX_SERVICES as usize }, BPF_F_MMAPABLE> = Array::new();
 
 /// FAMILY_PROGRAM_* -> the program for frames that are not IPv4 (`lb6`),
 /// written by the agent after it loaded both.
@@ -242,6 +249,18 @@ pub fn count(counter: u32) {
 #[inline(always)]
 pub fn may_be_service(bit: u32) -> bool {
     SERVICE_FILTER.get(0).is_none_or(|f| f.holds(bit))
+}
+
+/// What the flow's service `service_id` is, if it is the service of the
+/// key bytes `key` (service_hit::key_word of the packet).
+#[inline(always)]
+pub fn service_hit(service_id: u32, key: u64) -> Option<ServiceHit> {
+    // read_volatile: one 8-byte load (the agent stores the word whole).
+    let word = SERVICE_HITS
+        .get_ptr(service_id)
+        // SAFETY: a pointer to a map value, aligned, read once.
+        .map(|w| unsafe { core::ptr::read_volatile(w) })?;
+    service_hit::decode(word, key)
 }
 
 /// Adds `active` and `inactive` to a real server's connection counters,

@@ -128,10 +128,17 @@ fn flows_of_a_removed_server_move_to_a_live_one() {
 fn a_standby_service_is_passed_to_the_kernel() {
     // Not VRRP master for the VIP: the packets go to the kernel untouched.
     let mut t = ProgTest::seed().unwrap();
+    let ack = |sport| Ipv4Packet::tcp(CLIENT_IP, sport, VIP, PORT, TCP_ACK, b"x").frame();
+    // rr: the first server.
+    assert_eq!(forwarded_to(&mut t, &syn(48002).frame()), RS1_MAC);
     t.set_standby(true).unwrap();
     assert_passes_unmodified(&mut t, "SYN to a standby VIP", &syn(48000).frame());
-    assert_eq!(t.counters().unwrap()[counters::PASS_STANDBY as usize], 1);
-    // Master again: balanced (rr: the first server).
+    // A connection the table holds too: its hit reads the service's
+    // standby (service_hits) without looking the service up.
+    assert_passes_unmodified(&mut t, "a known flow to a standby VIP", &ack(48002));
+    assert_eq!(t.counters().unwrap()[counters::PASS_STANDBY as usize], 2);
+    // Master again: the known flow keeps its server, new ones are balanced.
     t.set_standby(false).unwrap();
-    assert_eq!(forwarded_to(&mut t, &syn(48001).frame()), RS1_MAC);
+    assert_eq!(forwarded_to(&mut t, &ack(48002)), RS1_MAC);
+    assert_eq!(forwarded_to(&mut t, &syn(48001).frame()), RS2_MAC);
 }

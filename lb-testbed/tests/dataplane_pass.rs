@@ -122,21 +122,25 @@ fn ip_options_and_fragments_pass_unmodified() {
     assert_eq!(c[counters::PASS_FRAGMENT as usize], 2);
 }
 
-/// The service filter (service_filter) follows the services: a removed
-/// service's packets pass, and once it is written again they are balanced
-/// at once (its bit was set before its entry reappeared, not left clear by
-/// the removal).
+/// The service filter (service_filter) and service_hits follow the
+/// services: a removed service's packets pass, those of the connections
+/// the table still holds too (a hit no longer finds its service's word),
+/// and once it is written again they are balanced at once (its bit was set
+/// before its entry reappeared, not left clear by the removal).
 #[test]
 fn a_removed_service_passes_and_a_rewritten_one_is_balanced_again() {
     let mut t = ProgTest::seed().unwrap();
-    forwarded_to(&mut t, &syn(40001).frame());
+    let known = syn(40001).frame();
+    forwarded_to(&mut t, &known);
     let service = t.service.clone();
     t.dp.remove_service(&service).unwrap();
     assert_passes_unmodified(&mut t, "SYN to a removed service", &syn(40002).frame());
+    assert_passes_unmodified(&mut t, "a known flow of a removed service", &known);
     // A reload that brings it back (ProgTest rewrites it whole).
     t.set_weight(0, 1).unwrap();
     forwarded_to(&mut t, &syn(40003).frame());
+    forwarded_to(&mut t, &known);
     let c = t.counters().unwrap();
-    assert_eq!(c[counters::PASS_NO_SERVICE as usize], 1);
-    assert_eq!(c[counters::TX as usize], 2);
+    assert_eq!(c[counters::PASS_NO_SERVICE as usize], 2);
+    assert_eq!(c[counters::TX as usize], 3);
 }

@@ -1,16 +1,17 @@
 //! The kernel interfaces aya 0.14 does not wrap: BPF_MAP_LOOKUP_AND_DELETE_ELEM
 //! (remove a flow and learn the state it had at that instant), mmap of an
-//! array map (atomic adds on the counters the data plane shares) and the
+//! array map (atomic adds on the counters the data plane shares, atomic
+//! stores of service_hits' words) and the
 //! interface a pinned XDP link is attached to (aya's LinkInfo hides it).
 
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
-    sync::atomic::{AtomicI64, Ordering},
+    sync::atomic::{AtomicI64, AtomicU64, Ordering},
 };
 
-use lb_common::{MAX_REALS, RealConns};
+use lb_common::{MAX_REALS, MAX_SERVICES, RealConns};
 
 /// bpf(2) command numbers (uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
@@ -250,26 +251,24 @@ impl Counter {
     }
 }
 
-/// The data plane's `real_conns` array, mapped into this process.
-pub struct SharedConns {
-    base: NonNull<RealConns>,
+/// A BPF_F_MMAPABLE array map's values, mapped into this process.
+struct ArrayMapping<T> {
+    base: NonNull<T>,
     len: usize,
 }
 
 // SAFETY: the mapping is only touched through atomic operations.
-unsafe impl Send for SharedConns {}
+unsafe impl<T> Send for ArrayMapping<T> {}
 
-impl SharedConns {
-    const BYTES: usize = MAX_REALS as usize * size_of::<RealConns>();
-
-    /// Maps the (BPF_F_MMAPABLE) array behind `map`.
-    pub fn map(map: BorrowedFd<'_>) -> io::Result<Self> {
+impl<T> ArrayMapping<T> {
+    /// Maps the `len` values of the array behind `map`.
+    fn map(map: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
         // SAFETY: a fresh shared mapping of the map's value area; the kernel
         // checks the length against the map.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                Self::BYTES,
+                len * size_of::<T>(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.as_raw_fd(),
@@ -281,18 +280,39 @@ impl SharedConns {
         }
         Ok(Self {
             base: NonNull::new(addr.cast()).ok_or_else(io::Error::last_os_error)?,
-            len: MAX_REALS as usize,
+            len,
         })
     }
 
+    /// The value at `index`, if in bounds (page-aligned base: a value is
+    /// as aligned as its size is, for the 8- and 32-byte values mapped).
+    fn at(&self, index: u32) -> Option<*mut T> {
+        // SAFETY: in bounds of the mapping.
+        ((index as usize) < self.len).then(|| unsafe { self.base.as_ptr().add(index as usize) })
+    }
+}
+
+impl<T> Drop for ArrayMapping<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len * size_of::<T>()) };
+    }
+}
+
+/// The data plane's `real_conns` array, mapped into this process.
+pub struct SharedConns(ArrayMapping<RealConns>);
+
+impl SharedConns {
+    /// Maps the (BPF_F_MMAPABLE) array behind `map`.
+    pub fn map(map: BorrowedFd<'_>) -> io::Result<Self> {
+        ArrayMapping::map(map, MAX_REALS as usize).map(Self)
+    }
+
     fn field(&self, real_id: u32, which: Counter) -> Option<&AtomicI64> {
-        if real_id as usize >= self.len {
-            return None;
-        }
-        // SAFETY: in bounds of the mapping, 8-byte aligned (page-aligned base,
-        // 32-byte values); the data plane uses atomic adds on the same words.
+        let conns = self.0.at(real_id)?;
+        // SAFETY: inside the mapping, 8-byte aligned (32-byte values); the
+        // data plane uses atomic adds on the same words.
         unsafe {
-            let conns = self.base.as_ptr().add(real_id as usize);
             let field = match which {
                 Counter::Active => &raw mut (*conns).active,
                 Counter::Inactive => &raw mut (*conns).inactive,
@@ -323,9 +343,21 @@ impl SharedConns {
     }
 }
 
-impl Drop for SharedConns {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), Self::BYTES) };
+/// The data plane's `service_hits` array, mapped into this process: each
+/// word is stored whole, so a packet never reads half an update.
+pub struct SharedServiceHits(ArrayMapping<u64>);
+
+impl SharedServiceHits {
+    pub fn map(map: BorrowedFd<'_>) -> io::Result<Self> {
+        ArrayMapping::map(map, MAX_SERVICES as usize).map(Self)
+    }
+
+    /// Stores service `service_id`'s word (lb_common::service_hit).
+    pub fn store(&self, service_id: u32, word: u64) {
+        if let Some(w) = self.0.at(service_id) {
+            // SAFETY: inside the mapping, 8-byte aligned; the data plane
+            // reads the word with one 8-byte load.
+            unsafe { AtomicU64::from_ptr(w) }.store(word, Ordering::Release);
+        }
     }
 }

@@ -156,6 +156,9 @@ pub struct Dataplane {
     adopting_dir: Option<PathBuf>,
     /// The per-server connection counters, shared with the data plane.
     conns: bpf_sys::SharedConns,
+    /// service_hits' words (writer.rs); the map is the new program's own,
+    /// as service_filter.
+    service_hits: bpf_sys::SharedServiceHits,
     /// Connections the flow table holds.
     flow_capacity: u32,
     /// Flows left after the last expiry sweep.
@@ -209,6 +212,9 @@ impl Dataplane {
         install_ipv6_program(&mut ebpf)?;
         let conns = bpf_sys::SharedConns::map(map_data(&ebpf, map_names::REAL_CONNS)?.fd().as_fd())
             .context("mapping the real_conns counters")?;
+        let service_hits =
+            bpf_sys::SharedServiceHits::map(map_data(&ebpf, map_names::SERVICE_HITS)?.fd().as_fd())
+                .context("mapping service_hits")?;
         // The backend-set slots in use: a write goes to the other one.
         let active_slots = if opts.adopt_pins.is_some() {
             let services: HashMap<&MapData, ServiceKey, ServiceInfo> = HashMap::try_from(
@@ -235,6 +241,7 @@ impl Dataplane {
             adopting_dir: None,
             links: Vec::new(),
             conns,
+            service_hits,
             flow_capacity: opts.flow_table_size,
             flows_at_sweep: 0,
             local_links: Vec::new(),

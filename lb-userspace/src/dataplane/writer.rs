@@ -8,6 +8,7 @@ use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LbGlobals6, LookupTable,
     REAL_FLAG_ACTIVE, REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY,
     SchedState, SchedulerKind, ServiceFilter, ServiceInfo, TrafficStats, WeightTable, map_names,
+    service_hit::{self, ServiceHit},
 };
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -198,6 +199,8 @@ impl Dataplane {
     /// Removes a service: its packets go to the kernel from now on (IPVS:
     /// ipvsadm -D). Its flows are not looked at again and expire.
     pub fn remove_service(&mut self, svc: &PlannedService) -> Result<()> {
+        // Before the entry goes: no hit is taken for a service that is gone.
+        self.service_hits.store(svc.service_id, 0);
         let maps = self.maps()?;
         let removed = match svc.key() {
             ServiceMapKey::V4(key) => maps.services.remove(&key),
@@ -331,6 +334,17 @@ impl Dataplane {
             ServiceMapKey::V6(key) => maps.services6.insert(key, info, 0),
         }
         .with_context(|| format!("writing service {}", svc.endpoint()))?;
+        // After the entry: hits see what the entry says (a later id's word
+        // replaces a removed service's whole).
+        let hit = ServiceHit {
+            forward: info.forward,
+            standby,
+        };
+        let word = match svc.key() {
+            ServiceMapKey::V4(key) => service_hit::word_of(&key, hit),
+            ServiceMapKey::V6(_) => 0,
+        };
+        self.service_hits.store(svc.service_id, word);
         self.active_slots.insert(svc.service_id, slot);
         Ok(())
     }
