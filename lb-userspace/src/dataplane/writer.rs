@@ -64,14 +64,17 @@ use crate::planning::{
     sched_tables::{MhServer, dh_table, mh_table, sh_table},
 };
 
-/// The dh / sh / mh table of a backend set (None for other schedulers).
-fn lookup_table(svc: &PlannedService, backends: &[Backend]) -> Option<LookupTable> {
+/// The dh / sh / mh table of a backend set (None for other schedulers);
+/// `weights`: the set's, in its order.
+fn lookup_table(
+    svc: &PlannedService,
+    backends: &[Backend],
+    weights: &[u32],
+) -> Option<LookupTable> {
     match svc.scheduler {
         SchedulerKind::Dh => Some(dh_table(backends.len())),
         // sh fills by the current weights (ip_vs_sh_reassign).
-        SchedulerKind::Sh => Some(sh_table(
-            &backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
-        )),
+        SchedulerKind::Sh => Some(sh_table(weights)),
         // mh by the last non-zero weights: the configured ones.
         SchedulerKind::Mh => Some(mh_table(
             &backends
@@ -294,7 +297,8 @@ impl Dataplane {
             persist_timeout_s: svc.persistence.map_or(0, |p| p.timeout_s),
             persist_mask: svc.persistence.map_or(0, |p| p.map_mask(svc.vip.is_ipv6())),
         };
-        let table = lookup_table(svc, backends);
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let table = lookup_table(svc, backends, &weights);
         let maps = self.maps()?;
         if let Some(table) = table {
             // Before the flip: a packet never sees the new set without it.
@@ -302,7 +306,6 @@ impl Dataplane {
                 .insert(slot, table, 0)
                 .context("writing the scheduler's lookup table")?;
         }
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         if matches!(
             svc.scheduler,
             SchedulerKind::Fo | SchedulerKind::Ovf | SchedulerKind::Twos

@@ -9,6 +9,8 @@ use lb_userspace::sync::{
     records::entry_of,
 };
 
+use lb_common::FLOW_TABLE_DEFAULT_SIZE;
+
 use super::*;
 
 /// Connections per measurement: each a new source, so every run is a new
@@ -106,8 +108,15 @@ pub fn bench(budget: &Budget, results: &mut bench_report::Results) -> Result<()>
     let send_ns = start.elapsed().as_nanos() as f64 / records.len() as f64;
     results.push(SECTION, "send a record (encode + sendto)", send_ns, None);
 
-    // Applying: datagrams decoded, mapped to entries, written.
-    let mut t = ProgTest::seed()?;
+    // Applying: datagrams decoded, mapped to entries, written (into a
+    // table that holds them all: a full run's 200,000 exceed the default).
+    let mut t = ProgTest::with_service_and(
+        seed_service([1, 1]),
+        &lb_userspace::dataplane::LoadOptions {
+            flow_table_size: u32::try_from(records.len())?.max(FLOW_TABLE_DEFAULT_SIZE),
+            ..Default::default()
+        },
+    )?;
     let plan = lb_userspace::planning::plan::Plan {
         services: vec![t.service.clone()],
     };
