@@ -274,21 +274,20 @@ struct FoundService {
 /// a packet for no service costs no lookup. Then the flow table: a flow
 /// whose service is the one of the packet's (VIP, port, protocol) by
 /// service_hits is a hit without the service's hash lookup (a flow-table
-/// hit's other lookup); anything else looks the service up (lookup_service).
+/// hit's other lookup); anything else looks the service up.
 #[inline(always)]
 fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<FoundService> {
-    let key = service_key(flow, flow.dport);
-    let exact = maps::may_be_service(ServiceFilter::bit_v4(&key));
-    let any_port = globals.flags & GLOBAL_FLAG_PORT0 != 0
-        && maps::may_be_service(ServiceFilter::bit_v4(&service_key(flow, 0)));
-    if !exact && !any_port {
+    let keys = FilteredKeys::of(flow, globals);
+    if !keys.exact && !keys.any_port {
         return None;
     }
     let entry = flow.entry();
-    if exact && let Some(ptr) = entry {
+    if keys.exact
+        && let Some(ptr) = entry
+    {
         // SAFETY: a flow-table value pointer; the id is read once.
         let service_id = unsafe { (*ptr).service_id };
-        let key_bytes = service_hit::key_word(key.vip, key.port, key.proto);
+        let key_bytes = service_hit::key_word(flow.dst, flow.dport, flow.proto);
         if let Some(hit) = maps::service_hit(service_id, key_bytes) {
             return Some(FoundService {
                 service_id,
@@ -298,7 +297,7 @@ fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<FoundService> {
             });
         }
     }
-    let (svc, key) = lookup_service(flow, globals)?;
+    let (svc, key) = keys.lookup(flow)?;
     Some(FoundService {
         service_id: svc.service_id,
         hit: ServiceHit {
@@ -308,6 +307,44 @@ fn find_service(flow: &FlowKey, globals: &LbGlobals) -> Option<FoundService> {
         info: Some((svc, key)),
         entry,
     })
+}
+
+/// Which of a packet's two service keys the service filter lets through:
+/// its (VIP, port, protocol), and (VIP, 0, protocol) when some service is
+/// on all ports.
+struct FilteredKeys {
+    exact: bool,
+    any_port: bool,
+}
+
+impl FilteredKeys {
+    #[inline(always)]
+    fn of(flow: &FlowKey, globals: &LbGlobals) -> Self {
+        let may_be = |port| maps::may_be_service(ServiceFilter::bit_v4(&service_key(flow, port)));
+        Self {
+            exact: may_be(flow.dport),
+            any_port: globals.flags & GLOBAL_FLAG_PORT0 != 0 && may_be(0),
+        }
+    }
+
+    /// The service under the first key let through that has one, with
+    /// that key.
+    #[inline(always)]
+    fn lookup(&self, flow: &FlowKey) -> Option<(&'static ServiceInfo, ServiceKey)> {
+        let mut key = service_key(flow, flow.dport);
+        if self.exact {
+            // SAFETY: the agent replaces service entries whole (map update), never in place.
+            if let Some(svc) = unsafe { SERVICES.get(&key) } {
+                return Some((svc, key));
+            }
+        }
+        if !self.any_port {
+            return None;
+        }
+        key.port = 0;
+        // SAFETY: as above.
+        unsafe { SERVICES.get(&key) }.map(|svc| (svc, key))
+    }
 }
 
 /// The service key of the packet's VIP and protocol on `port`.
@@ -329,22 +366,7 @@ fn lookup_service(
     flow: &FlowKey,
     globals: &LbGlobals,
 ) -> Option<(&'static ServiceInfo, ServiceKey)> {
-    let mut key = service_key(flow, flow.dport);
-    if maps::may_be_service(ServiceFilter::bit_v4(&key)) {
-        // SAFETY: the agent replaces service entries whole (map update), never in place.
-        if let Some(svc) = unsafe { SERVICES.get(&key) } {
-            return Some((svc, key));
-        }
-    }
-    if globals.flags & GLOBAL_FLAG_PORT0 == 0 {
-        return None;
-    }
-    key.port = 0;
-    if !maps::may_be_service(ServiceFilter::bit_v4(&key)) {
-        return None;
-    }
-    // SAFETY: as above.
-    unsafe { SERVICES.get(&key) }.map(|svc| (svc, key))
+    FilteredKeys::of(flow, globals).lookup(flow)
 }
 
 /// A packet whose connection the flow table does not hold (or holds for a

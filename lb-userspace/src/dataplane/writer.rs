@@ -324,11 +324,17 @@ impl Dataplane {
         maps.backend_sets
             .set(slot, set, 0)
             .with_context(|| format!("writing the backend set of {}", svc.endpoint()))?;
-        // Before the entry: a packet of the service always finds its bit.
-        let bit = match svc.key() {
-            ServiceMapKey::V4(key) => ServiceFilter::bit_v4(&key),
-            ServiceMapKey::V6(key) => ServiceFilter::bit_v6(&key),
+        let hit = ServiceHit {
+            forward: info.forward,
+            standby,
         };
+        let (bit, word) = match svc.key() {
+            ServiceMapKey::V4(key) => {
+                (ServiceFilter::bit_v4(&key), service_hit::word_of(&key, hit))
+            }
+            ServiceMapKey::V6(key) => (ServiceFilter::bit_v6(&key), 0),
+        };
+        // Before the entry: a packet of the service always finds its bit.
         self.filter_bits.insert(svc.service_id, bit);
         self.write_filter()?;
         let maps = self.maps()?;
@@ -339,14 +345,6 @@ impl Dataplane {
         .with_context(|| format!("writing service {}", svc.endpoint()))?;
         // After the entry: hits see what the entry says (a later id's word
         // replaces a removed service's whole).
-        let hit = ServiceHit {
-            forward: info.forward,
-            standby,
-        };
-        let word = match svc.key() {
-            ServiceMapKey::V4(key) => service_hit::word_of(&key, hit),
-            ServiceMapKey::V6(_) => 0,
-        };
         self.service_hits.store(svc.service_id, word);
         self.active_slots.insert(svc.service_id, slot);
         Ok(())
