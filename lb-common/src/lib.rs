@@ -9,6 +9,7 @@
 pub mod conntrack;
 pub mod consts;
 pub mod counters;
+pub mod least;
 pub mod maps;
 pub mod sched_hash;
 pub mod service_filter;

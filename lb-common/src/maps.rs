@@ -80,6 +80,11 @@ pub mod map_names {
     pub const SERVICE_FILTER: &str = "SERVICE_FILTER";
     /// Not pinned, for the same reason; mapped by the agent (service_hit.rs).
     pub const SERVICE_HITS: &str = "SERVICE_HITS";
+    /// Not pinned either: the agent builds each tree when it writes the
+    /// slot's set, and an adopting agent writes every set (least.rs).
+    pub const LEAST_TREES: &str = "LEAST_TREES";
+    /// Not pinned: written with the trees.
+    pub const REAL_LEAVES: &str = "REAL_LEAVES";
     pub const LOCALITY: &str = "LOCALITY";
     pub const PERSIST: &str = "PERSIST";
     pub const LOCAL_CONNS: &str = "LOCAL_CONNS";
@@ -863,6 +868,8 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, with explicit padding fields
     // and no implicit padding, so any byte pattern is a valid value.
     unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for crate::least::LeastTree {}
+    unsafe impl aya::Pod for crate::least::RealLeaf {}
     unsafe impl aya::Pod for ServiceKey6 {}
     unsafe impl aya::Pod for FlowKey6 {}
     unsafe impl aya::Pod for ServiceInfo {}

@@ -4,6 +4,8 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
+
 use aya_ebpf::{
     btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
@@ -17,6 +19,7 @@ use lb_common::{
     PersistEntry, PersistKey, PersistKey6, RealConns, RealServer, SYNC_EVENTS_BYTES, SchedState,
     ServiceFilter, ServiceInfo, ServiceKey, ServiceKey6, SyncEvent, TrafficStats, WeightTable,
     counters::COUNTER_COUNT,
+    least::{self, LeastCost, LeastTree, REAL_LEAF_PRESENT, RealLeaf},
     service_hit::{self, ServiceHit},
 };
 
@@ -80,6 +83,18 @@ pub static WEIGHT_TABLES: HashMap<
     { MAX_BACKEND_SETS as usize },
     BPF_F_NO_PREALLOC,
 > = HashMap::new();
+
+/// backend-set slot -> the tournament tree of an lc, wlc or sed set
+/// (lb-common's least.rs), built by the agent before the set is used.
+/// Mappable: the agent recomputes nodes when it changes a count.
+#[btf_map]
+pub static LEAST_TREES: Array<LeastTree, { MAX_BACKEND_SETS as usize }, BPF_F_MMAPABLE> =
+    Array::new();
+
+/// real id -> its tree and leaf, for a server of an lc, wlc or sed service
+/// (written by the agent with the tree).
+#[btf_map]
+pub static REAL_LEAVES: Array<RealLeaf, { MAX_REALS as usize }> = Array::new();
 
 /// real id -> real server address and MAC. Slot 0 is never used.
 #[btf_map]
@@ -264,9 +279,16 @@ pub fn service_hit(service_id: u32, key: u64) -> Option<ServiceHit> {
 }
 
 /// Adds `active` and `inactive` to a real server's connection counters,
-/// atomically (other CPUs and the agent change them too).
+/// atomically (other CPUs and the agent change them too), and recomputes
+/// its path in its service's least-connection tree if it has one.
 #[inline(always)]
 pub fn conns_add(real_id: u32, active: i64, inactive: i64) {
+    add_to_conns(real_id, active, inactive);
+    least_tree_changed(real_id);
+}
+
+#[inline(always)]
+fn add_to_conns(real_id: u32, active: i64, inactive: i64) {
     if let Some(c) = REAL_CONNS.get_ptr_mut(real_id) {
         // The BPF target has no atomic types with read-modify-write in
         // core; the intrinsic compiles to the BPF atomic add instruction.
@@ -283,6 +305,104 @@ pub fn conns_add(real_id: u32, active: i64, inactive: i64) {
             }
         }
     }
+}
+
+/// The servers of a backend set as a least-connection tree compares them.
+pub struct SetServers<'a>(pub &'a BackendSet);
+
+impl least::Servers for SetServers<'_> {
+    #[inline(always)]
+    fn server(&self, index: u32) -> Option<(i64, RealConns)> {
+        // black_box: a plain bounds-checked scalar for the verifier.
+        let b = self.0.backends.get(core::hint::black_box(index) as usize)?;
+        (index < self.0.count && b.weight > 0).then(|| (i64::from(b.weight), conns_of(b.real_id)))
+    }
+}
+
+/// The tree of backend-set slot `set` if it is kept for `cost` and covers
+/// the set (None: the scheduler scans).
+#[inline(always)]
+pub fn least_tree(set: u32, cost: LeastCost, count: u32) -> Option<&'static LeastTree> {
+    let tree = LEAST_TREES.get(set)?;
+    (tree.cost == cost as u8 && tree.leaves >= count).then_some(tree)
+}
+
+/// Recomputes real server `real_id`'s path in its tree after its count
+/// changed (nothing when its service keeps none).
+#[inline(never)]
+fn least_tree_changed(real_id: u32) {
+    let Some(leaf) = REAL_LEAVES.get(real_id) else {
+        return;
+    };
+    if leaf.flags & REAL_LEAF_PRESENT == 0 {
+        return;
+    }
+    let (Some(tree), Some(set)) = (
+        LEAST_TREES.get_ptr_mut(leaf.set),
+        BACKEND_SETS.get(leaf.set),
+    ) else {
+        return;
+    };
+    // SAFETY: a map value pointer, valid for the program's run; nodes are
+    // written with single 2-byte stores (least.rs says why races are fine).
+    let tree = unsafe { &mut *tree };
+    let Some(cost) = LeastCost::from_u8(tree.cost) else {
+        return;
+    };
+    let leaves = tree.leaves;
+    if leaves > lb_common::MAX_BACKENDS_PER_SERVICE {
+        return;
+    }
+    let mut walk = TreeWalk {
+        tree,
+        cost,
+        leaves,
+        set,
+        index: leaf.index.into(),
+        n: least::parent_of_leaf(leaves, leaf.index.into()),
+    };
+    // A bpf_loop: its callback is verified once, where a plain loop's
+    // levels were each walked on every path, over the verifier's budget.
+    // SAFETY: the callback only casts the context back to the TreeWalk.
+    unsafe {
+        bpf_loop(
+            least::LEAST_TREE_DEPTH,
+            tree_level as *mut c_void,
+            &mut walk as *mut TreeWalk as *mut c_void,
+            0,
+        );
+    }
+}
+
+/// A tree update under way after server `index`'s count changed: the
+/// next node to recompute (0: done).
+struct TreeWalk<'a> {
+    tree: &'a mut LeastTree,
+    cost: LeastCost,
+    leaves: u32,
+    set: &'a BackendSet,
+    index: u32,
+    n: u32,
+}
+
+/// # Safety
+/// `ctx` must be the `TreeWalk` that least_tree_changed handed to bpf_loop.
+unsafe extern "C" fn tree_level(_level: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is that TreeWalk, alive for the whole loop.
+    let walk = unsafe { &mut *(ctx as *mut TreeWalk) };
+    if walk.n == 0 {
+        return 1;
+    }
+    let above = least::update_level(
+        walk.tree,
+        walk.cost,
+        walk.leaves,
+        &SetServers(walk.set),
+        walk.n,
+        walk.index,
+    );
+    walk.n >>= 1;
+    if above { 0 } else { 1 }
 }
 
 /// Adds to a real server's count of persistence templates.

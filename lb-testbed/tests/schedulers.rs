@@ -13,6 +13,8 @@ use lb_common::{
 use lb_testbed::{packet::*, progtest::*, sched_model::*};
 
 const TCP_RST: u8 = 0x04;
+/// The id of `service_with`'s service (seed_service's).
+const SERVICE_ID: u32 = 0;
 
 /// A flow the test opened: its client and the server (index) it went to.
 struct Flow {
@@ -237,6 +239,39 @@ fn sed_matches_ipvs() {
     for w in WEIGHT_SETS {
         differential(SchedulerKind::Sed, w, STEPS, |d, _, _| sed(d));
     }
+}
+
+/// 37 servers: a tree of 64 leaves, six levels from a leaf to the root
+/// (the sets above are one to three).
+#[test]
+fn lc_wlc_and_sed_match_ipvs_over_37_servers() {
+    let weights: Vec<u32> = (0..37u32).map(|i| (i * 7) % 5).collect();
+    differential(SchedulerKind::Lc, &weights, 300, |d, _, _| lc(d));
+    differential(SchedulerKind::Wlc, &weights, 300, |d, _, _| wlc(d));
+    differential(SchedulerKind::Sed, &weights, 300, |d, _, _| sed(d));
+}
+
+/// A tree node that racing updates left stale is right again after the
+/// agent's sweep: the next connection goes where IPVS's scan would send it.
+#[test]
+fn the_sweep_repairs_a_stale_least_connection_tree() {
+    let mut h = Harness::new(SchedulerKind::Lc, &[1, 1, 1]);
+    for i in 0..4 {
+        h.open(client(i), 20_000);
+    }
+    // Counts 2, 1, 1: lc's next is server 1. A stale root names server 2,
+    // and the program follows it (the tree, not a scan, decides).
+    assert_eq!(lc(&h.dests), Some(1));
+    assert!(h.t.dp.stale_least_tree_root(SERVICE_ID, 2));
+    assert_eq!(h.open(client(4), 20_000), Some(2));
+    // Counts 2, 1, 2 and the root named server 2 again: the sweep (no
+    // flow old enough to expire) rebuilds the tree from the counts.
+    assert!(h.t.dp.stale_least_tree_root(SERVICE_ID, 2));
+    h.t.dp
+        .sweep_expired(lb_userspace::dataplane::ConnTimeouts::default())
+        .unwrap();
+    assert_eq!(lc(&h.dests), Some(1));
+    assert_eq!(h.open(client(5), 20_000), Some(1));
 }
 
 #[test]

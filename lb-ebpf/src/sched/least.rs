@@ -1,58 +1,24 @@
-//! The least-connection family, one scan of the backend set each:
-//! lc (ip_vs_lc.c), wlc (ip_vs_wlc.c), sed (ip_vs_sed.c), nq (ip_vs_nq.c).
-//! Servers with weight 0 are skipped (quiesced); ties go to the first in
-//! list order, as IPVS's strict comparisons do.
+//! The least-connection family: lc (ip_vs_lc.c), wlc (ip_vs_wlc.c), sed
+//! (ip_vs_sed.c), nq (ip_vs_nq.c), with lb-common's costs (least.rs).
+//! lc, wlc and sed read the root of their set's tree; nq, lblc/lblcr and a
+//! set without a tree scan it. Servers with weight 0 are skipped; ties go
+//! to the first in list order, as IPVS's strict comparisons do.
 
-use lb_common::{BackendSet, RealConns};
+use lb_common::{BackendSet, least::LeastCost};
 
 use super::scan::{Visit, backend_at, scan};
-use crate::maps::conns_of;
-
-/// How a scan weighs a server.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Cost {
-    /// lc: least overhead (active * 256 + inactive), weights ignored.
-    Overhead,
-    /// wlc: least overhead / weight.
-    OverheadPerWeight,
-    /// sed: least (active + 1) / weight.
-    ExpectedDelay,
-    /// nq: the first server with no active connection, else as sed.
-    NeverQueue,
-}
-
-impl Cost {
-    /// The cost of a least-connection scheduler (the others: lc's).
-    #[inline(always)]
-    pub fn of(kind: lb_common::SchedulerKind) -> Self {
-        use lb_common::SchedulerKind;
-        match kind {
-            SchedulerKind::Wlc => Self::OverheadPerWeight,
-            SchedulerKind::Sed => Self::ExpectedDelay,
-            SchedulerKind::Nq => Self::NeverQueue,
-            _ => Self::Overhead,
-        }
-    }
-}
+use crate::maps::{conns_of, least_tree};
 
 /// No server chosen yet.
 const NONE: u32 = u32::MAX;
 
 struct Least<'a> {
     set: &'a BackendSet,
-    cost: Cost,
+    cost: LeastCost,
     /// Index, cost and weight of the best server so far.
     best: u32,
     best_cost: i64,
     best_weight: i64,
-}
-
-#[inline(always)]
-fn cost_of(cost: Cost, c: &RealConns) -> i64 {
-    match cost {
-        Cost::Overhead | Cost::OverheadPerWeight => c.overhead(),
-        Cost::ExpectedDelay | Cost::NeverQueue => c.active + 1,
-    }
 }
 
 impl Visit for Least<'_> {
@@ -65,19 +31,17 @@ impl Visit for Least<'_> {
             return true;
         }
         let conns = conns_of(backend.real_id);
-        if self.cost == Cost::NeverQueue && conns.active == 0 {
+        if self.cost == LeastCost::NeverQueue && conns.active == 0 {
             self.best = idx;
             return false;
         }
-        let doh = cost_of(self.cost, &conns);
+        let doh = self.cost.of_conns(&conns);
         let weight = backend.weight as i64;
-        let better = self.best == NONE
-            || match self.cost {
-                Cost::Overhead => doh < self.best_cost,
-                // best_cost / best_weight > doh / weight, without division.
-                _ => self.best_cost * weight > doh * self.best_weight,
-            };
-        if better {
+        if self.best == NONE
+            || self
+                .cost
+                .beats(doh, weight, self.best_cost, self.best_weight)
+        {
             self.best = idx;
             self.best_cost = doh;
             self.best_weight = weight;
@@ -86,16 +50,31 @@ impl Visit for Least<'_> {
     }
 }
 
-/// The real id of the least loaded server by `cost`.
+/// The real id of the least loaded server by `cost` of the set in
+/// backend-set slot `slot`.
 #[inline(always)]
-pub fn pick(set: &BackendSet, cost: Cost) -> Option<u32> {
-    let idx = pick_index(set, cost)?;
+pub fn pick(slot: u32, set: &BackendSet, cost: LeastCost) -> Option<u32> {
+    let idx = tree_pick(slot, set, cost).or_else(|| pick_index(set, cost))?;
     Some(set.backends.get(idx as usize)?.real_id)
 }
 
-/// As `pick`, the server's index in the set.
+/// The root of the slot's tree, if it has one and it names a server that
+/// may be chosen (else the caller scans: an empty answer is rare, and a
+/// tree whose set was just replaced may name one that went).
 #[inline(always)]
-pub fn pick_index(set: &BackendSet, cost: Cost) -> Option<u32> {
+fn tree_pick(slot: u32, set: &BackendSet, cost: LeastCost) -> Option<u32> {
+    if !cost.has_tree() {
+        return None;
+    }
+    let idx = lb_common::least::best(least_tree(slot, cost, set.count)?)?;
+    // black_box: a plain bounds-checked scalar for the verifier.
+    let b = backend_at(set, core::hint::black_box(idx))?;
+    (b.weight > 0).then_some(idx)
+}
+
+/// The index in the set of the least loaded server by `cost`, by a scan.
+#[inline(always)]
+pub fn pick_index(set: &BackendSet, cost: LeastCost) -> Option<u32> {
     let mut v = Least {
         set,
         cost,

@@ -4,10 +4,12 @@
 //! overloaded; then wlc picks (and lblcr adds the pick to the set). An lblcr
 //! set unchanged for the expiration time drops its most loaded server.
 
-use lb_common::{BackendSet, LBLCR_SET_MAX, LocalityEntry, LocalityMember, ServiceInfo};
+use lb_common::{
+    BackendSet, LBLCR_SET_MAX, LocalityEntry, LocalityMember, ServiceInfo, least::LeastCost,
+};
 
 use super::{
-    least::{self, Cost},
+    least,
     scan::{Visit, backend_at, scan},
 };
 use crate::{
@@ -126,7 +128,7 @@ pub fn pick<F: Flow>(
             }
         }
         None => {
-            let idx = least::pick_index(set, Cost::OverheadPerWeight)?;
+            let idx = least::pick_index(set, LeastCost::OverheadPerWeight)?;
             // Built in this CPU's scratch slot, not on the stack: 152
             // bytes that IPv6's larger keys leave no room for.
             let slot = LOCALITY_SCRATCH.get_ptr_mut(0)?;
@@ -156,7 +158,7 @@ fn lblc_cached(set: &BackendSet, entry: &mut LocalityEntry) -> Option<u32> {
         entry.members[0].index = idx;
         return real_id(set, idx);
     }
-    let idx = least::pick_index(set, Cost::OverheadPerWeight)?;
+    let idx = least::pick_index(set, LeastCost::OverheadPerWeight)?;
     entry.members[0] = member(set, idx)?;
     real_id(set, idx)
 }
@@ -241,7 +243,7 @@ fn lblcr_cached(set: &BackendSet, entry: &mut LocalityEntry, now: u64) -> Option
     {
         return real_id(set, idx);
     }
-    let idx = least::pick_index(set, Cost::OverheadPerWeight)?;
+    let idx = least::pick_index(set, LeastCost::OverheadPerWeight)?;
     insert(entry, member(set, idx)?, now);
     real_id(set, idx)
 }

@@ -18,7 +18,7 @@ use crate::{
     maps::{BACKEND_SETS, WEIGHT_TABLES},
 };
 use hashed::Hash;
-use least::Cost;
+use lb_common::least::LeastCost;
 
 /// The real id chosen for a new connection of `svc`, or None when no server
 /// may take it (empty set, all weights 0, unknown scheduler).
@@ -33,7 +33,11 @@ pub fn schedule<F: Flow>(svc: &ServiceInfo, flow: &F) -> Option<u32> {
         // site, and four of them left no room in its budget.
         kind
         @ (SchedulerKind::Lc | SchedulerKind::Wlc | SchedulerKind::Sed | SchedulerKind::Nq) => {
-            least::pick(set, core::hint::black_box(Cost::of(kind)))
+            least::pick(
+                svc.backend_set,
+                set,
+                core::hint::black_box(LeastCost::of(kind)?),
+            )
         }
         SchedulerKind::Fo => weight::pick(set, weight_table(svc)?, false),
         SchedulerKind::Ovf => weight::pick(set, weight_table(svc)?, true),

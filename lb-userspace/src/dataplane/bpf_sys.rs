@@ -6,12 +6,16 @@
 
 use std::{
     io,
+    marker::PhantomData,
     os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::atomic::{AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering},
 };
 
-use lb_common::{MAX_REALS, MAX_SERVICES, RealConns};
+use lb_common::{
+    MAX_BACKEND_SETS, MAX_REALS, MAX_SERVICES, RealConns,
+    least::{LEAST_TREE_NODES, LeastTree, NO_SERVER, Nodes},
+};
 
 /// bpf(2) command numbers (uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
@@ -340,6 +344,75 @@ impl SharedConns {
     pub fn load(&self, real_id: u32, which: Counter) -> i64 {
         self.field(real_id, which)
             .map_or(0, |f| f.load(Ordering::Relaxed))
+    }
+}
+
+/// The data plane's `least_trees` array, mapped into this process.
+pub struct SharedTrees(ArrayMapping<LeastTree>);
+
+impl SharedTrees {
+    pub fn map(map: BorrowedFd<'_>) -> io::Result<Self> {
+        ArrayMapping::map(map, MAX_BACKEND_SETS as usize).map(Self)
+    }
+
+    /// Backend-set slot `set`'s tree.
+    pub fn at(&self, set: u32) -> Option<MappedTree<'_>> {
+        Some(MappedTree {
+            tree: self.0.at(set)?,
+            _mapping: PhantomData,
+        })
+    }
+}
+
+/// One tree inside the mapping, read and written with atomic operations
+/// (the data plane recomputes nodes at the same time).
+pub struct MappedTree<'a> {
+    tree: *mut LeastTree,
+    _mapping: PhantomData<&'a SharedTrees>,
+}
+
+impl MappedTree<'_> {
+    fn node_at(&self, n: u32) -> Option<&AtomicU16> {
+        ((n as usize) < LEAST_TREE_NODES).then(|| {
+            // SAFETY: inside the mapping (n in bounds), 2-byte aligned (the
+            // 520-byte values start 4-aligned, nodes at offset 8).
+            unsafe {
+                AtomicU16::from_ptr((&raw mut (*self.tree).nodes).cast::<u16>().add(n as usize))
+            }
+        })
+    }
+
+    /// Stores the tree's cost and leaves: cost 0 turns it off (the data
+    /// plane then scans), so it is stored first when turning it off and
+    /// last when turning it on.
+    pub fn set_header(&mut self, cost: u8, leaves: u32) {
+        // SAFETY: inside the mapping; the fields are aligned (offsets 0, 4).
+        let (c, l) = unsafe {
+            (
+                AtomicU8::from_ptr(&raw mut (*self.tree).cost),
+                AtomicU32::from_ptr(&raw mut (*self.tree).leaves),
+            )
+        };
+        if cost == 0 {
+            c.store(0, Ordering::Release);
+            l.store(leaves, Ordering::Release);
+        } else {
+            l.store(leaves, Ordering::Release);
+            c.store(cost, Ordering::Release);
+        }
+    }
+}
+
+impl Nodes for MappedTree<'_> {
+    fn node(&self, n: u32) -> u16 {
+        self.node_at(n)
+            .map_or(NO_SERVER, |v| v.load(Ordering::Relaxed))
+    }
+
+    fn set_node(&mut self, n: u32, server: u16) {
+        if let Some(v) = self.node_at(n) {
+            v.store(server, Ordering::Relaxed);
+        }
     }
 }
 

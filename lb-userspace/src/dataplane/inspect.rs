@@ -19,6 +19,16 @@ impl Dataplane {
         self.conns.get(real_id)
     }
 
+    /// Adds `delta` to one of a server's counts and recomputes its path in
+    /// its service's least-connection tree: every count the agent changes
+    /// goes through here.
+    pub(super) fn add_to_count(&self, real_id: u32, which: bpf_sys::Counter, delta: i64) {
+        self.conns.add(real_id, which, delta);
+        if which != bpf_sys::Counter::Persistent {
+            self.least_trees.changed(real_id, &self.conns);
+        }
+    }
+
     /// Kernel memory of each map (name, max entries, bytes), from
     /// /proc/self/fdinfo's memlock: what the configured sizes cost.
     pub fn map_memory(&self) -> Vec<(String, u32, u64)> {

@@ -7,6 +7,7 @@
 mod apply;
 pub mod bpf_sys;
 mod inspect;
+mod least_trees;
 mod local;
 pub mod preflight;
 mod sweep;
@@ -136,6 +137,7 @@ struct WritableMaps {
     lookup_tables: HashMap<MapData, u32, lb_common::LookupTable>,
     weight_tables: HashMap<MapData, u32, lb_common::WeightTable>,
     service_filter: Array<MapData, lb_common::ServiceFilter>,
+    real_leaves: Array<MapData, lb_common::least::RealLeaf>,
 }
 
 /// The loaded (verified) balancer with its maps.
@@ -159,6 +161,9 @@ pub struct Dataplane {
     /// service_hits' words (writer.rs); the map is the new program's own,
     /// as service_filter.
     service_hits: bpf_sys::SharedServiceHits,
+    /// The lc / wlc / sed trees (least_trees.rs); the maps are the new
+    /// program's own, as service_filter.
+    least_trees: least_trees::LeastTrees,
     /// Connections the flow table holds.
     flow_capacity: u32,
     /// Flows left after the last expiry sweep.
@@ -215,6 +220,9 @@ impl Dataplane {
         let service_hits =
             bpf_sys::SharedServiceHits::map(map_data(&ebpf, map_names::SERVICE_HITS)?.fd().as_fd())
                 .context("mapping service_hits")?;
+        let least_trees =
+            bpf_sys::SharedTrees::map(map_data(&ebpf, map_names::LEAST_TREES)?.fd().as_fd())
+                .context("mapping least_trees")?;
         // The backend-set slots in use: a write goes to the other one.
         let active_slots = if opts.adopt_pins.is_some() {
             let services: HashMap<&MapData, ServiceKey, ServiceInfo> = HashMap::try_from(
@@ -242,6 +250,7 @@ impl Dataplane {
             links: Vec::new(),
             conns,
             service_hits,
+            least_trees: least_trees::LeastTrees::new(least_trees),
             flow_capacity: opts.flow_table_size,
             flows_at_sweep: 0,
             local_links: Vec::new(),
@@ -446,6 +455,7 @@ impl Dataplane {
                 lookup_tables: HashMap::try_from(take(map_names::LOOKUP_TABLES)?)?,
                 weight_tables: HashMap::try_from(take(map_names::WEIGHT_TABLES)?)?,
                 service_filter: Array::try_from(take(map_names::SERVICE_FILTER)?)?,
+                real_leaves: Array::try_from(take(map_names::REAL_LEAVES)?)?,
             });
         }
         self.maps

@@ -89,6 +89,8 @@ impl Dataplane {
             controlled6.contains(&(t.service_id, k.client_net))
         })?;
         self.sweep_locality(timeouts.locality_expiration, now)?;
+        // Heals any node that racing updates left stale (least.rs).
+        self.least_trees.rebuild_all(&self.conns);
         Ok(removed)
     }
 
@@ -186,8 +188,7 @@ impl Dataplane {
             }
             // A new connection may use it meanwhile: then it stays.
             if let Some(gone) = self.remove_unless_live(name, &key, |t| !expired(t))? {
-                self.conns
-                    .add(gone.real_id, bpf_sys::Counter::Persistent, -1);
+                self.add_to_count(gone.real_id, bpf_sys::Counter::Persistent, -1);
             }
         }
         let mut map = self.hash_map_mut::<K, PersistEntry>(name)?;
@@ -245,8 +246,7 @@ impl Dataplane {
         let Some(entry) = gone else {
             return Ok(false);
         };
-        self.conns
-            .add(entry.real_id, bpf_sys::Counter::of_state(entry.state), -1);
+        self.add_to_count(entry.real_id, bpf_sys::Counter::of_state(entry.state), -1);
         Ok(true)
     }
 

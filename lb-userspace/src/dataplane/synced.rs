@@ -68,10 +68,10 @@ impl Dataplane {
         }
         if let Some(old) = old {
             let (real_id, which) = counted(&old);
-            self.conns.add(real_id, which, -1);
+            self.add_to_count(real_id, which, -1);
         }
         let (real_id, which) = counted(value);
-        self.conns.add(real_id, which, 1);
+        self.add_to_count(real_id, which, 1);
         Ok(true)
     }
 

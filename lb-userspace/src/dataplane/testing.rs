@@ -71,4 +71,14 @@ impl Dataplane {
         }
         Ok(())
     }
+
+    /// Points the root of service `service_id`'s least-connection tree at
+    /// server `index`, as a node left stale by racing updates would be
+    /// (tests of the sweep's repair). False when it keeps no tree.
+    pub fn stale_least_tree_root(&mut self, service_id: u32, index: u16) -> bool {
+        let Some(&slot) = self.active_slots.get(&service_id) else {
+            return false;
+        };
+        self.least_trees.set_root(slot, index)
+    }
 }

@@ -7,7 +7,9 @@ use aya::maps::{DevMapHash, PerCpuArray, PerCpuValues};
 use lb_common::{
     BACKEND_SET_SLOTS_PER_SERVICE, Backend, BackendSet, LbGlobals, LbGlobals6, LookupTable,
     REAL_FLAG_ACTIVE, REAL_FLAG_IPV6, REAL_FLAG_MAC_VALID, RealServer, SERVICE_FLAG_STANDBY,
-    SchedState, SchedulerKind, ServiceFilter, ServiceInfo, TrafficStats, WeightTable, map_names,
+    SchedState, SchedulerKind, ServiceFilter, ServiceInfo, TrafficStats, WeightTable,
+    least::{LeastCost, RealLeaf},
+    map_names,
     service_hit::{self, ServiceHit},
 };
 
@@ -215,7 +217,10 @@ impl Dataplane {
                 return Err(e).with_context(|| format!("removing service {}", svc.endpoint()));
             }
         }
-        self.active_slots.remove(&svc.service_id);
+        if let Some(slot) = self.active_slots.remove(&svc.service_id) {
+            let leaves = self.least_trees.forget(slot);
+            self.write_real_leaves(&leaves)?;
+        }
         // After the entry went: its bit never clears under a live service.
         self.filter_bits.remove(&svc.service_id);
         self.write_filter()
@@ -321,6 +326,14 @@ impl Dataplane {
                 .set(svc.service_id, SchedState::wrr_for(&weights), 0)
                 .context("writing the wrr state")?;
         }
+        // Before the flip, as the tables above.
+        self.least_trees.build(
+            slot,
+            LeastCost::of(svc.scheduler),
+            &set.backends[..set.count as usize],
+            &self.conns,
+        );
+        let maps = self.maps()?;
         maps.backend_sets
             .set(slot, set, 0)
             .with_context(|| format!("writing the backend set of {}", svc.endpoint()))?;
@@ -346,7 +359,23 @@ impl Dataplane {
         // After the entry: hits see what the entry says (a later id's word
         // replaces a removed service's whole).
         self.service_hits.store(svc.service_id, word);
-        self.active_slots.insert(svc.service_id, slot);
+        let old = self.active_slots.insert(svc.service_id, slot);
+        let leaves = self.least_trees.use_slot(slot, old);
+        self.write_real_leaves(&leaves)?;
+        // Counts that changed between the build and the leaves went to the
+        // old tree.
+        self.least_trees.rebuild(slot, &self.conns);
+        Ok(())
+    }
+
+    /// Writes real_leaves entries (least_trees.rs says which).
+    fn write_real_leaves(&mut self, leaves: &[(u32, RealLeaf)]) -> Result<()> {
+        let maps = self.maps()?;
+        for &(real_id, leaf) in leaves {
+            maps.real_leaves
+                .set(real_id, leaf, 0)
+                .with_context(|| format!("writing the tree leaf of real server id {real_id}"))?;
+        }
         Ok(())
     }
 }
