@@ -314,8 +314,8 @@ impl least::Servers for SetServers<'_> {
     #[inline(always)]
     fn server(&self, index: u32) -> Option<(i64, RealConns)> {
         // black_box: a plain bounds-checked scalar for the verifier.
-        let b = self.0.backends.get(core::hint::black_box(index) as usize)?;
-        (index < self.0.count && b.weight > 0).then(|| (i64::from(b.weight), conns_of(b.real_id)))
+        let b = crate::sched::backend_at(self.0, core::hint::black_box(index))?;
+        (b.weight > 0).then(|| (i64::from(b.weight), conns_of(b.real_id)))
     }
 }
 

@@ -3,6 +3,7 @@
 //! namespaces (demo and end-to-end tests).
 
 pub mod bench_report;
+pub mod bench_targets;
 pub mod download;
 pub mod keepalive;
 pub mod netns;

@@ -11,6 +11,10 @@ mod twos;
 mod weight;
 mod wrr;
 
+/// The in-set check every visit of a set starts with (least-connection
+/// trees use it too).
+pub(crate) use scan::backend_at;
+
 use lb_common::{SchedulerKind, ServiceInfo, WeightTable};
 
 use crate::{

@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use lb_testbed::{bench_report, packet::*, progtest::*, trafficgen::LIVE_BATCH};
+use lb_testbed::{bench_report, bench_targets, packet::*, progtest::*, trafficgen::LIVE_BATCH};
 use lb_userspace::dataplane::BASELINES_OBJECT;
 
 mod agent_memory;
@@ -451,10 +451,6 @@ fn main() -> Result<()> {
             .and_then(|b| medians[b].map(|bm| (rows[b].label, bm)));
         results.push(HITS, r.name, *m, base);
     }
-    results.notes.push(
-        "targets: DR flow hit <= 1.5x XDP_TX; every scheduler's new flow with 256 backends <= 5x XDP_TX"
-            .to_string(),
-    );
     fresh_frames(
         &budget,
         &mut baselines,
@@ -507,6 +503,8 @@ fn main() -> Result<()> {
         ));
     }
     results.xdp_bench = xdp_bench::run(&mut baselines);
+    let verdicts = bench_targets::verdicts(&results, bench_targets::TARGETS);
+    results.notes.extend(verdicts);
     write_outputs(&results, &args)
 }
 
