@@ -15,13 +15,34 @@ pub enum Limit {
     AtLeastShare(f64),
 }
 
+/// Which report rows a target bounds.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows {
+    /// Rows by name.
+    Named(&'static [&'static str]),
+    /// These schedulers' new-flow rows with 256 backends.
+    NewFlow256(&'static [&'static str]),
+}
+
+impl Rows {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Rows::Named(rows) => rows.iter().map(|r| r.to_string()).collect(),
+            Rows::NewFlow256(schedulers) => schedulers
+                .iter()
+                .map(|s| format!("{s} new flow, 256 backends"))
+                .collect(),
+        }
+    }
+}
+
 /// One target of the bench.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     /// What it bounds, as the report line says it.
     pub what: &'static str,
-    /// The report rows it bounds (by name); the worst one decides.
-    pub rows: &'static [&'static str],
+    /// The report rows it bounds; the worst one decides.
+    pub rows: Rows,
     pub limit: Limit,
     /// Where it was set.
     pub source: &'static str,
@@ -29,37 +50,16 @@ pub struct Target {
 
 /// The least-connection family and its relatives, which scanned the set
 /// before issue #20.
-const SCANNING_SCHEDULERS_256: &[&str] = &[
-    "lc new flow, 256 backends",
-    "wlc new flow, 256 backends",
-    "sed new flow, 256 backends",
-    "nq new flow, 256 backends",
-    "fo new flow, 256 backends",
-    "ovf new flow, 256 backends",
-    "twos new flow, 256 backends",
+const SCANNING_SCHEDULERS: &[&str] = &["lc", "wlc", "sed", "nq", "fo", "ovf", "twos"];
+
+/// Every scheduler.
+const EVERY_SCHEDULER: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "dh", "sh", "mh", "lblc", "lblcr",
 ];
 
-/// Every scheduler with 256 backends.
-const EVERY_SCHEDULER_256: &[&str] = &[
-    "rr new flow, 256 backends",
-    "wrr new flow, 256 backends",
-    "lc new flow, 256 backends",
-    "wlc new flow, 256 backends",
-    "sed new flow, 256 backends",
-    "nq new flow, 256 backends",
-    "fo new flow, 256 backends",
-    "ovf new flow, 256 backends",
-    "twos new flow, 256 backends",
-    "dh new flow, 256 backends",
-    "sh new flow, 256 backends",
-    "mh new flow, 256 backends",
-    "lblc new flow, 256 backends",
-    "lblcr new flow, 256 backends",
-];
-
-const DR_HIT: &[&str] = &["lb: DR, flow-table hit"];
-const NOT_A_SERVICE: &[&str] = &["lb: not a service (XDP_PASS)"];
-const TUN_HIT_FRESH: &[&str] = &["lb: TUN hit (IPIP)"];
+const DR_HIT: Rows = Rows::Named(&["lb: DR, flow-table hit"]);
+const NOT_A_SERVICE: Rows = Rows::Named(&["lb: not a service (XDP_PASS)"]);
+const TUN_HIT_FRESH: Rows = Rows::Named(&["lb: TUN hit (IPIP)"]);
 
 /// Katran's IPIP hit with a fresh frame each run, measured on this machine
 /// kind next to ours (issue #20).
@@ -104,25 +104,25 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         what: "every scheduler's new flow, 256 backends",
-        rows: EVERY_SCHEDULER_256,
+        rows: Rows::NewFlow256(EVERY_SCHEDULER),
         limit: Limit::AtMostTimes(5.0),
         source: "issue #7",
     },
     Target {
         what: "lc, wlc, sed, nq, fo, ovf and twos new flow, 256 backends",
-        rows: SCANNING_SCHEDULERS_256,
+        rows: Rows::NewFlow256(SCANNING_SCHEDULERS),
         limit: Limit::AtMostTimes(20.0),
         source: "issue #20",
     },
     Target {
         what: "live DR forwarding, one flow, of the no-op's rate",
-        rows: &["lb: DR forward out of the veth"],
+        rows: Rows::Named(&["lb: DR forward out of the veth"]),
         limit: Limit::AtLeastShare(0.7),
         source: "issue #7",
     },
     Target {
         what: "live DR hits over 1M established flows, of the no-op's rate",
-        rows: &["lb: DR hit, 1048576 established flows"],
+        rows: Rows::Named(&["lb: DR hit, 1048576 established flows"]),
         limit: Limit::AtLeastShare(0.5),
         source: "issue #20",
     },
@@ -135,8 +135,8 @@ pub fn verdicts(results: &Results, targets: &[Target]) -> Vec<String> {
     targets
         .iter()
         .map(|t| {
-            let worst = t
-                .rows
+            let names = t.rows.names();
+            let worst = names
                 .iter()
                 .filter_map(|row| {
                     let m = results.measurements.iter().find(|m| m.name == *row)?;
@@ -159,7 +159,7 @@ pub fn verdicts(results: &Results, targets: &[Target]) -> Vec<String> {
                 ),
                 Limit::AtLeastShare(_) => format!("{:.0}%", 100.0 / ratio),
             };
-            if t.rows.len() > 1 {
+            if names.len() > 1 {
                 format!("{head}: {verdict}, worst: {}, {figure}", m.name)
             } else {
                 format!("{head}: {verdict}, {figure}")
@@ -171,8 +171,6 @@ pub fn verdicts(results: &Results, targets: &[Target]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TWO: &[&str] = &["a", "b"];
 
     fn run(a: f64, b: f64) -> Results {
         let mut r = Results::default();
@@ -186,19 +184,19 @@ mod tests {
         let targets = [
             Target {
                 what: "both",
-                rows: TWO,
+                rows: Rows::Named(&["a", "b"]),
                 limit: Limit::AtMostTimes(2.5),
                 source: "t",
             },
             Target {
                 what: "a's rate",
-                rows: &["a"],
+                rows: Rows::Named(&["a"]),
                 limit: Limit::AtLeastShare(0.5),
                 source: "t",
             },
             Target {
                 what: "gone",
-                rows: &["c"],
+                rows: Rows::Named(&["c"]),
                 limit: Limit::AtMostTimes(1.0),
                 source: "t",
             },
@@ -230,12 +228,12 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/baseline.json");
         let baseline = crate::bench_report::read_json(&path).unwrap();
         for t in TARGETS {
-            for row in t.rows {
+            for row in t.rows.names() {
                 assert!(
                     baseline
                         .measurements
                         .iter()
-                        .any(|m| m.name == *row && m.ratio.is_some()),
+                        .any(|m| m.name == row && m.ratio.is_some()),
                     "{row:?} ({}) is not a row of {}",
                     t.what,
                     path.display()
